@@ -1,0 +1,174 @@
+"""Training configuration: one validated dataclass, shared by the CLI, the service and the trainer.
+
+Torch-free on purpose: the API validates and resolves job configurations with it without importing any ML code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+METHODS = ("uds", "random", "max_loss", "max_grad", "full")
+LOSS_ON = ("all", "answer")
+SCHEDULES = ("cosine", "linear", "constant")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+Alpha = Union[float, Literal["auto"]]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. `param` names the field, `message` says what is wrong."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+@dataclass
+class TrainConfig:
+    # What to train, on what, where to write.
+    model: str = "uds-tiny"
+    dataset_path: str = ""
+    eval_dataset_path: str | None = None
+    output_dir: str = "uds-output"
+
+    # Selection (DESIGN.md section 3).
+    method: str = "uds"
+    budget: float = 0.125
+    candidate_batch_size: int = 32
+    alpha: Alpha = "auto"
+    alpha_window: int = 50
+    buffer_size: int = 1024
+    proj_r_voc: int = 128
+    proj_r_seq: int = 8
+
+    # Optimisation. Defaults follow the paper's shipped script.
+    epochs: int = 1
+    max_steps: int | None = None
+    learning_rate: float = 1.5e-4
+    warmup_ratio: float = 0.01
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    micro_batch_size: int = 4
+    seed: int = 0
+
+    # LoRA (paper: r 8, alpha 16, dropout 0, attention and MLP projections).
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    # Data.
+    max_seq_len: int = 512
+    loss_on: str = "all"
+
+    # Bookkeeping.
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    eval_every: int | None = None
+    eval_max_new_tokens: int = 32
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    models_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def k(self) -> int:
+        """Examples trained on per full candidate batch."""
+        return selected_count(self.budget, self.candidate_batch_size)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not (0 < self.budget <= 1):
+            raise ConfigError("budget", f"must be a fraction in (0, 1], got {self.budget!r}")
+        if self.method == "full" and self.budget != 1:
+            # `full` means no selection; silently training on a fraction would mislabel the baseline.
+            self.budget = 1.0
+        if isinstance(self.alpha, str):
+            if self.alpha != "auto":
+                raise ConfigError("alpha", f'must be a non-negative number or "auto", got {self.alpha!r}')
+        elif isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha < 0:
+            raise ConfigError("alpha", f'must be a non-negative number or "auto", got {self.alpha!r}')
+        _positive_int(self, "candidate_batch_size", maximum=4096)
+        _positive_int(self, "buffer_size", maximum=1_000_000)
+        _positive_int(self, "proj_r_voc", maximum=4096)
+        _positive_int(self, "proj_r_seq", maximum=512)
+        _positive_int(self, "alpha_window", maximum=100_000)
+        _positive_int(self, "epochs", maximum=1000)
+        _positive_int(self, "micro_batch_size", maximum=4096)
+        _positive_int(self, "lora_r", maximum=1024)
+        _positive_int(self, "lora_alpha", maximum=100_000)
+        _positive_int(self, "max_seq_len", maximum=131_072)
+        _positive_int(self, "checkpoint_every", maximum=10_000_000)
+        _positive_int(self, "keep_checkpoints", maximum=1000)
+        _positive_int(self, "eval_max_new_tokens", maximum=4096)
+        if self.max_steps is not None:
+            _positive_int(self, "max_steps", maximum=10_000_000)
+        if self.eval_every is not None:
+            _positive_int(self, "eval_every", maximum=10_000_000)
+        if not _finite_number(self.learning_rate) or not (0 < self.learning_rate < 1):
+            raise ConfigError("learning_rate", f"must be in (0, 1), got {self.learning_rate!r}")
+        if not _finite_number(self.warmup_ratio) or not (0 <= self.warmup_ratio < 1):
+            raise ConfigError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        if not _finite_number(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay!r}")
+        if not _finite_number(self.max_grad_norm) or self.max_grad_norm <= 0:
+            raise ConfigError("max_grad_norm", f"must be > 0, got {self.max_grad_norm!r}")
+        if not _finite_number(self.lora_dropout) or not (0 <= self.lora_dropout < 1):
+            raise ConfigError("lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError("lr_schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.loss_on not in LOSS_ON:
+            raise ConfigError("loss_on", f"must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError("device", f'must be "auto", "cpu", "cuda" or "cuda:N", got {self.device!r}')
+        if not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets or not all(
+            isinstance(t, str) and t for t in self.lora_targets
+        ):
+            raise ConfigError("lora_targets", "must be a non-empty list of module names")
+        self.lora_targets = list(self.lora_targets)
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("model", "must be a model name or a local folder")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+def selected_count(budget: float, candidates: int) -> int:
+    """k = max(1, round(budget * B)): never zero, so every step trains on something."""
+    return max(1, min(candidates, int(round(budget * candidates))))
+
+
+def steps_per_epoch(n_examples: int, candidate_batch_size: int) -> int:
+    """One step per candidate batch; the last, partial batch of an epoch is kept."""
+    return max(1, math.ceil(n_examples / candidate_batch_size))
+
+
+def total_steps(config: TrainConfig, n_examples: int) -> int:
+    planned = config.epochs * steps_per_epoch(n_examples, config.candidate_batch_size)
+    return min(planned, config.max_steps) if config.max_steps is not None else planned
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(config: TrainConfig, name: str, maximum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= maximum):
+        raise ConfigError(name, f"must be an integer in [1, {maximum}], got {value!r}")
