@@ -1,0 +1,186 @@
+"""The training loop on the real uds-tiny model for real steps: learning, selection bookkeeping, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from uds.config import TrainConfig
+from uds.reporter import NullLogger
+from uds.trainer import TrainingError, candidate_rows, lr_multiplier, train
+from tests.utils.datasets import write_dataset
+
+
+class RecordingLogger(NullLogger):
+    def __init__(self, stop_before_step: int | None = None):
+        self.steps: list[dict] = []
+        self.events: list[tuple[str, str]] = []
+        self.checkpoints: list[int] = []
+        self.stop_before_step = stop_before_step
+
+    def log_step(self, metrics):
+        self.steps.append(metrics)
+
+    def log_event(self, type, message, level="info", data=None):
+        self.events.append((type, message))
+
+    def log_checkpoint(self, step, path, metrics):
+        self.checkpoints.append(step)
+
+    def should_stop(self):
+        return self.stop_before_step is not None and len(self.steps) + 1 >= self.stop_before_step
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_dataset(path, 96, fmt="chat", seed=0)
+    return str(path)
+
+
+def _config(tmp_path, dataset, tiny_model_dir, **overrides) -> TrainConfig:
+    values = dict(
+        model=tiny_model_dir, dataset_path=dataset, output_dir=str(tmp_path / "out"), method="uds", budget=0.25,
+        candidate_batch_size=16, micro_batch_size=2, max_steps=6, learning_rate=3e-3, warmup_ratio=0.1,
+        max_seq_len=64, checkpoint_every=3, seed=7, lora_r=4, lora_alpha=8,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("method", ["uds", "random", "max_loss", "max_grad", "full"])
+def test_every_method_learns_and_reports_each_step(tmp_path, dataset, tiny_model_dir, method):
+    logger = RecordingLogger()
+    config = _config(tmp_path, dataset, tiny_model_dir, method=method, max_steps=12, checkpoint_every=100)
+    result = train(config, logger)
+
+    assert result.status == "succeeded"
+    assert [m["step"] for m in logger.steps] == list(range(1, 13))
+    expected_k = 16 if method == "full" else 4
+    for metrics in logger.steps:
+        assert metrics["candidates"] == 16 and metrics["selected"] == expected_k
+        assert sum(row["selected"] for row in metrics["selections"]) == expected_k
+        assert len({row["row"] for row in metrics["selections"]}) == 16
+        assert metrics["time_scoring"] >= 0 and metrics["time_training"] > 0
+    first, last = logger.steps[0]["loss"], sum(m["loss"] for m in logger.steps[-3:]) / 3
+    assert last < first * 0.9, f"{method}: loss did not fall ({first:.3f} -> {last:.3f})"
+    assert os.path.isfile(os.path.join(result.adapter_dir, "adapter_model.safetensors"))
+    if method == "uds":
+        stats = logger.steps[-1]["stats"]
+        assert stats["candidates"]["utility"]["mean"] > 0
+        assert stats["selected"]["score"]["mean"] >= stats["candidates"]["score"]["mean"]
+        assert logger.steps[-1]["alpha"] is not None
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, dataset, tiny_model_dir):
+    whole = RecordingLogger()
+    whole_result = train(_config(tmp_path / "whole", dataset, tiny_model_dir), whole)
+
+    first_half = RecordingLogger(stop_before_step=5)  # checkpoint at 3, stops before 5: step 4 is redone
+    config = _config(tmp_path / "split", dataset, tiny_model_dir)
+    assert train(config, first_half).status == "cancelled"
+    second_half = RecordingLogger()
+    resumed = train(config, second_half)
+
+    assert resumed.status == "succeeded"
+    assert ("resumed", "Resumed from the checkpoint at step 3 of 6.") in second_half.events
+    assert [m["step"] for m in second_half.steps] == [4, 5, 6]
+    combined = first_half.steps[:3] + second_half.steps
+    assert [m["loss"] for m in combined] == [m["loss"] for m in whole.steps]
+    assert [_picked(m) for m in combined] == [_picked(m) for m in whole.steps]
+    expected = load_file(os.path.join(whole_result.adapter_dir, "adapter_model.safetensors"))
+    actual = load_file(os.path.join(resumed.adapter_dir, "adapter_model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def _picked(metrics) -> list[int]:
+    return [row["row"] for row in metrics["selections"] if row["selected"]]
+
+
+def test_same_seed_same_run_and_other_seed_other_selection(tmp_path, dataset, tiny_model_dir):
+    runs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        logger = RecordingLogger()
+        train(_config(tmp_path / name, dataset, tiny_model_dir, seed=seed, max_steps=3, checkpoint_every=100), logger)
+        runs.append([_picked(m) for m in logger.steps])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_budget_edge_cases(tmp_path, dataset, tiny_model_dir):
+    tiny_budget = RecordingLogger()
+    train(_config(tmp_path / "tiny", dataset, tiny_model_dir, budget=0.001, max_steps=2), tiny_budget)
+    assert all(m["selected"] == 1 for m in tiny_budget.steps), "k is never 0"
+
+    full_budget = RecordingLogger()
+    train(_config(tmp_path / "one", dataset, tiny_model_dir, method="random", budget=1.0, max_steps=2), full_budget)
+    full = RecordingLogger()
+    train(_config(tmp_path / "full", dataset, tiny_model_dir, method="full", max_steps=2), full)
+    assert [m["loss"] for m in full_budget.steps] == [m["loss"] for m in full.steps]
+
+
+def test_epochs_cover_every_row_once_per_epoch():
+    config = TrainConfig(dataset_path="x", candidate_batch_size=16, epochs=2)
+    per_epoch = [candidate_rows(config, 40, step) for step in range(1, 4)]
+    assert [epoch for epoch, _ in per_epoch] == [0, 0, 0]
+    assert sorted(row for _, rows in per_epoch for row in rows) == list(range(40))
+    assert [len(rows) for _, rows in per_epoch] == [16, 16, 8]
+    assert candidate_rows(config, 40, 4)[0] == 1
+    assert candidate_rows(config, 40, 4)[1] != per_epoch[0][1], "each epoch reshuffles"
+
+
+def test_warmup_then_cosine_decay():
+    config = TrainConfig(dataset_path="x", warmup_ratio=0.2, lr_schedule="cosine")
+    multiplier = lr_multiplier(config, 10)
+    values = [multiplier(i) for i in range(10)]
+    assert values[0] < values[1] < values[2] == 1.0
+    assert all(a >= b for a, b in zip(values[2:], values[3:]))
+    assert values[-1] < 0.05
+
+
+def test_invalid_dataset_is_a_training_error(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    with pytest.raises(TrainingError) as error:
+        train(_config(tmp_path, str(bad), tiny_model_dir))
+    assert error.value.code == "dataset_invalid"
+    assert "line 2" in error.value.message
+
+
+def test_eval_file_reports_loss_and_exact_match(tmp_path, dataset, tiny_model_dir):
+    eval_path = tmp_path / "eval.jsonl"
+    write_dataset(eval_path, 8, fmt="chat", seed=99)
+    logger = RecordingLogger()
+    train(_config(tmp_path, dataset, tiny_model_dir, eval_dataset_path=str(eval_path), eval_every=2, max_steps=4), logger)
+    evaluated = [m["step"] for m in logger.steps if m["eval_loss"] is not None]
+    assert evaluated == [2, 4]
+    assert 0.0 <= logger.steps[-1]["eval_accuracy"] <= 1.0
+    assert logger.steps[-1]["eval_loss"] > 0
+
+
+def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_model_dir, capsys):
+    from uds.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",
+                 "--candidate-batch-size", "8", "--max-steps", "3", "--max-seq-len", "64", "--quiet"])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert "examples trained   6 (25.0% of scored)" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_settings_with_the_setting_named(tmp_path, dataset, capsys):
+    from uds.cli import main
+
+    assert main(["train", "--data", dataset, "--budget", "1.5"]) == 2
+    assert "budget" in capsys.readouterr().err
+    assert main(["train", "--data", dataset, "--candidate-batch-size", "many"]) == 2
+    assert "candidate_batch_size: must be an integer" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""Checkpoints as plain dicts on disk: the adapter (safetensors) plus everything a resumed run needs to continue
+exactly (optimizer, scheduler, selector buffer, RNG states, counters).
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a crash mid-write never
+leaves a folder that looks complete. `state.pt` holds tensors and builtins only and is read back with
+`weights_only=True`: no arbitrary pickle is ever executed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+STATE_FILE = "state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    path: str
+
+
+def checkpoint_dir(root: str, step: int) -> str:
+    return os.path.join(root, f"step-{step:08d}")
+
+
+def list_checkpoints(root: str) -> list[Checkpoint]:
+    """Complete checkpoints, oldest first. Temporary folders of interrupted writes are ignored."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        match = _STEP_DIR.match(name)
+        path = os.path.join(root, name)
+        if match and os.path.isfile(os.path.join(path, STATE_FILE)) and os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS)):
+            found.append(Checkpoint(step=int(match.group(1)), path=path))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(root: str) -> Checkpoint | None:
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: int) -> str:
+    """Write the adapter and `state`, then atomically publish the folder; prune to the newest `keep`."""
+    os.makedirs(root, exist_ok=True)
+    final_path = checkpoint_dir(root, step)
+    temp_path = f"{final_path}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_path, ignore_errors=True)
+    model.save_pretrained(temp_path, safe_serialization=True)
+    torch.save(state, os.path.join(temp_path, STATE_FILE))
+    if os.path.exists(final_path):
+        shutil.rmtree(final_path)
+    os.replace(temp_path, final_path)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final_path
+
+
+def load_checkpoint(path: str, model) -> dict[str, Any]:
+    """Load the adapter weights into `model` in place and return the saved state dict."""
+    weights = load_file(os.path.join(path, ADAPTER_WEIGHTS), device=str(next(model.parameters()).device))
+    set_peft_model_state_dict(model, weights)
+    return torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
