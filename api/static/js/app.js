@@ -1,0 +1,155 @@
+// Entry point: asks /api/v1/info whether a key is needed, then routes on the URL hash.
+//   #/                 jobs            #/jobs/ID?tab=charts|data|events|details   one job
+//   #/new              new job form    #/compare?ids=A,B                          compare jobs
+//   #/datasets         datasets        #/datasets/ID                              one dataset's rows
+import { h, clear, toast } from './dom.js';
+import { get, getKey, setKey, ApiError } from './api.js';
+import { jobsView } from './views/jobs.js';
+import { jobView } from './views/job.js';
+import { compareView } from './views/compare.js';
+import { newJobView } from './views/newjob.js';
+import { datasetsView, datasetView } from './views/datasets.js';
+
+const main = document.getElementById('main');
+const state = { info: null, cleanup: null };
+
+const routes = [
+  [/^\/?$/, () => ['jobs', jobsView]],
+  [/^\/jobs\/([^/]+)$/, (m) => ['jobs', jobView, decodeURIComponent(m[1])]],
+  [/^\/new$/, () => ['new', newJobView]],
+  [/^\/compare$/, () => ['compare', compareView]],
+  [/^\/datasets$/, () => ['datasets', datasetsView]],
+  [/^\/datasets\/([^/]+)$/, (m) => ['datasets', datasetView, decodeURIComponent(m[1])]],
+];
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, '') || '/';
+  const [path, search] = raw.split('?');
+  return { path, params: new URLSearchParams(search || '') };
+}
+
+export function navigate(hash, { replace = false } = {}) {
+  if (replace || location.hash === hash) {
+    history.replaceState(null, '', hash);
+    render();
+  } else {
+    location.hash = hash; // hashchange renders
+  }
+}
+
+async function render() {
+  if (state.cleanup) {
+    try { state.cleanup(); } catch (err) { console.error(err); }
+    state.cleanup = null;
+  }
+  const { path, params } = parseHash();
+  let match = null;
+  for (const [pattern, make] of routes) {
+    const m = pattern.exec(path);
+    if (m) { match = make(m); break; }
+  }
+  for (const a of document.querySelectorAll('.mainnav a')) {
+    a.toggleAttribute('aria-current', !!match && a.dataset.nav === match[0]);
+    if (a.hasAttribute('aria-current')) a.setAttribute('aria-current', 'page');
+  }
+  if (!match) {
+    clear(main, h('section', { class: 'panel empty' }, h('h1', null, 'Page not found'), h('p', null, h('a', { href: '#/' }, 'Back to the jobs'))));
+    return;
+  }
+  const [, view, id] = match;
+  const root = h('div', { class: 'view' });
+  clear(main, root);
+  const ctx = { info: state.info, params, navigate };
+  try {
+    state.cleanup = (await view(root, ctx, id)) || null;
+  } catch (err) {
+    showError(root, err);
+  }
+}
+
+export function showError(root, err) {
+  console.error(err);
+  clear(root, h('section', { class: 'panel error-box', role: 'alert' },
+    h('h2', null, err instanceof ApiError && err.status === 404 ? 'Not found' : 'Something went wrong'),
+    h('p', null, err.message || String(err)),
+    h('p', null, h('a', { href: '#/' }, 'Back to the jobs'))));
+}
+
+// ---- API key ----
+
+const dialog = document.getElementById('key-dialog');
+const keyForm = document.getElementById('key-form');
+const keyInput = document.getElementById('key-input');
+const keyReason = document.getElementById('key-dialog-reason');
+let waitingForKey = null;
+
+function askForKey(reason) {
+  if (reason) keyReason.textContent = reason;
+  keyInput.value = '';
+  if (!dialog.open) dialog.showModal();
+  keyInput.focus();
+  if (!waitingForKey) waitingForKey = new Promise((resolve) => { dialog.addEventListener('close', resolve, { once: true }); });
+  return waitingForKey;
+}
+
+keyForm.addEventListener('submit', (e) => {
+  const key = keyInput.value.trim();
+  if (!key) { e.preventDefault(); return; }
+  setKey(key);
+  waitingForKey = null;
+  renderAuthBox();
+});
+
+dialog.addEventListener('cancel', (e) => {
+  // Without a key nothing works; keep the dialog up rather than show a page of errors.
+  if (state.info?.auth_required && !getKey()) e.preventDefault();
+});
+
+let lastUnauthorized = 0;
+window.addEventListener('uds:unauthorized', async (e) => {
+  if (Date.now() - lastUnauthorized < 1000 || dialog.open) return;
+  lastUnauthorized = Date.now();
+  setKey('');
+  renderAuthBox();
+  await askForKey(`The server rejected the key${e.detail ? ` (${e.detail})` : ''}. Enter a valid API key.`);
+  render();
+});
+
+function renderAuthBox() {
+  const box = document.getElementById('authbox');
+  if (!state.info?.auth_required) {
+    clear(box, h('span', { class: 'muted small', title: 'This server does not require API keys (bound to localhost).' }, 'local · no key needed'));
+    return;
+  }
+  if (getKey()) {
+    clear(box, h('span', { class: 'small' }, 'key saved'), ' ',
+      h('button', { type: 'button', class: 'link', onclick: () => { setKey(''); renderAuthBox(); askForKey('Enter an API key.').then(render); } }, 'Change key'));
+  } else {
+    clear(box, h('button', { type: 'button', class: 'link', onclick: () => askForKey().then(render) }, 'Enter API key'));
+  }
+}
+
+async function start() {
+  try {
+    state.info = await get('/info');
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) state.info = { auth_required: true };
+    else {
+      showError(main, err);
+      return;
+    }
+  }
+  const footer = document.querySelector('.brand small');
+  if (state.info.version) footer.title = `version ${state.info.version}`;
+  renderAuthBox();
+  if (state.info.auth_required && !getKey()) await askForKey();
+  window.addEventListener('hashchange', render);
+  render();
+}
+
+window.addEventListener('unhandledrejection', (e) => {
+  if (e.reason?.name === 'AbortError') return;
+  toast(e.reason?.message || String(e.reason), 'error');
+});
+
+start();

@@ -1,0 +1,114 @@
+// Jobs list: newest first, live while any job is active, pick several to compare.
+import { h, clear, fmtDuration, fmtPct, statusBadge, progressBar, timeEl, jobTitle, ACTIVE, METHOD_LABELS, METHOD_SHORT, wallSeconds, isNum } from '../dom.js';
+import { get } from '../api.js';
+
+const PAGE = 25;
+const POLL_MS = 2000;
+
+export async function jobsView(root, ctx) {
+  const status = ctx.params.get('status') || '';
+  const selected = new Set();
+  let jobs = [];
+  let hasMore = false;
+  let timer = null;
+  let stopped = false;
+
+  const compareBtn = h('button', { type: 'button', class: 'secondary', disabled: true, onclick: () => ctx.navigate(`#/compare?ids=${[...selected].join(',')}`) }, 'Compare selected');
+  const filter = h('select', { id: 'status-filter', onchange: (e) => ctx.navigate(e.target.value ? `#/?status=${e.target.value}` : '#/') },
+    ['', 'validating_files', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) =>
+      h('option', { value: s, selected: s === status }, s ? s.replace('_', ' ') : 'all')));
+  const body = h('div', { class: 'jobs-body', 'aria-live': 'polite', 'aria-busy': 'true' }, h('p', { class: 'loading' }, 'Loading jobs…'));
+  const more = h('button', { type: 'button', class: 'secondary', hidden: true, onclick: loadMore }, 'Load older jobs');
+
+  clear(root,
+    h('div', { class: 'page-head' },
+      h('h1', null, 'Jobs'),
+      h('div', { class: 'head-actions' },
+        h('label', { class: 'inline', for: 'status-filter' }, 'Status ', filter),
+        compareBtn,
+        h('a', { class: 'button primary', href: '#/new' }, 'New job'))),
+    h('section', { class: 'panel flush' }, body, h('div', { class: 'more' }, more)));
+
+  function updateCompare() {
+    compareBtn.disabled = selected.size < 2;
+    compareBtn.textContent = selected.size ? `Compare selected (${selected.size})` : 'Compare selected';
+  }
+
+  function row(job) {
+    const box = h('input', {
+      type: 'checkbox', checked: selected.has(job.id), 'aria-label': `Select ${jobTitle(job)} for comparison`,
+      onchange: (e) => { if (e.target.checked) selected.add(job.id); else selected.delete(job.id); updateCompare(); },
+    });
+    let eta = '—';
+    if (job.status === 'running' && isNum(job.eta_seconds)) eta = fmtDuration(job.eta_seconds);
+    else if (job.status === 'queued' || job.status === 'validating_files') eta = 'waiting to start';
+    else if (job.finished_at && job.started_at) eta = `took ${fmtDuration(wallSeconds(job))}`;
+    return h('tr', { 'data-job-id': job.id, 'data-status': job.status },
+      h('td', { class: 'sel' }, box),
+      h('td', { 'data-label': 'Job' }, h('a', { href: `#/jobs/${job.id}`, class: 'job-link' }, jobTitle(job)), h('div', { class: 'muted mono small' }, job.id)),
+      h('td', { 'data-label': 'Model', class: 'nowrap' }, job.model || '—'),
+      h('td', { 'data-label': 'Method', class: 'nowrap', title: METHOD_LABELS[job.method] || '' }, METHOD_SHORT[job.method] || job.method || '—'),
+      h('td', { 'data-label': 'Budget', class: 'num' }, fmtPct(job.budget, job.budget * 100 % 1 ? 1 : 0)),
+      h('td', { 'data-label': 'Status' }, statusBadge(job.status)),
+      h('td', { 'data-label': 'Progress', class: 'progress-cell' }, progressBar(job, { compact: true })),
+      h('td', { 'data-label': 'ETA', class: 'num' }, eta),
+      h('td', { 'data-label': 'Started', class: 'nowrap' }, timeEl(job.started_at)),
+      h('td', { 'data-label': 'Finished', class: 'nowrap' }, timeEl(job.finished_at)));
+  }
+
+  function renderTable() {
+    body.setAttribute('aria-busy', 'false');
+    if (!jobs.length) {
+      clear(body, h('div', { class: 'empty' },
+        h('p', { class: 'empty-title' }, status ? `No ${status.replace('_', ' ')} jobs.` : 'No jobs yet — start one.'),
+        h('p', null, 'Upload a JSONL dataset, pick a model and a budget, and watch it train.'),
+        h('a', { class: 'button primary', href: '#/new' }, 'Start a job')));
+    } else {
+      clear(body, h('table', { class: 'table jobs-table' },
+        h('thead', null, h('tr', null,
+          h('th', { class: 'sel' }, h('span', { class: 'sr-only' }, 'Compare')),
+          ['Job', 'Model', 'Method', 'Budget', 'Status', 'Progress', 'ETA', 'Started', 'Finished'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', null, jobs.map(row))));
+    }
+    more.hidden = !hasMore;
+    updateCompare();
+  }
+
+  async function loadFirst() {
+    // Re-fetch as many as are shown, so a refresh does not drop pages the user loaded.
+    const page = await get('/jobs', { status, limit: Math.max(PAGE, Math.min(100, jobs.length)) });
+    const fresh = page.data || [];
+    const older = jobs.slice(fresh.length).filter((j) => !fresh.some((f) => f.id === j.id));
+    jobs = [...fresh, ...older];
+    if (!older.length) hasMore = page.has_more;
+    renderTable();
+  }
+
+  async function loadMore() {
+    more.disabled = true;
+    try {
+      const page = await get('/jobs', { status, limit: PAGE, after: jobs[jobs.length - 1]?.id });
+      jobs.push(...(page.data || []).filter((j) => !jobs.some((x) => x.id === j.id)));
+      hasMore = page.has_more;
+      renderTable();
+    } finally {
+      more.disabled = false;
+    }
+  }
+
+  async function poll() {
+    if (stopped) return;
+    try {
+      if (!document.hidden) await loadFirst();
+    } catch (err) {
+      console.warn('jobs refresh failed', err);
+    }
+    // Poll fast while something moves, slowly otherwise (new jobs from other clients still appear).
+    const active = jobs.some((j) => ACTIVE.has(j.status));
+    if (!stopped) timer = setTimeout(poll, active ? POLL_MS : POLL_MS * 3);
+  }
+
+  await loadFirst();
+  timer = setTimeout(poll, POLL_MS);
+  return () => { stopped = true; clearTimeout(timer); };
+}

@@ -1,0 +1,292 @@
+// New job: upload or pick a dataset, pick a model from the allow-list, budget, method and the main settings.
+import { h, clear, toast, fmtInt, fmtBytes, fmtPct, METHOD_LABELS, isNum } from '../dom.js';
+import { get, post, upload, listAll, ApiError } from '../api.js';
+
+const METHOD_HELP = {
+  uds: 'Scores each candidate by utility (nuclear norm of its logits) plus α × diversity against recently selected examples; trains on the top k.',
+  random: 'Picks k candidates uniformly at random: the baseline to beat.',
+  max_loss: 'Picks the k candidates with the highest mean token loss.',
+  max_grad: 'Picks the k candidates with the largest gradient norm with respect to the logits.',
+  full: 'Trains on every candidate (budget 100 %): the reference that savings are measured against.',
+};
+
+// Defaults mirror uds/config.py; the server's OpenAPI schema overrides them when it states its own.
+const MAIN = [
+  { name: 'candidate_batch_size', label: 'Candidate batch size', unit: 'examples / step', type: 'int', def: 32, min: 1, help: 'B: examples scored each step; the top k = budget × B are trained on.' },
+  { name: 'alpha', label: 'α, diversity weight', type: 'alpha', def: 'auto', help: '"auto" rescales diversity to the spread of utility; or a number ≥ 0. UDS only.' },
+  { name: 'epochs', label: 'Epochs', unit: 'passes', type: 'int', def: 1, min: 1 },
+  { name: 'max_steps', label: 'Max steps', unit: 'steps', type: 'int', def: null, min: 1, help: 'Empty: as many steps as the epochs need.' },
+  { name: 'learning_rate', label: 'Learning rate', type: 'float', def: 1.5e-4, min: 0 },
+  { name: 'lora_r', label: 'LoRA rank r', type: 'int', def: 8, min: 1 },
+  { name: 'lora_alpha', label: 'LoRA alpha', type: 'int', def: 16, min: 1 },
+  { name: 'max_seq_len', label: 'Max sequence length', unit: 'tokens', type: 'int', def: 512, min: 1 },
+  { name: 'micro_batch_size', label: 'Micro-batch size', unit: 'examples', type: 'int', def: 4, min: 1, help: 'Selected examples per forward/backward pass (gradient accumulation).' },
+  { name: 'seed', label: 'Seed', type: 'int', def: 0, min: 0 },
+];
+const ADVANCED = [
+  { name: 'warmup_ratio', label: 'Warm-up', unit: 'fraction of steps', type: 'float', def: 0.01, min: 0 },
+  { name: 'lr_schedule', label: 'LR schedule', type: 'select', def: 'cosine', options: ['cosine', 'linear', 'constant'] },
+  { name: 'loss_on', label: 'Loss on', type: 'select', def: 'all', options: ['all', 'answer'], help: 'all: every non-padding token (the paper); answer: assistant turns only.' },
+  { name: 'lora_dropout', label: 'LoRA dropout', type: 'float', def: 0, min: 0 },
+  { name: 'weight_decay', label: 'Weight decay', type: 'float', def: 0, min: 0 },
+  { name: 'max_grad_norm', label: 'Max gradient norm', unit: 'L2, clipping', type: 'float', def: 1, min: 0 },
+  { name: 'buffer_size', label: 'Diversity memory', unit: 'examples', type: 'int', def: 1024, min: 1 },
+  { name: 'checkpoint_every', label: 'Checkpoint every', unit: 'steps', type: 'int', def: 50, min: 1 },
+  { name: 'eval_every', label: 'Evaluate every', unit: 'steps', type: 'int', def: null, min: 1, help: 'Needs an eval dataset. Empty: at the end only.' },
+];
+
+async function schemaDefaults() {
+  // The request schema of POST /api/v1/jobs, if the server publishes it: which fields exist and their defaults.
+  try {
+    const res = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
+    if (!res.ok) return null;
+    const spec = await res.json();
+    const op = spec.paths?.['/api/v1/jobs']?.post;
+    let schema = op?.requestBody?.content?.['application/json']?.schema;
+    const resolve = (s) => (s?.$ref ? spec.components?.schemas?.[s.$ref.split('/').pop()] : s);
+    schema = resolve(schema);
+    if (!schema?.properties) return null;
+    const props = {};
+    for (const [k, v] of Object.entries(schema.properties)) props[k] = { default: v.default, hasDefault: 'default' in v };
+    return props;
+  } catch {
+    return null;
+  }
+}
+
+export async function newJobView(root, ctx) {
+  const fromId = ctx.params.get('from');
+  const [datasetsPage, modelsPage, props, from] = await Promise.all([
+    listAll('/datasets', {}, 200),
+    get('/models'),
+    schemaDefaults(),
+    fromId ? get(`/jobs/${encodeURIComponent(fromId)}`).catch(() => null) : Promise.resolve(null),
+  ]);
+  let datasets = datasetsPage;
+  const models = (modelsPage.data || []).map((mdl) => mdl.id);
+
+  const fields = [...MAIN, ...ADVANCED].filter((f) => !props || f.name in props);
+  for (const f of fields) {
+    if (props?.[f.name]?.hasDefault) f.def = props[f.name].default;
+  }
+  const prefill = from ? { ...(from.config || {}), name: from.name ? `${from.name} (copy)` : '', dataset_id: from.dataset_id, eval_dataset_id: from.eval_dataset_id, model: from.model, method: from.method, budget: from.budget } : {};
+
+  const formError = h('div', { class: 'form-error', role: 'alert', hidden: true });
+  const form = h('form', { class: 'job-form', novalidate: true, onsubmit: submit });
+
+  // ---- dataset ----
+  const datasetSelect = h('select', { id: 'f-dataset_id', name: 'dataset_id', required: true, onchange: () => { previewDataset(); estimate(); } });
+  const evalSelect = h('select', { id: 'f-eval_dataset_id', name: 'eval_dataset_id' });
+  function fillDatasetOptions(selectedId, evalId) {
+    clear(datasetSelect, h('option', { value: '' }, datasets.length ? 'Choose a dataset…' : 'No datasets yet: upload one'),
+      datasets.map((d) => h('option', { value: d.id, selected: d.id === selectedId }, `${d.filename} · ${fmtInt(d.n_examples)} examples · ${d.format || ''}`)));
+    clear(evalSelect, h('option', { value: '' }, 'None'),
+      datasets.map((d) => h('option', { value: d.id, selected: d.id === evalId }, `${d.filename} · ${fmtInt(d.n_examples)} examples`)));
+  }
+  fillDatasetOptions(prefill.dataset_id || datasets[0]?.id, prefill.eval_dataset_id);
+
+  const fileInput = h('input', { type: 'file', id: 'f-file', name: 'file', accept: '.jsonl,.json,application/jsonl,application/x-ndjson,text/plain', onchange: onFile });
+  const uploadStatus = h('div', { class: 'upload-status', 'aria-live': 'polite', id: 'upload-status' });
+  const datasetPreview = h('div', { class: 'dataset-preview' });
+
+  async function onFile() {
+    const file = fileInput.files[0];
+    if (!file) return;
+    clear(uploadStatus, h('p', { class: 'loading' }, `Uploading and validating ${file.name} (${fmtBytes(file.size)})…`),
+      h('progress', { max: '1', value: '0', id: 'upload-progress' }));
+    try {
+      const ds = await upload('/datasets', file, (f) => { const p = uploadStatus.querySelector('progress'); if (p) p.value = f; });
+      datasets = [ds, ...datasets.filter((d) => d.id !== ds.id)];
+      fillDatasetOptions(ds.id, evalSelect.value);
+      clear(uploadStatus, h('p', { class: 'ok-text', id: 'upload-ok' }, `✓ ${ds.filename}: ${fmtInt(ds.n_examples)} examples, ${ds.format} format, ${fmtBytes(ds.bytes)}. Selected below.`));
+      previewDataset();
+      estimate();
+    } catch (err) {
+      clear(uploadStatus, problemsBox(err, file.name));
+    } finally {
+      fileInput.value = '';
+    }
+  }
+
+  async function previewDataset() {
+    const id = datasetSelect.value;
+    if (!id) { clear(datasetPreview); return; }
+    clear(datasetPreview, h('p', { class: 'loading small' }, 'Loading a preview…'));
+    try {
+      const page = await get(`/datasets/${id}/rows`, { offset: 0, limit: 3 });
+      if (datasetSelect.value !== id) return;
+      clear(datasetPreview, h('p', { class: 'small muted' }, 'First rows:'),
+        h('ul', { class: 'previews' }, (page.data || []).map((r) => h('li', null, h('span', { class: 'mono muted' }, `#${r.row ?? ''} `), r.preview || JSON.stringify(r).slice(0, 200)))));
+    } catch (err) {
+      clear(datasetPreview, h('p', { class: 'small muted' }, `No preview: ${err.message}`));
+    }
+  }
+
+  // ---- model, method, budget ----
+  const nameInput = h('input', { id: 'f-name', name: 'name', type: 'text', maxlength: '200', placeholder: 'e.g. uds-12.5pct-run1', value: prefill.name || '' });
+  const modelSelect = h('select', { id: 'f-model', name: 'model', required: true },
+    models.map((id) => h('option', { value: id, selected: id === (prefill.model || models[0]) }, id)));
+  const methodSelect = h('select', { id: 'f-method', name: 'method', onchange: () => { syncMethod(); estimate(); } },
+    Object.entries(METHOD_LABELS).map(([v, label]) => h('option', { value: v, selected: v === (prefill.method || 'uds') }, label)));
+  const methodHelp = h('p', { class: 'hint', id: 'method-help' });
+  const budgetDefault = props?.budget?.hasDefault ? props.budget.default : 0.125;
+  const budgetInput = h('input', {
+    id: 'f-budget', name: 'budget', type: 'number', min: '0.1', max: '100', step: 'any', required: true,
+    value: String(+((prefill.budget ?? budgetDefault) * 100).toFixed(4)), oninput: estimate, 'aria-describedby': 'budget-help',
+  });
+  const budgetHelp = h('p', { class: 'hint', id: 'budget-help' });
+
+  function syncMethod() {
+    const method = methodSelect.value;
+    methodHelp.textContent = METHOD_HELP[method] || '';
+    if (method === 'full') { budgetInput.value = '100'; budgetInput.disabled = true; } else budgetInput.disabled = false;
+    const alpha = form.querySelector('#f-alpha');
+    if (alpha) alpha.disabled = method !== 'uds';
+  }
+
+  // ---- settings ----
+  function input(f) {
+    const id = `f-${f.name}`;
+    const start = prefill[f.name] !== undefined ? prefill[f.name] : f.def;
+    let control;
+    if (f.type === 'select') {
+      control = h('select', { id, name: f.name }, f.options.map((o) => h('option', { value: o, selected: o === start }, o)));
+    } else {
+      control = h('input', {
+        id, name: f.name, type: f.type === 'alpha' ? 'text' : 'number', inputmode: f.type === 'int' ? 'numeric' : 'decimal',
+        step: f.type === 'int' ? '1' : 'any', min: f.min !== undefined ? String(f.min) : null,
+        value: start === null || start === undefined ? '' : String(start), placeholder: f.def === null ? 'none' : String(f.def),
+        oninput: estimate, 'aria-describedby': `${id}-hint`,
+      });
+    }
+    const defText = f.def === null || f.def === undefined ? 'default: none' : `default: ${f.def}`;
+    return h('div', { class: 'field', id: `field-${f.name}` },
+      h('label', { for: id }, f.label, f.unit ? h('span', { class: 'unit' }, ` (${f.unit})`) : null),
+      control,
+      h('p', { class: 'hint', id: `${id}-hint` }, f.help ? `${f.help} ` : '', h('span', { class: 'default' }, defText)),
+      h('p', { class: 'field-error', hidden: true }));
+  }
+
+  const mainFields = fields.filter((f) => MAIN.includes(f));
+  const advFields = fields.filter((f) => ADVANCED.includes(f));
+  const estimateBox = h('div', { class: 'estimate', 'aria-live': 'polite', id: 'estimate' });
+  const submitBtn = h('button', { type: 'submit', class: 'primary', id: 'submit-job' }, 'Start job');
+
+  clear(form,
+    formError,
+    h('fieldset', null, h('legend', null, '1. Data'),
+      h('div', { class: 'field' }, h('label', { for: 'f-file' }, 'Upload a JSONL dataset'), fileInput,
+        h('p', { class: 'hint' }, 'OpenAI chat ({"messages": [...]}), Alpaca (instruction / input / output) or prompt / completion, one JSON object per line. The whole file is validated; problems are listed by line.')),
+      uploadStatus,
+      h('div', { class: 'grid-2' },
+        h('div', { class: 'field' }, h('label', { for: 'f-dataset_id' }, 'Training dataset'), datasetSelect, h('p', { class: 'field-error', hidden: true })),
+        h('div', { class: 'field' }, h('label', { for: 'f-eval_dataset_id' }, 'Eval dataset (optional)'), evalSelect,
+          h('p', { class: 'hint' }, 'Held-out rows for eval loss and exact-match accuracy.'), h('p', { class: 'field-error', hidden: true }))),
+      datasetPreview),
+    h('fieldset', null, h('legend', null, '2. Model and selection'),
+      h('div', { class: 'grid-2' },
+        h('div', { class: 'field' }, h('label', { for: 'f-name' }, 'Job name (optional)'), nameInput, h('p', { class: 'field-error', hidden: true })),
+        h('div', { class: 'field' }, h('label', { for: 'f-model' }, 'Model'), modelSelect, h('p', { class: 'hint' }, 'Models on the server\'s allow-list.'), h('p', { class: 'field-error', hidden: true })),
+        h('div', { class: 'field' }, h('label', { for: 'f-method' }, 'Selection method'), methodSelect, methodHelp, h('p', { class: 'field-error', hidden: true })),
+        h('div', { class: 'field' }, h('label', { for: 'f-budget' }, 'Budget', h('span', { class: 'unit' }, ' (% of each candidate batch trained on)')), budgetInput, budgetHelp, h('p', { class: 'field-error', hidden: true })))),
+    h('fieldset', null, h('legend', null, '3. Training settings'),
+      h('div', { class: 'grid-3' }, mainFields.map(input)),
+      advFields.length ? h('details', { class: 'advanced' }, h('summary', null, 'Advanced settings'), h('div', { class: 'grid-3' }, advFields.map(input))) : null),
+    h('div', { class: 'submit-row' }, estimateBox, submitBtn));
+
+  clear(root,
+    h('div', { class: 'page-head' }, h('h1', null, from ? `New job like ${from.name || from.id}` : 'New job')),
+    h('section', { class: 'panel' }, form));
+
+  function value(f) {
+    if (!f) return undefined;
+    const el = form.querySelector(`#f-${f.name}`);
+    if (!el || el.disabled) return undefined;
+    const raw = el.value.trim();
+    if (f.type === 'select') return raw;
+    if (raw === '') return f.def === null ? null : undefined;
+    if (f.type === 'alpha') return raw === 'auto' ? 'auto' : Number(raw);
+    return Number(raw);
+  }
+
+  function estimate() {
+    const ds = datasets.find((d) => d.id === datasetSelect.value);
+    const B = value(MAIN[0]) || MAIN[0].def;
+    const method = methodSelect.value;
+    const budget = method === 'full' ? 1 : Number(budgetInput.value) / 100;
+    const k = Math.max(1, Math.min(B, Math.round(budget * B)));
+    budgetHelp.textContent = isNum(budget) && budget > 0 ? `Trains on k = ${k} of every ${B} candidates (${fmtPct(k / B)}).` : 'A percentage between 0.1 and 100.';
+    if (!ds) { clear(estimateBox, h('span', { class: 'muted' }, 'Pick a dataset to see the size of the run.')); return; }
+    const epochs = value(fields.find((f) => f.name === 'epochs')) || 1;
+    const maxSteps = value(fields.find((f) => f.name === 'max_steps'));
+    const perEpoch = Math.max(1, Math.ceil(ds.n_examples / B));
+    const steps = maxSteps ? Math.min(epochs * perEpoch, maxSteps) : epochs * perEpoch;
+    const scored = Math.min(steps * B, epochs * ds.n_examples);
+    const trained = Math.min(steps * k, scored);
+    clear(estimateBox, h('strong', null, `≈ ${fmtInt(steps)} steps`),
+      ` · scores ${fmtInt(scored)} examples, trains on ${fmtInt(trained)} · backward passes saved ≈ ${fmtPct(1 - trained / scored, 0)}`);
+  }
+
+  function showFieldError(param, message) {
+    const field = param && form.querySelector(`#field-${param}`) || form.querySelector(`#f-${param}`)?.closest('.field');
+    if (!field) return false;
+    const p = field.querySelector('.field-error');
+    p.textContent = message;
+    p.hidden = false;
+    field.querySelector('input, select')?.setAttribute('aria-invalid', 'true');
+    field.scrollIntoView({ block: 'center' });
+    return true;
+  }
+
+  async function submit(e) {
+    e.preventDefault();
+    formError.hidden = true;
+    for (const p of form.querySelectorAll('.field-error')) p.hidden = true;
+    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+
+    const body = { dataset_id: datasetSelect.value, model: modelSelect.value, method: methodSelect.value };
+    if (!body.dataset_id) { showFieldError('dataset_id', 'Upload a dataset or choose one.'); return; }
+    body.budget = body.method === 'full' ? 1 : Number(budgetInput.value) / 100;
+    if (!(body.budget > 0 && body.budget <= 1)) { showFieldError('budget', 'Budget must be a percentage above 0 and at most 100.'); return; }
+    if (nameInput.value.trim()) body.name = nameInput.value.trim();
+    if (evalSelect.value) body.eval_dataset_id = evalSelect.value;
+    for (const f of fields) {
+      const v = value(f);
+      if (v === undefined) continue;
+      if (typeof v === 'number' && !Number.isFinite(v)) { showFieldError(f.name, 'Enter a number.'); return; }
+      if (f.type === 'int' && typeof v === 'number' && !Number.isInteger(v)) { showFieldError(f.name, 'Enter a whole number.'); return; }
+      // Advanced settings left at their defaults are not sent, so the server's defaults apply.
+      if (ADVANCED.includes(f) && v === f.def) continue;
+      if (v === null) continue;
+      body[f.name] = v;
+    }
+    submitBtn.disabled = true;
+    submitBtn.textContent = 'Starting…';
+    try {
+      const job = await post('/jobs', body);
+      toast(`Job ${job.name || job.id} submitted.`);
+      ctx.navigate(`#/jobs/${job.id}`);
+    } catch (err) {
+      const shown = err instanceof ApiError && err.param && showFieldError(err.param, err.message);
+      clear(formError, h('strong', null, 'The job was not started. '), err.message);
+      formError.hidden = false;
+      if (!shown) formError.scrollIntoView({ block: 'center' });
+    } finally {
+      submitBtn.disabled = false;
+      submitBtn.textContent = 'Start job';
+    }
+  }
+
+  syncMethod();
+  estimate();
+  previewDataset();
+}
+
+export function problemsBox(err, filename) {
+  const problems = err.problems || [];
+  return h('div', { class: 'problems', role: 'alert', id: 'upload-problems' },
+    h('p', null, h('strong', null, `${filename} was not stored. `), err.message),
+    problems.length ? h('ul', { class: 'problem-list' }, problems.map((p) => h('li', null,
+      h('span', { class: 'line' }, p.line ? `line ${p.line}` : 'whole file'), ' ', p.reason))) : null,
+    problems.length >= 100 ? h('p', { class: 'small muted' }, 'Only the first problems are listed.') : null);
+}

@@ -1,0 +1,94 @@
+// "What the model trained on": selected and skipped candidates with their scores, and the most / least picked rows.
+import { h, clear, fmtNum, fmtInt, isNum } from '../dom.js';
+import { get } from '../api.js';
+import { showRow } from './rowdialog.js';
+
+const PAGE = 20;
+const VIEWS = [
+  ['selected', 'Selected', 'Examples the model trained on, with the scores that got them picked.'],
+  ['skipped', 'Skipped', 'Candidates that were scored but not trained on.'],
+  ['most', 'Most picked', 'Dataset rows picked most often (across epochs and steps).'],
+  ['least', 'Least picked', 'Dataset rows picked least often when they were candidates.'],
+];
+
+export function selectionsPanel(container, job, ctx) {
+  let view = 'selected';
+  let offset = 0;
+  let loading = false;
+
+  const seg = h('div', { class: 'segmented', role: 'radiogroup', 'aria-label': 'Which examples' });
+  const desc = h('p', { class: 'muted small' });
+  const table = h('div', { class: 'sel-table', 'aria-live': 'polite' });
+  const pager = h('div', { class: 'pager' });
+  for (const [name, label] of VIEWS) {
+    seg.append(h('button', {
+      type: 'button', role: 'radio', 'aria-checked': String(name === view), dataset: { view: name },
+      onclick: () => { view = name; offset = 0; load(); },
+    }, label));
+  }
+  clear(container, h('section', { class: 'panel' }, h('h2', null, 'What the model trained on'), seg, desc, table, pager));
+
+  function scoreCell(v, label) {
+    return h('td', { class: 'num', 'data-label': label }, isNum(v) ? fmtNum(v, 4) : '—');
+  }
+
+  function rowLink(row) {
+    return h('button', { type: 'button', class: 'link mono', title: 'Show the full example', onclick: () => showRow(job.dataset_id, row) }, `#${row}`);
+  }
+
+  async function load() {
+    if (loading) return;
+    loading = true;
+    for (const b of seg.querySelectorAll('button')) b.setAttribute('aria-checked', String(b.dataset.view === view));
+    desc.textContent = VIEWS.find(([n]) => n === view)[2];
+    table.setAttribute('aria-busy', 'true');
+    if (!table.firstChild) table.append(h('p', { class: 'loading' }, 'Loading examples…'));
+    try {
+      let page, rows, body, headRow;
+      if (view === 'selected' || view === 'skipped') {
+        page = await get(`/jobs/${job.id}/selections`, { selected: view === 'selected', limit: PAGE, offset });
+        rows = page.data || [];
+        headRow = ['Step', 'Row', 'Preview', 'Utility', 'Diversity', 'Score'];
+        body = rows.map((r) => h('tr', null,
+          h('td', { class: 'num', 'data-label': 'Step' }, fmtInt(r.step)),
+          h('td', { 'data-label': 'Row' }, rowLink(r.row)),
+          h('td', { class: 'preview', 'data-label': 'Preview' }, r.preview || ''),
+          scoreCell(r.utility, 'Utility'),
+          scoreCell(r.diversity, 'Diversity'),
+          scoreCell(r.score, 'Score')));
+      } else {
+        page = await get(`/jobs/${job.id}/selections/summary`, { order: view, limit: PAGE, offset });
+        rows = page.data || [];
+        headRow = ['Row', 'Preview', 'Times picked', 'Times a candidate', 'Pick rate'];
+        body = rows.map((r) => h('tr', null,
+          h('td', { 'data-label': 'Row' }, rowLink(r.row)),
+          h('td', { class: 'preview', 'data-label': 'Preview' }, r.preview || ''),
+          h('td', { class: 'num', 'data-label': 'Times picked' }, fmtInt(r.times_selected)),
+          h('td', { class: 'num', 'data-label': 'Times a candidate' }, fmtInt(r.times_candidate)),
+          h('td', { class: 'num', 'data-label': 'Pick rate' }, r.times_candidate ? `${fmtNum((100 * r.times_selected) / r.times_candidate, 3)} %` : '—')));
+      }
+      if (!rows.length) {
+        clear(table, h('p', { class: 'empty' }, offset ? 'No more rows.'
+          : job.status === 'running' || job.status === 'queued' ? 'Nothing recorded yet — rows appear as steps complete.' : 'No rows recorded for this job.'));
+      } else {
+        clear(table, h('table', { class: `table selections view-${view}`, 'data-view': view },
+          h('thead', null, h('tr', null, headRow.map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', null, body)));
+      }
+      const hasMore = page.has_more ?? rows.length === PAGE;
+      const total = isNum(page.total) ? page.total : null;
+      clear(pager,
+        h('button', { type: 'button', class: 'secondary', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); load(); } }, '← Previous'),
+        h('span', { class: 'small muted' }, rows.length ? `rows ${offset + 1}–${offset + rows.length}${total !== null ? ` of ${fmtInt(total)}` : ''}` : ''),
+        h('button', { type: 'button', class: 'secondary', disabled: !hasMore, onclick: () => { offset += PAGE; load(); } }, 'Next →'));
+    } catch (err) {
+      clear(table, h('p', { class: 'error-text', role: 'alert' }, err.message));
+    } finally {
+      loading = false;
+      table.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  load();
+  return { refresh: load };
+}
