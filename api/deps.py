@@ -1,0 +1,88 @@
+"""Dependencies shared by the routers: settings, a session per request, the current tenant, lookup-or-404."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import tenant_for_key
+from api.errors import APIError, not_found
+from api.models import Dataset, Job, Tenant
+from api.settings import Settings, is_loopback
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def auth_required_for(settings: Settings, request: Request) -> bool:
+    if settings.auth_required:
+        return True
+    if settings.require_auth == "auto":
+        # Bound to loopback, yet a request from elsewhere (a proxy, a port forward): it still needs a key.
+        client = request.client.host if request.client else ""
+        return not is_loopback(client)
+    return False
+
+
+def get_current_tenant(request: Request, session: SessionDep, settings: SettingsDep) -> Tenant:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise APIError(401, "Malformed Authorization header; expected 'Authorization: Bearer uds-...'.",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        tenant = tenant_for_key(session, token)
+        if tenant is None:
+            shown = token[:8] + "..." + token[-4:] if len(token) > 16 else "***"
+            raise APIError(401, f"Incorrect API key provided: {shown}. Create one with `uds keys create --tenant NAME`.",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return tenant
+    if auth_required_for(settings, request):
+        raise APIError(401, "Missing API key: send 'Authorization: Bearer uds-...'.", code="missing_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
+    tenant = session.get(Tenant, request.app.state.local_tenant_id)
+    if tenant is None:  # deleted under us; recreate rather than fail every request
+        from api.auth import get_or_create_tenant
+
+        tenant = get_or_create_tenant(session, settings.local_tenant)
+        session.commit()
+        request.app.state.local_tenant_id = tenant.id
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
+
+
+def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: Annotated[str, Path()]) -> Dataset:
+    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id))
+    if dataset is None:
+        raise not_found("dataset", dataset_id)
+    return dataset
+
+
+def get_job(session: SessionDep, tenant: CurrentTenant, job_id: Annotated[str, Path()]) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+DatasetDep = Annotated[Dataset, Depends(get_dataset)]
+JobDep = Annotated[Job, Depends(get_job)]

@@ -1,0 +1,77 @@
+"""Handing a job to the workers, without importing them.
+
+Distributed mode: a Celery app that knows only the broker sends the task *by name* (`uds.run_job`, queue
+UDS_QUEUE), so this process needs neither worker/ nor torch. Embedded mode: the job row (status `queued`) is
+the queue; `LocalDispatcher` only wakes the in-process worker thread so it does not wait for its next poll.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from api.settings import Settings
+
+TASK_NAME = "uds.run_job"
+
+# Set by LocalDispatcher.enqueue, waited on by worker/embedded.py.
+wakeup = threading.Event()
+
+
+def celery_config(settings: Settings) -> dict:
+    """Configuration shared by the API's sending app and the worker's app (worker/celery_app.py)."""
+    return {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": settings.queue,
+        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        # Redis redelivers an unacknowledged task after this long; a job may run for days, and a dead worker's
+        # job is recovered sooner by the heartbeat sweep (worker/recovery.py), so this is only the last resort.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+    }
+
+
+class Dispatcher(Protocol):
+    mode: str
+
+    def enqueue(self, job_id: str) -> None: ...
+
+    def ping(self) -> None:
+        """Raise if jobs cannot be handed over right now."""
+
+
+class LocalDispatcher:
+    mode = "embedded"
+
+    def enqueue(self, job_id: str) -> None:
+        wakeup.set()
+
+    def ping(self) -> None:
+        return None
+
+
+class CeleryDispatcher:
+    mode = "distributed"
+
+    def __init__(self, settings: Settings):
+        from celery import Celery
+
+        self.queue = settings.queue
+        self.app = Celery("uds-api", set_as_current=False)
+        self.app.conf.update(celery_config(settings))
+
+    def enqueue(self, job_id: str) -> None:
+        # Bounded retries: a broker that is down must turn into an error response, not a hung request.
+        self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue, retry=True,
+                           retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
+
+    def ping(self) -> None:
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+
+def make_dispatcher(settings: Settings) -> Dispatcher:
+    return LocalDispatcher() if settings.embedded else CeleryDispatcher(settings)

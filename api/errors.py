@@ -1,0 +1,111 @@
+"""One error shape for every 4xx/5xx: {"error": {"message", "type", "param", "code"}} (+ "problems" for datasets).
+
+FastAPI's own validation errors and Starlette's 404/405 are converted too, so clients parse one thing.
+Request-validation errors are 400 (as in the OpenAI API), with `param` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        problems: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+        self.problems = problems
+        self.headers = headers
+
+
+def not_found(kind: str, object_id: str) -> APIError:
+    # The same answer whether the object does not exist or belongs to another tenant: no existence oracle.
+    return APIError(404, f"No {kind} with id {object_id!r}.", code=f"{kind}_not_found", param="id")
+
+
+def error_body(status_code: int, message: str, code: str | None = None, param: str | None = None,
+               problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "message": message,
+        "type": TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error"),
+        "param": param,
+        "code": code,
+    }
+    body: dict[str, Any] = {"error": error}
+    if problems is not None:
+        body["problems"] = problems
+    return body
+
+
+def error_response(status_code: int, message: str, code: str | None = None, param: str | None = None,
+                   problems: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status_code, message, code, param, problems), status_code=status_code, headers=headers)
+
+
+def _validation_param(loc: tuple) -> str | None:
+    # ("body", "budget") -> "budget"; ("query", "limit") -> "limit"; ("body", "lora_targets", 2) -> "lora_targets.2"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or None
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError):
+        return error_response(exc.status_code, exc.message, exc.code, exc.param, exc.problems, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        param = _validation_param(tuple(first.get("loc", ())))
+        message = first.get("msg", "invalid request")
+        if param:
+            message = f"{param}: {message}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
+        if first.get("type") == "extra_forbidden":
+            code = "unknown_parameter"
+        return error_response(400, message, code, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, message, code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "The server failed to handle the request; see its log.", "internal_error")

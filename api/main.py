@@ -1,0 +1,78 @@
+"""The FastAPI application: `create_app(settings)`; `app` is the instance for `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from api import dashboard, errors
+from api.auth import add_key, get_or_create_tenant
+from api.db import migrate, session_factory
+from api.dispatch import make_dispatcher
+from api.routes import datasets, health, jobs, models
+from api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+STALE_UPLOAD_SECONDS = 24 * 3600
+
+
+def prepare(settings: Settings) -> int:
+    """Schema to head, folders, the local tenant and the bootstrap key. Returns the local tenant's id."""
+    for folder in (settings.data_dir, settings.datasets_dir, settings.jobs_dir, settings.tmp_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    # Uploads cut off by a crash. Only old ones: another API process may share this volume and be mid-upload.
+    for part in settings.tmp_dir.glob("upload-*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_UPLOAD_SECONDS:
+                part.unlink()
+        except FileNotFoundError:
+            pass
+    if settings.migrate_on_start:
+        migrate(settings.sqlalchemy_url)
+    with session_factory(settings.sqlalchemy_url)() as session:
+        local = get_or_create_tenant(session, settings.local_tenant)
+        if settings.bootstrap_api_key is not None:
+            add_key(session, settings.bootstrap_tenant, settings.bootstrap_api_key.get_secret_value(), name="bootstrap")
+        session.commit()
+        return local.id
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.local_tenant_id = await run_in_threadpool(prepare, settings)
+        yield
+
+    app = FastAPI(
+        title="UDS fine-tuning service",
+        version=health.package_version(),
+        description="Fine-tune LoRA adapters on the fraction of your data that matters (UDS online batch selection).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessionmaker = session_factory(settings.sqlalchemy_url)
+    app.state.dispatcher = make_dispatcher(settings)
+    errors.install(app)
+
+    v1 = APIRouter(prefix="/api/v1")
+    for module in (datasets, jobs, models):
+        v1.include_router(module.router)
+    v1.include_router(health.info_router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.include_router(dashboard.router)
+    return app
+
+
+def __getattr__(name: str):
+    # `uvicorn api.main:app` gets an app built from the environment; importing this module builds nothing.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,289 @@
+"""/api/v1/jobs: create, list, get, cancel; and the job's metrics, selections, events, checkpoints, adapter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import and_, case, func, or_, select, update
+
+from api import previews
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.errors import APIError, not_found
+from api.events import add_event
+from api.ids import event_public_id, new_job_id, parse_event_id
+from api.models import (
+    FINISHED_STATUSES,
+    JOB_STATUSES,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobEvent,
+    Selection,
+    StepMetric,
+    Tenant,
+    utcnow,
+)
+from api.pagination import AfterParam, LimitParam, newest_first
+from api.schemas import (
+    HOST_FIELDS,
+    CheckpointPublic,
+    EventPublic,
+    JobCreate,
+    JobPublic,
+    ListPage,
+    MetricsPage,
+    RowSummary,
+    SelectionPublic,
+    SelectionSummary,
+    checkpoint_public,
+    event_public,
+    job_public,
+    metric_public,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _dataset_for_job(session, tenant: Tenant, dataset_id: str, param: str) -> Dataset:
+    # FOR UPDATE pairs with DELETE /datasets/{id}: the dataset cannot vanish between this check and the commit.
+    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id)
+                             .with_for_update())
+    if dataset is None:
+        error = not_found("dataset", dataset_id)
+        error.param = param
+        raise error
+    if dataset.status != "processed":
+        raise APIError(400, f"Dataset {dataset_id} is not ready (status {dataset.status}).", code="dataset_not_ready",
+                       param=param)
+    return dataset
+
+
+@router.post("", status_code=201, response_model=JobPublic)
+def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
+    from uds.config import ConfigError, TrainConfig, total_steps
+
+    if body.model not in settings.models:
+        raise APIError(400, f"Model {body.model!r} is not available on this server; available: "
+                       f"{', '.join(settings.models)} (set UDS_ALLOWED_MODELS to add more).",
+                       code="model_not_found", param="model")
+    values = body.train_settings()
+    values.setdefault("checkpoint_every", settings.checkpoint_every)
+    try:
+        config = TrainConfig(**values)
+    except ConfigError as exc:
+        raise APIError(400, f"{exc.param}: {exc.message}", code="invalid_value", param=exc.param) from None
+    dataset = _dataset_for_job(session, tenant, body.dataset_id, "dataset_id")
+    if body.eval_dataset_id is not None:
+        _dataset_for_job(session, tenant, body.eval_dataset_id, "eval_dataset_id")
+
+    resolved = {k: v for k, v in config.to_dict().items() if k not in HOST_FIELDS}
+    job = Job(
+        id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
+        cancel_requested=False, model=config.model, method=config.method, budget=config.budget, config=resolved,
+        dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
+        created_at=utcnow(), total_steps=total_steps(config, dataset.n_examples), current_step=0,
+        examples_scored=0, examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "status", f"Job created: {config.method} at budget {config.budget:g} on {config.model}, "
+              f"{job.total_steps} steps.", data={"status": "validating_files"})
+    # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
+    # lifecycle matches the OpenAI one clients know.
+    job.status = "queued"
+    add_event(session, job.id, "status", f"Files validated ({dataset.n_examples} examples); job queued.",
+              data={"status": "queued"})
+    session.commit()
+    try:
+        request.app.state.dispatcher.enqueue(job.id)
+    except Exception as exc:
+        log.exception("could not dispatch %s", job.id)
+        job.status, job.finished_at = "failed", utcnow()
+        job.error_code, job.error_message = "dispatch_failed", f"The job could not be handed to the workers: {exc}"
+        add_event(session, job.id, "status", job.error_message, level="error", data={"status": "failed"})
+        session.commit()
+        raise APIError(503, f"Job {job.id} could not be queued: the broker is unreachable ({exc}).",
+                       code="broker_unavailable") from None
+    return job_public(job)
+
+
+StatusFilter = Annotated[Literal[JOB_STATUSES] | None, Query(description="Only jobs in this status.")]
+
+
+@router.get("", response_model=ListPage[JobPublic])
+def list_jobs(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None,
+              status: StatusFilter = None):
+    stmt = select(Job).where(Job.tenant_id == tenant.id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
+    now = utcnow()
+    data = [job_public(j, now) for j in rows]
+    return ListPage[JobPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
+                               last_id=data[-1].id if data else None)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job: JobDep):
+    return job_public(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job: JobDep, session: SessionDep):
+    """Queued: cancelled now. Running: flagged; the worker's should_stop() sees it before the next step."""
+    if job.status in FINISHED_STATUSES:
+        raise _not_cancellable(job)
+    # Conditional updates, so a worker claiming or finishing the job at the same moment is never overwritten.
+    before_start = session.execute(
+        update(Job).where(Job.id == job.id, Job.status.in_(("validating_files", "queued")))
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    ).rowcount
+    if before_start:
+        add_event(session, job.id, "status", "Job cancelled before it started.", data={"status": "cancelled"})
+    else:
+        flagged = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
+            .values(cancel_requested=True)
+        ).rowcount
+        if flagged:
+            add_event(session, job.id, "cancel_requested", "Cancellation requested; the job stops at the next step.")
+    session.commit()
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):  # it finished between our read and our update
+        raise _not_cancellable(job)
+    return job_public(job)
+
+
+def _not_cancellable(job: Job) -> APIError:
+    return APIError(400, f"Job {job.id} has already {job.status}; only queued or running jobs can be cancelled.",
+                    code="job_not_cancellable", param="id")
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPage)
+def job_metrics(job: JobDep, session: SessionDep,
+                after_step: Annotated[int, Query(ge=0, description="Only steps after this one.")] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    rows = list(session.scalars(select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step)
+                                .order_by(StepMetric.step).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return MetricsPage(data=[metric_public(m) for m in rows], has_more=has_more,
+                       last_step=rows[-1].step if rows else after_step)
+
+
+def _parse_selection_cursor(after: str) -> tuple[int, int]:
+    step, _, row = after.partition(":")
+    if not (step.isdigit() and row.isdigit()):
+        raise APIError(400, f"after: expected '<step>:<row>' (a selection id), got {after!r}.", code="invalid_cursor",
+                       param="after")
+    return int(step), int(row)
+
+
+@router.get("/{job_id}/selections", response_model=ListPage[SelectionPublic])
+def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
+                   selected: Annotated[bool | None, Query(description="Only trained-on (true) or skipped (false).")] = None,
+                   step: Annotated[int | None, Query(ge=1)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   after: AfterParam = None):
+    """Newest step first; within a step, by dataset row."""
+    stmt = select(Selection).where(Selection.job_id == job.id)
+    if selected is not None:
+        stmt = stmt.where(Selection.selected.is_(selected))
+    if step is not None:
+        stmt = stmt.where(Selection.step == step)
+    if after is not None:
+        s, r = _parse_selection_cursor(after)
+        stmt = stmt.where(or_(Selection.step < s, and_(Selection.step == s, Selection.row > r)))
+    rows = list(session.scalars(stmt.order_by(Selection.step.desc(), Selection.row).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
+    data = [SelectionPublic(id=f"{s.step}:{s.row}", step=s.step, row=s.row, selected=s.selected, utility=s.utility,
+                            diversity=s.diversity, score=s.score, preview=previews.row_preview(examples, s.row))
+            for s in rows]
+    return ListPage[SelectionPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
+                                     last_id=data[-1].id if data else None)
+
+
+@router.get("/{job_id}/selections/summary", response_model=SelectionSummary)
+def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
+                      order: Literal["most", "least"] = "most", limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                      offset: Annotated[int, Query(ge=0)] = 0):
+    """Per dataset row: how often it was a candidate and how often it was picked (rows never drawn are absent)."""
+    times_selected = func.sum(case((Selection.selected.is_(True), 1), else_=0)).label("times_selected")
+    times_candidate = func.count().label("times_candidate")
+    stmt = (select(Selection.row, times_selected, times_candidate, func.avg(Selection.score), func.max(Selection.step))
+            .where(Selection.job_id == job.id).group_by(Selection.row))
+    if order == "most":
+        stmt = stmt.order_by(times_selected.desc(), times_candidate.desc(), Selection.row)
+    else:  # rows seen most often yet picked least: what the method judged redundant or unhelpful
+        stmt = stmt.order_by(times_selected.asc(), times_candidate.desc(), Selection.row)
+    rows = session.execute(stmt.offset(offset).limit(limit + 1)).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    rows_seen = session.scalar(select(func.count(func.distinct(Selection.row))).where(Selection.job_id == job.id))
+    examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
+    data = [RowSummary(row=r, times_selected=int(ts or 0), times_candidate=int(tc), mean_score=avg,
+                       last_step=last, preview=previews.row_preview(examples, r))
+            for r, ts, tc, avg, last in rows]
+    return SelectionSummary(data=data, has_more=has_more, order=order, rows_seen=rows_seen or 0)
+
+
+@router.get("/{job_id}/events", response_model=ListPage[EventPublic])
+def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: AfterParam = None):
+    """Newest first; `after=<event id>` continues with older events."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
+    if after is not None:
+        event_id = parse_event_id(after)
+        if event_id is None:
+            raise APIError(400, f"after: expected an event id like 'ftevent-12', got {after!r}.", code="invalid_cursor",
+                           param="after")
+        stmt = stmt.where(JobEvent.id < event_id)
+    rows = list(session.scalars(stmt.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    data = [event_public(e) for e in rows[:limit]]
+    return ListPage[EventPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
+                                 last_id=data[-1].id if data else None)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListPage[CheckpointPublic])
+def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, limit: LimitParam = 20,
+                    after: AfterParam = None):
+    """Newest step first; `after=<checkpoint id>` continues with older ones."""
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
+    if after is not None:
+        raw = after.removeprefix("ftckpt-")
+        if not raw.isdigit():
+            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-3', got {after!r}.",
+                           code="invalid_cursor", param="after")
+        cursor = session.get(Checkpoint, int(raw))
+        if cursor is None or cursor.job_id != job.id:
+            raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
+        stmt = stmt.where(Checkpoint.step < cursor.step)
+    rows = list(session.scalars(stmt.order_by(Checkpoint.step.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows[:limit]]
+    return ListPage[CheckpointPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
+                                      last_id=data[-1].id if data else None)
+
+
+@router.get("/{job_id}/adapter", response_class=FileResponse,
+            responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the PEFT folder"}})
+def job_adapter(job: JobDep, settings: SettingsDep):
+    """The PEFT adapter folder as .tar.gz; its sha256 is in `X-Checksum-SHA256` (and in the job's `adapter`)."""
+    if job.status != "succeeded" or not job.adapter_path:
+        raise APIError(404, f"Job {job.id} has no adapter: it is {job.status}; an adapter exists once it has succeeded.",
+                       code="adapter_not_found", param="id")
+    path = settings.resolve(job.adapter_path)
+    if not path.exists():
+        raise APIError(404, f"The adapter archive of job {job.id} is missing from the artifact store.",
+                       code="adapter_not_found", param="id")
+    # FileResponse streams the file in chunks; the archive is never loaded into memory.
+    return FileResponse(path, media_type="application/gzip", filename=f"{job.id}-adapter.tar.gz",
+                        headers={"X-Checksum-SHA256": job.adapter_sha256 or ""})
+
+
+__all__ = ["router", "event_public_id"]

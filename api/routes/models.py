@@ -1,0 +1,24 @@
+"""/api/v1/models: the base models jobs may use (uds-tiny always) and the tenant's finished fine-tunes."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from api.deps import CurrentTenant, SessionDep, SettingsDep
+from api.models import Job
+from api.schemas import ListPage, ModelPublic
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get("", response_model=ListPage[ModelPublic])
+def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
+    data = [ModelPublic(id=name, kind="base", owned_by="system") for name in settings.models]
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant.id, Job.status == "succeeded",
+                                             Job.fine_tuned_model.is_not(None))
+                           .order_by(Job.finished_at.desc(), Job.id.desc()))
+    data += [ModelPublic(id=j.fine_tuned_model, kind="fine-tune", owned_by=tenant.name, base_model=j.model, job_id=j.id,
+                         created_at=j.finished_at) for j in jobs]
+    return ListPage[ModelPublic](data=data, has_more=False, first_id=data[0].id if data else None,
+                                 last_id=data[-1].id if data else None)

@@ -1,0 +1,338 @@
+"""Request and response models (the FastAPI template's schema families: XCreate in, XPublic out)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
+from api.ids import checkpoint_public_id, event_public_id
+
+T = TypeVar("T")
+
+
+class ListPage(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class Problem(BaseModel):
+    line: int
+    reason: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+    problems: list[Problem] | None = None
+
+
+# ---- datasets -----------------------------------------------------------------------------------------------
+
+class DatasetPublic(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    filename: str
+    purpose: str
+    format: str | None
+    bytes: int
+    sha256: str
+    n_examples: int
+    status: str
+    created_at: dt.datetime
+
+
+def dataset_public(d: Dataset) -> DatasetPublic:
+    return DatasetPublic(id=d.id, filename=d.filename, purpose=d.purpose, format=d.format, bytes=d.bytes,
+                         sha256=d.sha256, n_examples=d.n_examples, status=d.status, created_at=d.created_at)
+
+
+class DatasetDeleted(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    deleted: bool = True
+
+
+class DatasetRow(BaseModel):
+    row: int
+    line: int
+    preview: str
+    messages: list[dict[str, Any]]
+
+
+class DatasetRows(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DatasetRow]
+    has_more: bool
+    total: int
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    kind: Literal["base", "fine-tune"]
+    owned_by: str
+    base_model: str | None = None
+    job_id: str | None = None
+    created_at: dt.datetime | None = None
+
+
+# ---- jobs --------------------------------------------------------------------------------------------------
+
+MetadataValue = str | int | float | bool | None
+
+
+class JobCreate(BaseModel):
+    """Every TrainConfig setting may be given; omitted ones take the TrainConfig defaults (and
+    checkpoint_every the server's UDS_CHECKPOINT_EVERY). Validation is TrainConfig's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=64)
+    eval_dataset_id: str | None = Field(default=None, max_length=64)
+    model: str = Field(max_length=512)
+    method: str | None = None
+    budget: float | None = None
+    name: str | None = Field(default=None, max_length=256)
+    suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
+
+    candidate_batch_size: int | None = None
+    alpha: float | str | None = None
+    alpha_window: int | None = None
+    buffer_size: int | None = None
+    proj_r_voc: int | None = None
+    proj_r_seq: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    learning_rate: float | None = None
+    warmup_ratio: float | None = None
+    lr_schedule: str | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    micro_batch_size: int | None = None
+    seed: int | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    lora_targets: list[str] | None = None
+    max_seq_len: int | None = None
+    loss_on: str | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int | None = None
+    eval_every: int | None = None
+    eval_max_new_tokens: int | None = None
+    gradient_checkpointing: bool | None = None
+
+    def train_settings(self) -> dict[str, Any]:
+        not_config = {"dataset_id", "eval_dataset_id", "name", "suffix", "metadata"}
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k not in not_config and v is not None}
+
+
+# TrainConfig fields that are paths on the worker's host: filled in at run time, never stored or shown.
+HOST_FIELDS = ("dataset_path", "eval_dataset_path", "output_dir", "models_dir", "device")
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int | None
+    epoch: float | None
+    fraction: float | None
+
+
+class JobError(BaseModel):
+    code: str | None
+    message: str | None
+    param: str | None
+
+
+class AdapterInfo(BaseModel):
+    bytes: int | None
+    sha256: str | None
+    url: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    name: str | None
+    suffix: str | None
+    status: str
+    cancel_requested: bool
+    model: str
+    method: str
+    budget: float
+    dataset_id: str
+    eval_dataset_id: str | None
+    config: dict[str, Any]
+    metadata: dict[str, Any] | None
+    seed: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    progress: Progress
+    eta_seconds: float | None
+    examples_scored: int
+    examples_trained: int
+    tokens_trained: int
+    backward_saved_fraction: float | None
+    alpha_used: float | None
+    latest_loss: float | None
+    attempts: int
+    error: JobError | None
+    adapter: AdapterInfo | None
+    fine_tuned_model: str | None
+
+
+def eta_seconds(job: Job, now: dt.datetime) -> float | None:
+    """Remaining steps times the step rate observed in this attempt (model loading excluded, see DbLogger)."""
+    if job.status != "running" or not job.total_steps or job.progress_at is None or job.attempt_started_at is None:
+        return None
+    done = job.current_step - job.attempt_start_step
+    if done <= 0:
+        return None
+    per_step = (job.progress_at - job.attempt_started_at).total_seconds() / done
+    remaining = max(0, job.total_steps - job.current_step) * per_step
+    return round(max(0.0, remaining - (now - job.progress_at).total_seconds()), 1)
+
+
+def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
+    now = now or utcnow()
+    fraction = None
+    if job.total_steps:
+        fraction = round(min(1.0, job.current_step / job.total_steps), 4)
+    saved = None
+    if job.examples_scored:
+        saved = round(1.0 - job.examples_trained / job.examples_scored, 4)
+    error = JobError(code=job.error_code, message=job.error_message, param=job.error_param) if job.error_code else None
+    adapter = None
+    if job.status == "succeeded" and job.adapter_path:
+        adapter = AdapterInfo(bytes=job.adapter_bytes, sha256=job.adapter_sha256, url=f"/api/v1/jobs/{job.id}/adapter")
+    return JobPublic(
+        id=job.id, name=job.name, suffix=job.suffix, status=job.status, cancel_requested=bool(job.cancel_requested),
+        model=job.model, method=job.method, budget=job.budget, dataset_id=job.dataset_id,
+        eval_dataset_id=job.eval_dataset_id, config=job.config, metadata=job.metadata_, seed=job.seed,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        progress=Progress(step=job.current_step, total_steps=job.total_steps, epoch=job.epoch, fraction=fraction),
+        eta_seconds=eta_seconds(job, now), examples_scored=job.examples_scored, examples_trained=job.examples_trained,
+        tokens_trained=job.tokens_trained, backward_saved_fraction=saved, alpha_used=job.alpha_used,
+        latest_loss=job.latest_loss, attempts=job.attempts, error=error, adapter=adapter,
+        fine_tuned_model=job.fine_tuned_model,
+    )
+
+
+# ---- metrics, selections, events, checkpoints --------------------------------------------------------------
+
+class MetricPublic(BaseModel):
+    step: int
+    epoch: float | None
+    loss: float | None
+    token_accuracy: float | None
+    learning_rate: float | None
+    grad_norm: float | None
+    tokens_trained: int | None
+    candidates: int | None
+    selected: int | None
+    time_scoring: float | None
+    time_training: float | None
+    alpha: float | None
+    eval_loss: float | None
+    eval_accuracy: float | None
+    stats: dict[str, Any] | None
+    created_at: dt.datetime
+
+
+def metric_public(m: StepMetric) -> MetricPublic:
+    return MetricPublic(
+        step=m.step, epoch=m.epoch, loss=m.loss, token_accuracy=m.token_accuracy, learning_rate=m.learning_rate,
+        grad_norm=m.grad_norm, tokens_trained=m.tokens_trained, candidates=m.candidates, selected=m.selected,
+        time_scoring=m.time_scoring, time_training=m.time_training, alpha=m.alpha, eval_loss=m.eval_loss,
+        eval_accuracy=m.eval_accuracy, stats=m.stats, created_at=m.created_at,
+    )
+
+
+class MetricsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[MetricPublic]
+    has_more: bool
+    last_step: int
+
+
+class SelectionPublic(BaseModel):
+    id: str  # "<step>:<row>", the pagination cursor
+    object: Literal["selection"] = "selection"
+    step: int
+    row: int
+    selected: bool
+    utility: float | None
+    diversity: float | None
+    score: float | None
+    preview: str | None
+
+
+class RowSummary(BaseModel):
+    row: int
+    times_selected: int
+    times_candidate: int
+    mean_score: float | None
+    last_step: int
+    preview: str | None
+
+
+class SelectionSummary(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RowSummary]
+    has_more: bool
+    order: Literal["most", "least"]
+    rows_seen: int
+
+
+class EventPublic(BaseModel):
+    id: str
+    object: Literal["event"] = "event"
+    created_at: dt.datetime
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None
+
+
+def event_public(e: JobEvent) -> EventPublic:
+    return EventPublic(id=event_public_id(e.id), created_at=e.created_at, level=e.level, type=e.type,
+                       message=e.message, data=e.data)
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    object: Literal["checkpoint"] = "checkpoint"
+    job_id: str
+    step: int
+    metrics: dict[str, Any] | None
+    created_at: dt.datetime
+    available: bool  # older checkpoints are pruned from disk (keep_checkpoints); their record stays
+
+
+def checkpoint_public(c: Checkpoint, available: bool) -> CheckpointPublic:
+    return CheckpointPublic(id=checkpoint_public_id(c.id), job_id=c.job_id, step=c.step, metrics=c.metrics,
+                            created_at=c.created_at, available=available)
+
+
+class Info(BaseModel):
+    version: str
+    auth_required: bool
+    mode: Literal["embedded", "distributed"]
+    models: list[str]
+    max_upload_bytes: int

@@ -1,0 +1,157 @@
+"""One settings class for the API, the worker and the CLI, read from the environment (prefix `UDS_`).
+
+The defaults are the embedded mode: SQLite file and artifacts under DATA_DIR, no broker (an in-process worker
+thread runs the jobs), bound to 127.0.0.1. The distributed mode is the same code with UDS_DATABASE_URL
+(Postgres) and UDS_BROKER_URL (Redis) set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+TINY_MODEL = "uds-tiny"  # same name as uds.tiny.TINY_MODEL; duplicated because uds.tiny imports torch.
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/uds (~/.local/share/uds): one place per user, whatever the working directory is."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "uds"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UDS_", extra="ignore", validate_default=True)
+
+    # Where state lives.
+    data_dir: Path = Field(default_factory=default_data_dir, description="Datasets, job outputs, models and the SQLite file.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/uds.db.")
+    broker_url: str | None = Field(default=None, description="Celery broker (redis://...); unset = in-process worker.")
+    queue: str = Field(default="gpu", description="Celery queue the API sends jobs to and workers consume.")
+
+    # Network and auth.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    require_auth: Literal["auto"] | bool = Field(
+        default="auto", description="auto: keys required unless the server is bound to a loopback address."
+    )
+    bootstrap_api_key: SecretStr | None = Field(default=None, description="A key (uds-...) created at start for bootstrap_tenant.")
+    bootstrap_tenant: str = "default"
+    local_tenant: str = Field(default="local", description="Tenant of key-less requests when auth is not required.")
+
+    # What users may submit.
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated model names or local folders; uds-tiny is always allowed."
+    )
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    min_examples: int = Field(default=10, ge=1)
+    max_problems: int = Field(default=100, ge=1, description="Validation stops listing problems after this many.")
+
+    # Worker behaviour.
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
+    checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    stale_after_seconds: float = Field(default=120.0, gt=0, description="A running job whose heartbeat is older is re-queued.")
+    metrics_flush_steps: int = Field(default=20, ge=1)
+    metrics_flush_seconds: float = Field(default=2.0, gt=0)
+    visibility_timeout_seconds: int = Field(default=24 * 3600, ge=60)
+    embedded_worker: bool = Field(default=True, description="Run jobs in-process when no broker is configured.")
+    embedded_poll_seconds: float = Field(default=1.0, gt=0)
+    migrate_on_start: bool = True
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("require_auth", mode="before")
+    @classmethod
+    def _parse_auth(cls, value):
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        return value
+
+    @field_validator("broker_url", "database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must be more than twice heartbeat_seconds, or live jobs look dead")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'uds.db'}"
+
+    @property
+    def models(self) -> list[str]:
+        """The allow-list, uds-tiny first and always."""
+        return [TINY_MODEL] + [m for m in self.allowed_models if m != TINY_MODEL]
+
+    @property
+    def auth_required(self) -> bool:
+        if self.require_auth == "auto":
+            return not is_loopback(self.host)
+        return bool(self.require_auth)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    # Every path a job uses is derived here, so the API and a worker on another host agree given the same volume.
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def resolve(self, relative: str) -> Path:
+        """Stored paths are relative to data_dir, so the volume may be mounted anywhere."""
+        return self.data_dir / relative
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

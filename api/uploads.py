@@ -1,0 +1,129 @@
+"""Streaming multipart upload: the file part goes to a temp file chunk by chunk, hashed as it arrives, and the
+size limit is enforced while streaming (a 10 GB upload is refused at limit + one chunk, not after it is on disk).
+
+Starlette's `UploadFile` spools the whole body before the route runs, which is exactly what we must not do,
+so the body is parsed here with python-multipart's push parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from api.errors import APIError
+
+MAX_FIELD_BYTES = 1024  # `purpose` and friends; anything larger is not a form field we know
+
+
+@dataclass
+class ReceivedFile:
+    path: Path  # temp file; the caller renames or deletes it
+    filename: str
+    bytes: int
+    sha256: str
+    fields: dict[str, str]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The file is larger than the limit of {limit} bytes (UDS_MAX_UPLOAD_BYTES).",
+                    code="file_too_large", param="file")
+
+
+async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_name: str = "file") -> ReceivedFile:
+    content_type, options = parse_options_header(request.headers.get("content-type"))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise APIError(400, "Send the dataset as multipart/form-data with a 'file' part.", code="invalid_content_type",
+                       param="file")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        raise too_large(max_bytes)  # refuse before reading a byte; 64 KiB covers the multipart framing
+
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=tmp_dir)
+    out = os.fdopen(fd, "wb")
+    digest = hashlib.sha256()
+    state = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
+             "value": bytearray(), "seen_file": False}
+    fields: dict[str, str] = {}
+
+    def on_part_begin():
+        state["headers"] = {}
+        state["name"] = None
+        state["filename"] = None
+        state["value"] = bytearray()
+
+    def on_header_field(data, start, end):
+        state["header_field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        state["header_value"] += data[start:end]
+
+    def on_header_end():
+        state["headers"][state["header_field"].lower()] = state["header_value"]
+        state["header_field"] = b""
+        state["header_value"] = b""
+
+    def on_headers_finished():
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition"))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        state["name"] = name
+        if name == field_name:
+            if state["seen_file"]:
+                raise APIError(400, "Send exactly one 'file' part.", code="invalid_value", param="file")
+            state["seen_file"] = True
+            raw = disposition.get(b"filename", b"") or b"upload.jsonl"
+            state["filename"] = os.path.basename(raw.decode("utf-8", "replace").replace("\\", "/"))[:512] or "upload.jsonl"
+
+    def on_part_data(data, start, end):
+        chunk = data[start:end]
+        if state["name"] == field_name:
+            state["size"] += len(chunk)
+            if state["size"] > max_bytes:
+                raise _TooLarge()
+            digest.update(chunk)
+            out.write(chunk)
+        else:
+            state["value"] += chunk
+            if len(state["value"]) > MAX_FIELD_BYTES:
+                raise APIError(400, f"Form field {state['name']!r} is too long.", code="invalid_value", param=state["name"])
+
+    def on_part_end():
+        if state["name"] and state["name"] != field_name:
+            fields[state["name"]] = state["value"].decode("utf-8", "replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    })
+    try:
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        finally:
+            out.close()
+        if not state["seen_file"]:
+            raise APIError(400, "Missing the 'file' part (multipart/form-data).", code="missing_required_parameter",
+                           param="file")
+    except _TooLarge:
+        os.unlink(tmp_name)
+        raise too_large(max_bytes) from None
+    except APIError:
+        os.unlink(tmp_name)
+        raise
+    except Exception as exc:  # malformed multipart, client disconnect
+        os.unlink(tmp_name)
+        raise APIError(400, f"Could not read the multipart body: {exc}", code="invalid_multipart", param="file") from None
+    return ReceivedFile(Path(tmp_name), state["filename"], state["size"], digest.hexdigest(), fields)

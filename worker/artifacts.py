@@ -1,0 +1,41 @@
+"""The downloadable adapter: one .tar.gz of the PEFT folder, built once when the job succeeds.
+
+Built deterministically (sorted names, zeroed times and owners), so the same adapter always has the same
+sha256, and written under a temporary name then renamed, so a reader never streams half an archive.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+ARCHIVE_NAME = "adapter.tar.gz"
+
+
+def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+def package_adapter(adapter_dir: str | Path, archive_path: str | Path) -> tuple[int, str]:
+    """Write `archive_path` (members under "adapter/"); returns (bytes, sha256 hex)."""
+    adapter_dir, archive_path = Path(adapter_dir), Path(archive_path)
+    temp = archive_path.with_name(archive_path.name + f".tmp-{os.getpid()}")
+    with open(temp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(adapter_dir, arcname="adapter", recursive=False, filter=_normalise)
+        for path in sorted(adapter_dir.rglob("*")):
+            tar.add(path, arcname=str(Path("adapter") / path.relative_to(adapter_dir)), recursive=False,
+                    filter=_normalise)
+    os.replace(temp, archive_path)
+    digest = hashlib.sha256()
+    with open(archive_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return archive_path.stat().st_size, digest.hexdigest()

@@ -1,0 +1,52 @@
+"""The Celery app of the GPU workers (distributed mode). `uds worker` starts it; see worker/cli.py.
+
+Delivery is at-least-once (acks_late + reject_on_worker_lost: a task whose process died goes back to the
+queue), and the task is idempotent (runner.claim), so at-least-once means exactly one training run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, signals
+from kombu import Queue
+
+from api.db import migrate
+from api.dispatch import celery_config
+from api.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = Celery("uds", include=["worker.tasks"])
+app.conf.update(celery_config(settings))
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,  # a GPU worker holds one job, never a backlog others could be running
+    worker_concurrency=1,  # one process per GPU; `uds worker --concurrency N` for N GPUs
+    task_queues=[Queue(settings.queue)],
+    task_track_started=True,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+)
+
+_recovery = None
+
+
+@signals.worker_ready.connect
+def _on_ready(sender=None, **_kwargs) -> None:
+    """In the main process: schema to head, then sweep for jobs whose worker died (see worker/recovery.py)."""
+    global _recovery
+    from worker.recovery import RecoveryLoop
+    from worker.tasks import dispatch
+
+    migrate(settings.sqlalchemy_url)
+    _recovery = RecoveryLoop(settings, dispatch)
+    _recovery.start()
+
+
+@signals.worker_shutting_down.connect
+def _on_shutdown(**_kwargs) -> None:
+    if _recovery is not None:
+        _recovery.stop()

@@ -1,0 +1,202 @@
+"""The trainer's logger (uds.reporter.TrainLogger) backed by the database.
+
+- Step metrics and per-candidate selection rows are buffered and written in one transaction every
+  `flush_steps` steps or `flush_seconds` seconds, and whenever the trainer calls flush() (before each checkpoint
+  and at the end). Never a transaction per step.
+- Writes are idempotent on (job_id, step): a flush first deletes every row of this job at or after its first
+  step, and a resumed run first deletes everything after its checkpoint step. So a step logged twice (a crash
+  after a flush but before the next checkpoint) ends up once, and a resumed job has no gaps and no duplicates.
+- Every flush is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
+  and writes nothing if that matched no row (the job was re-queued and claimed by another worker).
+- should_stop() costs one primary-key SELECT per step (at most once per step: the trainer calls it once).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.events import add_event
+from api.models import Checkpoint, Job, Selection, StepMetric, utcnow
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens_trained", "candidates",
+                  "selected", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")
+
+
+def clean(value: Any) -> Any:
+    """JSON and float columns without NaN/inf (Postgres JSONB rejects them; clients choke on them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # a stray 0-d tensor or numpy scalar
+        return clean(value.item())
+    return value
+
+
+class DbLogger:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: str,
+        worker_id: str,
+        resume_step: int = 0,
+        flush_steps: int = 20,
+        flush_seconds: float = 2.0,
+        stop_event: threading.Event | None = None,
+        relative_path: Callable[[str], str] = lambda p: p,
+    ):
+        self.sessions = sessions
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.flush_steps = flush_steps
+        self.flush_seconds = flush_seconds
+        self.stop_event = stop_event  # set when this process shuts down: stop at the step boundary, stay resumable
+        self.relative_path = relative_path
+        self.lost = False  # another worker owns the job now; write nothing more
+        self.flushes = 0
+        self._metrics: list[dict[str, Any]] = []
+        self._selections: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] | None = None
+        self._first_step: tuple[int, Any] | None = None
+        self._last_flush = time.monotonic()
+        self._totals = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0}
+        self.resume_step = resume_step
+        self.reset_after(resume_step)
+
+    # ---- resume -------------------------------------------------------------------------------------------
+
+    def reset_after(self, step: int) -> None:
+        """Forget everything after `step` (the checkpoint a resumed run continues from) and restore the
+        job's counters to their values at `step`, summed from the rows that remain."""
+        self.resume_step = step
+        self._metrics.clear()
+        self._selections.clear()
+        with self.sessions.begin() as session:
+            # Ownership first: a worker that lost the job must not delete the new owner's rows.
+            if not self._fenced_update(session, {"current_step": step, "attempt_start_step": step}):
+                return
+            for table in (StepMetric, Selection, Checkpoint):
+                session.execute(delete(table).where(table.job_id == self.job_id, table.step > step))
+            totals = session.execute(
+                select(func.coalesce(func.sum(StepMetric.candidates), 0), func.coalesce(func.sum(StepMetric.selected), 0),
+                       func.coalesce(func.sum(StepMetric.tokens_trained), 0))
+                .where(StepMetric.job_id == self.job_id, StepMetric.step <= step)
+            ).one()
+            self._totals = {"examples_scored": int(totals[0]), "examples_trained": int(totals[1]),
+                            "tokens_trained": int(totals[2])}
+            last = session.execute(select(StepMetric.loss, StepMetric.epoch, StepMetric.alpha)
+                                   .where(StepMetric.job_id == self.job_id, StepMetric.step == step)).first()
+            values: dict[str, Any] = dict(self._totals)
+            if last is not None:
+                values.update(latest_loss=last[0], epoch=last[1], alpha_used=last[2])
+            else:
+                values.update(latest_loss=None, epoch=None, alpha_used=None)
+            self._fenced_update(session, values)
+
+    # ---- TrainLogger --------------------------------------------------------------------------------------
+
+    def log_step(self, metrics: dict[str, Any]) -> None:
+        if self.lost:
+            return
+        step = int(metrics["step"])
+        now = utcnow()
+        row = {"job_id": self.job_id, "step": step, "created_at": now, "stats": clean(metrics.get("stats"))}
+        for column in METRIC_COLUMNS:
+            row[column] = clean(metrics.get(column))
+        self._metrics.append(row)
+        for s in metrics.get("selections") or ():
+            self._selections.append({"job_id": self.job_id, "step": step, "row": int(s["row"]),
+                                     "selected": bool(s["selected"]), "utility": clean(s.get("utility")),
+                                     "diversity": clean(s.get("diversity")), "score": clean(s.get("score"))})
+        self._totals["examples_scored"] += int(metrics.get("candidates") or 0)
+        self._totals["examples_trained"] += int(metrics.get("selected") or 0)
+        self._totals["tokens_trained"] += int(metrics.get("tokens_trained") or 0)
+        self._progress = {"current_step": step, "epoch": row["epoch"], "latest_loss": row["loss"],
+                          "alpha_used": row["alpha"], **self._totals}
+        if metrics.get("total_steps"):
+            self._progress["total_steps"] = int(metrics["total_steps"])
+        if self._first_step is None:
+            # The step rate (for the ETA) is measured from the end of this attempt's first step, so model
+            # loading and warm-up do not count.
+            self._first_step = (step, now)
+            self._progress.update(attempt_start_step=step, attempt_started_at=now)
+        if len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        if self.lost:
+            return
+        if type == "resumed" and data and int(data.get("step", self.resume_step)) != self.resume_step:
+            self.reset_after(int(data["step"]))  # the trainer found another checkpoint than the runner did
+        # Events are rare (start, resume, eval, end); written at once so a person sees them without delay.
+        with self.sessions.begin() as session:
+            add_event(session, self.job_id, type, message, level=level, data=clean(data))
+
+    def log_checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
+        self.flush()
+        if self.lost:
+            return
+        with self.sessions.begin() as session:
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
+            session.add(Checkpoint(job_id=self.job_id, step=step, path=self.relative_path(path), metrics=clean(metrics),
+                                   created_at=utcnow()))
+            add_event(session, self.job_id, "checkpoint", f"Checkpoint saved at step {step}.", data={"step": step})
+
+    def should_stop(self) -> bool:
+        if self.lost or (self.stop_event is not None and self.stop_event.is_set()):
+            return True
+        with self.sessions() as session:
+            row = session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
+                                  .where(Job.id == self.job_id)).first()
+        if row is None or row.status != "running" or row.worker_id != self.worker_id:
+            self.lost = True
+            return True
+        return bool(row.cancel_requested)
+
+    def flush(self) -> None:
+        if self.lost or (not self._metrics and self._progress is None):
+            return
+        metrics, selections, progress = self._metrics, self._selections, self._progress
+        with self.sessions.begin() as session:
+            if not self._fenced_update(session, {**(progress or {}), "progress_at": utcnow()}):
+                return
+            if metrics:
+                first = min(m["step"] for m in metrics)
+                # Delete-then-insert: idempotent on (job_id, step) on every database, without dialect upserts.
+                session.execute(delete(StepMetric).where(StepMetric.job_id == self.job_id, StepMetric.step >= first))
+                session.execute(delete(Selection).where(Selection.job_id == self.job_id, Selection.step >= first))
+                session.execute(insert(StepMetric), metrics)
+                if selections:
+                    session.execute(insert(Selection), selections)
+        self._metrics, self._selections, self._progress = [], [], None
+        self._last_flush = time.monotonic()
+        self.flushes += 1
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+
+    def _fenced_update(self, session: Session, values: dict[str, Any]) -> bool:
+        values = {**values, "heartbeat_at": utcnow()}
+        matched = session.execute(
+            update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id, Job.status == "running")
+            .values(**values)
+        ).rowcount
+        if not matched:
+            log.warning("job %s is no longer owned by %s; dropping its buffered metrics", self.job_id, self.worker_id)
+            self.lost = True
+            self._metrics, self._selections, self._progress = [], [], None
+        return bool(matched)
+
+
+__all__ = ["DbLogger", "clean"]

@@ -1,0 +1,64 @@
+"""The in-process worker of `uds serve` without a broker: a thread that takes queued jobs from the database,
+oldest first, one at a time, and runs them with the same `runner.run_job` as the Celery task.
+
+At start it re-queues jobs a previous process left `running`, so a restarted server resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+
+from api.db import migrate, session_factory
+from api.dispatch import wakeup
+from api.models import Job
+from api.settings import Settings
+from worker.identity import worker_id
+from worker.recovery import recover_jobs
+from worker.runner import run_job
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker(threading.Thread):
+    def __init__(self, settings: Settings):
+        super().__init__(name="uds-embedded-worker", daemon=True)
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.current_job: str | None = None
+
+    def next_job(self) -> str | None:
+        with session_factory(self.settings.sqlalchemy_url)() as session:
+            return session.scalar(select(Job.id).where(Job.status == "queued")
+                                  .order_by(Job.created_at, Job.id).limit(1))
+
+    def run(self) -> None:
+        migrate(self.settings.sqlalchemy_url)
+        last_sweep = 0.0
+        while not self.stopping.is_set():
+            try:
+                if time.monotonic() - last_sweep > self.settings.stale_after_seconds / 2:
+                    recover_jobs(self.settings)  # the job rows are the queue here: nothing to dispatch
+                    last_sweep = time.monotonic()
+                job_id = self.next_job()
+                if job_id is None:
+                    wakeup.wait(self.settings.embedded_poll_seconds)
+                    wakeup.clear()
+                    continue
+                self.current_job = job_id
+                status = run_job(job_id, worker_id(), self.settings, stop_event=self.stopping)
+                log.info("job %s: %s", job_id, status)
+            except Exception:
+                log.exception("embedded worker loop error")
+                self.stopping.wait(self.settings.embedded_poll_seconds)
+            finally:
+                self.current_job = None
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop at the running job's next step boundary; the job goes back to `queued` for the next start."""
+        self.stopping.set()
+        wakeup.set()
+        self.join(timeout)

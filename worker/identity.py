@@ -1,0 +1,44 @@
+"""Worker identities and whether the owner of a job is provably gone.
+
+A worker id is "<host>:<pid>:<token>". The token is random per process, so a restarted process that happens to
+get the same pid (common in containers, where the worker is pid 1 or 7) is still told apart from its predecessor.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+_token: tuple[int, str] | None = None  # (pid it was made in, token): recomputed after a fork
+
+
+def worker_id() -> str:
+    global _token
+    pid = os.getpid()
+    if _token is None or _token[0] != pid:
+        _token = (pid, secrets.token_hex(4))
+    return f"{socket.gethostname()}:{pid}:{_token[1]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True only when we can prove it: the owner ran on this host and its process no longer exists.
+    Owners on other hosts are judged by their heartbeat alone."""
+    if not owner:
+        return True
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid_text, token = parts
+    if host != socket.gethostname():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner != worker_id()  # our pid, another token: a previous incarnation of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists, owned by someone else
+    return False

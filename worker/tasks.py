@@ -1,0 +1,22 @@
+"""Celery tasks: thin, given only ids; everything else is in worker/runner.py."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import OperationalError
+
+from api.dispatch import TASK_NAME
+from worker.celery_app import app, settings
+from worker.identity import worker_id
+from worker.runner import run_job as run_job_now
+
+
+# Retried only for a database that is briefly unreachable at claim or finish time; training errors are
+# recorded on the job (status failed) and never retried blindly.
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
+def run_job(self, job_id: str) -> str | None:
+    return run_job_now(job_id, worker_id(), settings)
+
+
+def dispatch(job_id: str) -> None:
+    run_job.apply_async(args=[job_id], queue=settings.queue)
