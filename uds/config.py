@@ -160,8 +160,10 @@ def steps_per_epoch(n_examples: int, candidate_batch_size: int) -> int:
 
 
 def total_steps(config: TrainConfig, n_examples: int) -> int:
-    planned = config.epochs * steps_per_epoch(n_examples, config.candidate_batch_size)
-    return min(planned, config.max_steps) if config.max_steps is not None else planned
+    """`max_steps`, when set, is the length of the run and overrides `epochs` (as in transformers' Trainer)."""
+    if config.max_steps is not None:
+        return config.max_steps
+    return config.epochs * steps_per_epoch(n_examples, config.candidate_batch_size)
 
 
 def _finite_number(value: Any) -> bool:
