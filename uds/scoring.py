@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from contextlib import contextmanager
 from typing import Callable, NamedTuple
 
 import torch
@@ -154,8 +155,30 @@ def _nuclear_norms_of(logits: Tensor) -> Tensor:
 
 
 def _sum_sqrt_eigvals(squared: Tensor) -> Tensor:
+    with _serial_cpu_lapack(squared.device):
+        eigenvalues = torch.linalg.eigvalsh(squared)
     # Rounding leaves eigenvalues of a PSD matrix slightly negative; they are zeros, not imaginary singular values.
-    return torch.linalg.eigvalsh(squared).clamp_min(0).sqrt().sum(-1)
+    return eigenvalues.clamp_min(0).sqrt().sum(-1)
+
+
+@contextmanager
+def _serial_cpu_lapack(device: torch.device):
+    """One intra-op thread for a CPU batch of small eigen-problems.
+
+    MKL's threaded dsyevd synchronises its threads at every step of the tridiagonal reduction; on n <= ~512 that
+    costs more than it gains (B=16, n=256 on 2 cores: 41 ms serial, 47 ms threaded) and, when other processes
+    share the cores, a descheduled thread stalls the rest: 0.1 s serial vs 0.7-3 s threaded at load 7.
+    Restored on exit; the thread count is process-wide, so this assumes no concurrent torch work in other threads.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _drop_padding_columns(hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,14 +244,19 @@ def _check_length(length: int, r_seq_matrix: Tensor) -> None:
 
 
 class MemoryBuffer:
-    """FIFO ring buffer of the projections of selected examples (DESIGN.md: inter-sample diversity)."""
+    """FIFO ring buffer of the projections of selected examples (DESIGN.md: inter-sample diversity).
 
-    def __init__(self, capacity: int, dim: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    Stored in float64 with each row's squared norm kept alongside: `mean_distances` then needs one small matmul
+    per step and no temporary copy of the buffer (8 MiB at the default 1024 x 1024).
+    """
+
+    def __init__(self, capacity: int, dim: int, device: torch.device | str | None = None):
         if capacity < 1 or dim < 1:
             raise ValueError("capacity and dim must be positive")
         self.capacity = int(capacity)
         self.dim = int(dim)
-        self.storage = torch.zeros(self.capacity, self.dim, dtype=dtype, device=device)
+        self.storage = torch.zeros(self.capacity, self.dim, dtype=torch.float64, device=device)
+        self.sq_norms = torch.zeros(self.capacity, dtype=torch.float64, device=device)
         self.ptr = 0  # next slot to write; the oldest entry once the buffer is full
         self.count = 0
 
@@ -244,7 +272,9 @@ class MemoryBuffer:
         # writing all n would send several to one slot, where the surviving value is unspecified on CUDA.
         skip = max(0, n - self.capacity)
         slots = (self.ptr + skip + torch.arange(n - skip, device=self.storage.device)) % self.capacity
-        self.storage[slots] = vectors[skip:].to(device=self.storage.device, dtype=self.storage.dtype)
+        rows = vectors[skip:].to(device=self.storage.device, dtype=torch.float64)
+        self.storage[slots] = rows
+        self.sq_norms[slots] = (rows * rows).sum(-1)
         self.ptr = (self.ptr + n) % self.capacity
         self.count = min(self.capacity, self.count + n)
 
@@ -262,9 +292,8 @@ class MemoryBuffer:
         """
         if self.count == 0:
             return torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
-        a = p.to(device=self.storage.device, dtype=torch.float64)
-        b = self.storage[: self.count].to(torch.float64)
-        squared = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1) - 2.0 * (a @ b.T)
+        a = p.detach().to(device=self.storage.device, dtype=torch.float64)
+        squared = (a * a).sum(-1, keepdim=True) + self.sq_norms[: self.count] - 2.0 * (a @ self.storage[: self.count].T)
         return squared.clamp_min(0).sqrt().mean(-1).to(device=p.device, dtype=torch.float32)
 
     def state_dict(self) -> dict:
@@ -275,7 +304,8 @@ class MemoryBuffer:
             raise ValueError(
                 f"memory buffer state is {state['capacity']} x {state['dim']}, this buffer is {self.capacity} x {self.dim}"
             )
-        self.storage.copy_(state["storage"].to(self.storage.dtype))
+        self.storage.copy_(state["storage"].to(torch.float64))
+        self.sq_norms = (self.storage * self.storage).sum(-1)
         self.ptr = int(state["ptr"])
         self.count = int(state["count"])
 

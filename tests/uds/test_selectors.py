@@ -107,7 +107,7 @@ def test_uds_scores_are_utility_plus_alpha_diversity_and_the_memory_fills():
     r_seq, r_voc = projection_matrices(VOCAB, MAX_LEN, 16, 4, seed=0)
     expected = project(first.hidden, first.attention_mask, head.weight.T @ r_voc, r_seq)[idx]
     assert len(selector.buffer) == 3
-    torch.testing.assert_close(selector.buffer.vectors(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(selector.buffer.vectors().float(), expected, rtol=1e-4, atol=1e-4)
     scores = selector.scores(second)
     p = project(second.hidden, second.attention_mask, head.weight.T @ r_voc, r_seq)
     torch.testing.assert_close(scores.diversity, torch.cdist(p, expected).mean(-1), rtol=1e-4, atol=1e-4)
