@@ -6,6 +6,7 @@ same tables in the same revision. `migrate()` is what `uds serve`, the compose A
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -73,10 +74,30 @@ def migrate(url: str, revision: str = "head") -> None:
             return
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with _sqlite_file_lock(url):
+        command.upgrade(alembic_config(url), revision)
     if revision == "head":
         with _lock:
             _migrated.add(url)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(url: str):
+    """SQLite has no advisory locks (Postgres uses one, in migrations/env.py): processes starting together on
+    one file would race on creating alembic_version, so they take turns on a lock file next to the database."""
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path + ".migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def downgrade(url: str, revision: str = "base") -> None:

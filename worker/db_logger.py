@@ -70,6 +70,7 @@ class DbLogger:
         self._selections: list[dict[str, Any]] = []
         self._progress: dict[str, Any] | None = None
         self._first_step: tuple[int, Any] | None = None
+        self._pending_attempt: dict[str, Any] = {}
         self._last_flush = time.monotonic()
         self._totals = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0}
         self.resume_step = resume_step
@@ -131,7 +132,8 @@ class DbLogger:
             # The step rate (for the ETA) is measured from the end of this attempt's first step, so model
             # loading and warm-up do not count.
             self._first_step = (step, now)
-            self._progress.update(attempt_start_step=step, attempt_started_at=now)
+            self._pending_attempt = {"attempt_start_step": step, "attempt_started_at": now}
+        self._progress.update(self._pending_attempt)
         if len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
@@ -181,6 +183,7 @@ class DbLogger:
                 if selections:
                     session.execute(insert(Selection), selections)
         self._metrics, self._selections, self._progress = [], [], None
+        self._pending_attempt = {}
         self._last_flush = time.monotonic()
         self.flushes += 1
 
