@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from api.db import migrate, session_factory
 from api.events import add_event
-from api.models import Dataset, Job, utcnow
+from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
 from worker.db_logger import DbLogger
 from worker.identity import owner_is_dead
@@ -124,8 +124,10 @@ def resume_step(output_dir: Path) -> int:
     return latest.step if latest else 0
 
 
-def fine_tuned_name(job: Job) -> str:
-    return f"ft:{job.model}:{job.suffix}:{job.id}" if job.suffix else f"ft:{job.model}:{job.id}"
+def fine_tuned_name(job: Job, organization: str) -> str:
+    from api.services.jobs import fine_tuned_model_name
+
+    return fine_tuned_model_name(job.model, organization, job.suffix, job.id)
 
 
 def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
@@ -153,6 +155,7 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
         return "cancelled"
     with sessions() as session:
         dataset = session.get(Dataset, job.dataset_id)
+        organization = session.get(Tenant, job.tenant_id).name
         eval_dataset = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
     if dataset is None or (job.eval_dataset_id and eval_dataset is None):
         missing = job.dataset_id if dataset is None else job.eval_dataset_id
@@ -221,6 +224,6 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
         sessions, job_id, worker_id, "succeeded",
         f"Succeeded: {result.steps_done} steps; adapter {size} bytes, sha256 {digest[:12]}...",
         finished_at=utcnow(), adapter_path=os.path.relpath(archive, data_dir), adapter_bytes=size,
-        adapter_sha256=digest, fine_tuned_model=fine_tuned_name(job), current_step=result.steps_done,
+        adapter_sha256=digest, fine_tuned_model=fine_tuned_name(job, organization), current_step=result.steps_done,
     )
     return "succeeded" if done else None

@@ -1,0 +1,120 @@
+"""Jobs: creation (validated, resolved, queued and dispatched), cancellation, and the fine-tuned model's name."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from api.dispatch import Dispatcher
+from api.errors import APIError, not_found
+from api.events import add_event
+from api.ids import new_job_id
+from api.models import FINISHED_STATUSES, Dataset, Job, Tenant, utcnow
+from api.schemas import HOST_FIELDS, JobCreate
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def dataset_for_job(session: Session, tenant: Tenant, dataset_id: str, param: str) -> Dataset:
+    # FOR UPDATE pairs with delete_dataset: the dataset cannot vanish between this check and the commit.
+    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id)
+                             .with_for_update())
+    if dataset is None:
+        error = not_found("dataset", dataset_id)
+        error.param = param
+        raise error
+    if dataset.status != "processed":
+        raise APIError(400, f"Dataset {dataset_id} is not ready (status {dataset.status}).", code="dataset_not_ready",
+                       param=param)
+    return dataset
+
+
+def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher: Dispatcher, body: JobCreate) -> Job:
+    """Validate `body` with TrainConfig, store the resolved configuration, queue the job and dispatch it.
+
+    Errors name the native fields (`dataset_id`, `eval_dataset_id`, `model`, TrainConfig settings) in `param`.
+    """
+    from uds.config import ConfigError, TrainConfig, total_steps
+
+    if body.model not in settings.models:
+        raise APIError(400, f"Model {body.model!r} is not available on this server; available: "
+                       f"{', '.join(settings.models)} (set UDS_ALLOWED_MODELS to add more).",
+                       code="model_not_found", param="model")
+    values = body.train_settings()
+    values.setdefault("checkpoint_every", settings.checkpoint_every)
+    try:
+        config = TrainConfig(**values)
+    except ConfigError as exc:
+        raise APIError(400, f"{exc.param}: {exc.message}", code="invalid_value", param=exc.param) from None
+    dataset = dataset_for_job(session, tenant, body.dataset_id, "dataset_id")
+    if body.eval_dataset_id is not None:
+        dataset_for_job(session, tenant, body.eval_dataset_id, "eval_dataset_id")
+
+    resolved = {k: v for k, v in config.to_dict().items() if k not in HOST_FIELDS}
+    job = Job(
+        id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
+        cancel_requested=False, model=config.model, method=config.method, budget=config.budget, config=resolved,
+        dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
+        created_at=utcnow(), total_steps=total_steps(config, dataset.n_examples), current_step=0,
+        examples_scored=0, examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "status", f"Job created: {config.method} at budget {config.budget:g} on {config.model}, "
+              f"{job.total_steps} steps.", data={"status": "validating_files"})
+    # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
+    # lifecycle matches the OpenAI one clients know.
+    job.status = "queued"
+    add_event(session, job.id, "status", f"Files validated ({dataset.n_examples} examples); job queued.",
+              data={"status": "queued"})
+    session.commit()
+    try:
+        dispatcher.enqueue(job.id)
+    except Exception as exc:
+        log.exception("could not dispatch %s", job.id)
+        job.status, job.finished_at = "failed", utcnow()
+        job.error_code, job.error_message = "dispatch_failed", f"The job could not be handed to the workers: {exc}"
+        add_event(session, job.id, "status", job.error_message, level="error", data={"status": "failed"})
+        session.commit()
+        raise APIError(503, f"Job {job.id} could not be queued: the broker is unreachable ({exc}).",
+                       code="broker_unavailable") from None
+    return job
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Queued: cancelled now. Running: flagged; the worker's should_stop() sees it before the next step.
+    A finished job is refused with 400 `job_not_cancellable` (permanent, so not a 409 clients would retry)."""
+    if job.status in FINISHED_STATUSES:
+        raise _not_cancellable(job)
+    # Conditional updates, so a worker claiming or finishing the job at the same moment is never overwritten.
+    before_start = session.execute(
+        update(Job).where(Job.id == job.id, Job.status.in_(("validating_files", "queued")))
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    ).rowcount
+    if before_start:
+        add_event(session, job.id, "status", "Job cancelled before it started.", data={"status": "cancelled"})
+    else:
+        flagged = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
+            .values(cancel_requested=True)
+        ).rowcount
+        if flagged:
+            add_event(session, job.id, "cancel_requested", "Cancellation requested; the job stops at the next step.")
+    session.commit()
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):  # it finished between our read and our update
+        raise _not_cancellable(job)
+    return job
+
+
+def _not_cancellable(job: Job) -> APIError:
+    return APIError(400, f"Job {job.id} has already {job.status}; only queued or running jobs can be cancelled.",
+                    code="job_not_cancellable", param="id")
+
+
+def fine_tuned_model_name(model: str, organization: str, suffix: str | None, job_id: str) -> str:
+    """`ft:<model>:<organization>:<suffix>:<job id>`, the OpenAI shape (the suffix part is empty without one)."""
+    return f"ft:{model}:{organization}:{suffix or ''}:{job_id}"
