@@ -82,6 +82,7 @@ class DbLogger:
         """Forget everything after `step` (the checkpoint a resumed run continues from) and restore the
         job's counters to their values at `step`, summed from the rows that remain."""
         self.resume_step = step
+        self._last_step = step
         self._metrics.clear()
         self._selections.clear()
         with self.sessions.begin() as session:
@@ -113,6 +114,12 @@ class DbLogger:
             return
         step = int(metrics["step"])
         now = utcnow()
+        if step <= self._last_step:
+            # The same step again, or an earlier one: everything from it on is superseded. Rare (it never
+            # happens in a normal run), so take the simple exact route: write what we have, then rewind.
+            self.flush()
+            self.reset_after(step - 1)
+        self._last_step = step
         row = {"job_id": self.job_id, "step": step, "created_at": now, "stats": clean(metrics.get("stats"))}
         for column in METRIC_COLUMNS:
             row[column] = clean(metrics.get(column))

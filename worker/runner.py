@@ -161,6 +161,12 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
         missing = job.dataset_id if dataset is None else job.eval_dataset_id
         return fail("dataset_missing", f"Dataset {missing} no longer exists.", error_param="dataset_id")
 
+    for record in (dataset, eval_dataset):
+        if record is not None and not settings.resolve(record.storage_path).is_file():
+            return fail("dataset_missing", f"The file of dataset {record.id} is missing from the data folder "
+                        f"({settings.data_dir}); is the artifact volume shared with this worker?",
+                        error_param="dataset_id")
+
     from uds.config import ConfigError, TrainConfig
 
     output_dir = settings.job_dir(job_id)
