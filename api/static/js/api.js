@@ -4,13 +4,15 @@ const KEY_STORAGE = 'uds.apiKey';
 const BASE = '/api/v1';
 
 export class ApiError extends Error {
-  constructor(status, error) {
+  constructor(status, error, body) {
     super(error?.message || `HTTP ${status}`);
     this.status = status;
     this.type = error?.type || null;
     this.code = error?.code || null;
     this.param = error?.param || null;
-    this.problems = Array.isArray(error?.problems) ? error.problems : [];
+    // Dataset problems come next to `error` (the service's shape) or inside it; accept both.
+    const problems = error?.problems ?? body?.problems;
+    this.problems = Array.isArray(problems) ? problems : [];
   }
 }
 
@@ -47,7 +49,7 @@ async function errorFrom(res) {
     error = { message: typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail) };
   }
   if (!error) error = { message: `${res.status} ${res.statusText || 'error'}` };
-  return new ApiError(res.status, error);
+  return new ApiError(res.status, error, body);
 }
 
 export async function request(path, { method = 'GET', query, json, form, signal } = {}) {
@@ -94,7 +96,7 @@ export function upload(path, file, onProgress) {
       if (xhr.status >= 200 && xhr.status < 300) return resolve(body);
       const error = body?.error || (body?.detail ? { message: String(body.detail) } : { message: `HTTP ${xhr.status}` });
       if (xhr.status === 401) window.dispatchEvent(new CustomEvent('uds:unauthorized', { detail: error.message }));
-      reject(new ApiError(xhr.status, error));
+      reject(new ApiError(xhr.status, error, body));
     };
     const form = new FormData();
     form.append('file', file, file.name);

@@ -107,6 +107,11 @@ dialog.addEventListener('cancel', (e) => {
 
 let lastUnauthorized = 0;
 window.addEventListener('uds:unauthorized', async (e) => {
+  if (!state.info?.auth_required) {
+    // A stale key from another server: this one needs none, so drop it and carry on.
+    if (getKey()) { setKey(''); renderAuthBox(); render(); }
+    return;
+  }
   if (Date.now() - lastUnauthorized < 1000 || dialog.open) return;
   lastUnauthorized = Date.now();
   setKey('');

@@ -3,6 +3,9 @@ import { h, fmtNum } from './dom.js';
 
 export const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#a16207', '#db2777'];
 
+// Steps and example counts are whole numbers: no 1.5 ticks on those axes.
+const INTEGER_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7];
+
 const AXIS = { stroke: '#52606d', grid: { stroke: '#e4e7eb', width: 1 }, ticks: { stroke: '#cbd2d9', width: 1 } };
 
 export class LineChart {
@@ -10,7 +13,8 @@ export class LineChart {
    * series: [{label, color, dash, width, fill, points}]; bands: [[upperIndex, lowerIndex, fill]] (1-based series indexes)
    * yFormat: number -> string for the axis and legend; xLabel: x axis title.
    */
-  constructor({ id, title, unit, note, series, bands = [], xLabel = 'step', yFormat = (v) => fmtNum(v, 3), xFormat, height = 220, empty = 'No data yet.' }) {
+  constructor({ id, title, unit, note, series, bands = [], xLabel = 'step', xInteger = true, yFormat = (v) => fmtNum(v, 3), xFormat, height = 220, empty = 'No data yet.' }) {
+    this.xInteger = xInteger;
     this.series = series;
     this.height = height;
     this.emptyText = empty;
@@ -56,7 +60,7 @@ export class LineChart {
       legend: { live: true },
       cursor: { drag: { x: true, y: false }, points: { size: 7 } },
       axes: [
-        { ...AXIS, label: this.xLabel, labelSize: 18, values: (u, vals) => vals.map((v) => xFormat(v)) },
+        { ...AXIS, label: this.xLabel, labelSize: 18, incrs: this.xInteger ? INTEGER_INCRS : undefined, values: (u, vals) => vals.map((v) => xFormat(v)) },
         { ...AXIS, size: 58, values: (u, vals) => vals.map((v) => yFormat(v)) },
       ],
       series: [

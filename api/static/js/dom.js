@@ -91,7 +91,8 @@ export function fmtDuration(seconds) {
 export function toDate(t) {
   if (t === null || t === undefined || t === '') return null;
   if (typeof t === 'number') return new Date(t < 1e12 ? t * 1000 : t);
-  const d = new Date(t);
+  // An ISO time without an offset is UTC on this server; JS would read it as local time.
+  const d = new Date(/T\d\d:\d\d(:\d\d(\.\d+)?)?$/.test(t) ? `${t}Z` : t);
   return Number.isNaN(d.getTime()) ? null : d;
 }
 
@@ -159,6 +160,11 @@ export function progressBar(job, { compact = false } = {}) {
 
 export function jobTitle(job) {
   return job.name || job.id;
+}
+
+// Short enough for a chart legend: the name, or the method and the id's tail.
+export function jobLabel(job) {
+  return job.name || `${job.method} …${String(job.id).slice(-6)}`;
 }
 
 export function wallSeconds(job) {

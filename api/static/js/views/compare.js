@@ -1,5 +1,5 @@
 // Compare jobs: overlaid loss (and eval) curves against steps, examples trained or compute time, and a table of finals.
-import { h, clear, fmtNum, fmtInt, fmtPct, fmtDuration, statusBadge, jobTitle, ACTIVE, METHOD_LABELS, wallSeconds, isNum, timeEl } from '../dom.js';
+import { h, clear, fmtNum, fmtInt, fmtPct, fmtDuration, statusBadge, jobTitle, jobLabel, ACTIVE, METHOD_LABELS, wallSeconds, isNum, timeEl } from '../dom.js';
 import { get, listAll } from '../api.js';
 import { LineChart, COLORS, alignSeries } from '../charts.js';
 
@@ -7,7 +7,7 @@ const POLL_MS = 2000;
 const X_AXES = {
   step: { label: 'step', title: 'Step', fmt: (v) => fmtNum(v, 4) },
   examples: { label: 'examples trained', title: 'Examples trained on (backward passes)', fmt: (v) => fmtInt(v) },
-  seconds: { label: 'compute time (s)', title: 'Compute time: scoring + training (s)', fmt: (v) => fmtNum(v, 3) },
+  seconds: { label: 'compute time (s)', title: 'Compute time: scoring + training (s)', fmt: (v) => fmtNum(v, 3), real: true },
 };
 
 export async function compareView(root, ctx) {
@@ -79,17 +79,19 @@ export async function compareView(root, ctx) {
     h('label', { class: 'inline' }, h('input', { type: 'checkbox', id: 'smooth', checked: smooth, onchange: (e) => { smooth = e.target.checked; setUrl(); draw(); } }), ' Smooth curves (EMA 0.8)'));
 
   let charts = [];
+  let evalNote = null;
   function rebuild() {
     for (const c of charts) c.destroy();
     const axis = X_AXES[xAxis];
-    const series = ids.map((id, i) => ({ label: runs.get(id) ? jobTitle(runs.get(id).job) : id, color: COLORS[i % COLORS.length] }));
+    const series = ids.map((id, i) => ({ label: runs.get(id) ? jobLabel(runs.get(id).job) : id, color: COLORS[i % COLORS.length] }));
     const pointSeries = series.map((s) => ({ ...s, points: true }));
     charts = [
-      new LineChart({ id: 'cmp-loss', title: 'Training loss', unit: 'nats per token', series, xLabel: axis.label, xFormat: axis.fmt, height: 260 }),
-      new LineChart({ id: 'cmp-eval-loss', title: 'Eval loss', unit: 'nats per token', series: pointSeries, xLabel: axis.label, xFormat: axis.fmt, empty: 'No eval metrics: give a job an eval dataset.' }),
-      new LineChart({ id: 'cmp-eval-acc', title: 'Eval accuracy', unit: '% exact match', series: pointSeries, xLabel: axis.label, xFormat: axis.fmt, yFormat: (v) => `${fmtNum(v, 3)} %`, empty: 'No eval metrics: give a job an eval dataset.' }),
+      new LineChart({ id: 'cmp-loss', title: 'Training loss', unit: 'nats per token', series, xLabel: axis.label, xFormat: axis.fmt, xInteger: !axis.real, height: 260 }),
+      new LineChart({ id: 'cmp-eval-loss', title: 'Eval loss', unit: 'nats per token', series: pointSeries, xLabel: axis.label, xFormat: axis.fmt, xInteger: !axis.real, empty: 'No eval metrics: give a job an eval dataset.' }),
+      new LineChart({ id: 'cmp-eval-acc', title: 'Eval accuracy', unit: '% exact match', series: pointSeries, xLabel: axis.label, xFormat: axis.fmt, xInteger: !axis.real, yFormat: (v) => `${fmtNum(v, 3)} %`, empty: 'No eval metrics: give a job an eval dataset.' }),
     ];
-    clear(chartsBox, charts.map((c) => c.el));
+    evalNote = h('p', { class: 'muted small eval-note' }, 'No eval metrics in these jobs: give a job an eval dataset to compare eval loss and exact-match accuracy.');
+    clear(chartsBox, charts.map((c) => c.el), evalNote);
     draw();
   }
 
@@ -124,6 +126,10 @@ export async function compareView(root, ctx) {
     charts[0].setData(alignSeries(tables('loss')));
     charts[1].setData(alignSeries(tables('eval_loss')));
     charts[2].setData(alignSeries(tables('eval_accuracy', 100)));
+    // Eval charts only when some job has eval metrics; otherwise one line says how to get them.
+    const hasEval = charts[1].el.dataset.points !== '0' || charts[2].el.dataset.points !== '0';
+    charts[1].el.hidden = charts[2].el.hidden = !hasEval;
+    if (evalNote) evalNote.hidden = hasEval;
     renderTable();
   }
 

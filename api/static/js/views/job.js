@@ -165,7 +165,9 @@ export async function jobView(root, ctx, jobId) {
   // ---- head, cards, error ----
   function renderHead() {
     const actions = h('div', { class: 'head-actions' });
-    if (ACTIVE.has(job.status) && job.status !== 'cancelling') {
+    if (job.cancel_requested && ACTIVE.has(job.status)) {
+      actions.append(h('span', { class: 'badge status-cancelling' }, 'cancelling: stops at the next step'));
+    } else if (ACTIVE.has(job.status) && job.status !== 'cancelling') {
       if (confirmingCancel) {
         actions.append(
           h('span', { class: 'confirm-text' }, 'Stop this job? Its progress so far is kept.'),
@@ -216,7 +218,8 @@ export async function jobView(root, ctx, jobId) {
     const trainedFrac = job.examples_scored ? job.examples_trained / job.examples_scored : null;
     clear(cards,
       h('div', { class: 'card wide' }, h('div', { class: 'card-label' }, 'Progress'), progressBar(job),
-        h('div', { class: 'card-sub' }, isNum(p.epoch) ? `epoch ${fmtNum(p.epoch, 3)} of ${job.config?.epochs ?? '?'}` : '',
+        // With max_steps set the run length is steps, not epochs (it may wrap the data several times).
+        h('div', { class: 'card-sub' }, isNum(p.epoch) ? `epoch ${fmtNum(p.epoch, 3)}${job.config?.max_steps ? '' : ` of ${job.config?.epochs ?? '?'}`}` : '',
           ' · started ', timeEl(job.started_at), job.finished_at ? [' · finished ', timeEl(job.finished_at)] : null)),
       card(TERMINAL.has(job.status) ? 'Took' : 'ETA', eta, etaSub, 'eta'),
       card('Latest loss', fmtNum(job.latest_loss, 4), 'nats per token', 'loss'),

@@ -15,7 +15,7 @@ const MAIN = [
   { name: 'candidate_batch_size', label: 'Candidate batch size', unit: 'examples / step', type: 'int', def: 32, min: 1, help: 'B: examples scored each step; the top k = budget × B are trained on.' },
   { name: 'alpha', label: 'α, diversity weight', type: 'alpha', def: 'auto', help: '"auto" rescales diversity to the spread of utility; or a number ≥ 0. UDS only.' },
   { name: 'epochs', label: 'Epochs', unit: 'passes', type: 'int', def: 1, min: 1 },
-  { name: 'max_steps', label: 'Max steps', unit: 'steps', type: 'int', def: null, min: 1, help: 'Empty: as many steps as the epochs need.' },
+  { name: 'max_steps', label: 'Max steps', unit: 'steps', type: 'int', def: null, min: 1, help: 'When set, the length of the run (overrides epochs). Empty: as many steps as the epochs need.' },
   { name: 'learning_rate', label: 'Learning rate', type: 'float', def: 1.5e-4, min: 0 },
   { name: 'lora_r', label: 'LoRA rank r', type: 'int', def: 8, min: 1 },
   { name: 'lora_alpha', label: 'LoRA alpha', type: 'int', def: 16, min: 1 },
@@ -63,11 +63,14 @@ export async function newJobView(root, ctx) {
     fromId ? get(`/jobs/${encodeURIComponent(fromId)}`).catch(() => null) : Promise.resolve(null),
   ]);
   let datasets = datasetsPage;
-  const models = (modelsPage.data || []).map((mdl) => mdl.id);
+  // Base models only: the allow-list. Finished fine-tunes are listed too but are not a starting point here.
+  const models = (modelsPage.data || []).filter((mdl) => !mdl.kind || mdl.kind === 'base').map((mdl) => mdl.id);
 
   const fields = [...MAIN, ...ADVANCED].filter((f) => !props || f.name in props);
   for (const f of fields) {
-    if (props?.[f.name]?.hasDefault) f.def = props[f.name].default;
+    // The service marks omitted settings as null ("use TrainConfig's default"), so only a real value overrides ours.
+    const d = props?.[f.name]?.default;
+    if (d !== null && d !== undefined) f.def = d;
   }
   const prefill = from ? { ...(from.config || {}), name: from.name ? `${from.name} (copy)` : '', dataset_id: from.dataset_id, eval_dataset_id: from.eval_dataset_id, model: from.model, method: from.method, budget: from.budget } : {};
 
@@ -129,7 +132,7 @@ export async function newJobView(root, ctx) {
   const methodSelect = h('select', { id: 'f-method', name: 'method', onchange: () => { syncMethod(); estimate(); } },
     Object.entries(METHOD_LABELS).map(([v, label]) => h('option', { value: v, selected: v === (prefill.method || 'uds') }, label)));
   const methodHelp = h('p', { class: 'hint', id: 'method-help' });
-  const budgetDefault = props?.budget?.hasDefault ? props.budget.default : 0.125;
+  const budgetDefault = isNum(props?.budget?.default) ? props.budget.default : 0.125;
   const budgetInput = h('input', {
     id: 'f-budget', name: 'budget', type: 'number', min: '0.1', max: '100', step: 'any', required: true,
     value: String(+((prefill.budget ?? budgetDefault) * 100).toFixed(4)), oninput: estimate, 'aria-describedby': 'budget-help',
@@ -220,8 +223,10 @@ export async function newJobView(root, ctx) {
     const epochs = value(fields.find((f) => f.name === 'epochs')) || 1;
     const maxSteps = value(fields.find((f) => f.name === 'max_steps'));
     const perEpoch = Math.max(1, Math.ceil(ds.n_examples / B));
-    const steps = maxSteps ? Math.min(epochs * perEpoch, maxSteps) : epochs * perEpoch;
-    const scored = Math.min(steps * B, epochs * ds.n_examples);
+    // max_steps, when set, is the length of the run and overrides epochs (uds/config.py total_steps).
+    const steps = maxSteps || epochs * perEpoch;
+    const full = Math.floor(steps / perEpoch);
+    const scored = full * ds.n_examples + Math.min((steps % perEpoch) * B, ds.n_examples);
     const trained = Math.min(steps * k, scored);
     clear(estimateBox, h('strong', null, `≈ ${fmtInt(steps)} steps`),
       ` · scores ${fmtInt(scored)} examples, trains on ${fmtInt(trained)} · backward passes saved ≈ ${fmtPct(1 - trained / scored, 0)}`);

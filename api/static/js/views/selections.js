@@ -5,15 +5,17 @@ import { showRow } from './rowdialog.js';
 
 const PAGE = 20;
 const VIEWS = [
-  ['selected', 'Selected', 'Examples the model trained on, with the scores that got them picked.'],
-  ['skipped', 'Skipped', 'Candidates that were scored but not trained on.'],
+  ['selected', 'Selected', 'Examples the model trained on, with the scores that got them picked; newest step first.'],
+  ['skipped', 'Skipped', 'Candidates that were scored but not trained on; newest step first.'],
   ['most', 'Most picked', 'Dataset rows picked most often (across epochs and steps).'],
   ['least', 'Least picked', 'Dataset rows picked least often when they were candidates.'],
 ];
 
 export function selectionsPanel(container, job, ctx) {
   let view = 'selected';
+  // Selections page by cursor (`after` = last id seen); the summaries by offset. `cursors` lets "Previous" go back.
   let offset = 0;
+  let cursors = [undefined];
   let loading = false;
 
   const seg = h('div', { class: 'segmented', role: 'radiogroup', 'aria-label': 'Which examples' });
@@ -23,7 +25,7 @@ export function selectionsPanel(container, job, ctx) {
   for (const [name, label] of VIEWS) {
     seg.append(h('button', {
       type: 'button', role: 'radio', 'aria-checked': String(name === view), dataset: { view: name },
-      onclick: () => { view = name; offset = 0; load(); },
+      onclick: () => { view = name; offset = 0; cursors = [undefined]; load(); },
     }, label));
   }
   clear(container, h('section', { class: 'panel' }, h('h2', null, 'What the model trained on'), seg, desc, table, pager));
@@ -46,7 +48,7 @@ export function selectionsPanel(container, job, ctx) {
     try {
       let page, rows, body, headRow;
       if (view === 'selected' || view === 'skipped') {
-        page = await get(`/jobs/${job.id}/selections`, { selected: view === 'selected', limit: PAGE, offset });
+        page = await get(`/jobs/${job.id}/selections`, { selected: view === 'selected', limit: PAGE, after: cursors[cursors.length - 1] });
         rows = page.data || [];
         headRow = ['Step', 'Row', 'Preview', 'Utility', 'Diversity', 'Score'];
         body = rows.map((r) => h('tr', null,
@@ -68,7 +70,7 @@ export function selectionsPanel(container, job, ctx) {
           h('td', { class: 'num', 'data-label': 'Pick rate' }, r.times_candidate ? `${fmtNum((100 * r.times_selected) / r.times_candidate, 3)} %` : '—')));
       }
       if (!rows.length) {
-        clear(table, h('p', { class: 'empty' }, offset ? 'No more rows.'
+        clear(table, h('p', { class: 'empty' }, offset || cursors.length > 1 ? 'No more rows.'
           : job.status === 'running' || job.status === 'queued' ? 'Nothing recorded yet — rows appear as steps complete.' : 'No rows recorded for this job.'));
       } else {
         clear(table, h('table', { class: `table selections view-${view}`, 'data-view': view },
@@ -76,11 +78,19 @@ export function selectionsPanel(container, job, ctx) {
           h('tbody', null, body)));
       }
       const hasMore = page.has_more ?? rows.length === PAGE;
-      const total = isNum(page.total) ? page.total : null;
+      const byCursor = view === 'selected' || view === 'skipped';
+      const first = byCursor ? (cursors.length - 1) * PAGE : offset;
+      const seen = isNum(page.rows_seen) ? ` · ${fmtInt(page.rows_seen)} distinct rows drawn so far` : '';
       clear(pager,
-        h('button', { type: 'button', class: 'secondary', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); load(); } }, '← Previous'),
-        h('span', { class: 'small muted' }, rows.length ? `rows ${offset + 1}–${offset + rows.length}${total !== null ? ` of ${fmtInt(total)}` : ''}` : ''),
-        h('button', { type: 'button', class: 'secondary', disabled: !hasMore, onclick: () => { offset += PAGE; load(); } }, 'Next →'));
+        h('button', {
+          type: 'button', class: 'secondary', disabled: first === 0,
+          onclick: () => { if (byCursor) cursors.pop(); else offset = Math.max(0, offset - PAGE); load(); },
+        }, '← Previous'),
+        h('span', { class: 'small muted' }, rows.length ? `${first + 1}–${first + rows.length}${seen}` : ''),
+        h('button', {
+          type: 'button', class: 'secondary', disabled: !hasMore,
+          onclick: () => { if (byCursor) cursors.push(page.last_id || rows[rows.length - 1].id); else offset += PAGE; load(); },
+        }, 'Next →'));
     } catch (err) {
       clear(table, h('p', { class: 'error-text', role: 'alert' }, err.message));
     } finally {
