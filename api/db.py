@@ -108,8 +108,11 @@ def downgrade(url: str, revision: str = "base") -> None:
         _migrated.discard(url)
 
 
-def dispose_all() -> None:
+def dispose_all(close: bool = True) -> None:
+    """Drop every pool. In a freshly forked child (Celery prefork) call with close=False: the parent's
+    connections must be forgotten, not closed, or the parent's sessions break."""
     with _lock:
         for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
+            engine.dispose(close=close)
+        if close:
+            _engines.clear()

@@ -46,6 +46,15 @@ def _on_ready(sender=None, **_kwargs) -> None:
     _recovery.start()
 
 
+@signals.worker_process_init.connect
+def _after_fork(**_kwargs) -> None:
+    # A prefork child inherits the parent's pooled connections (the parent migrated before forking); sharing a
+    # socket between processes corrupts both, so the child starts with empty pools.
+    from api.db import dispose_all
+
+    dispose_all(close=False)
+
+
 @signals.worker_shutting_down.connect
 def _on_shutdown(**_kwargs) -> None:
     if _recovery is not None:
