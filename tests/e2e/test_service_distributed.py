@@ -1,0 +1,120 @@
+"""The distributed mode end to end: the real Postgres, the real Redis as Celery broker, real `celery` worker
+processes and the API server process, over real HTTP with API keys. The same flow as the embedded test, then two
+jobs trained at once on two worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.utils.datasets import write_dataset
+from tests.utils.factories import TINY_JOB
+from tests.utils.service import (
+    Server,
+    Worker,
+    check_succeeded_job,
+    child_env,
+    free_port,
+    fresh_postgres_database,
+    poll_job,
+    require_redis,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+KEY = "uds-e2e-distributed-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model_dir):
+    """API server + two single-process GPU-style workers sharing one data volume, one database, one queue."""
+    redis_url = require_redis()
+    queue = f"uds-e2e-{secrets.token_hex(4)}"
+    data_dir = tmp_path_factory.mktemp("distributed-data")
+    logs = tmp_path_factory.mktemp("distributed-logs")
+    (data_dir / "models").mkdir()
+    os.symlink(tiny_model_dir, data_dir / "models" / "uds-tiny")
+    with fresh_postgres_database("uds_e2e") as database_url:
+        env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=redis_url, UDS_QUEUE=queue,
+                        UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY, UDS_BOOTSTRAP_TENANT="e2e",
+                        UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8", UDS_HEARTBEAT_SECONDS="1",
+                        UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.5", UDS_DEVICE="cpu")
+        server = Server(free_port(), env, logs / "api.log")
+        workers = [Worker(env, logs / f"worker{i}.log", queue, f"w{i}@%h") for i in (1, 2)]
+        try:
+            server.wait_ready()
+
+            def logs_tail():
+                return "\n".join(f"--- {p.log_path.name}\n{p.log(3000)}" for p in (server, *workers))
+
+            yield {"url": server.url, "database_url": database_url, "logs": logs_tail, "workers": workers}
+        finally:
+            for process in (*workers, server):
+                process.stop()
+            import redis
+
+            redis.Redis.from_url(redis_url).delete(queue)
+
+
+@pytest.fixture(scope="module")
+def dataset_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("datasets") / "reverse.jsonl"
+    write_dataset(path, 48, fmt="chat", seed=4)
+    return path
+
+
+def client_for(stack, key: str | None = KEY) -> httpx.Client:
+    return httpx.Client(base_url=stack["url"], timeout=60, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+
+def upload(client, path) -> dict:
+    with open(path, "rb") as f:
+        response = client.post("/api/v1/datasets", files={"file": (path.name, f)})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_flow_on_postgres_redis_and_celery(stack, dataset_file, tiny_model_dir, tmp_path):
+    with client_for(stack, None) as anonymous:
+        assert anonymous.get("/api/v1/jobs").status_code == 401
+    with client_for(stack) as client:
+        ready = client.get("/readyz").json()
+        assert ready["checks"] == {"database": "ok", "broker": "ok"} and ready["mode"] == "distributed"
+        dataset = upload(client, dataset_file)
+        created = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **TINY_JOB})
+        assert created.status_code == 201, created.text
+        job = poll_job(client, created.json()["id"], {"succeeded"}, timeout=300, on_timeout=stack["logs"])
+        check_succeeded_job(client, job, tmp_path, tiny_model_dir, steps=TINY_JOB["max_steps"], candidates=8, selected=2)
+        # The worker (not the API process) trained it: the running event names a celery worker process.
+        events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+        running = [e for e in events if e["type"] == "status" and e["data"]["status"] == "running"]
+        assert len(running) == 1 and running[0]["data"]["worker_id"]
+
+
+def test_two_jobs_train_at_once_on_two_workers(stack, dataset_file):
+    engine = create_engine(stack["database_url"])
+    with client_for(stack) as client:
+        dataset = upload(client, dataset_file)
+        ids = [client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", "seed": seed,
+                                                 **{**TINY_JOB, "max_steps": 12}}).json()["id"] for seed in (1, 2)]
+
+        def both_running_on_different_workers():
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT status, worker_id FROM jobs WHERE id IN (:a, :b)"),
+                                          {"a": ids[0], "b": ids[1]}).all()
+            owners = {w for s, w in rows if s == "running"}
+            return len(owners) == 2
+
+        wait_for(both_running_on_different_workers, 300, "both jobs running at once", interval=0.1,
+                 on_timeout=stack["logs"])
+        for job_id in ids:
+            final = poll_job(client, job_id, {"succeeded"}, timeout=300, on_timeout=stack["logs"])
+            steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]]
+            assert steps == list(range(1, 13)) and final["attempts"] == 1
+    engine.dispose()
