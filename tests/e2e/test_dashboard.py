@@ -210,6 +210,14 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     stopped_at = time.monotonic()
     both_widths(page, "04-job-succeeded")
 
+    # Details: the resolved settings and the checkpoints.
+    page.get_by_role("tab", name="Details").click()
+    page.locator("#panel-details table.kv").first.wait_for()
+    settings = page.locator("#panel-details table.kv").first.inner_text()
+    assert "candidate_batch_size" in settings and "lora_targets" in settings
+    page.locator("#checkpoints-table tbody tr").first.wait_for()  # at least the final checkpoint
+    assert str(STEPS) in page.locator("#checkpoints-table tbody tr").first.inner_text()
+
     # Events: the run's story, newest first.
     page.get_by_role("tab", name="Events").click()
     events = page.locator("ol.events li")
@@ -301,6 +309,14 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     page.select_option("#x-axis", "step")
     both_widths(page, "08-compare")
 
+    # Datasets: the uploaded file and its rows in full.
+    page.goto(server.url + "/#/datasets")
+    page.get_by_role("link", name="facts.jsonl").click()
+    page.locator("ol.rows li").first.wait_for()
+    assert "Tell me one fact" in page.locator("ol.rows").inner_text()
+    assert "of 64" in page.locator(".pager").inner_text()
+    both_widths(page, "09-dataset-rows")
+
     # Cancel a running job from its page.
     long_job = api.post("/api/v1/jobs", json={"dataset_id": dataset_id, "model": "uds-tiny", "name": "to-cancel",
                                               "candidate_batch_size": 8, "budget": 0.25, "max_steps": 5000,
@@ -329,7 +345,7 @@ def test_bad_dataset_shows_line_numbered_problems(server, page, tmp_path):
     assert any(item.startswith("line 2") and "JSON" in item for item in items), items
     assert any(item.startswith("line 5") for item in items), items
     assert page.locator("#f-dataset_id option").count() == before  # nothing was stored
-    both_widths(page, "09-bad-dataset")
+    both_widths(page, "10-bad-dataset")
 
 
 def test_api_key_is_asked_once_and_kept(browser, tmp_path_factory):
@@ -349,7 +365,7 @@ def test_api_key_is_asked_once_and_kept(browser, tmp_path_factory):
         page.click("#key-form button[type=submit]")
         page.get_by_text("No jobs yet — start one.").wait_for()
         assert page.evaluate("localStorage.getItem('uds.apiKey')") == key
-        shot(page, "10-jobs-with-key")
+        shot(page, "11-jobs-with-key")
         page.reload()
         page.get_by_text("No jobs yet — start one.").wait_for()
         assert not dialog.is_visible()

@@ -314,9 +314,12 @@ export async function jobView(root, ctx, jobId) {
           h('h2', null, 'Checkpoints'),
           checkpoints === null ? h('p', { class: 'loading' }, 'Loading checkpoints…')
             : checkpoints.length === 0 ? h('p', { class: 'muted' }, 'No checkpoints yet.')
-              : h('table', { class: 'table' }, h('thead', null, h('tr', null, h('th', null, 'Step'), h('th', null, 'Saved'), h('th', null, 'ID'))),
+              : h('table', { class: 'table', id: 'checkpoints-table' }, h('thead', null, h('tr', null, h('th', null, 'Step'), h('th', null, 'Saved'), h('th', null, 'On disk'), h('th', null, 'ID'))),
                 h('tbody', null, checkpoints.map((c) => h('tr', null,
-                  h('td', { class: 'num' }, fmtInt(c.step ?? c.step_number)), h('td', null, timeEl(c.created_at)), h('td', { class: 'mono small' }, c.id || '—'))))))));
+                  h('td', { class: 'num', 'data-label': 'Step' }, fmtInt(c.step)),
+                  h('td', { 'data-label': 'Saved' }, timeEl(c.created_at)),
+                  h('td', { 'data-label': 'On disk' }, c.available === false ? 'pruned (keep_checkpoints)' : 'yes'),
+                  h('td', { class: 'mono small', 'data-label': 'ID' }, c.id || '—'))))))));
     if (checkpoints === null) {
       try {
         const page = await get(`/jobs/${job.id}/checkpoints`, { limit: 100 });
