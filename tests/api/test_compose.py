@@ -1,0 +1,168 @@
+"""There is no Docker engine here, so docker-compose.yml, the Dockerfile and .env.example are checked against
+the code instead: commands the CLI accepts, ports the server binds, variables Settings knows, shared volumes."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from api.settings import Settings
+from tests.utils.service import REPO, child_env
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+# Variables a service may set that are not ours (read by libraries or the images themselves).
+FOREIGN = {"HF_HOME", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+SUBSTITUTION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?]([^}]*))?\}")
+
+
+def substitute(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?error}, with .env.example's values."""
+    env = env if env is not None else dotenv_example()
+
+    def replace(match):
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        return default if default is not None and not match.group(0).startswith(f"${{{name}:?") else ""
+
+    return SUBSTITUTION.sub(replace, value)
+
+
+def dotenv_example() -> dict[str, str]:
+    pairs = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def environment(service: str) -> dict[str, str]:
+    return {k: substitute(str(v)) for k, v in SERVICES[service]["environment"].items()}
+
+
+def test_services_present():
+    assert {"postgres", "redis", "api", "worker"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_every_variable_is_a_setting_and_settings_accept_them(service, monkeypatch):
+    env = environment(service)
+    fields = set(Settings.model_fields)
+    for name in env:
+        if name not in FOREIGN:
+            assert name.startswith("UDS_") and name.removeprefix("UDS_").lower() in fields, name
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert not settings.embedded and settings.sqlalchemy_url.startswith("postgresql+psycopg://")
+    assert str(settings.data_dir) == "/data"
+    assert settings.bootstrap_api_key is not None
+
+
+def test_urls_point_at_the_other_services():
+    from sqlalchemy.engine import make_url
+
+    env = environment("api")
+    assert env == {k: v for k, v in environment("worker").items() if k != "UDS_DEVICE"}  # same view of the world
+    db = make_url(env["UDS_DATABASE_URL"])
+    postgres = {k: substitute(str(v)) for k, v in SERVICES["postgres"]["environment"].items()}
+    assert (db.host, db.port, db.username, db.password, db.database) == (
+        "postgres", 5432, postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+    assert env["UDS_BROKER_URL"].startswith("redis://redis:6379/")
+    assert environment("worker")["UDS_DEVICE"] == "cuda"
+
+
+def cli_help(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "uds.cli", *args, "--help"], cwd=REPO, env=child_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def flags(argv: list[str]) -> dict[str, str]:
+    return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+
+
+def test_api_command_migrates_then_serves_on_the_published_port():
+    command = SERVICES["api"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    steps = [s.strip() for s in command[2].split("&&")]
+    assert steps[0] == "alembic upgrade head"
+    serve = steps[1].removeprefix("exec ").split()
+    assert serve[:2] == ["uds", "serve"]
+    options = flags(serve)
+    assert options["--host"] == "0.0.0.0"  # all interfaces: keys required (Settings.auth_required)
+    help_text = cli_help("serve")
+    assert all(flag in help_text for flag in options)
+    assert {"host", "port"} <= set(inspect.signature(__import__("api.cli", fromlist=["serve"]).serve).parameters)
+    published = [substitute(p) for p in SERVICES["api"]["ports"]]
+    assert [p.split(":")[-1] for p in published] == [options["--port"]]
+    health = " ".join(SERVICES["api"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{options['--port']}/readyz" in health
+    from api.main import create_app
+
+    assert "/readyz" in create_app(Settings()).openapi()["paths"]
+    ini = (REPO / "alembic.ini").read_text()
+    assert "script_location = %(here)s/migrations" in ini and (REPO / "migrations" / "env.py").is_file()
+
+
+def test_worker_command_consumes_the_queue_the_api_sends_to():
+    command = SERVICES["worker"]["command"]
+    assert command[:2] == ["uds", "worker"]
+    options = flags(command)
+    help_text = cli_help("worker")
+    assert all(flag in help_text for flag in options)
+    from worker.cli import run_worker
+
+    assert {"concurrency", "queues"} <= set(inspect.signature(run_worker).parameters)
+    assert options["--queues"] == environment("api")["UDS_QUEUE"] == environment("worker")["UDS_QUEUE"]
+    assert options["--concurrency"] == "1"  # one process per GPU reservation below
+    devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert SERVICES["worker"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_artifacts_volume_is_shared_at_the_data_dir():
+    mounts = {}
+    for service in ("api", "worker"):
+        source, target = SERVICES[service]["volumes"][0].split(":")[:2]
+        mounts[service] = (source, target)
+        assert target == environment(service)["UDS_DATA_DIR"]
+    assert mounts["api"] == mounts["worker"] and mounts["api"][0] in COMPOSE["volumes"]
+    for service in ("api", "worker"):
+        assert SERVICES[service]["depends_on"]
+    assert SERVICES["api"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                             "redis": {"condition": "service_healthy"}}
+
+
+def test_env_example_covers_the_compose_variables():
+    documented = dotenv_example()
+    text = (REPO / "docker-compose.yml").read_text()
+    for match in SUBSTITUTION.finditer(text):
+        name = match.group(1)
+        assert name in documented or match.group(0).startswith(f"${{{name}:-"), name
+    for name in documented:
+        if name.startswith("UDS_"):
+            assert name.removeprefix("UDS_").lower() in Settings.model_fields, name
+    assert re.search(r"\$\{UDS_BOOTSTRAP_API_KEY:\?", text)  # compose refuses to start without a key
+
+
+def test_dockerfile_builds_what_the_commands_need():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for path in ("uds", "api", "worker", "migrations"):
+        assert re.search(rf"^COPY {path} \./{path}$", dockerfile, re.M), path
+        assert (REPO / path).is_dir()
+    assert "alembic.ini" in dockerfile and "EXPOSE 8000" in dockerfile
+    assert "ARG TORCH_INDEX_URL" in dockerfile
+    assert SERVICES["worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
+    assert 'uds = "uds.cli:main"' in (REPO / "pyproject.toml").read_text()
+    assert "UDS_DATA_DIR=/data" in dockerfile
