@@ -14,6 +14,7 @@ from api.auth import add_key, get_or_create_tenant
 from api.db import migrate, session_factory
 from api.dispatch import make_dispatcher
 from api import dashboard
+from api import openai as openai_api
 from api.routes import datasets, health, jobs, models
 from api.settings import Settings, get_settings
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.include_router(module.router)
     v1.include_router(health.info_router)
     app.include_router(v1)
+    app.include_router(openai_api.router)  # /v1: the OpenAI-compatible fine-tuning API (docs/OPENAI.md)
     app.include_router(health.router)
     app.include_router(dashboard.router)  # the web UI at /; it only calls the API above
     app.include_router(dashboard.router)

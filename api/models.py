@@ -225,3 +225,24 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(String(1024))  # relative to data_dir
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ResultFile(Base):
+    """A job's result file in the OpenAI files API (purpose `fine-tune-results`): the per-step metrics CSV or the
+    adapter archive. Recorded once the job has succeeded; the id is derived from (job_id, kind), so recording
+    twice (two requests at once) collides on the primary key instead of making two files."""
+
+    __tablename__ = "result_files"
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind", name="uq_result_files_job_kind"),
+        Index("ix_result_files_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # file-<24 hex>
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # "step_metrics" | "adapter"
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_path: Mapped[str] = mapped_column(String(1024))  # relative to Settings.data_dir
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
