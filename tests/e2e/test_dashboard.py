@@ -329,8 +329,24 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     page.wait_for_selector(".view[data-live=stopped]")
     assert page.locator("#download-adapter").count() == 0
 
+    # A failed job shows its error readably (the API's shape, served for this job by the browser's router:
+    # making a real job fail on purpose would take a broken model or disk).
+    job = api.get(f"/api/v1/jobs/{long_job['id']}").json()
+    job.update(status="failed", error={"code": "out_of_memory", "param": None,
+                                       "message": "CUDA out of memory at step 7 (tried to allocate 2.1 GiB)."})
+    page.route(f"**/api/v1/jobs/{long_job['id']}", lambda route: route.fulfill(json=job))
+    page.reload()
+    error_box = page.locator("#job-error")
+    error_box.wait_for()
+    text = error_box.inner_text()
+    assert "This job failed" in text and "CUDA out of memory at step 7" in text and "out_of_memory" in text
+    assert "micro_batch_size" in text  # what to try
+
 
 def test_bad_dataset_shows_line_numbered_problems(server, page, tmp_path):
+    # A good dataset exists (whatever ran before), so the form's own checks pass and the server's are reached.
+    httpx.post(server.url + "/api/v1/datasets", files={"file": ("small.jsonl", jsonl(chat_rows(12)))},
+               timeout=30).raise_for_status()
     page.goto(server.url + "/#/new")
     page.locator("#f-file").wait_for()
     before = page.locator("#f-dataset_id option").count()
@@ -345,6 +361,16 @@ def test_bad_dataset_shows_line_numbered_problems(server, page, tmp_path):
     assert any(item.startswith("line 2") and "JSON" in item for item in items), items
     assert any(item.startswith("line 5") for item in items), items
     assert page.locator("#f-dataset_id option").count() == before  # nothing was stored
+
+    # A setting the server rejects is shown next to its field, with the server's reason.
+    page.fill("#f-candidate_batch_size", "0")
+    page.click("#submit-job")
+    field_error = page.locator("#field-candidate_batch_size .field-error")
+    field_error.wait_for()
+    assert "candidate_batch_size" in field_error.inner_text()
+    assert page.locator("#f-candidate_batch_size").get_attribute("aria-invalid") == "true"
+    assert "The job was not started" in page.locator(".form-error").inner_text()
+    assert "#/new" in page.url
     both_widths(page, "10-bad-dataset")
 
 

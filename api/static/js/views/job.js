@@ -118,6 +118,7 @@ export async function jobView(root, ctx, jobId) {
     grad: new LineChart({ id: 'grad', title: 'Gradient norm', unit: 'L2, before clipping', series: [{ label: 'grad norm', color: COLORS[3] }] }),
     alpha: new LineChart({ id: 'alpha', title: 'α in use', unit: 'weight of diversity in the score', series: [{ label: 'alpha', color: COLORS[5] }] }),
   };
+  for (const c of Object.values(charts)) c.setEmptyText('Loading…');
   const timeSplit = h('div', { class: 'split', 'aria-label': 'Time split between scoring and training' });
   charts.time.el.appendChild(timeSplit);
   clear(panels.charts,
@@ -226,7 +227,8 @@ export async function jobView(root, ctx, jobId) {
       card('Trained on', `${fmtInt(job.examples_trained)} of ${fmtInt(job.examples_scored)}`, isNum(trainedFrac) ? `${fmtPct(trainedFrac)} of scored examples` : 'examples', 'trained'),
       card('Backward passes saved', fmtPct(job.backward_saved_fraction), 'vs full-data training', 'saved'),
       card('Tokens trained', fmtInt(job.tokens_trained), 'tokens with a backward pass', 'tokens'),
-      job.method === 'uds' ? card('α used', isNum(job.alpha_used) ? fmtNum(job.alpha_used, 3) : (job.config?.alpha ?? '—'), job.config?.alpha === 'auto' ? 'auto' : 'fixed', 'alpha') : null,
+      job.method === 'uds' ? card('α used', isNum(job.alpha_used) ? fmtNum(job.alpha_used, 3) : '—',
+        job.config?.alpha === 'auto' ? 'auto: set from the scores' : 'fixed in the settings', 'alpha') : null,
       job.adapter ? card('Adapter', fmtBytes(job.adapter.bytes), h('span', { class: 'mono', title: job.adapter.sha256 }, `sha256 ${String(job.adapter.sha256 || '').slice(0, 12)}…`), 'adapter') : null);
   }
 

@@ -28,7 +28,9 @@ export function selectionsPanel(container, job, ctx) {
       onclick: () => { view = name; offset = 0; cursors = [undefined]; load(); },
     }, label));
   }
-  clear(container, h('section', { class: 'panel' }, h('h2', null, 'What the model trained on'), seg, desc, table, pager));
+  const refreshBtn = h('button', { type: 'button', class: 'secondary', onclick: () => load() }, 'Refresh');
+  clear(container, h('section', { class: 'panel' }, h('h2', null, 'What the model trained on'),
+    h('div', { class: 'sel-controls' }, seg, refreshBtn), desc, table, pager));
 
   function scoreCell(v, label) {
     return h('td', { class: 'num', 'data-label': label }, isNum(v) ? fmtNum(v, 4) : '—');
