@@ -226,7 +226,8 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     assert "Succeeded" in page.locator("ol.events").inner_text() or "succeeded" in page.locator("ol.events").inner_text()
 
     # What it trained on: selected rows with previews and scores, paginated; skipped; most picked; a full row.
-    page.get_by_role("tab", name="What it trained on").click()
+    page.get_by_role("tab", name="Events").press("ArrowLeft")  # keyboard: the tab before Events
+    assert page.get_by_role("tab", name="What it trained on").get_attribute("aria-selected") == "true"
     table = page.locator("table.selections")
     table.wait_for()
     rows = table.locator("tbody tr")

@@ -34,10 +34,19 @@ export async function jobView(root, ctx, jobId) {
     panels[name] = h('section', { class: 'tab-panel', id: `panel-${name}`, role: 'tabpanel', 'aria-labelledby': `tab-${name}`, hidden: name !== tab });
     tabBar.appendChild(h('button', {
       type: 'button', role: 'tab', id: `tab-${name}`, 'aria-controls': `panel-${name}`, 'aria-selected': String(name === tab),
+      tabindex: name === tab ? '0' : '-1',
       dataset: { tab: name }, onclick: () => selectTab(name),
     }, label));
   }
 
+  // Arrow keys move between tabs (the WAI-ARIA tabs pattern); Tab moves into the panel.
+  tabBar.addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+    const names = TABS.map(([t]) => t);
+    const next = names[(names.indexOf(tab) + (e.key === 'ArrowRight' ? 1 : names.length - 1)) % names.length];
+    selectTab(next);
+    tabBar.querySelector(`[data-tab=${next}]`).focus();
+  });
   clear(root, head, errorSlot, cards, tabBar, ...Object.values(panels));
 
   // ---- metrics store (columns, one entry per step) ----
@@ -259,7 +268,10 @@ export async function jobView(root, ctx, jobId) {
   let selectionsApi = null;
   function selectTab(name) {
     tab = name;
-    for (const btn of tabBar.querySelectorAll('[role=tab]')) btn.setAttribute('aria-selected', String(btn.dataset.tab === name));
+    for (const btn of tabBar.querySelectorAll('[role=tab]')) {
+      btn.setAttribute('aria-selected', String(btn.dataset.tab === name));
+      btn.tabIndex = btn.dataset.tab === name ? 0 : -1;
+    }
     for (const [n, panel] of Object.entries(panels)) panel.hidden = n !== name;
     const params = new URLSearchParams(ctx.params);
     params.set('tab', name);
