@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from api.errors import APIError
+from api.openai.mapping import remap_error
 
 
 @contextlib.contextmanager
@@ -20,8 +21,6 @@ def openai_errors(sources: dict[str, str] | None = None):
     try:
         yield
     except APIError as exc:
-        from api.openai.mapping import remap_error
-
         error = remap_error(exc, sources or {})
         if error.status_code == 422:
             error.status_code = 400
