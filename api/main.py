@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from api import dashboard, errors
+from api import errors
 from api.auth import add_key, get_or_create_tenant
 from api.db import migrate, session_factory
 from api.dispatch import make_dispatcher
@@ -71,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)  # /v1: the OpenAI-compatible fine-tuning API (docs/OPENAI.md)
     app.include_router(health.router)
     app.include_router(dashboard.router)  # the web UI at /; it only calls the API above
-    app.include_router(dashboard.router)
     return app
 
 
