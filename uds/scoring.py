@@ -107,6 +107,7 @@ def explicit_scores(
     """Nuclear norms [B] and, when both R matrices are given, projections [B, r_seq * r_voc], from explicit logits.
 
     One pass: each chunk's logits serve both, so a non-linear head is evaluated once per example.
+    `logits_fn` must return a new tensor (it is masked in place).
     """
     want_projection = r_voc_matrix is not None and r_seq_matrix is not None
     mask = mask.to(hidden.device)
@@ -125,7 +126,7 @@ def explicit_scores(
     for start in range(0, batch, max(1, chunk_size)):
         stop = min(batch, start + max(1, chunk_size))
         m = mask_kept[start:stop].to(device=hidden.device, dtype=torch.float32).unsqueeze(-1)
-        logits = logits_fn(hidden_kept[start:stop]).to(torch.float32) * m
+        logits = logits_fn(hidden_kept[start:stop]).to(torch.float32).mul_(m)  # in place: the chunk's logits exist once
         norms[start:stop] = _nuclear_norms_of(logits)
         if want_projection:
             projected = r_seq_full[:, keep] @ (logits @ r_voc_matrix)
