@@ -3,18 +3,23 @@
 - Step metrics and per-candidate selection rows are buffered and written in one transaction every
   `flush_steps` steps or `flush_seconds` seconds, and whenever the trainer calls flush() (before each checkpoint
   and at the end). Never a transaction per step.
-- Writes are idempotent on (job_id, step): a flush first deletes every row of this job at or after its first
+- The batched writes run on a writer thread, so the training loop does not wait for the database; flush() does
+  wait, which is what makes "the metrics up to a checkpoint are stored before the checkpoint exists" hold. A
+  write error surfaces at the next log_step/flush (the job then fails with it), and a database slower than the
+  training loop applies back-pressure (at most a few batches queue up).
+- Writes are idempotent on (job_id, step): a batch first deletes every row of this job at or after its first
   step, and a resumed run first deletes everything after its checkpoint step. So a step logged twice (a crash
   after a flush but before the next checkpoint) ends up once, and a resumed job has no gaps and no duplicates.
-- Every flush is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
+- Every write is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
   and writes nothing if that matched no row (the job was re-queued and claimed by another worker).
-- should_stop() costs one primary-key SELECT per step (at most once per step: the trainer calls it once).
+- should_stop() costs one primary-key SELECT per step (the trainer calls it once per step).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens_trained", "candidates",
                   "selected", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")
+MAX_QUEUED_BATCHES = 4
 
 
 def clean(value: Any) -> Any:
@@ -45,6 +51,10 @@ def clean(value: Any) -> Any:
     return value
 
 
+class MetricsWriteError(RuntimeError):
+    """Writing metrics to the database failed; the training run stops with this."""
+
+
 class DbLogger:
     def __init__(
         self,
@@ -56,6 +66,7 @@ class DbLogger:
         flush_seconds: float = 2.0,
         stop_event: threading.Event | None = None,
         relative_path: Callable[[str], str] = lambda p: p,
+        background: bool = True,
     ):
         self.sessions = sessions
         self.job_id = job_id
@@ -64,23 +75,28 @@ class DbLogger:
         self.flush_seconds = flush_seconds
         self.stop_event = stop_event  # set when this process shuts down: stop at the step boundary, stay resumable
         self.relative_path = relative_path
+        self.background = background
         self.lost = False  # another worker owns the job now; write nothing more
-        self.flushes = 0
+        self.batches_written = 0
         self._metrics: list[dict[str, Any]] = []
         self._selections: list[dict[str, Any]] = []
         self._progress: dict[str, Any] | None = None
         self._first_step: tuple[int, Any] | None = None
         self._pending_attempt: dict[str, Any] = {}
-        self._last_flush = time.monotonic()
+        self._last_handoff = time.monotonic()
         self._totals = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0}
+        self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
         self.resume_step = resume_step
+        self._last_step = resume_step
         self.reset_after(resume_step)
 
     # ---- resume -------------------------------------------------------------------------------------------
 
     def reset_after(self, step: int) -> None:
         """Forget everything after `step` (the checkpoint a resumed run continues from) and restore the
-        job's counters to their values at `step`, summed from the rows that remain."""
+        job's counters to their values at `step`, summed from the rows that remain. Synchronous."""
         self.resume_step = step
         self._last_step = step
         self._metrics.clear()
@@ -110,6 +126,7 @@ class DbLogger:
     # ---- TrainLogger --------------------------------------------------------------------------------------
 
     def log_step(self, metrics: dict[str, Any]) -> None:
+        self._raise_write_error()
         if self.lost:
             return
         step = int(metrics["step"])
@@ -141,13 +158,14 @@ class DbLogger:
             self._first_step = (step, now)
             self._pending_attempt = {"attempt_start_step": step, "attempt_started_at": now}
         self._progress.update(self._pending_attempt)
-        if len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        if len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_handoff >= self.flush_seconds:
+            self._handoff()
 
     def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         if self.lost:
             return
         if type == "resumed" and data and int(data.get("step", self.resume_step)) != self.resume_step:
+            self.flush()
             self.reset_after(int(data["step"]))  # the trainer found another checkpoint than the runner did
         # Events are rare (start, resume, eval, end); written at once so a person sees them without delay.
         with self.sessions.begin() as session:
@@ -175,9 +193,55 @@ class DbLogger:
         return bool(row.cancel_requested)
 
     def flush(self) -> None:
+        """Write everything logged so far and wait until it is stored."""
+        self._handoff()
+        if self._writer is not None:
+            self._queue.join()
+        self._raise_write_error()
+
+    def close(self) -> None:
+        """Flush (errors are logged, not raised: the job's outcome is being recorded) and stop the writer."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("final metrics flush for %s failed", self.job_id)
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=60)
+            self._writer = None
+
+    # ---- writing ------------------------------------------------------------------------------------------
+
+    def _handoff(self) -> None:
         if self.lost or (not self._metrics and self._progress is None):
             return
-        metrics, selections, progress = self._metrics, self._selections, self._progress
+        batch = (self._metrics, self._selections, self._progress)
+        self._metrics, self._selections, self._progress = [], [], None
+        self._pending_attempt = {}
+        self._last_handoff = time.monotonic()
+        if not self.background:
+            self._write(batch)
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name=f"metrics-{self.job_id}", daemon=True)
+            self._writer.start()
+        self._queue.put(batch)  # blocks when MAX_QUEUED_BATCHES are waiting: back-pressure, not unbounded memory
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self._error is None and not self.lost:
+                    self._write(batch)
+            except BaseException as exc:  # handed to the training thread at its next call
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _write(self, batch) -> None:
+        metrics, selections, progress = batch
         with self.sessions.begin() as session:
             if not self._fenced_update(session, {**(progress or {}), "progress_at": utcnow()}):
                 return
@@ -189,12 +253,12 @@ class DbLogger:
                 session.execute(insert(StepMetric), metrics)
                 if selections:
                     session.execute(insert(Selection), selections)
-        self._metrics, self._selections, self._progress = [], [], None
-        self._pending_attempt = {}
-        self._last_flush = time.monotonic()
-        self.flushes += 1
+        self.batches_written += 1
 
-    # ---- helpers ------------------------------------------------------------------------------------------
+    def _raise_write_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise MetricsWriteError(f"could not store the job's metrics: {type(error).__name__}: {error}") from error
 
     def _fenced_update(self, session: Session, values: dict[str, Any]) -> bool:
         values = {**values, "heartbeat_at": utcnow()}
@@ -204,9 +268,8 @@ class DbLogger:
         ).rowcount
         if not matched:
             log.warning("job %s is no longer owned by %s; dropping its buffered metrics", self.job_id, self.worker_id)
-            self.lost = True
-            self._metrics, self._selections, self._progress = [], [], None
+            self.lost = True  # the training thread stops buffering at its next call, and stops at the next step
         return bool(matched)
 
 
-__all__ = ["DbLogger", "clean"]
+__all__ = ["DbLogger", "MetricsWriteError", "clean"]

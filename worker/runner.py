@@ -193,17 +193,18 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
         try:
             result = train(config, logger, resume=True, allowed_models=settings.models)
         except TrainingError as exc:
-            logger.flush()
+            logger.close()
             return fail(exc.code, exc.message)
         except Exception as exc:
             log.exception("job %s crashed", job_id)
-            logger.flush()
+            logger.close()
             with sessions.begin() as session:
                 add_event(session, job_id, "traceback", f"{type(exc).__name__}: {exc}", level="error",
                           data={"traceback": traceback.format_exc()[-8000:]})
             return fail("internal_error", f"Training stopped with an unexpected error: {type(exc).__name__}: {exc}")
     finally:
         heartbeat.stop()
+        logger.close()  # the metric writer thread drains before the outcome is recorded
 
     if logger.lost:
         return None

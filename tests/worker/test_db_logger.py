@@ -52,7 +52,8 @@ def test_batches_by_steps_and_flushes_at_the_end(sessions, make_job, settings):
     for step in range(1, 5):
         logger.log_step(metrics(step))
     assert steps_in_db(sessions, job_id) == [] and commits[0] == 0  # buffered, nothing written yet
-    logger.log_step(metrics(5))
+    logger.log_step(metrics(5))  # handed to the writer thread; flush() waits for it (and has nothing more to add)
+    logger.flush()
     assert steps_in_db(sessions, job_id) == [1, 2, 3, 4, 5] and commits[0] == 1
     for step in range(6, 21):
         logger.log_step(metrics(step))
@@ -72,7 +73,47 @@ def test_flushes_on_time(sessions, make_job):
     job_id = running(sessions, make_job)
     logger = DbLogger(sessions, job_id, ME, flush_steps=1000, flush_seconds=0.0)
     logger.log_step(metrics(1))
-    assert steps_in_db(sessions, job_id) == [1]
+    assert logger._metrics == []  # handed off by time, not by count
+    logger.close()
+    assert steps_in_db(sessions, job_id) == [1] and logger.batches_written == 1
+
+
+def test_training_thread_does_not_wait_for_the_database(sessions, make_job):
+    """A slow database delays the writer thread, not log_step (up to the back-pressure limit)."""
+    import threading
+
+    job_id = running(sessions, make_job)
+    logger = DbLogger(sessions, job_id, ME, flush_steps=1, flush_seconds=3600)
+    gate = threading.Event()
+    original = logger._write
+    logger._write = lambda batch: (gate.wait(10), original(batch))
+    import time
+
+    start = time.perf_counter()
+    for step in range(1, 4):
+        logger.log_step(metrics(step))
+    assert time.perf_counter() - start < 1.0 and steps_in_db(sessions, job_id) == []
+    gate.set()
+    logger.flush()
+    assert steps_in_db(sessions, job_id) == [1, 2, 3]
+
+
+def test_a_write_error_stops_the_run(sessions, make_job):
+    import pytest
+
+    from worker.db_logger import MetricsWriteError
+
+    job_id = running(sessions, make_job)
+    logger = DbLogger(sessions, job_id, ME, flush_steps=1, flush_seconds=3600)
+
+    def broken(_batch):
+        raise OSError("disk full")
+
+    logger._write = broken
+    logger.log_step(metrics(1))
+    with pytest.raises(MetricsWriteError, match="disk full"):
+        logger.flush()
+    logger.close()
 
 
 def test_resume_deletes_rows_after_the_checkpoint_and_rewrites_idempotently(sessions, make_job):
@@ -148,6 +189,7 @@ def test_non_finite_numbers_are_stored_as_null(sessions, make_job):
     m["stats"]["candidates"]["utility"]["std"] = math.nan
     m["selections"][0]["score"] = -math.inf
     logger.log_step(m)
+    logger.flush()
     with sessions() as session:
         row = session.get(StepMetric, (job_id, 1))
         assert row.loss is None and row.grad_norm is None and row.stats["candidates"]["utility"]["std"] is None
