@@ -67,6 +67,7 @@ class DbLogger:
         stop_event: threading.Event | None = None,
         relative_path: Callable[[str], str] = lambda p: p,
         background: bool = True,
+        checkpoint_every: int | None = None,
     ):
         self.sessions = sessions
         self.job_id = job_id
@@ -76,6 +77,10 @@ class DbLogger:
         self.stop_event = stop_event  # set when this process shuts down: stop at the step boundary, stay resumable
         self.relative_path = relative_path
         self.background = background
+        # The trainer saves a checkpoint right after log_step of step s when s % checkpoint_every == 0 (or s is
+        # the last step). Metrics up to s must be stored before that checkpoint exists: a crash in between would
+        # otherwise resume after s with steps missing that no one will log again.
+        self.checkpoint_every = checkpoint_every
         self.lost = False  # another worker owns the job now; write nothing more
         self.batches_written = 0
         self._metrics: list[dict[str, Any]] = []
@@ -158,7 +163,10 @@ class DbLogger:
             self._first_step = (step, now)
             self._pending_attempt = {"attempt_start_step": step, "attempt_started_at": now}
         self._progress.update(self._pending_attempt)
-        if len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_handoff >= self.flush_seconds:
+        total = self._progress.get("total_steps")
+        if self.checkpoint_every and (step % self.checkpoint_every == 0 or step == total):
+            self.flush()
+        elif len(self._metrics) >= self.flush_steps or time.monotonic() - self._last_handoff >= self.flush_seconds:
             self._handoff()
 
     def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:

@@ -184,7 +184,8 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
     data_dir = str(settings.data_dir)
     logger = DbLogger(sessions, job_id, worker_id, resume_step=resume_step(output_dir),
                       flush_steps=settings.metrics_flush_steps, flush_seconds=settings.metrics_flush_seconds,
-                      stop_event=stop_event, relative_path=lambda p: os.path.relpath(p, data_dir))
+                      stop_event=stop_event, relative_path=lambda p: os.path.relpath(p, data_dir),
+                      checkpoint_every=config.checkpoint_every)
     heartbeat = Heartbeat(sessions, job_id, worker_id, settings.heartbeat_seconds, on_lost=lambda: setattr(logger, "lost", True))
     heartbeat.start()
     try:

@@ -119,3 +119,30 @@ def test_restart_resumes_an_interrupted_job(data_dir, dataset_file, tmp_path, se
             assert "re-queued" in messages and "Resumed from the checkpoint" in messages
     finally:
         second.stop()
+
+
+def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
+    import sys
+
+    from tests.utils.service import Process
+
+    data = tmp_path / "data"
+    (data / "models").mkdir(parents=True)
+    os.symlink(tiny_model_dir, data / "models" / "uds-tiny")
+    port = free_port()
+    demo = Process([sys.executable, "-c", f"from api.cli import demo; demo(port={port})"], server_env(data),
+                   tmp_path / "demo.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            def two_jobs():
+                try:
+                    jobs = client.get("/api/v1/jobs").json()["data"]
+                except httpx.HTTPError:
+                    return None
+                return jobs if len(jobs) == 2 else None
+
+            jobs = wait_for(two_jobs, 120, "the demo's jobs", on_timeout=demo.log)
+            assert {j["method"] for j in jobs} == {"uds", "random"}
+            assert all(j["status"] in ("queued", "running") for j in jobs)
+    finally:
+        demo.stop()

@@ -194,3 +194,20 @@ def test_non_finite_numbers_are_stored_as_null(sessions, make_job):
         row = session.get(StepMetric, (job_id, 1))
         assert row.loss is None and row.grad_norm is None and row.stats["candidates"]["utility"]["std"] is None
         assert session.get(Selection, (job_id, 1, 0)).score is None
+
+
+def test_metrics_are_stored_before_a_checkpoint_can_exist(sessions, make_job):
+    """log_step of a checkpoint step returns only once every step up to it is in the database."""
+    job_id = running(sessions, make_job)
+    logger = DbLogger(sessions, job_id, ME, flush_steps=100, flush_seconds=3600, checkpoint_every=4)
+    for step in range(1, 4):
+        logger.log_step(metrics(step))
+    assert steps_in_db(sessions, job_id) == []
+    logger.log_step(metrics(4))
+    assert steps_in_db(sessions, job_id) == [1, 2, 3, 4]
+    for step in range(5, 10):
+        logger.log_step(metrics(step))
+    assert steps_in_db(sessions, job_id) == [1, 2, 3, 4, 5, 6, 7, 8]
+    logger.log_step(metrics(10))  # the last step (total_steps 10) always gets a checkpoint
+    assert steps_in_db(sessions, job_id) == list(range(1, 11))
+    logger.close()
