@@ -4,6 +4,7 @@
     uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
     uds worker [--concurrency 1]                       a Celery GPU worker (distributed mode)
     uds keys create --tenant NAME                      prints a new API key
+    uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
     uds demo                                           the service with a demo dataset and two jobs to watch
     uds build-tiny PATH                                writes the uds-tiny test model to PATH
 """
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key for a tenant and print it")
     create.add_argument("--tenant", required=True)
     create.set_defaults(handler=_keys_create)
+    revoke = key_commands.add_parser("revoke", help="revoke a key (whole, or its prefix uds-XXXXXX); effective at once")
+    revoke.add_argument("key")
+    revoke.set_defaults(handler=_keys_revoke)
 
     demo = commands.add_parser("demo", help="start the service with a demo dataset and a uds and a random job")
     demo.add_argument("--port", type=int, default=8000)
@@ -197,6 +201,12 @@ def _keys_create(args: argparse.Namespace) -> int:
     from api.cli import keys_create
 
     return keys_create(args.tenant) or 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from api.cli import keys_revoke
+
+    return keys_revoke(args.key) or 0
 
 
 def _demo(args: argparse.Namespace) -> int:
