@@ -13,6 +13,8 @@
 - Every write is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
   and writes nothing if that matched no row (the job was re-queued and claimed by another worker).
 - should_stop() costs one primary-key SELECT per step (the trainer calls it once per step).
+- Every database call is retried with backoff through a lost connection (worker/retry.py); all of them are
+  idempotent, so a retried transaction whose first commit did land writes the same rows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.events import add_event
 from api.models import Checkpoint, Job, Selection, StepMetric, utcnow
+from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,9 @@ class DbLogger:
         self._last_step = step
         self._metrics.clear()
         self._selections.clear()
+        with_retries(lambda: self._reset_rows(step), f"job {self.job_id}: resume at step {step}")
+
+    def _reset_rows(self, step: int) -> None:
         with self.sessions.begin() as session:
             # Ownership first: a worker that lost the job must not delete the new owner's rows.
             if not self._fenced_update(session, {"current_step": step, "attempt_start_step": step}):
@@ -176,25 +182,34 @@ class DbLogger:
             self.flush()
             self.reset_after(int(data["step"]))  # the trainer found another checkpoint than the runner did
         # Events are rare (start, resume, eval, end); written at once so a person sees them without delay.
-        with self.sessions.begin() as session:
-            add_event(session, self.job_id, type, message, level=level, data=clean(data))
+        def write():
+            with self.sessions.begin() as session:
+                add_event(session, self.job_id, type, message, level=level, data=clean(data))
+
+        with_retries(write, f"job {self.job_id}: event")
 
     def log_checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
         self.flush()
         if self.lost:
             return
-        with self.sessions.begin() as session:
-            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
-            session.add(Checkpoint(job_id=self.job_id, step=step, path=self.relative_path(path), metrics=clean(metrics),
-                                   created_at=utcnow()))
-            add_event(session, self.job_id, "checkpoint", f"Checkpoint saved at step {step}.", data={"step": step})
+        def write():
+            with self.sessions.begin() as session:
+                session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
+                session.add(Checkpoint(job_id=self.job_id, step=step, path=self.relative_path(path),
+                                       metrics=clean(metrics), created_at=utcnow()))
+                add_event(session, self.job_id, "checkpoint", f"Checkpoint saved at step {step}.", data={"step": step})
+
+        with_retries(write, f"job {self.job_id}: checkpoint {step}")
 
     def should_stop(self) -> bool:
         if self.lost or (self.stop_event is not None and self.stop_event.is_set()):
             return True
-        with self.sessions() as session:
-            row = session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
-                                  .where(Job.id == self.job_id)).first()
+        def read():
+            with self.sessions() as session:
+                return session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
+                                       .where(Job.id == self.job_id)).first()
+
+        row = with_retries(read, f"job {self.job_id}: should_stop")
         if row is None or row.status != "running" or row.worker_id != self.worker_id:
             self.lost = True
             return True
@@ -249,10 +264,14 @@ class DbLogger:
                 self._queue.task_done()
 
     def _write(self, batch) -> None:
+        if with_retries(lambda: self._write_once(batch), f"job {self.job_id}: metrics"):
+            self.batches_written += 1
+
+    def _write_once(self, batch) -> bool:
         metrics, selections, progress = batch
         with self.sessions.begin() as session:
             if not self._fenced_update(session, {**(progress or {}), "progress_at": utcnow()}):
-                return
+                return False
             if metrics:
                 first = min(m["step"] for m in metrics)
                 # Delete-then-insert: idempotent on (job_id, step) on every database, without dialect upserts.
@@ -261,7 +280,7 @@ class DbLogger:
                 session.execute(insert(StepMetric), metrics)
                 if selections:
                     session.execute(insert(Selection), selections)
-        self.batches_written += 1
+        return True
 
     def _raise_write_error(self) -> None:
         if self._error is not None:

@@ -23,6 +23,7 @@ from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
 from worker.db_logger import DbLogger
 from worker.identity import owner_is_dead
+from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +94,38 @@ class Heartbeat(threading.Thread):
 
 
 def _finish(sessions, job_id: str, worker_id: str, status: str, message: str, level: str = "info", **values) -> bool:
-    """The final transition, only if we still own the job."""
-    with sessions.begin() as session:
-        matched = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-            .values(status=status, **values)
-        ).rowcount
-        if matched:
-            add_event(session, job_id, "status", message, level=level, data={"status": status})
+    """The final transition, only if we still own the job. Retried through a lost database connection."""
+    def transition() -> bool:
+        with sessions.begin() as session:
+            matched = session.execute(
+                update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(status=status, **values)
+            ).rowcount
+            if matched:
+                add_event(session, job_id, "status", message, level=level, data={"status": status})
+                return True
+            # A retry after a commit whose acknowledgement was lost: the transition is already ours.
+            row = session.execute(select(Job.status, Job.worker_id).where(Job.id == job_id)).first()
+            return row is not None and tuple(row) == (status, worker_id)
+
+    matched = with_retries(transition, f"job {job_id}: mark {status}")
     if not matched:
         log.warning("job %s was taken from %s before it could be marked %s", job_id, worker_id, status)
     return bool(matched)
 
 
 def _requeue(sessions, job_id: str, worker_id: str, message: str) -> bool:
-    with sessions.begin() as session:
-        matched = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-            .values(status="queued", worker_id=None, heartbeat_at=None)
-        ).rowcount
-        if matched:
-            add_event(session, job_id, "status", message, data={"status": "queued"})
-    return bool(matched)
+    def transition() -> bool:
+        with sessions.begin() as session:
+            matched = session.execute(
+                update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(status="queued", worker_id=None, heartbeat_at=None)
+            ).rowcount
+            if matched:
+                add_event(session, job_id, "status", message, data={"status": "queued"})
+        return bool(matched)
+
+    return with_retries(transition, f"job {job_id}: re-queue")
 
 
 def resume_step(output_dir: Path) -> int:

@@ -10,6 +10,7 @@ import os
 import httpx
 import pytest
 
+from tests.utils.adapters import adapter_tensors, assert_same_tensors
 from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
 from tests.utils.service import Server, check_succeeded_job, child_env, free_port, poll_job, wait_for
@@ -117,6 +118,12 @@ def test_restart_resumes_an_interrupted_job(data_dir, dataset_file, tmp_path, se
             events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
             messages = " | ".join(e["message"] for e in events)
             assert "re-queued" in messages and "Resumed from the checkpoint" in messages
+            # On CPU with a fixed seed, the resumed run's adapter equals the same job's run without interruption.
+            reference = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny",
+                                                          **{**TINY_JOB, "max_steps": 10, "checkpoint_every": 2}}).json()
+            poll_job(client, reference["id"], {"succeeded"}, timeout=300, on_timeout=second.log)
+            assert_same_tensors(adapter_tensors(client, reference["id"], tmp_path / "reference"),
+                                adapter_tensors(client, job["id"], tmp_path / "resumed"))
     finally:
         second.stop()
 
