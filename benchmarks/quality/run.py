@@ -1,0 +1,245 @@
+"""Does selection pay? The quality benchmark: one command, from the dataset to the report.
+
+    .venv/bin/python -m benchmarks.quality.run --seeds 3          # the full benchmark (see README.md for run time)
+    .venv/bin/python -m benchmarks.quality.run --quick            # seconds: a smoke run of every stage
+    .venv/bin/python -m benchmarks.quality.run --report-only      # rewrite report.md and plots from results.json
+
+Stages: (1) the dataset (benchmarks/quality/data, built if missing), (2) the base model (pretrained once, cached
+under --data-dir), (3) the comparison: every method and budget, same base, same candidate steps, same learning
+rate schedule, each seed, (4) the cost: uds 12.5% against full on random-weight models of several vocabulary
+sizes and depths, (5) report.md, results.json and PNG plots under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality"
+
+# (label, method, budget, extra TrainConfig fields). The main grid of the issue...
+GRID = [
+    ("full", "full", 1.0, {}),
+    ("uds", "uds", 0.125, {}), ("random", "random", 0.125, {}), ("max_loss", "max_loss", 0.125, {}), ("max_grad", "max_grad", 0.125, {}),
+    ("uds", "uds", 0.25, {}), ("random", "random", 0.25, {}), ("max_loss", "max_loss", 0.25, {}), ("max_grad", "max_grad", 0.25, {}),
+]
+# ...and the variants of item 7 (other defaults), at 12.5%.
+VARIANTS = [
+    ("uds alpha=0 (utility only)", "uds", 0.125, {"alpha": 0.0}),
+    ("uds, loss_on=answer", "uds", 0.125, {"loss_on": "answer"}),
+]
+
+
+class CollectingLogger:
+    """A TrainLogger that keeps the step metrics and counts the kinds of the selected training rows."""
+
+    def __init__(self, kinds: list[str]):
+        self.kinds = kinds
+        self.steps: list[dict] = []
+        self.selected_kinds: dict[str, int] = {}
+        self.candidate_kinds: dict[str, int] = {}
+
+    def log_step(self, metrics):
+        for row in metrics.get("selections", []):
+            kind = self.kinds[row["row"]] if row["row"] < len(self.kinds) else "?"
+            self.candidate_kinds[kind] = self.candidate_kinds.get(kind, 0) + 1
+            if row["selected"]:
+                self.selected_kinds[kind] = self.selected_kinds.get(kind, 0) + 1
+        self.steps.append({k: metrics.get(k) for k in ("step", "loss", "learning_rate", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")})
+
+    def log_event(self, type, message, level="info", data=None):
+        pass
+
+    def log_checkpoint(self, step, path, metrics):
+        pass
+
+    def should_stop(self):
+        return False
+
+    def flush(self):
+        pass
+
+
+def run_one(settings: dict, label: str, method: str, budget: float, extra: dict, seed: int, kinds: list[str], curves: bool) -> dict:
+    from uds.config import TrainConfig
+    from uds.trainer import train
+
+    with tempfile.TemporaryDirectory(prefix="uds-quality-") as out:
+        config = TrainConfig(
+            model=settings["model"], dataset_path=settings["train"], eval_dataset_path=settings["eval"], output_dir=out,
+            method=method, budget=budget, candidate_batch_size=settings["candidate_batch_size"], max_steps=settings["steps"],
+            learning_rate=settings["learning_rate"], warmup_ratio=settings["warmup_ratio"], lr_schedule="cosine",
+            max_seq_len=settings["max_seq_len"], micro_batch_size=settings["micro_batch_size"], seed=seed, device="cpu",
+            eval_every=settings["eval_every"] if curves else None, checkpoint_every=10_000_000, keep_checkpoints=1,
+            eval_max_new_tokens=16, **extra,
+        )
+        logger = CollectingLogger(kinds)
+        started = time.perf_counter()
+        result = train(config, logger, resume=False)
+        wall = time.perf_counter() - started
+    final = logger.steps[-1]
+    summary = result.summary
+    return {
+        "label": label, "method": method, "budget": budget, "extra": extra, "seed": seed,
+        "eval_loss": final["eval_loss"], "eval_accuracy": final["eval_accuracy"],
+        "wall_s": wall, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"],
+        "examples_scored": summary["examples_scored"], "examples_trained": summary["examples_trained"],
+        "tokens_trained": summary["tokens_trained"], "alpha_last": summary.get("alpha"),
+        "selected_kinds": logger.selected_kinds, "candidate_kinds": logger.candidate_kinds,
+        "curve": logger.steps,
+    }
+
+
+def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]:
+    """uds 12.5% vs full on random-weight models (same data, same process): time split scoring / training."""
+    import torch
+
+    from uds.config import TrainConfig
+    from uds.tiny import build_tokenizer
+    from uds.trainer import train
+
+    from benchmarks.quality.pretrain import BASE_SHAPE, build_model
+
+    rows = []
+    tokenizer = build_tokenizer()
+    with tempfile.TemporaryDirectory(prefix="uds-cost-") as root:
+        for shape in shapes:
+            full_shape = {**(settings.get("cost_shape") or BASE_SHAPE), "num_hidden_layers": shape["layers"]}
+            model = build_model(tokenizer, 0, full_shape)
+            if shape["vocab"] != model.config.vocab_size:
+                model.resize_token_embeddings(shape["vocab"])
+            folder = Path(root) / f"v{shape['vocab']}-l{shape['layers']}"
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            del model
+            row = {"vocab": shape["vocab"], "layers": shape["layers"], "hidden": full_shape["hidden_size"]}
+            for method, budget in (("uds", 0.125), ("full", 1.0)):
+                config = TrainConfig(
+                    model=str(folder), dataset_path=settings["train"], output_dir=str(Path(root) / f"out-{folder.name}-{method}"),
+                    method=method, budget=budget, candidate_batch_size=settings["candidate_batch_size"], max_steps=steps,
+                    learning_rate=settings["learning_rate"], max_seq_len=settings["max_seq_len"],
+                    micro_batch_size=settings["micro_batch_size"], seed=0, device="cpu", checkpoint_every=10_000_000, keep_checkpoints=1,
+                )
+                started = time.perf_counter()
+                summary = train(config, None, resume=False).summary
+                row[method] = {"wall_s": time.perf_counter() - started, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"]}
+                shutil.rmtree(config.output_dir, ignore_errors=True)
+            u, f = row["uds"], row["full"]
+            row["ratio_vs_full"] = (u["time_scoring"] + u["time_training"]) / (f["time_scoring"] + f["time_training"])
+            row["ratio_vs_sft"] = (u["time_scoring"] + u["time_training"]) / f["time_training"]
+            row["scoring_share"] = u["time_scoring"] / (u["time_scoring"] + u["time_training"])
+            log(f"cost V={shape['vocab']} layers={shape['layers']}: uds/full {row['ratio_vs_full']:.2f}, uds/plain SFT {row['ratio_vs_sft']:.2f}, scoring share {row['scoring_share']:.0%}")
+            rows.append(row)
+            torch.set_num_threads(torch.get_num_threads())
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=24, help="candidate steps per run (B candidates each)")
+    parser.add_argument("--candidate-batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--no-variants", action="store_true", help="skip the item-7 variants")
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost part")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny everything, report not written to --out unless given")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--data-dir", default=None, help="cache of the base model (default ~/.cache/uds/bench-quality or $UDS_BENCH_DIR)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from benchmarks.quality import report
+    from benchmarks.quality.dataset import write as write_dataset
+    from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, QUICK_SHAPE, base_model_dir, pretrain
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="uds-quality-quick-")) if args.quick else DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        report.write(json.loads((out / "results.json").read_text()), out)
+        print(out / "report.md")
+        return 0
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    started = time.perf_counter()
+    data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    dataset_dir = HERE / "data"
+    if args.quick:
+        dataset_dir = out / "data"
+    if not (dataset_dir / "train.jsonl").exists():
+        log(f"dataset: {write_dataset(dataset_dir)}")
+    kinds = [json.loads(line)["kind"] for line in (dataset_dir / "train_meta.jsonl").read_text().splitlines()]
+
+    pretrain_steps = 4 if args.quick else args.pretrain_steps
+    shape = QUICK_SHAPE if args.quick else BASE_SHAPE
+    base = base_model_dir(data_dir, pretrain_steps, 0, shape)
+    t0 = time.perf_counter()
+    base = pretrain(base, steps=pretrain_steps, seed=0, batch=4 if args.quick else 16, log=log, shape=shape, text_chars=20_000 if args.quick else None)
+    pretrain_info = json.loads((base / "pretrain.json").read_text())
+    log(f"base model: {base} (val loss {pretrain_info['val_loss']:.3f}; {time.perf_counter() - t0:.0f} s now, {pretrain_info['seconds']:.0f} s when built)")
+
+    eval_path = dataset_dir / "eval.jsonl"
+    if args.quick:
+        lines = eval_path.read_text().splitlines()[:2]
+        eval_path = out / "eval-small.jsonl"
+        eval_path.write_text("\n".join(lines) + "\n")
+    steps = 2 if args.quick else args.steps
+    settings = {
+        "model": str(base), "train": str(dataset_dir / "train.jsonl"), "eval": str(eval_path),
+        "candidate_batch_size": 8 if args.quick else args.candidate_batch_size, "steps": steps,
+        "learning_rate": args.learning_rate, "warmup_ratio": 0.05, "max_seq_len": 192, "micro_batch_size": 4,
+        "eval_every": max(1, steps // 3), "threads": args.threads, "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "pretrain_curve": pretrain_info["curve"], "n_train": len(kinds), "n_eval": len(eval_path.read_text().splitlines()),
+        "train_kinds": {k: kinds.count(k) for k in sorted(set(kinds))}, "cost_shape": shape,
+    }
+    grid = GRID + ([] if args.no_variants or args.quick else VARIANTS)
+    if args.quick:
+        grid = [GRID[0], GRID[1], GRID[2]]
+    runs = []
+    for seed in range(args.seeds if not args.quick else 1):
+        for label, method, budget, extra in grid:
+            row = run_one(settings, label, method, budget, extra, seed, kinds, curves=(seed == 0))
+            runs.append(row)
+            log(f"seed {seed} {label:>28} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
+                f"{row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)")
+    cost = []
+    if not args.no_cost:
+        shapes = [{"vocab": 260, "layers": 1}, {"vocab": 1024, "layers": 1}] if args.quick else [
+            {"vocab": 260, "layers": 2}, {"vocab": 4096, "layers": 2}, {"vocab": 32768, "layers": 2},
+            {"vocab": 4096, "layers": 1}, {"vocab": 4096, "layers": 8},
+        ]
+        cost = cost_runs(settings, shapes, 2 if args.quick else 3, log)
+    results = {
+        "command": " ".join(["python -m benchmarks.quality.run", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": settings, "runs": runs, "cost": cost, "total_wall_s": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(results, out)
+    log(f"done in {results['total_wall_s']:.0f} s: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
