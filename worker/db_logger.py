@@ -12,7 +12,11 @@
   after a flush but before the next checkpoint) ends up once, and a resumed job has no gaps and no duplicates.
 - Every write is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
   and writes nothing if that matched no row (the job was re-queued and claimed by another worker).
-- should_stop() costs one primary-key SELECT per step (the trainer calls it once per step).
+- Events and checkpoint records go through the same writer thread, in order, after the steps before them.
+- should_stop() does not touch the database on the training thread: a watcher thread reads the job's
+  cancel flag and owner (one primary-key SELECT) every `cancel_poll_seconds` (0.25 s), so a cancellation is
+  seen at the first step boundary after that; should_stop() reads synchronously only for its first call and
+  when the watcher has not managed a read for a while.
 - Every database call is retried with backoff through a lost connection (worker/retry.py); all of them are
   idempotent, so a retried transaction whose first commit did land writes the same rows.
 """
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens_trained", "candidates",
                   "selected", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")
-MAX_QUEUED_BATCHES = 4
+MAX_QUEUED_BATCHES = 8
 
 
 def clean(value: Any) -> Any:
@@ -71,6 +75,7 @@ class DbLogger:
         relative_path: Callable[[str], str] = lambda p: p,
         background: bool = True,
         checkpoint_every: int | None = None,
+        cancel_poll_seconds: float = 0.25,
     ):
         self.sessions = sessions
         self.job_id = job_id
@@ -84,7 +89,12 @@ class DbLogger:
         # the last step). Metrics up to s must be stored before that checkpoint exists: a crash in between would
         # otherwise resume after s with steps missing that no one will log again.
         self.checkpoint_every = checkpoint_every
+        self.cancel_poll_seconds = cancel_poll_seconds
         self.lost = False  # another worker owns the job now; write nothing more
+        self._cancel = False
+        self._last_read = 0.0  # time.monotonic() of the last successful cancel/owner read
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()
         self.batches_written = 0
         self._metrics: list[dict[str, Any]] = []
         self._selections: list[dict[str, Any]] = []
@@ -181,29 +191,44 @@ class DbLogger:
         if type == "resumed" and data and int(data.get("step", self.resume_step)) != self.resume_step:
             self.flush()
             self.reset_after(int(data["step"]))  # the trainer found another checkpoint than the runner did
-        # Events are rare (start, resume, eval, end); written at once so a person sees them without delay.
+        data = clean(data)
+
         def write():
             with self.sessions.begin() as session:
-                add_event(session, self.job_id, type, message, level=level, data=clean(data))
+                add_event(session, self.job_id, type, message, level=level, data=data)
 
-        with_retries(write, f"job {self.job_id}: event")
+        self._handoff()  # the steps before the event are written before it
+        self._submit(lambda: with_retries(write, f"job {self.job_id}: event"))
 
     def log_checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
-        self.flush()
         if self.lost:
             return
+        relative, metrics = self.relative_path(path), clean(metrics)
+
         def write():
             with self.sessions.begin() as session:
                 session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
-                session.add(Checkpoint(job_id=self.job_id, step=step, path=self.relative_path(path),
-                                       metrics=clean(metrics), created_at=utcnow()))
+                session.add(Checkpoint(job_id=self.job_id, step=step, path=relative, metrics=metrics,
+                                       created_at=utcnow()))
                 add_event(session, self.job_id, "checkpoint", f"Checkpoint saved at step {step}.", data={"step": step})
 
-        with_retries(write, f"job {self.job_id}: checkpoint {step}")
+        # Steps up to `step` were stored before the checkpoint was written (see log_step); the record of the
+        # checkpoint itself only needs to follow them, not to hold up training.
+        self._handoff()
+        self._submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
 
     def should_stop(self) -> bool:
         if self.lost or (self.stop_event is not None and self.stop_event.is_set()):
             return True
+        stale = time.monotonic() - self._last_read > max(5.0, 20 * self.cancel_poll_seconds)
+        if not self.background or self._watcher is None or stale:
+            self._read_flags()  # first call, or the watcher is not getting through: ask now
+        if self.background and self._watcher is None and not self.lost:
+            self._watcher = threading.Thread(target=self._watch, name=f"cancel-{self.job_id}", daemon=True)
+            self._watcher.start()
+        return self.lost or self._cancel
+
+    def _read_flags(self) -> None:
         def read():
             with self.sessions() as session:
                 return session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
@@ -212,8 +237,18 @@ class DbLogger:
         row = with_retries(read, f"job {self.job_id}: should_stop")
         if row is None or row.status != "running" or row.worker_id != self.worker_id:
             self.lost = True
-            return True
-        return bool(row.cancel_requested)
+        else:
+            self._cancel = bool(row.cancel_requested)
+        self._last_read = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._closing.wait(self.cancel_poll_seconds):
+            try:
+                self._read_flags()
+            except Exception:  # should_stop falls back to reading itself once the reads are stale
+                log.warning("reading the cancel flag of %s failed", self.job_id, exc_info=True)
+            if self.lost:
+                return
 
     def flush(self) -> None:
         """Write everything logged so far and wait until it is stored."""
@@ -228,10 +263,13 @@ class DbLogger:
             self.flush()
         except Exception:
             log.exception("final metrics flush for %s failed", self.job_id)
+        self._closing.set()
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout=60)
             self._writer = None
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
 
     # ---- writing ------------------------------------------------------------------------------------------
 
@@ -242,22 +280,26 @@ class DbLogger:
         self._metrics, self._selections, self._progress = [], [], None
         self._pending_attempt = {}
         self._last_handoff = time.monotonic()
+        self._submit(lambda: self._write(batch))
+
+    def _submit(self, work: Callable[[], Any]) -> None:
+        """Run `work` on the writer thread, after everything submitted before it (inline when not background)."""
         if not self.background:
-            self._write(batch)
+            work()
             return
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name=f"metrics-{self.job_id}", daemon=True)
             self._writer.start()
-        self._queue.put(batch)  # blocks when MAX_QUEUED_BATCHES are waiting: back-pressure, not unbounded memory
+        self._queue.put(work)  # blocks when MAX_QUEUED_BATCHES are waiting: back-pressure, not unbounded memory
 
     def _write_loop(self) -> None:
         while True:
-            batch = self._queue.get()
+            work = self._queue.get()
             try:
-                if batch is None:
+                if work is None:
                     return
                 if self._error is None and not self.lost:
-                    self._write(batch)
+                    work()
             except BaseException as exc:  # handed to the training thread at its next call
                 self._error = exc
             finally:

@@ -67,6 +67,7 @@ def test_batches_by_steps_and_flushes_at_the_end(sessions, make_job, settings):
         assert job.current_step == 21 and job.examples_scored == 84 and job.examples_trained == 21
         assert job.tokens_trained == 147 and job.latest_loss == 1.0 and job.alpha_used == 0.3
         assert session.scalar(select(func.count()).select_from(Selection).where(Selection.job_id == job_id)) == 84
+    logger.close()
 
 
 def test_flushes_on_time(sessions, make_job):
@@ -179,6 +180,8 @@ def test_should_stop_sees_cancel_and_shutdown(sessions, make_job):
     with sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     assert other.should_stop() is True and not other.lost
+    logger.close()
+    other.close()
 
 
 def test_non_finite_numbers_are_stored_as_null(sessions, make_job):
@@ -211,3 +214,53 @@ def test_metrics_are_stored_before_a_checkpoint_can_exist(sessions, make_job):
     logger.log_step(metrics(10))  # the last step (total_steps 10) always gets a checkpoint
     assert steps_in_db(sessions, job_id) == list(range(1, 11))
     logger.close()
+
+
+def test_should_stop_reads_on_a_watcher_thread(sessions, make_job, settings):
+    """After its first call, should_stop costs the training thread no query; a cancel arrives within a poll."""
+    import threading
+    import time
+
+    job_id = running(sessions, make_job)
+    logger = DbLogger(sessions, job_id, ME, cancel_poll_seconds=0.05)
+    assert logger.should_stop() is False  # reads synchronously once, then leaves it to the watcher
+    training_thread = threading.get_ident()
+    queries_here = []
+
+    def count(*_args, **_kwargs):
+        if threading.get_ident() == training_thread:
+            queries_here.append(1)
+
+    engine = get_engine(settings.sqlalchemy_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(50):
+            assert logger.should_stop() is False
+        with sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+        queries_here.clear()
+        start = time.monotonic()
+        while not logger.should_stop():
+            assert time.monotonic() - start < 5, "the watcher never saw the cancellation"
+            time.sleep(0.01)
+        assert queries_here == [] and not logger.lost
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        logger.close()
+
+
+def test_events_and_checkpoints_follow_their_steps_in_order(sessions, make_job):
+    from api.models import JobEvent
+
+    job_id = running(sessions, make_job)
+    logger = DbLogger(sessions, job_id, ME, flush_steps=100, flush_seconds=3600)
+    logger.log_event("started", "go")
+    logger.log_step(metrics(1))
+    logger.log_checkpoint(1, "/x/step-00000001", {"loss": 1.0})
+    logger.log_event("eval", "evaluated")
+    logger.close()
+    with sessions() as session:
+        types = session.scalars(select(JobEvent.type).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        assert types == ["started", "checkpoint", "eval"]
+        assert session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)).all() == ["/x/step-00000001"]
+    assert steps_in_db(sessions, job_id) == [1]
