@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
-from api.ids import event_public_id, parse_event_id
+from api.ids import event_public_id, parse_event_id, parse_int
 from api.models import Job, JobEvent, StepMetric
 from api.openai.mapping import unix
 from api.openai.results import metrics_record
@@ -52,7 +52,7 @@ def _metrics(job: Job, m: StepMetric) -> JobEventObject:
 def _cursor(session: Session, job: Job, after: str):
     """(created_at, kind, key) of the event `after`."""
     step = STEP_ID.match(after)
-    if step and "ftjob-" + step.group(1) == job.id:
+    if step and "ftjob-" + step.group(1) == job.id and parse_int(step.group(2)) is not None:
         metric = session.get(StepMetric, (job.id, int(step.group(2))))
         if metric is not None:
             return metric.created_at, 0, metric.step

@@ -12,7 +12,7 @@ from sqlalchemy import and_, case, func, or_, select
 from api import previews
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
-from api.ids import event_public_id, parse_event_id
+from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.models import (
     JOB_STATUSES,
     Checkpoint,
@@ -79,7 +79,7 @@ def cancel_job(job: JobDep, session: SessionDep):
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage)
 def job_metrics(job: JobDep, session: SessionDep,
-                after_step: Annotated[int, Query(ge=0, description="Only steps after this one.")] = 0,
+                after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     rows = list(session.scalars(select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step)
                                 .order_by(StepMetric.step).limit(limit + 1)))
@@ -91,7 +91,7 @@ def job_metrics(job: JobDep, session: SessionDep,
 
 def _parse_selection_cursor(after: str) -> tuple[int, int]:
     step, _, row = after.partition(":")
-    if not (step.isdigit() and row.isdigit()):
+    if parse_int(step) is None or parse_int(row) is None:
         raise APIError(400, f"after: expected '<step>:<row>' (a selection id), got {after!r}.", code="invalid_cursor",
                        param="after")
     return int(step), int(row)
@@ -100,7 +100,7 @@ def _parse_selection_cursor(after: str) -> tuple[int, int]:
 @router.get("/{job_id}/selections", response_model=ListPage[SelectionPublic])
 def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
                    selected: Annotated[bool | None, Query(description="Only trained-on (true) or skipped (false).")] = None,
-                   step: Annotated[int | None, Query(ge=1)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   step: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                    after: AfterParam = None):
     """Newest step first; within a step, by dataset row."""
     stmt = select(Selection).where(Selection.job_id == job.id)
@@ -125,7 +125,7 @@ def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
 @router.get("/{job_id}/selections/summary", response_model=SelectionSummary)
 def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
                       order: Literal["most", "least"] = "most", limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                      offset: Annotated[int, Query(ge=0)] = 0):
+                      offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0):
     """Per dataset row: how often it was a candidate and how often it was picked (rows never drawn are absent)."""
     times_selected = func.sum(case((Selection.selected.is_(True), 1), else_=0)).label("times_selected")
     times_candidate = func.count().label("times_candidate")
@@ -170,7 +170,7 @@ def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, lim
     stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
     if after is not None:
         raw = after.removeprefix("ftckpt-")
-        if not raw.isdigit():
+        if parse_int(raw) is None:
             raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-3', got {after!r}.",
                            code="invalid_cursor", param="after")
         cursor = session.get(Checkpoint, int(raw))
