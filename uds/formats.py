@@ -31,6 +31,8 @@ FORMAT_NAMES = {"chat": "chat (messages)", "alpaca": "Alpaca (instruction/output
 ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"developer": "system"}
 
+MAX_REASON_CHARS = 300
+
 # A well-formed JSONL file never contains NUL; checking the first bytes catches common wrong uploads early.
 BINARY_SIGNATURES = {
     b"\x1f\x8b": "the file is gzip-compressed; upload the uncompressed JSONL file",
@@ -317,6 +319,8 @@ class StreamValidator:
     def _add(self, line: int, reason: str) -> None:
         self.n_problems += 1
         if len(self.problems) < self.max_problems:
+            if len(reason) > MAX_REASON_CHARS:  # reasons quote the input; a 40 KB value is not echoed back whole
+                reason = reason[:MAX_REASON_CHARS - 25] + f"... ({len(reason)} characters)"
             self.problems.append(Problem(line, reason))
 
     def _check_line(self, raw: bytes) -> None:
@@ -335,6 +339,9 @@ class StreamValidator:
             record = json.loads(text)
         except json.JSONDecodeError as error:
             self._add(line, f"bad JSON ({error.msg} at column {error.colno})")
+            return
+        except RecursionError:  # [[[[...]]]] thousands deep: the parser's stack, not a dataset
+            self._add(line, "bad JSON (nested too deeply)")
             return
         if not isinstance(record, dict):
             hint = " (the file must be JSON Lines: one JSON object per line)" if isinstance(record, list) else ""
