@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
 from uds.config import TrainConfig, selected_count, steps_per_epoch, total_steps
@@ -393,6 +394,8 @@ def _guarded(action):
         raise
     except OSError as error:
         raise TrainingError("artifact_write_failed", f"Could not write training artifacts ({error.strerror or error}): check free disk space and that the data folder is writable.") from error
+    except SafetensorError as error:  # safetensors reports a full disk or a read-only folder as its own error type
+        raise TrainingError("artifact_write_failed", f"Could not write training artifacts ({error}): check free disk space and that the data folder is writable.") from error
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -181,7 +181,11 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
     from uds.config import ConfigError, TrainConfig
 
     output_dir = settings.job_dir(job_id)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # raised here, it would escape run_job and leave the job `running` until swept
+        return fail("artifact_write_failed", f"Cannot create the job's folder {output_dir} ({exc.strerror or exc}): "
+                    "check that the data folder is writable and has free space.")
     try:
         config = TrainConfig.from_dict({
             **job.config,
