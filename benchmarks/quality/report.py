@@ -59,23 +59,25 @@ def write(results: dict, out: Path) -> None:
         f"({settings['steps'] * settings['candidate_batch_size']} candidates, under one epoch), LoRA r=8 on q,k,v,o,gate,up,down, "
         f"lr {settings['learning_rate']:g} cosine with {settings['warmup_ratio']:.0%} warm-up, loss on all tokens (the paper's setting) unless stated, "
         f"same for every method; alpha=\"auto\".",
-        "- **Measure**: on the clean held-out split, the mean loss of the answer tokens (nats/token) and exact match of the greedy answer. "
+        "- **Measure**: on the clean held-out split, the mean loss of the answer tokens (nats/token), the share of answer tokens "
+        "predicted exactly (teacher-forced argmax, the answer and its end-of-turn marker) and exact match of the greedy answer. "
         "Mean ± standard deviation over seeds (the seed sets the data order, the LoRA init and the selector's randomness). "
         "Time = scoring + training seconds of the run (evaluation excluded).",
         "",
         "## Result",
         "",
-        "| method | budget | trained on | held-out answer loss ↓ | exact match ↑ | time (s) | of which scoring | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | budget | trained on | held-out answer loss ↓ | answer-token accuracy ↑ | exact match ↑ | time (s) | of which scoring | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = sorted(groups, key=lambda key: (key[0] not in ("full",), key[1] != 1.0, key[1], _label_rank(key[0])))
     for label, budget in order:
         rs = groups[(label, budget)]
         loss, acc = _mean_std([r["eval_loss"] for r in rs]), _mean_std([r["eval_accuracy"] for r in rs])
+        tok = _mean_std([r.get("eval_token_accuracy") for r in rs])
         time_s = statistics.fmean(r["time_scoring"] + r["time_training"] for r in rs)
         scoring = statistics.fmean(r["time_scoring"] for r in rs)
         trained = statistics.fmean(r["examples_trained"] for r in rs)
-        lines.append(f"| {label} | {budget:.1%} | {trained:.0f} | {_fmt(*loss)} | {_fmt(*acc, pct=True)} | {time_s:.1f} | {scoring:.1f} | {len(rs)} |")
+        lines.append(f"| {label} | {budget:.1%} | {trained:.0f} | {_fmt(*loss)} | {_fmt(*tok, pct=True)} | {_fmt(*acc, pct=True)} | {time_s:.1f} | {scoring:.1f} | {len(rs)} |")
     lines += ["", f"![metric against budget]({plots['budget']})", "", *_verdict(groups), ""]
 
     lines += ["## What each method trained on", "",
@@ -130,7 +132,9 @@ def _verdict(groups):
             text += f" Against random: {diff:+.4f} nats ({'better' if diff < 0 else 'worse'}; seed spread ≈ {spread:.4f}"
             text += ", within noise)." if abs(diff) < spread else ")."
             rnd_acc = _mean_std([r["eval_accuracy"] for r in groups[("random", budget)]])
-            text += f" Exact match {uds_acc[0]:.1%} against {rnd_acc[0]:.1%}."
+            uds_tok = _mean_std([r.get("eval_token_accuracy") for r in groups[("uds", budget)]])
+            rnd_tok = _mean_std([r.get("eval_token_accuracy") for r in groups[("random", budget)]])
+            text += f" Answer-token accuracy {uds_tok[0]:.1%} against {rnd_tok[0]:.1%}; exact match {uds_acc[0]:.1%} against {rnd_acc[0]:.1%}."
         if full:
             full_loss = _mean_std([r["eval_loss"] for r in full])
             text += f" Full data: {full_loss[0]:.4f} ({'uds better' if uds_loss[0] < full_loss[0] else 'full better'})."
@@ -188,18 +192,18 @@ def _plots(results, out):
     groups = group(runs)
     names = {"budget": "metric_vs_budget.png", "curves": "loss_curves.png", "cost": "cost.png"}
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, title in ((axes[0], "eval_loss", "held-out answer loss (lower is better)"), (axes[1], "eval_accuracy", "held-out exact match (higher is better)")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, key, title in ((axes[0], "eval_loss", "held-out answer loss (lower is better)"), (axes[1], "eval_token_accuracy", "held-out answer-token accuracy (higher is better)"), (axes[2], "eval_accuracy", "held-out exact match (higher is better)")):
         full = groups.get(("full", 1.0))
         if full:
-            m, s = _mean_std([r[key] for r in full])
+            m, s = _mean_std([r.get(key) for r in full])
             ax.axhline(m, color="black", lw=1, ls="--", label="full (100%)")
             ax.axhspan(m - s, m + s, color="black", alpha=0.08)
         for method in ("uds", "random", "max_loss", "max_grad"):
             budgets = sorted(b for (label, b) in groups if label == method)
             if not budgets:
                 continue
-            stats = [_mean_std([r[key] for r in groups[(method, b)]]) for b in budgets]
+            stats = [_mean_std([r.get(key) for r in groups[(method, b)]]) for b in budgets]
             ax.errorbar([100 * b for b in budgets], [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=method, color=METHOD_COLORS[method])
         ax.set_xlabel("budget (% of candidates trained on)")
         ax.set_xticks([12.5, 25])
