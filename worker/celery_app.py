@@ -53,6 +53,12 @@ def _after_fork(**_kwargs) -> None:
     from api.db import dispose_all
 
     dispose_all(close=False)
+    # `uds worker --concurrency N` on an N-GPU host with UDS_DEVICE=cuda: pool process i trains on cuda:i (the pool
+    # keeps indexes stable when it replaces a process), instead of all N sharing the first GPU.
+    from billiard.process import current_process
+
+    if settings.device == "cuda":
+        settings.device = f"cuda:{getattr(current_process(), 'index', 0) or 0}"
 
 
 @signals.worker_shutting_down.connect
