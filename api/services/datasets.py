@@ -68,14 +68,19 @@ def delete_dataset(session: Session, settings: Settings, dataset: Dataset) -> No
     """Refused (400 `dataset_in_use`) while a job that has not finished uses the dataset."""
     # Lock the row so a concurrent job creation (which locks it too) cannot start using it mid-delete.
     session.execute(select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
+    # Delete first, then look for users, inside the same write transaction: SQLite has no FOR UPDATE and starts
+    # the transaction (its write lock) only at the first write, so a check made before it could miss a job
+    # created in between. create_job re-checks the dataset after its own first write, for the same reason.
+    path = settings.resolve(dataset.storage_path)
+    session.delete(dataset)
+    session.flush()
     user = session.scalar(select(Job.id).where(
         Job.tenant_id == dataset.tenant_id, Job.status.in_(ACTIVE_STATUSES),
         or_(Job.dataset_id == dataset.id, Job.eval_dataset_id == dataset.id)).limit(1))
     if user is not None:
+        session.rollback()
         raise APIError(400, f"Dataset {dataset.id} is used by job {user}, which has not finished; cancel it or wait.",
                        code="dataset_in_use", param="id")
-    path = settings.resolve(dataset.storage_path)
-    session.delete(dataset)
     session.commit()
     path.unlink(missing_ok=True)
     previews.forget(dataset.id)

@@ -63,6 +63,14 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     )
     session.add(job)
     session.flush()
+    # Holding the write lock now (SQLite takes it at the first write), make sure the datasets were not deleted
+    # since we read them: delete_dataset checks for users under the same lock, so one of the two always wins.
+    for param, dataset_id in (("dataset_id", dataset.id), ("eval_dataset_id", body.eval_dataset_id)):
+        if dataset_id is not None and session.scalar(select(Dataset.id).where(Dataset.id == dataset_id)) is None:
+            session.rollback()
+            error = not_found("dataset", dataset_id)
+            error.param = param
+            raise error
     add_event(session, job.id, "status", f"Job created: {config.method} at budget {config.budget:g} on {config.model}, "
               f"{job.total_steps} steps.", data={"status": "validating_files"})
     # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
