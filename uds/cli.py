@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a Celery worker for the gpu queue (needs UDS_BROKER_URL)")
     worker.add_argument("--concurrency", type=int, default=1, help="processes; one per GPU")
-    worker.add_argument("--queues", default="gpu")
+    worker.add_argument("--queues", default=None, help="comma-separated queues (default: UDS_QUEUE, else gpu)")
     worker.set_defaults(handler=_worker)
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -149,7 +149,7 @@ def _train(args: argparse.Namespace) -> int:
     from uds.cli_progress import ProgressLogger
     from uds.trainer import TrainingError, train
 
-    logger = ProgressLogger(config.output_dir, show_bar=not args.quiet)
+    logger = ProgressLogger(config.output_dir, show_bar=not args.quiet, resume=not args.no_resume)
     try:
         result = train(config, logger, resume=not args.no_resume)
     except TrainingError as error:

@@ -11,8 +11,8 @@ from uds.reporter import JsonlLogger
 
 
 class ProgressLogger(JsonlLogger):
-    def __init__(self, output_dir: str, show_bar: bool = True):
-        super().__init__(output_dir, resume_from_step=_checkpoint_step(output_dir))
+    def __init__(self, output_dir: str, show_bar: bool = True, resume: bool = True):
+        super().__init__(output_dir, resume_from_step=_checkpoint_step(output_dir) if resume else 0)
         self.show_bar = show_bar
         self.bar: tqdm | None = None
 

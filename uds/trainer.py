@@ -75,6 +75,9 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
     checkpoints_root = os.path.join(config.output_dir, "checkpoints")
 
     start_step = 0
+    if not resume and os.path.isdir(checkpoints_root):
+        # Starting over: an older run's checkpoints would otherwise be picked up by a later resume.
+        shutil.rmtree(checkpoints_root)
     latest = ckpt.latest_checkpoint(checkpoints_root) if resume else None
     if latest is not None:
         start_step = _restore(run, latest)
@@ -98,8 +101,9 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             logger.log_event("eval", f"Step {step}: eval loss {metrics['eval_loss']:.4f}, exact match {metrics['eval_accuracy']:.1%}.", data={"step": step, "eval_loss": metrics["eval_loss"], "eval_accuracy": metrics["eval_accuracy"]})
         logger.log_step(metrics)
         if step % config.checkpoint_every == 0 or step == run.total_steps:
-            path = _guarded(lambda: _save(run, checkpoints_root, step))
+            # Metrics first: a checkpoint must never be newer than the steps the logger has stored.
             logger.flush()
+            path = _guarded(lambda: _save(run, checkpoints_root, step))
             logger.log_checkpoint(step, path, {key: metrics[key] for key in ("loss", "token_accuracy", "eval_loss", "eval_accuracy")})
 
     adapter_dir = _guarded(lambda: _export_adapter(run))

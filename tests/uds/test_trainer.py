@@ -184,3 +184,19 @@ def test_cli_rejects_bad_settings_with_the_setting_named(tmp_path, dataset, caps
     assert "budget" in capsys.readouterr().err
     assert main(["train", "--data", dataset, "--candidate-batch-size", "many"]) == 2
     assert "candidate_batch_size: must be an integer" in capsys.readouterr().err
+
+
+def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, dataset, tiny_model_dir, capsys):
+    from uds.cli import main
+
+    out = tmp_path / "cli"
+    common = ["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",
+              "--candidate-batch-size", "8", "--max-seq-len", "64", "--checkpoint-every", "2", "--quiet"]
+    assert main(common + ["--max-steps", "3"]) == 0
+    # The same command with a longer run continues from the step-3 checkpoint; metrics hold each step once.
+    assert main(common + ["--max-steps", "5"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert main(common + ["--max-steps", "2", "--no-resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
