@@ -42,7 +42,7 @@ def write(results: dict, out: Path) -> None:
     lines = ["# Does selection pay? Quality and cost of UDS against its baselines (CPU, small scale)", ""]
     lines += [
         f"Written by `{results['command']}` on {results['date']} in {results['total_wall_s'] / 60:.1f} min "
-        f"({results['torch_threads']} torch threads, a shared 2-core CPU). Raw numbers: `results.json`. "
+        f"(torch threads: {results['torch_threads']}; a shared 2-core CPU at `nice -n 10`). Raw numbers: `results.json`. "
         "How it is built and what it can and cannot say: `benchmarks/quality/README.md`.",
         "",
         "## Set-up",
@@ -56,7 +56,7 @@ def write(results: dict, out: Path) -> None:
         f"- **Data**: {settings['n_train']} training rows of signature QA ({', '.join(f'{k} {v}' for k, v in settings['train_kinds'].items())}); "
         f"{settings['n_eval']} clean held-out rows from other modules.",
         f"- **Runs**: {settings['steps']} steps of B={settings['candidate_batch_size']} candidates each "
-        f"({settings['steps'] * settings['candidate_batch_size']} candidates, under one epoch), LoRA r=8 on q,k,v,o,gate,up,down, "
+        f"({settings['steps'] * settings['candidate_batch_size']} candidates: {settings['steps'] * settings['candidate_batch_size'] / settings['n_train']:.2g} epoch), LoRA r=8 on q,k,v,o,gate,up,down, "
         f"lr {settings['learning_rate']:g} cosine with {settings['warmup_ratio']:.0%} warm-up, loss on all tokens (the paper's setting) unless stated, "
         f"same for every method; alpha=\"auto\".",
         "- **Measure**: on the clean held-out split, the mean loss of the answer tokens (nats/token), the share of answer tokens "
