@@ -14,6 +14,7 @@ from api.auth import add_key, get_or_create_tenant
 from api.db import migrate, session_factory
 from api.dispatch import make_dispatcher
 from api import dashboard
+from api import limits
 from api import openai as openai_api
 from api.routes import datasets, health, jobs, models
 from api.settings import Settings, get_settings
@@ -61,7 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessionmaker = session_factory(settings.sqlalchemy_url)
     app.state.dispatcher = make_dispatcher(settings)
+    app.state.create_buckets = limits.make_buckets(settings)
     errors.install(app)
+    # Uploads stream to disk under their own limit (api/uploads.py); every other body is small JSON.
+    app.add_middleware(limits.BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
+                       exempt={("POST", "/api/v1/datasets"), ("POST", "/v1/files")})
 
     v1 = APIRouter(prefix="/api/v1")
     for module in (datasets, jobs, models):

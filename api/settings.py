@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     min_examples: int = Field(default=10, ge=1)
     max_problems: int = Field(default=100, ge=1, description="Validation stops listing problems after this many.")
 
+    # Limits (api/limits.py).
+    create_rate_per_minute: float = Field(default=60, ge=0, description="Jobs + uploads per API key per minute; 0 = off.")
+    create_burst: int = Field(default=30, ge=1, description="Jobs + uploads an API key may create at once.")
+    max_active_jobs: int = Field(default=32, ge=0, description="Unfinished jobs per tenant; 0 = no cap.")
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0, description="Request bodies other than uploads.")
+
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import APIError, not_found
+from api.limits import RateLimited
 from api.models import Dataset, ResultFile
 from api.openai import results
 from api.openai.errors import openai_errors
@@ -42,7 +43,7 @@ def lookup(session: Session, tenant_id: int, file_id: str) -> Dataset | ResultFi
     raise not_found("file", file_id)
 
 
-@router.post("", response_model=FileObject, openapi_extra=UPLOAD_BODY)
+@router.post("", response_model=FileObject, openapi_extra=UPLOAD_BODY, dependencies=[RateLimited])
 async def create_file(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     """Upload a training file (multipart `file`, `purpose=fine-tune`). It is validated in full first: an invalid
     file is refused with 400, the first problem's line number in the message and every problem in `problems`."""

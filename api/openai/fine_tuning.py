@@ -9,6 +9,7 @@ from sqlalchemy import JSON, or_, select
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
+from api.limits import RateLimited
 from api.models import Job, Tenant, utcnow
 from api.openai import results
 from api.openai.errors import openai_errors
@@ -37,7 +38,7 @@ def render(session, settings, tenant: Tenant, jobs: list[Job]) -> list[FineTunin
     return [job_object(j, tenant.name, files.get(j.id, []), now) for j in jobs]
 
 
-@router.post("", response_model=FineTuningJob)
+@router.post("", response_model=FineTuningJob, dependencies=[RateLimited])
 def create_job(body: FineTuningJobCreate, request: Request, session: SessionDep, tenant: CurrentTenant,
                settings: SettingsDep):
     """The OpenAI request; UDS settings (`selection_method`, `budget`, `alpha`, `candidate_batch_size`, LoRA

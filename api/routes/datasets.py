@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from api import previews
 from api.deps import CurrentTenant, DatasetDep, SessionDep, SettingsDep
+from api.limits import RateLimited
 from api.models import Dataset
 from api.pagination import AfterParam, LimitParam, newest_first
 from api.schemas import DatasetDeleted, DatasetPublic, DatasetRow, DatasetRows, ListPage, dataset_public
@@ -32,7 +33,7 @@ UPLOAD_BODY = {
 }
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY,
+@router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY, dependencies=[RateLimited],
              responses={413: {"description": "Over UDS_MAX_UPLOAD_BYTES"}, 422: {"description": "Invalid dataset"}})
 async def upload_dataset(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     # Auth has already run (dependencies resolve before the body is read), so no bytes are stored for strangers.

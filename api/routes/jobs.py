@@ -12,6 +12,7 @@ from sqlalchemy import and_, case, func, or_, select
 from api import previews
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
+from api.limits import RateLimited
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.models import (
     JOB_STATUSES,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_model=JobPublic)
+@router.post("", status_code=201, response_model=JobPublic, dependencies=[RateLimited])
 def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     return job_public(job_service.create_job(session, tenant, settings, request.app.state.dispatcher, body))
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.events import add_event
 from api.ids import new_job_id
-from api.models import FINISHED_STATUSES, Dataset, Job, Tenant, utcnow
+from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Dataset, Job, Tenant, utcnow
 from api.schemas import HOST_FIELDS, JobCreate
 from api.settings import Settings
 
@@ -63,6 +63,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     )
     session.add(job)
     session.flush()
+    _check_active_jobs(session, tenant, settings)
     # Holding the write lock now (SQLite takes it at the first write), make sure the datasets were not deleted
     # since we read them: delete_dataset checks for users under the same lock, so one of the two always wins.
     for param, dataset_id in (("dataset_id", dataset.id), ("eval_dataset_id", body.eval_dataset_id)):
@@ -90,6 +91,22 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         raise APIError(503, f"Job {job.id} could not be queued: the broker is unreachable ({exc}).",
                        code="broker_unavailable") from None
     return job
+
+
+def _check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> None:
+    """The per-tenant cap on unfinished jobs, counted after our insert and under a lock on the tenant row
+    (Postgres) or the write lock (SQLite), so concurrent creations cannot both slip under it."""
+    if not settings.max_active_jobs:
+        return
+    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+    active = session.scalar(select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id,
+                                                                         Job.status.in_(ACTIVE_STATUSES)))
+    if active > settings.max_active_jobs:
+        session.rollback()
+        # 400, not 409 or 429: clients retry those at once, and this clears only when a job finishes.
+        raise APIError(400, f"This tenant already has {active - 1} unfinished jobs, the most allowed at once "
+                       f"(UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish or cancel one.",
+                       code="too_many_active_jobs")
 
 
 def cancel_job(session: Session, job: Job) -> Job:

@@ -19,6 +19,11 @@ GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "ass
 MAX_ERROR_BYTES = 64 * 1024  # whatever the upload, the 4xx body stays small
 
 
+@pytest.fixture
+def settings(settings):
+    return settings.model_copy(update={"create_rate_per_minute": 0})  # dozens of uploads with one key
+
+
 def stored(settings) -> list[str]:
     return sorted(str(p.relative_to(settings.data_dir)) for p in settings.data_dir.rglob("*")
                   if p.is_file() and p.suffix != ".db")
