@@ -26,8 +26,8 @@ def examples_for(settings: Settings, dataset: Dataset | None) -> list | None:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    path = settings.resolve(dataset.storage_path)
-    if not path.exists():
+    path = settings.served_file(dataset.storage_path)  # None when missing or a link out of the data folder
+    if path is None:
         return None
     from uds.formats import load_examples
 

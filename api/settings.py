@@ -145,8 +145,27 @@ class Settings(BaseSettings):
         return self.jobs_dir / job_id
 
     def resolve(self, relative: str) -> Path:
-        """Stored paths are relative to data_dir, so the volume may be mounted anywhere."""
-        return self.data_dir / relative
+        """Stored paths are relative to data_dir, so the volume may be mounted anywhere. A stored path that is
+        absolute or climbs out with '..' is refused: nothing read from a row may name a file elsewhere."""
+        path = Path(relative)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"stored path {relative!r} is not inside the data folder")
+        return self.data_dir / path
+
+    def served_file(self, relative: str | None) -> Path | None:
+        """The file to send for a download, or None if it is missing or, once symlinks are followed, outside
+        the data folder (a link planted in the volume must not serve /etc/passwd)."""
+        if not relative:
+            return None
+        try:
+            path = self.resolve(relative)
+            real = path.resolve(strict=True)
+        except (ValueError, OSError):
+            return None
+        root = self.data_dir.resolve()
+        if not real.is_relative_to(root) or not real.is_file():
+            return None
+        return real
 
 
 def is_loopback(host: str) -> bool:

@@ -106,8 +106,8 @@ def delete_file(file_id: FileId, session: SessionDep, tenant: CurrentTenant, set
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}})
 def file_content(file_id: FileId, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     row = lookup(session, tenant.id, file_id)
-    path = settings.resolve(row.storage_path)
-    if not path.exists():
+    path = settings.served_file(row.storage_path)
+    if path is None:
         raise APIError(404, f"The content of {file_id} is missing from the artifact store.", code="file_not_found",
                        param="file_id")
     media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(getattr(row, "kind", None),

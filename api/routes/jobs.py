@@ -192,8 +192,8 @@ def job_adapter(job: JobDep, settings: SettingsDep):
     if job.status != "succeeded" or not job.adapter_path:
         raise APIError(404, f"Job {job.id} has no adapter: it is {job.status}; an adapter exists once it has succeeded.",
                        code="adapter_not_found", param="id")
-    path = settings.resolve(job.adapter_path)
-    if not path.exists():
+    path = settings.served_file(job.adapter_path)
+    if path is None:
         raise APIError(404, f"The adapter archive of job {job.id} is missing from the artifact store.",
                        code="adapter_not_found", param="id")
     # FileResponse streams the file in chunks; the archive is never loaded into memory.
