@@ -146,11 +146,12 @@ class Settings(BaseSettings):
 
     def resolve(self, relative: str) -> Path:
         """Stored paths are relative to data_dir, so the volume may be mounted anywhere. A stored path that is
-        absolute or climbs out with '..' is refused: nothing read from a row may name a file elsewhere."""
-        path = Path(relative)
-        if path.is_absolute() or ".." in path.parts:
+        outside it (absolute elsewhere, or climbing out with '..') is refused: no row may name a file elsewhere."""
+        root = Path(os.path.normpath(self.data_dir))
+        path = Path(os.path.normpath(root / relative))  # an absolute `relative` replaces root: checked next
+        if path != root and root not in path.parents:
             raise ValueError(f"stored path {relative!r} is not inside the data folder")
-        return self.data_dir / path
+        return path
 
     def served_file(self, relative: str | None) -> Path | None:
         """The file to send for a download, or None if it is missing or, once symlinks are followed, outside

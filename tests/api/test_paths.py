@@ -38,7 +38,7 @@ def test_upload_file_names_never_become_paths(client, key, settings, name):
 
 
 def test_stored_paths_outside_the_data_folder_are_refused(settings):
-    for bad in ("/etc/passwd", "../outside", "jobs/../../outside", "jobs/x/../../../etc/passwd"):
+    for bad in ("/etc/passwd", "../outside", "jobs/../../outside", "jobs/x/../../../etc/passwd", "/"):
         with pytest.raises(ValueError):
             settings.resolve(bad)
         assert settings.served_file(bad) is None
