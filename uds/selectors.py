@@ -33,7 +33,7 @@ _LOGITS_BUDGET = 1 << 25
 
 @dataclass
 class ScoringInputs:
-    hidden: Tensor  # [B, L, d] final-norm hidden states of the candidates
+    hidden: Tensor | None  # [B, L, d] final-norm hidden states; None for selectors with needs_hidden False
     attention_mask: Tensor  # [B, L], 1 = real token
     labels: Tensor | None  # [B, L], -100 = no loss (only max_loss / max_grad need them)
     head: Any  # OutputHead: .weight [V, d], .is_linear, and .logits(hidden) when not linear
@@ -49,6 +49,7 @@ class Scores:
 
 class Selector(Protocol):
     name: str
+    needs_hidden: bool  # False: the trainer skips the scoring forward pass (random, full)
 
     def scores(self, inputs: ScoringInputs) -> Scores: ...
 
@@ -89,6 +90,7 @@ class _RankByTotal:
     """Shared behaviour: rank by `total`, nothing to remember between steps."""
 
     name = ""
+    needs_hidden = True
 
     def select(self, scores: Scores, k: int) -> Tensor:
         return select_topk(scores.total, k)
@@ -193,13 +195,15 @@ class RandomSelector(_RankByTotal):
     """
 
     name = "random"
+    needs_hidden = False
 
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def scores(self, inputs: ScoringInputs) -> Scores:
-        keys = torch.rand(inputs.hidden.shape[0], generator=self.generator)
-        return Scores(total=keys.to(inputs.hidden.device))
+        mask = inputs.attention_mask
+        keys = torch.rand(mask.shape[0], generator=self.generator)
+        return Scores(total=keys.to(mask.device))
 
     def state_dict(self) -> dict:
         return {"name": self.name, "generator": self.generator.get_state()}
@@ -213,9 +217,11 @@ class FullSelector(_RankByTotal):
     """No selection: every candidate, in order, whatever k is."""
 
     name = "full"
+    needs_hidden = False
 
     def scores(self, inputs: ScoringInputs) -> Scores:
-        return Scores(total=torch.zeros(inputs.hidden.shape[0], device=inputs.hidden.device))
+        mask = inputs.attention_mask
+        return Scores(total=torch.zeros(mask.shape[0], device=mask.device))
 
     def select(self, scores: Scores, k: int) -> Tensor:
         return torch.arange(scores.total.shape[0], device=scores.total.device)

@@ -237,10 +237,12 @@ def _step(run: _Run, step: int) -> dict[str, Any]:
 
 def _score_and_select(run: _Run, candidates: list[TokenizedExample], k: int) -> tuple[Scores, torch.Tensor]:
     batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
-    run.model.eval()
-    with torch.no_grad(), _autocast(run.device):
-        hidden = _body_hidden_in_chunks(run, batch)
-    inputs = ScoringInputs(hidden=hidden.float(), attention_mask=batch["attention_mask"], labels=batch["labels"], head=run.head)
+    hidden = None
+    if run.selector.needs_hidden:  # random and full pick without looking: no scoring pass to pay for
+        run.model.eval()
+        with torch.no_grad(), _autocast(run.device):
+            hidden = _body_hidden_in_chunks(run, batch).float()
+    inputs = ScoringInputs(hidden=hidden, attention_mask=batch["attention_mask"], labels=batch["labels"], head=run.head)
     scores = run.selector.scores(inputs)
     chosen = run.selector.select(scores, k)
     run.selector.update(inputs, scores, chosen)

@@ -200,3 +200,16 @@ def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, data
     assert main(common + ["--max-steps", "2", "--no-resume"]) == 0
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+@pytest.mark.parametrize("method", ["random", "full"])
+def test_selectors_that_do_not_look_skip_the_scoring_pass(tmp_path, dataset, tiny_model_dir, method, monkeypatch):
+    import uds.trainer as trainer_module
+
+    def no_scoring_pass(*args, **kwargs):
+        raise AssertionError(f"{method} must not run the scoring forward pass")
+
+    monkeypatch.setattr(trainer_module, "_body_hidden_in_chunks", no_scoring_pass)
+    logger = RecordingLogger()
+    assert train(_config(tmp_path, dataset, tiny_model_dir, method=method, max_steps=2), logger).status == "succeeded"
+    assert all(m["time_scoring"] < m["time_training"] for m in logger.steps)
