@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -22,7 +22,11 @@ def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # An async dependency on purpose: its teardown (closing the session returns the connection to the pool)
+    # then runs on the event loop. As a sync generator it would need a threadpool thread, and under load every
+    # thread can be blocked waiting for a pooled connection that only such a teardown would free: requests
+    # hung for the pool timeout (30 s) with 100 polling clients (benchmarks/load.py).
     with request.app.state.sessionmaker() as session:
         yield session
 

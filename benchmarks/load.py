@@ -1,0 +1,276 @@
+"""Load benchmark of the distributed mode on loopback: N concurrent async clients (httpx.AsyncClient) poll a
+running job's status and metrics, as dashboards do, while a few of them upload datasets; one celery worker trains.
+
+It starts everything itself: a fresh Postgres database, a redis-server of its own on a free port, the API under
+uvicorn with --workers, and one celery worker (uds-tiny on CPU). First the job runs with no load (the baseline
+step time), then the same job again under load. Reports throughput, p50/p99 latency and errors per endpoint,
+and the training slowdown (median step compute time and job wall time, with vs without load).
+
+    .venv/bin/python benchmarks/load.py --clients 100 --interval 0.5 --steps 40 --api-workers 2
+
+Writes benchmarks/results/load.md (and load.json). Bounded: the load phase ends when the job finishes or after
+--max-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.utils.datasets import write_dataset  # noqa: E402
+from tests.utils.service import Process, Worker, child_env, free_port, fresh_postgres_database  # noqa: E402
+
+KEY = "uds-load-" + secrets.token_hex(16)
+JOB = dict(candidate_batch_size=8, budget=0.25, max_seq_len=64, micro_batch_size=2, lora_r=4, lora_alpha=8,
+           learning_rate=1e-3, warmup_ratio=0.0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready")
+
+
+def run_job(client: httpx.Client, dataset_id: str, steps: int) -> str:
+    response = client.post("/api/v1/jobs", json={"dataset_id": dataset_id, "model": "uds-tiny", "max_steps": steps,
+                                                 "checkpoint_every": steps, **JOB})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise SystemExit(f"job {job_id} did not finish in {timeout}s")
+
+
+def step_times(client: httpx.Client, job_id: str) -> dict:
+    metrics = client.get(f"/api/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]
+    compute = [m["time_scoring"] + m["time_training"] for m in metrics]
+    return {"steps": len(metrics), "median_step_compute_s": statistics.median(compute)}
+
+
+def job_wall(job: dict) -> float:
+    from datetime import datetime
+
+    start = datetime.fromisoformat(job["started_at"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00"))
+    return (end - start).total_seconds()
+
+
+async def load_phase(url: str, job_id: str, clients: int, interval: float, uploaders: int, upload_every: float,
+                     max_seconds: float, dataset_bytes: bytes) -> dict:
+    samples: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    done = asyncio.Event()
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                                 limits=limits) as client:
+        async def timed(name: str, method: str, path: str, **kwargs):
+            start = time.perf_counter()
+            try:
+                response = await client.request(method, path, **kwargs)
+                ok = response.status_code < 400
+            except httpx.HTTPError:
+                response, ok = None, False
+            samples.setdefault(name, []).append(time.perf_counter() - start)
+            if not ok:
+                errors[name] = errors.get(name, 0) + 1
+            return response
+
+        async def poller(i: int):
+            after = 0
+            await asyncio.sleep(interval * i / clients)  # spread the clients over one interval
+            while not done.is_set():
+                job = await timed("GET /jobs/{id}", "GET", f"/api/v1/jobs/{job_id}")
+                page = await timed("GET /jobs/{id}/metrics", "GET", f"/api/v1/jobs/{job_id}/metrics",
+                                   params={"after_step": after})
+                if page is not None and page.status_code == 200:
+                    after = page.json()["last_step"]
+                if job is not None and job.status_code == 200 and job.json()["status"] in ("succeeded", "failed"):
+                    done.set()
+                await asyncio.sleep(interval)
+
+        async def uploader(i: int):
+            await asyncio.sleep(upload_every * i / max(1, uploaders))
+            while not done.is_set():
+                await timed("POST /datasets", "POST", "/api/v1/datasets",
+                            files={"file": (f"load-{i}.jsonl", dataset_bytes)})
+                await asyncio.sleep(upload_every)
+
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(poller(i)) for i in range(clients - uploaders)]
+        tasks += [asyncio.create_task(uploader(i)) for i in range(uploaders)]
+        try:
+            await asyncio.wait_for(done.wait(), max_seconds)
+        except asyncio.TimeoutError:
+            done.set()
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return {"elapsed_s": elapsed, "samples": samples, "errors": errors}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--uploaders", type=int, default=5, help="of the clients, how many upload instead of polling")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between one client's polls")
+    parser.add_argument("--upload-every", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--max-seconds", type=float, default=240)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.md"))
+    args = parser.parse_args()
+
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"uds-load-{secrets.token_hex(4)}"
+    data_dir, logs = work / "data", work / "logs"
+    logs.mkdir(parents=True)
+    (data_dir / "models").mkdir(parents=True)
+    from uds.models import TINY_MODEL, resolve_model
+
+    resolve_model(TINY_MODEL, models_dir=data_dir / "models")
+    dataset_path = work / "train.jsonl"
+    write_dataset(dataset_path, 256, fmt="chat", seed=1)
+    upload_bytes = dataset_path.read_bytes()[:16 * 1024].rsplit(b"\n", 1)[0] + b"\n"
+
+    redis_port = free_port()
+    redis = Process([shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no"], os.environ.copy(), logs / "redis.log")
+    processes = [redis]
+    try:
+        with fresh_postgres_database("uds_load") as database_url:
+            env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+                            UDS_QUEUE="gpu-load", UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY,
+                            UDS_BOOTSTRAP_TENANT="load", UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8",
+                            UDS_DEVICE="cpu", UDS_CREATE_RATE_PER_MINUTE="0", UDS_MAX_ACTIVE_JOBS="0")
+            from api.db import migrate
+
+            migrate(database_url)  # once, before the uvicorn workers start
+            port = free_port()
+            api = Process([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+                           "--workers", str(args.api_workers), "--log-level", "warning", "--no-access-log"],
+                          env, logs / "api.log")
+            worker = Worker(env, logs / "worker.log", "gpu-load", "load@%h")
+            processes += [api, worker]
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/readyz")
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+                with open(dataset_path, "rb") as f:
+                    dataset = client.post("/api/v1/datasets", files={"file": ("train.jsonl", f)}).json()
+                # Warm-up job (model build and first-load costs), then the baseline without load.
+                wait_job(client, run_job(client, dataset["id"], 4), 300)
+                baseline_id = run_job(client, dataset["id"], args.steps)
+                baseline_job = wait_job(client, baseline_id, 600)
+                baseline = {**step_times(client, baseline_id), "wall_s": job_wall(baseline_job)}
+
+                loaded_id = run_job(client, dataset["id"], args.steps)
+                while client.get(f"/api/v1/jobs/{loaded_id}").json()["status"] != "running":
+                    time.sleep(0.1)
+                result = asyncio.run(load_phase(url, loaded_id, args.clients, args.interval, args.uploaders,
+                                                args.upload_every, args.max_seconds, upload_bytes))
+                loaded_job = wait_job(client, loaded_id, 600)
+                loaded = {**step_times(client, loaded_id), "wall_s": job_wall(loaded_job)}
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+    rows, total, total_errors = [], 0, 0
+    for name, values in sorted(result["samples"].items()):
+        n, err = len(values), result["errors"].get(name, 0)
+        total += n
+        total_errors += err
+        rows.append({"endpoint": name, "requests": n, "per_s": n / result["elapsed_s"], "errors": err,
+                     "p50_ms": 1000 * percentile(values, 50), "p99_ms": 1000 * percentile(values, 99),
+                     "max_ms": 1000 * max(values)})
+    report = {"args": vars(args), "elapsed_s": result["elapsed_s"], "requests": total, "errors": total_errors,
+              "throughput_per_s": total / result["elapsed_s"], "endpoints": rows, "baseline": baseline,
+              "loaded": loaded, "job_status": loaded_job["status"], "cpus": os.cpu_count()}
+    write_report(report, Path(args.out))
+    print(json.dumps(report, indent=2))
+    return 0 if loaded_job["status"] == "succeeded" else 1
+
+
+def write_report(report: dict, path: Path) -> None:
+    a = report["args"]
+    command = (f".venv/bin/python benchmarks/load.py --clients {a['clients']} --uploaders {a['uploaders']} "
+               f"--interval {a['interval']} --upload-every {a['upload_every']} --steps {a['steps']} "
+               f"--api-workers {a['api_workers']}")
+    b, l = report["baseline"], report["loaded"]
+    lines = [
+        "# Load: polling and uploads against the distributed mode on loopback",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Set-up: Postgres (fresh database) + a redis-server of its own + the API under uvicorn with "
+        f"{a['api_workers']} workers + one celery worker training uds-tiny on CPU, all on this machine "
+        f"({report['cpus']} cores, shared with the load generator). {a['clients']} concurrent `httpx.AsyncClient` "
+        f"clients: {a['clients'] - a['uploaders']} poll `GET /api/v1/jobs/{{id}}` then "
+        f"`GET /api/v1/jobs/{{id}}/metrics?after_step=<last>` every {a['interval']} s each (as the dashboard does), "
+        f"{a['uploaders']} upload a 16 KB dataset every {a['upload_every']} s each, for as long as a "
+        f"{a['steps']}-step job trains. Creation rate limits were switched off for this run "
+        "(`UDS_CREATE_RATE_PER_MINUTE=0`): one key uploads far more than a person would.",
+        "",
+        f"Load phase: {report['elapsed_s']:.1f} s, {report['requests']} requests, "
+        f"{report['throughput_per_s']:.0f} requests/s, **{report['errors']} errors**.",
+        "",
+        "| endpoint | requests | per s | errors | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["endpoints"]:
+        lines.append(f"| `{r['endpoint']}` | {r['requests']} | {r['per_s']:.1f} | {r['errors']} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
+    slowdown_compute = l["median_step_compute_s"] / b["median_step_compute_s"] - 1
+    slowdown_wall = l["wall_s"] / b["wall_s"] - 1
+    lines += [
+        "",
+        "Training slowdown (the same job, same seed, with and without the load):",
+        "",
+        "| | without load | with load | change |",
+        "|---|---:|---:|---:|",
+        f"| median step compute (scoring + training), s | {b['median_step_compute_s']:.3f} | "
+        f"{l['median_step_compute_s']:.3f} | {slowdown_compute:+.0%} |",
+        f"| job wall time ({b['steps']} steps, start to finish), s | {b['wall_s']:.1f} | {l['wall_s']:.1f} | "
+        f"{slowdown_wall:+.0%} |",
+        "",
+        f"Job under load: {report['job_status']}. Goals: zero errors, p99 of the polling endpoints under 50 ms.",
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
