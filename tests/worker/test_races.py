@@ -14,6 +14,8 @@ The API-level single-request cases (cancel twice, cancel after success) are in t
 
 from __future__ import annotations
 
+import time
+
 import datetime as dt
 import threading
 
@@ -118,6 +120,9 @@ def test_cancel_during_the_first_step(sessions, make_job, tiny_in_data_dir, monk
     def step_with_cancel(run, step):
         if step == 1:  # the user's cancel lands while step 1 computes
             set_job(sessions, job_id, cancel_requested=True)
+            # The logger's watcher reads the flag every 0.25 s; a uds-tiny step can be shorter than that, so
+            # step 1 lasts a few watcher periods, as any real model's step does (otherwise the test is a race).
+            time.sleep(1.0)
         return real_step(run, step)
 
     monkeypatch.setattr(uds.trainer, "_step", step_with_cancel)
