@@ -90,7 +90,8 @@ def build_tokenizer():
     )
 
 
-def _build_model(tokenizer, seed: int):
+def build_model(tokenizer, seed: int, shape: dict | None = None):
+    """A Qwen2-style model for `tokenizer`, initialised from `seed`; `shape` overrides the uds-tiny sizes."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -100,7 +101,7 @@ def _build_model(tokenizer, seed: int):
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **MODEL_SHAPE,
+        **(shape or MODEL_SHAPE),
     )
     # fork_rng: building a model must not move the caller's global RNG (it would change their data order).
     with torch.random.fork_rng(devices=[]):
@@ -125,7 +126,7 @@ def build_tiny_model(path, seed: int = 0) -> str:
     staging = target.parent / f".{target.name}.building-{uuid.uuid4().hex}"
     try:
         tokenizer = build_tokenizer()
-        model = _build_model(tokenizer, seed)
+        model = build_model(tokenizer, seed)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         try:

@@ -25,6 +25,8 @@ import torch
 
 from functools import partial
 
+from uds.tiny import build_model as build_tiny_shaped_model
+
 DEFAULT_DATA_DIR = Path(os.environ.get("UDS_BENCH_DIR", Path.home() / ".cache" / "uds" / "bench-quality"))
 
 BASE_SHAPE = dict(
@@ -38,22 +40,7 @@ BASE_SHAPE = dict(
 
 
 def build_model(tokenizer, seed: int, shape: dict | None = None):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **(shape or BASE_SHAPE),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return build_tiny_shaped_model(tokenizer, seed, shape or BASE_SHAPE)
 
 
 def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128, batch: int = 16, lr: float = 3e-3, shape: dict | None = None, log=partial(print, flush=True), text_chars: int | None = None) -> Path:
