@@ -20,6 +20,12 @@ class ListPage(BaseModel, Generic[T]):
     first_id: str | None = None
     last_id: str | None = None
 
+    @classmethod
+    def page(cls, data: list[T], has_more: bool) -> "ListPage[T]":
+        """A page of objects with an `id`; first_id/last_id are the cursors a client passes as `after`."""
+        return cls(data=data, has_more=has_more, first_id=data[0].id if data else None,
+                   last_id=data[-1].id if data else None)
+
 
 class ErrorDetail(BaseModel):
     message: str

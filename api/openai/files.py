@@ -83,8 +83,7 @@ def list_files(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
         rows += session.scalars(stmt.order_by(*columns).limit(limit + 1))
     rows.sort(key=lambda r: (r.created_at, r.id), reverse=descending)
     data = [file_object(r) for r in rows[:limit]]
-    return CursorList[FileObject](data=data, has_more=len(rows) > limit, first_id=data[0].id if data else None,
-                                  last_id=data[-1].id if data else None)
+    return CursorList[FileObject].page(data, has_more=len(rows) > limit)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -79,8 +79,7 @@ def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, sett
         stmt = stmt.where(or_(Job.metadata_.is_(None), Job.metadata_ == JSON.NULL))
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
     data = render(session, settings, tenant, rows)
-    return CursorList[FineTuningJob](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                     last_id=data[-1].id if data else None)
+    return CursorList[FineTuningJob].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob)
@@ -109,8 +108,7 @@ def job_events(job: JobDep, session: SessionDep, after: After = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 20):
     """Newest first: status messages and one `metrics` event per step (loss, accuracy, selection statistics)."""
     data, has_more = list_events(session, job, limit, after)
-    return CursorList[JobEvent](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                last_id=data[-1].id if data else None)
+    return CursorList[JobEvent].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CursorList[JobCheckpoint])

@@ -24,8 +24,7 @@ def all_models(session, tenant, settings) -> list[ModelObject]:
 @router.get("", response_model=CursorList[ModelObject])
 def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     data = all_models(session, tenant, settings)
-    return CursorList[ModelObject](data=data, has_more=False, first_id=data[0].id if data else None,
-                                   last_id=data[-1].id if data else None)
+    return CursorList[ModelObject].page(data, has_more=False)
 
 
 @router.get("/{model_id:path}", response_model=ModelObject)

@@ -4,21 +4,17 @@ the job-creation request, with the field names of the OpenAI API reference. Time
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
-T = TypeVar("T")
+from api.schemas import ListPage
 
 Auto = Literal["auto"]
 
 
-class CursorList(BaseModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+# The OpenAI list object is the native one: {object: "list", data, has_more, first_id, last_id}.
+CursorList = ListPage
 
 
 # ---- files ----------------------------------------------------------------------------------------------

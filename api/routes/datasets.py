@@ -45,8 +45,7 @@ def list_datasets(session: SessionDep, tenant: CurrentTenant, limit: LimitParam 
     stmt = select(Dataset).where(Dataset.tenant_id == tenant.id)
     rows, has_more = newest_first(session, Dataset, stmt, after, limit, tenant.id)
     data = [dataset_public(d) for d in rows]
-    return ListPage[DatasetPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                   last_id=data[-1].id if data else None)
+    return ListPage[DatasetPublic].page(data, has_more=has_more)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)

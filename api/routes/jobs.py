@@ -63,8 +63,7 @@ def list_jobs(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
     now = utcnow()
     data = [job_public(j, now) for j in rows]
-    return ListPage[JobPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                               last_id=data[-1].id if data else None)
+    return ListPage[JobPublic].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -119,8 +118,7 @@ def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
     data = [SelectionPublic(id=f"{s.step}:{s.row}", step=s.step, row=s.row, selected=s.selected, utility=s.utility,
                             diversity=s.diversity, score=s.score, preview=previews.row_preview(examples, s.row))
             for s in rows]
-    return ListPage[SelectionPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                     last_id=data[-1].id if data else None)
+    return ListPage[SelectionPublic].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/selections/summary", response_model=SelectionSummary)
@@ -160,8 +158,7 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
     rows = list(session.scalars(stmt.order_by(JobEvent.id.desc()).limit(limit + 1)))
     has_more = len(rows) > limit
     data = [event_public(e) for e in rows[:limit]]
-    return ListPage[EventPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                 last_id=data[-1].id if data else None)
+    return ListPage[EventPublic].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListPage[CheckpointPublic])
@@ -181,8 +178,7 @@ def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, lim
     rows = list(session.scalars(stmt.order_by(Checkpoint.step.desc()).limit(limit + 1)))
     has_more = len(rows) > limit
     data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows[:limit]]
-    return ListPage[CheckpointPublic](data=data, has_more=has_more, first_id=data[0].id if data else None,
-                                      last_id=data[-1].id if data else None)
+    return ListPage[CheckpointPublic].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/adapter", response_class=FileResponse,

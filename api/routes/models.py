@@ -20,5 +20,4 @@ def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDe
                            .order_by(Job.finished_at.desc(), Job.id.desc()))
     data += [ModelPublic(id=j.fine_tuned_model, kind="fine-tune", owned_by=tenant.name, base_model=j.model, job_id=j.id,
                          created_at=j.finished_at) for j in jobs]
-    return ListPage[ModelPublic](data=data, has_more=False, first_id=data[0].id if data else None,
-                                 last_id=data[-1].id if data else None)
+    return ListPage[ModelPublic].page(data, has_more=False)
