@@ -137,6 +137,7 @@ class JobCreate(BaseModel):
     lora_targets: list[str] | None = None
     max_seq_len: int | None = None
     loss_on: str | None = None
+    score_on: str | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int | None = None
     eval_every: int | None = None

@@ -12,6 +12,7 @@ from typing import Any, Literal, Union
 
 METHODS = ("uds", "random", "max_loss", "max_grad", "full")
 LOSS_ON = ("all", "answer")
+SCORE_ON = ("all", "answer")
 SCHEDULES = ("cosine", "linear", "constant")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -65,6 +66,8 @@ class TrainConfig:
     # Data.
     max_seq_len: int = 512
     loss_on: str = "all"
+    # Which rows of the logits UDS scores: every real token (the paper) or the assistant answers only.
+    score_on: str = "all"
 
     # Bookkeeping.
     checkpoint_every: int = 50
@@ -127,6 +130,8 @@ class TrainConfig:
             raise ConfigError("lr_schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         if self.loss_on not in LOSS_ON:
             raise ConfigError("loss_on", f"must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+        if self.score_on not in SCORE_ON:
+            raise ConfigError("score_on", f"must be one of {', '.join(SCORE_ON)}, got {self.score_on!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError("device", f'must be "auto", "cpu", "cuda" or "cuda:N", got {self.device!r}')
         if not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets or not all(

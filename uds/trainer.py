@@ -59,6 +59,7 @@ class _Run:
     model: Any
     tokenizer: Any
     items: list[TokenizedExample]
+    score_masks: dict[int, list[int]] | None  # by dataset row: 1 on answer tokens; None = score every real token
     eval_set: EvalSet | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -142,6 +143,7 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
     model.to(device)
 
     items = tokenize_examples(examples, tokenizer, config.max_seq_len, config.loss_on)
+    score_masks = answer_masks(examples, tokenizer, config.max_seq_len, items) if config.score_on == "answer" else None
     eval_set = EvalSet.build(eval_examples, tokenizer, config.max_seq_len, config.eval_max_new_tokens) if eval_examples else None
 
     head = output_head(model)
@@ -152,7 +154,7 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_multiplier(config, n_steps))
     counters = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0, "time_scoring": 0.0, "time_training": 0.0, "alpha": None}
     return _Run(
-        config, device, model, tokenizer, items, eval_set, optimizer, scheduler, selector, head,
+        config, device, model, tokenizer, items, score_masks, eval_set, optimizer, scheduler, selector, head,
         n_steps, steps_per_epoch(len(items), config.candidate_batch_size), counters,
     )
 
@@ -242,7 +244,8 @@ def _score_and_select(run: _Run, candidates: list[TokenizedExample], k: int) -> 
         run.model.eval()
         with torch.no_grad(), _autocast(run.device):
             hidden = _body_hidden_in_chunks(run, batch).float()
-    inputs = ScoringInputs(hidden=hidden, attention_mask=batch["attention_mask"], labels=batch["labels"], head=run.head)
+    mask = batch["attention_mask"] if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
+    inputs = ScoringInputs(hidden=hidden, attention_mask=mask, labels=batch["labels"], head=run.head)
     scores = run.selector.scores(inputs)
     chosen = run.selector.select(scores, k)
     run.selector.update(inputs, scores, chosen)
@@ -250,6 +253,25 @@ def _score_and_select(run: _Run, candidates: list[TokenizedExample], k: int) -> 
     # picked (budget 1.0 under any selector equals `full` exactly).
     chosen = chosen.sort().values
     return scores, chosen
+
+
+def answer_masks(examples, tokenizer, max_seq_len: int, items: list[TokenizedExample]) -> dict[int, list[int]]:
+    """By dataset row, 1 on the tokens of weighted assistant turns: the answer-only labels of the same tokens."""
+    answers = tokenize_examples(examples, tokenizer, max_seq_len, loss_on="answer")
+    masks = {}
+    for item, answer in zip(items, answers):
+        if answer.input_ids != item.input_ids:
+            raise TrainingError("tokenisation_mismatch", f"row {item.row}: answer-only tokenisation differs; use score_on='all'")
+        masks[item.row] = [int(label != -100) for label in answer.labels]
+    return masks
+
+
+def _score_mask(run: _Run, candidates: list[TokenizedExample], attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = torch.zeros_like(attention_mask)
+    for i, item in enumerate(candidates):
+        row_mask = run.score_masks[item.row]
+        mask[i, : len(row_mask)] = torch.tensor(row_mask, dtype=mask.dtype)
+    return mask
 
 
 def _body_hidden_in_chunks(run: _Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -42,6 +42,7 @@ GRID = [
 VARIANTS = [
     ("uds alpha=0 (utility only)", "uds", 0.125, {"alpha": 0.0}),
     ("uds, loss_on=answer", "uds", 0.125, {"loss_on": "answer"}),
+    ("uds, score_on=answer", "uds", 0.125, {"score_on": "answer"}),
 ]
 
 

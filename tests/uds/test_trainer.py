@@ -213,3 +213,31 @@ def test_selectors_that_do_not_look_skip_the_scoring_pass(tmp_path, dataset, tin
     logger = RecordingLogger()
     assert train(_config(tmp_path, dataset, tiny_model_dir, method=method, max_steps=2), logger).status == "succeeded"
     assert all(m["time_scoring"] < m["time_training"] for m in logger.steps)
+
+
+def test_score_on_answer_scores_only_the_answer_tokens(tmp_path, dataset, tiny_model_dir, monkeypatch):
+    import uds.trainer as trainer_module
+    from uds.selectors import UDSSelector
+
+    seen_masks = []
+    real_scores = UDSSelector.scores
+
+    def recording_scores(self, inputs):
+        seen_masks.append((inputs.attention_mask.clone(), inputs.labels.clone()))
+        return real_scores(self, inputs)
+
+    monkeypatch.setattr(UDSSelector, "scores", recording_scores)
+    answer = RecordingLogger()
+    train(_config(tmp_path / "answer", dataset, tiny_model_dir, score_on="answer", max_steps=2), answer)
+    mask, labels = seen_masks[0]
+    # loss_on="all" labels every real token; the score mask is a strict, non-empty subset of them.
+    assert 0 < int(mask.sum()) < int((labels != -100).sum())
+    assert bool(((mask == 1) <= (labels != -100)).all())
+
+    everything = RecordingLogger()
+    train(_config(tmp_path / "all", dataset, tiny_model_dir, max_steps=2), everything)
+    answer_u = answer.steps[0]["stats"]["candidates"]["utility"]["mean"]
+    all_u = everything.steps[0]["stats"]["candidates"]["utility"]["mean"]
+    assert 0 < answer_u < all_u  # fewer rows of the logits, smaller nuclear norm
+    with pytest.raises(Exception, match="score_on"):
+        TrainConfig(dataset_path="x", score_on="prompt")

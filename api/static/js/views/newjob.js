@@ -27,6 +27,7 @@ const ADVANCED = [
   { name: 'warmup_ratio', label: 'Warm-up', unit: 'fraction of steps', type: 'float', def: 0.01, min: 0 },
   { name: 'lr_schedule', label: 'LR schedule', type: 'select', def: 'cosine', options: ['cosine', 'linear', 'constant'] },
   { name: 'loss_on', label: 'Loss on', type: 'select', def: 'all', options: ['all', 'answer'], help: 'all: every non-padding token (the paper); answer: assistant turns only.' },
+  { name: 'score_on', label: 'Score on', type: 'select', def: 'all', options: ['all', 'answer'], help: 'Rows of the logits UDS scores. all: every real token (the paper); answer: the assistant answers only.' },
   { name: 'lora_dropout', label: 'LoRA dropout', type: 'float', def: 0, min: 0 },
   { name: 'weight_decay', label: 'Weight decay', type: 'float', def: 0, min: 0 },
   { name: 'max_grad_norm', label: 'Max gradient norm', unit: 'L2, clipping', type: 'float', def: 1, min: 0 },
