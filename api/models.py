@@ -153,6 +153,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     attempt_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     attempt_start_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Distributed mode: when the job's message was last sent to the broker (NULL: a send failed, or never sent).
+    # The recovery sweep re-sends a job still queued this long after (worker/recovery.py, redispatch_queued).
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     adapter_path: Mapped[str | None] = mapped_column(String(1024))  # the .tar.gz, relative to data_dir
     adapter_bytes: Mapped[int | None] = mapped_column(BigInteger)

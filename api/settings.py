@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=120.0, gt=0, description="A running job whose heartbeat is older is re-queued.")
     metrics_flush_steps: int = Field(default=20, ge=1)
     metrics_flush_seconds: float = Field(default=2.0, gt=0)
+    redispatch_after_seconds: float = Field(
+        default=600.0, gt=0, description="A queued job not taken this long after its message was sent is sent again.")
     visibility_timeout_seconds: int = Field(default=24 * 3600, ge=60)
     embedded_worker: bool = Field(default=True, description="Run jobs in-process when no broker is configured.")
     embedded_poll_seconds: float = Field(default=1.0, gt=0)

@@ -4,6 +4,13 @@ A Redis visibility timeout long enough for any job cannot also be short enough t
 liveness is the job row's heartbeat instead. Whoever sweeps (the embedded worker, every Celery worker's main
 process) re-queues a running job whose owner is provably gone (same host, process gone) or whose heartbeat
 is older than UDS_STALE_AFTER_SECONDS. Each re-queue is a conditional UPDATE, so concurrent sweepers agree.
+
+The same sweep (distributed mode only: embedded, the job table is the queue) re-sends the message of a job still
+`queued` UDS_REDISPATCH_AFTER_SECONDS after its last send (`jobs.dispatched_at`), or never sent (NULL: the broker
+refused it at creation). The message may have been lost (Redis restarted without persistence, a flush), or the job
+may merely be waiting behind busy workers; a duplicate is harmless (the claim is one conditional UPDATE, so a
+second message finds the job running or finished and does nothing), and the stamp is taken with a conditional
+UPDATE, so however many sweepers run, a job is sent at most once per period.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from api.db import session_factory
 from api.events import add_event
@@ -37,7 +44,8 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
             if not (stale or owner_is_dead(job.worker_id)):
                 continue
             cancel = bool(job.cancel_requested)
-            values = {"status": "cancelled", "finished_at": utcnow()} if cancel else {"status": "queued"}
+            values = ({"status": "cancelled", "finished_at": utcnow()} if cancel
+                      else {"status": "queued", "dispatched_at": utcnow()})
             matched = session.execute(
                 update(Job).where(Job.id == job.id, Job.status == "running", Job.worker_id == job.worker_id)
                 .values(worker_id=None, heartbeat_at=None, **values)
@@ -60,8 +68,51 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
     return requeued
 
 
+def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit: int = 200) -> list[str]:
+    """Re-send queued jobs whose message was not taken within UDS_REDISPATCH_AFTER_SECONDS (or never sent),
+    oldest first, each at most once per period across all sweepers. Returns the ids sent."""
+    sessions = session_factory(settings.sqlalchemy_url)
+    period = settings.redispatch_after_seconds
+    sent: list[str] = []
+    with sessions() as session:
+        due = session.execute(
+            select(Job.id, Job.dispatched_at).where(Job.status == "queued",
+                                                    or_(Job.dispatched_at.is_(None),
+                                                        Job.dispatched_at < utcnow() - dt.timedelta(seconds=period)))
+            .order_by(Job.created_at, Job.id).limit(limit)
+        ).all()
+        for job in due:
+            before = job.dispatched_at
+            stamp = utcnow()
+            # Only if nobody claimed or re-sent it since we looked: one sender per job per period.
+            still_due = Job.dispatched_at.is_(None) if before is None else Job.dispatched_at == before
+            matched = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued", still_due)
+                                      .values(dispatched_at=stamp)).rowcount
+            if not matched:
+                session.rollback()
+                continue
+            session.commit()
+            try:
+                dispatch(job.id)
+            except Exception as exc:
+                # Undo the stamp so the next sweep tries again, and stop: the broker is down for the others too.
+                session.execute(update(Job).where(Job.id == job.id, Job.dispatched_at == stamp)
+                                .values(dispatched_at=before))
+                session.commit()
+                log.warning("could not re-send job %s (broker unreachable?): %s", job.id, exc)
+                break
+            why = ("the broker had not accepted it" if before is None
+                   else f"no worker had taken it within {period:g} s (all busy, or the message was lost)")
+            add_event(session, job.id, "dispatch", f"Job message sent to the workers again: {why}.")
+            session.commit()
+            sent.append(job.id)
+            log.info("re-sent job %s: %s", job.id, why)
+    return sent
+
+
 class RecoveryLoop(threading.Thread):
-    """Sweeps every half stale-period (a Celery worker's main process runs one)."""
+    """Sweeps every half stale-period, or half re-dispatch period if shorter (a Celery worker's main process runs
+    one). Without `dispatch` (embedded) it only re-queues lost jobs."""
 
     def __init__(self, settings: Settings, dispatch: Callable[[str], None] | None):
         super().__init__(name="uds-recovery", daemon=True)
@@ -72,9 +123,11 @@ class RecoveryLoop(threading.Thread):
         while True:
             try:
                 recover_jobs(self.settings, self.dispatch)
+                if self.dispatch is not None:
+                    redispatch_queued(self.settings, self.dispatch)
             except Exception:
                 log.warning("recovery sweep failed", exc_info=True)
-            if self.done.wait(self.settings.stale_after_seconds / 2):
+            if self.done.wait(min(self.settings.stale_after_seconds, self.settings.redispatch_after_seconds) / 2):
                 return
 
     def stop(self) -> None:

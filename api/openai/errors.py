@@ -4,8 +4,9 @@
 - A training file that fails validation is 400 (the client's BadRequestError), not the native 422; the message
   names the first problem's line and `problems` lists them all.
 - Native parameter names are renamed to the request's (dataset_id -> training_file, ...), see mapping.py.
-- Statuses the client retries (408, 409, 429, 5xx) are used only for conditions that pass: a broker that is
-  down is 503; nothing permanent is ever 409 or 5xx.
+- Statuses the client retries (408, 409, 429, 5xx) are used only for conditions that pass (429 over the rate
+  limit); nothing permanent is ever 409 or 5xx. A broker that is down at job creation is no error at all: the
+  job is created `queued` and the workers' sweep sends it later (worker/recovery.py).
 """
 
 from __future__ import annotations

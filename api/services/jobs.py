@@ -77,19 +77,25 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
     # lifecycle matches the OpenAI one clients know.
     job.status = "queued"
+    # Stamped before the send: if this process dies between the commit and the send, the sweep re-sends the job
+    # UDS_REDISPATCH_AFTER_SECONDS later, as it does for a message the broker lost.
+    job.dispatched_at = utcnow()
     add_event(session, job.id, "status", f"Files validated ({dataset.n_examples} examples); job queued.",
               data={"status": "queued"})
     session.commit()
     try:
         dispatcher.enqueue(job.id)
     except Exception as exc:
-        log.exception("could not dispatch %s", job.id)
-        job.status, job.finished_at = "failed", utcnow()
-        job.error_code, job.error_message = "dispatch_failed", f"The job could not be handed to the workers: {exc}"
-        add_event(session, job.id, "status", job.error_message, level="error", data={"status": "failed"})
+        # The job exists and stays queued: failing it (or answering 5xx, which clients retry into a second job)
+        # would lose a request the service can still honour. NULL dispatched_at = "never sent": the workers'
+        # next sweep sends it as soon as the broker takes messages again.
+        log.warning("could not dispatch %s now; the recovery sweep will send it: %s", job.id, exc)
+        session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(dispatched_at=None))
+        add_event(session, job.id, "dispatch", f"The broker did not take the job's message ({type(exc).__name__}: "
+                  f"{str(exc)[:200]}); it stays queued and is sent again by the workers' next recovery sweep.",
+                  level="warning")
         session.commit()
-        raise APIError(503, f"Job {job.id} could not be queued: the broker is unreachable ({exc}).",
-                       code="broker_unavailable") from None
+        session.refresh(job)
     return job
 
 
