@@ -5,22 +5,15 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.db import migrate
 from api.main import create_app
 from api.settings import Settings
-from tests.utils.service import fresh_postgres_database
+from tests.utils.service import migrated_database
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'api.db'}"
-        migrate(url)
+    with migrated_database(request.param, "uds_api", tmp_path_factory) as url:
         yield url
-    else:
-        with fresh_postgres_database("uds_api") as url:
-            migrate(url)
-            yield url
 
 
 @pytest.fixture

@@ -65,6 +65,21 @@ def fresh_postgres_database(prefix: str = "uds_test"):
         admin.dispose()
 
 
+@contextlib.contextmanager
+def migrated_database(kind: str, prefix: str, tmp_path_factory):
+    """A fresh database at the head revision: a SQLite file (kind "sqlite") or a Postgres database (kind "postgres")."""
+    from api.db import migrate
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp(prefix) / 'uds.db'}"
+        migrate(url)
+        yield url
+        return
+    with fresh_postgres_database(prefix) as url:
+        migrate(url)
+        yield url
+
+
 def require_redis() -> str:
     import redis
 

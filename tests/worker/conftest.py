@@ -7,24 +7,18 @@ import os
 import pytest
 
 from api.auth import get_or_create_tenant
-from api.db import migrate, session_factory
+from api.db import session_factory
 from api.ids import new_dataset_id, new_job_id
 from api.models import Dataset, Job, utcnow
 from api.settings import Settings
 from tests.utils.factories import TINY_JOB, chat_rows, jsonl
-from tests.utils.service import fresh_postgres_database
+from tests.utils.service import migrated_database
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('worker-sqlite') / 'worker.db'}"
-        migrate(url)
+    with migrated_database(request.param, "uds_worker", tmp_path_factory) as url:
         yield url
-    else:
-        with fresh_postgres_database("uds_worker") as url:
-            migrate(url)
-            yield url
 
 
 @pytest.fixture
