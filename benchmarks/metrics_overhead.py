@@ -87,7 +87,8 @@ def write_dataset(path: Path, n: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="the service default is 50")
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3, help="runs per logger (alternated)")
     parser.add_argument("--candidate-batch-size", type=int, default=16)
     parser.add_argument("--max-seq-len", type=int, default=64)
@@ -131,7 +132,7 @@ def main() -> int:
         resolve_model(TINY_MODEL, models_dir=models_dir)
         base = dict(model=TINY_MODEL, dataset_path=str(dataset_path), models_dir=str(models_dir), device="cpu",
                     candidate_batch_size=args.candidate_batch_size, budget=0.125, max_steps=args.steps,
-                    max_seq_len=args.max_seq_len, micro_batch_size=4, checkpoint_every=10, learning_rate=1e-3)
+                    max_seq_len=args.max_seq_len, micro_batch_size=4, checkpoint_every=args.checkpoint_every, learning_rate=1e-3)
 
         def new_job() -> str:
             with sessions.begin() as session:
@@ -195,7 +196,7 @@ Command: `{command.strip()}`
 
 Setup: uds-tiny on CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__},
 {torch.get_num_threads()} threads), method uds, B={args.candidate_batch_size}, budget 0.125, max_seq_len
-{args.max_seq_len}, {args.steps} steps per run, checkpoint every 10 steps, {args.repeats} runs per logger
+{args.max_seq_len}, {args.steps} steps per run, checkpoint every {args.checkpoint_every} steps, {args.repeats} runs per logger
 alternated; DbLogger configured as the worker configures it (batches every {settings.metrics_flush_steps} steps or
 {settings.metrics_flush_seconds:g} s written by a writer thread, steps stored before each checkpoint, cancel flag read
 by a watcher thread) writing to PostgreSQL
@@ -218,7 +219,7 @@ Time inside the DbLogger per step, by method:
 The in-logger figure is the cost the training loop pays. log_step appends to a buffer and hands a full
 batch to the writer thread without waiting; at a checkpoint step it waits until every step so far is stored
 (so a checkpoint never exists without its metrics), which is most of log_step's time here: this benchmark
-checkpoints every 10 steps, the service default is every {settings.checkpoint_every}. should_stop reads
+checkpoints every {args.checkpoint_every} steps (the service default is every {settings.checkpoint_every}). should_stop reads
 synchronously only on its first call; after that it returns what the watcher thread last read.
 """)
             print(f"wrote {report.relative_to(ROOT)}")
