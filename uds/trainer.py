@@ -10,6 +10,7 @@ The loop reports through `uds.reporter.TrainLogger` and knows nothing of databas
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -194,9 +195,15 @@ def candidate_rows(config: TrainConfig, n_examples: int, step: int) -> tuple[int
     """
     per_epoch = steps_per_epoch(n_examples, config.candidate_batch_size)
     epoch, batch_index = divmod(step - 1, per_epoch)
-    order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+    order = _epoch_order(config.seed, epoch, n_examples)
     start = batch_index * config.candidate_batch_size
     return epoch, order[start : start + config.candidate_batch_size].tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n_examples: int) -> torch.Tensor:
+    # Cached: one shuffle per epoch, not one per step (a randperm of a million rows costs milliseconds).
+    return torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def _step(run: _Run, step: int) -> dict[str, Any]:
