@@ -31,11 +31,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.events import add_event
 from api.models import Checkpoint, Job, Selection, StepMetric, utcnow
+from worker.identity import owned_update
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -331,10 +332,7 @@ class DbLogger:
 
     def _fenced_update(self, session: Session, values: dict[str, Any]) -> bool:
         values = {**values, "heartbeat_at": utcnow()}
-        matched = session.execute(
-            update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id, Job.status == "running")
-            .values(**values)
-        ).rowcount
+        matched = session.execute(owned_update(self.job_id, self.worker_id).values(**values)).rowcount
         if not matched:
             log.warning("job %s is no longer owned by %s; dropping its buffered metrics", self.job_id, self.worker_id)
             self.lost = True  # the training thread stops buffering at its next call, and stops at the next step

@@ -10,6 +10,10 @@ import os
 import secrets
 import socket
 
+from sqlalchemy import Update, update
+
+from api.models import Job
+
 _token: tuple[int, str] | None = None  # (pid it was made in, token): recomputed after a fork
 
 
@@ -42,3 +46,9 @@ def owner_is_dead(owner: str | None) -> bool:
     except PermissionError:
         return False  # exists, owned by someone else
     return False
+
+
+def owned_update(job_id: str, worker_id: str | None) -> Update:
+    """UPDATE of the job fenced by ownership: it matches only while `worker_id` runs the job, so a worker that lost
+    the job (re-queued, claimed by another) changes nothing. Check `.rowcount` to know whether it still owns it."""
+    return update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")

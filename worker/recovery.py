@@ -26,7 +26,7 @@ from api.db import session_factory
 from api.events import add_event
 from api.models import Job, utcnow
 from api.settings import Settings
-from worker.identity import owner_is_dead
+from worker.identity import owned_update, owner_is_dead
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
             values = ({"status": "cancelled", "finished_at": utcnow()} if cancel
                       else {"status": "queued", "dispatched_at": utcnow()})
             matched = session.execute(
-                update(Job).where(Job.id == job.id, Job.status == "running", Job.worker_id == job.worker_id)
-                .values(worker_id=None, heartbeat_at=None, **values)
+                owned_update(job.id, job.worker_id).values(worker_id=None, heartbeat_at=None, **values)
             ).rowcount
             if not matched:
                 continue

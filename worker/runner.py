@@ -22,7 +22,7 @@ from api.events import add_event
 from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
 from worker.db_logger import DbLogger
-from worker.identity import owner_is_dead
+from worker.identity import owned_update, owner_is_dead
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class Heartbeat(threading.Thread):
             try:
                 with self.sessions.begin() as session:
                     matched = session.execute(
-                        update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id, Job.status == "running")
-                        .values(heartbeat_at=utcnow())
+                        owned_update(self.job_id, self.worker_id).values(heartbeat_at=utcnow())
                     ).rowcount
                 if not matched:
                     self.on_lost()
@@ -97,10 +96,7 @@ def _finish(sessions, job_id: str, worker_id: str, status: str, message: str, le
     """The final transition, only if we still own the job. Retried through a lost database connection."""
     def transition() -> bool:
         with sessions.begin() as session:
-            matched = session.execute(
-                update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-                .values(status=status, **values)
-            ).rowcount
+            matched = session.execute(owned_update(job_id, worker_id).values(status=status, **values)).rowcount
             if matched:
                 add_event(session, job_id, "status", message, level=level, data={"status": status})
                 return True
@@ -118,8 +114,7 @@ def _requeue(sessions, job_id: str, worker_id: str, message: str) -> bool:
     def transition() -> bool:
         with sessions.begin() as session:
             matched = session.execute(
-                update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-                .values(status="queued", worker_id=None, heartbeat_at=None)
+                owned_update(job_id, worker_id).values(status="queued", worker_id=None, heartbeat_at=None)
             ).rowcount
             if matched:
                 add_event(session, job_id, "status", message, data={"status": "queued"})
