@@ -28,5 +28,10 @@ def newest_first(session: Session, model, stmt: Select, after: str | None, limit
                            param="after")
         created_at, cursor_id = cursor
         stmt = stmt.where(or_(model.created_at < created_at, and_(model.created_at == created_at, model.id < cursor_id)))
-    rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    return fetch_page(session, stmt.order_by(model.created_at.desc(), model.id.desc()), limit)
+
+
+def fetch_page(session: Session, stmt: Select, limit: int) -> tuple[list, bool]:
+    """The first `limit` objects of the ordered `stmt`, and whether more follow (one extra row is read to know)."""
+    rows = list(session.scalars(stmt.limit(limit + 1)))
     return rows[:limit], len(rows) > limit

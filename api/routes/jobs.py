@@ -24,7 +24,7 @@ from api.models import (
     StepMetric,
     utcnow,
 )
-from api.pagination import AfterParam, LimitParam, newest_first
+from api.pagination import AfterParam, LimitParam, fetch_page, newest_first
 from api.schemas import (
     CheckpointPublic,
     EventPublic,
@@ -81,10 +81,8 @@ def cancel_job(job: JobDep, session: SessionDep):
 def job_metrics(job: JobDep, session: SessionDep,
                 after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100):
-    rows = list(session.scalars(select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step)
-                                .order_by(StepMetric.step).limit(limit + 1)))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    stmt = select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step).order_by(StepMetric.step)
+    rows, has_more = fetch_page(session, stmt, limit)
     return MetricsPage(data=[metric_public(m) for m in rows], has_more=has_more,
                        last_step=rows[-1].step if rows else after_step)
 
@@ -111,9 +109,7 @@ def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
     if after is not None:
         s, r = _parse_selection_cursor(after)
         stmt = stmt.where(or_(Selection.step < s, and_(Selection.step == s, Selection.row > r)))
-    rows = list(session.scalars(stmt.order_by(Selection.step.desc(), Selection.row).limit(limit + 1)))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    rows, has_more = fetch_page(session, stmt.order_by(Selection.step.desc(), Selection.row), limit)
     examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
     data = [SelectionPublic(id=f"{s.step}:{s.row}", step=s.step, row=s.row, selected=s.selected, utility=s.utility,
                             diversity=s.diversity, score=s.score, preview=previews.row_preview(examples, s.row))
@@ -155,9 +151,8 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
             raise APIError(400, f"after: expected an event id like 'ftevent-12', got {after!r}.", code="invalid_cursor",
                            param="after")
         stmt = stmt.where(JobEvent.id < event_id)
-    rows = list(session.scalars(stmt.order_by(JobEvent.id.desc()).limit(limit + 1)))
-    has_more = len(rows) > limit
-    data = [event_public(e) for e in rows[:limit]]
+    rows, has_more = fetch_page(session, stmt.order_by(JobEvent.id.desc()), limit)
+    data = [event_public(e) for e in rows]
     return ListPage[EventPublic].page(data, has_more=has_more)
 
 
@@ -175,9 +170,8 @@ def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, lim
         if cursor is None or cursor.job_id != job.id:
             raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
         stmt = stmt.where(Checkpoint.step < cursor.step)
-    rows = list(session.scalars(stmt.order_by(Checkpoint.step.desc()).limit(limit + 1)))
-    has_more = len(rows) > limit
-    data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows[:limit]]
+    rows, has_more = fetch_page(session, stmt.order_by(Checkpoint.step.desc()), limit)
+    data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows]
     return ListPage[CheckpointPublic].page(data, has_more=has_more)
 
 
