@@ -49,9 +49,9 @@ class APIError(Exception):
         self.headers = headers
 
 
-def not_found(kind: str, object_id: str) -> APIError:
+def not_found(kind: str, object_id: str, param: str = "id") -> APIError:
     # The same answer whether the object does not exist or belongs to another tenant: no existence oracle.
-    return APIError(404, f"No {kind} with id {object_id!r}.", code=f"{kind}_not_found", param="id")
+    return APIError(404, f"No {kind} with id {object_id!r}.", code=f"{kind}_not_found", param=param)
 
 
 def error_body(status_code: int, message: str, code: str | None = None, param: str | None = None,

@@ -23,9 +23,7 @@ def dataset_for_job(session: Session, tenant: Tenant, dataset_id: str, param: st
     dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id)
                              .with_for_update())
     if dataset is None:
-        error = not_found("dataset", dataset_id)
-        error.param = param
-        raise error
+        raise not_found("dataset", dataset_id, param)
     if dataset.status != "processed":
         raise APIError(400, f"Dataset {dataset_id} is not ready (status {dataset.status}).", code="dataset_not_ready",
                        param=param)
@@ -69,9 +67,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     for param, dataset_id in (("dataset_id", dataset.id), ("eval_dataset_id", body.eval_dataset_id)):
         if dataset_id is not None and session.scalar(select(Dataset.id).where(Dataset.id == dataset_id)) is None:
             session.rollback()
-            error = not_found("dataset", dataset_id)
-            error.param = param
-            raise error
+            raise not_found("dataset", dataset_id, param)
     add_event(session, job.id, "status", f"Job created: {config.method} at budget {config.budget:g} on {config.model}, "
               f"{job.total_steps} steps.", data={"status": "validating_files"})
     # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
