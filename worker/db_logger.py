@@ -124,26 +124,26 @@ class DbLogger:
 
     def _reset_rows(self, step: int) -> None:
         with self.sessions.begin() as session:
-            # Ownership first: a worker that lost the job must not delete the new owner's rows.
-            if not self._fenced_update(session, {"current_step": step, "attempt_start_step": step}):
-                return
-            for table in (StepMetric, Selection, Checkpoint):
-                session.execute(delete(table).where(table.job_id == self.job_id, table.step > step))
-            totals = session.execute(
+            # The rows kept (step <= `step`) are the ones the deletes below leave alone, so they can be read first
+            # and the job row updated once.
+            sums = session.execute(
                 select(func.coalesce(func.sum(StepMetric.candidates), 0), func.coalesce(func.sum(StepMetric.selected), 0),
                        func.coalesce(func.sum(StepMetric.tokens_trained), 0))
                 .where(StepMetric.job_id == self.job_id, StepMetric.step <= step)
             ).one()
-            self._totals = {"examples_scored": int(totals[0]), "examples_trained": int(totals[1]),
-                            "tokens_trained": int(totals[2])}
+            totals = {"examples_scored": int(sums[0]), "examples_trained": int(sums[1]), "tokens_trained": int(sums[2])}
             last = session.execute(select(StepMetric.loss, StepMetric.epoch, StepMetric.alpha)
                                    .where(StepMetric.job_id == self.job_id, StepMetric.step == step)).first()
-            values: dict[str, Any] = dict(self._totals)
+            values: dict[str, Any] = {"current_step": step, "attempt_start_step": step, **totals,
+                                      "latest_loss": None, "epoch": None, "alpha_used": None}
             if last is not None:
                 values.update(latest_loss=last[0], epoch=last[1], alpha_used=last[2])
-            else:
-                values.update(latest_loss=None, epoch=None, alpha_used=None)
-            self._fenced_update(session, values)
+            # Ownership before the deletes: a worker that lost the job must not delete the new owner's rows.
+            if not self._fenced_update(session, values):
+                return
+            self._totals = totals
+            for table in (StepMetric, Selection, Checkpoint):
+                session.execute(delete(table).where(table.job_id == self.job_id, table.step > step))
 
     # ---- TrainLogger --------------------------------------------------------------------------------------
 
