@@ -71,3 +71,21 @@ TINY_JOB = dict(  # a few real steps of uds-tiny on CPU: seconds, not minutes
     candidate_batch_size=8, budget=0.25, max_steps=6, max_seq_len=64, micro_batch_size=2, lora_r=4, lora_alpha=8,
     checkpoint_every=3, learning_rate=1e-3, warmup_ratio=0.0,
 )
+
+
+def job_row(sessions, job_id):
+    """The job's row as it is now in the database."""
+    from api.models import Job
+
+    with sessions() as session:
+        return session.get(Job, job_id)
+
+
+def set_job(sessions, job_id, **values) -> None:
+    """Set columns of a job directly, as a worker or an earlier process would have left them."""
+    from sqlalchemy import update
+
+    from api.models import Job
+
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))

@@ -8,22 +8,13 @@ import sys
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from api.models import Job, JobEvent, utcnow
 from worker.identity import owner_is_dead, worker_id
 from worker.recovery import recover_jobs
 from worker.runner import claim, run_job
-
-
-def job_row(sessions, job_id) -> Job:
-    with sessions() as session:
-        return session.get(Job, job_id)
-
-
-def set_job(sessions, job_id, **values):
-    with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+from tests.utils.factories import job_row, set_job
 
 
 def test_claim_queued_once(sessions, make_job, settings):

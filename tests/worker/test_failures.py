@@ -16,6 +16,7 @@ from sqlalchemy import select
 from api.db import migrate
 from api.models import Job, JobEvent
 from worker.runner import run_job
+from tests.utils.factories import job_row
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +38,6 @@ def mounted(folder, options: str):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def job_row(sessions, job_id) -> Job:
-    with sessions() as session:
-        return session.get(Job, job_id)
 
 
 def assert_failed(sessions, job_id, code: str, *words: str) -> Job:

@@ -21,22 +21,13 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from api.events import add_event
 from api.models import Dataset, Job, JobEvent, StepMetric, utcnow
 from worker.recovery import recover_jobs
 from worker.runner import _finish, claim, run_job
-
-
-def job_row(sessions, job_id) -> Job:
-    with sessions() as session:
-        return session.get(Job, job_id)
-
-
-def set_job(sessions, job_id, **values):
-    with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+from tests.utils.factories import job_row, set_job
 
 
 def together(*calls):

@@ -7,15 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from api.models import Job, JobEvent, utcnow
 from worker.recovery import RecoveryLoop, recover_jobs, redispatch_queued
-
-
-def set_job(sessions, job_id, **values):
-    with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+from tests.utils.factories import set_job
 
 
 def dispatched_at(sessions, job_id):
