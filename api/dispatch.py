@@ -1,8 +1,10 @@
 """Handing a job to the workers, without importing them.
 
 Distributed mode: a Celery app that knows only the broker sends the task *by name* (`uds.run_job`, queue
-UDS_QUEUE), so this process needs neither worker/ nor torch. Embedded mode: the job row (status `queued`) is
-the queue; `LocalDispatcher` only wakes the in-process worker thread so it does not wait for its next poll.
+UDS_QUEUE), so this process needs neither worker/ nor torch. The workers' recovery sweep re-sends through the same
+class, with the same bounded retries. Embedded mode: the job row (status `queued`) is the queue; `LocalDispatcher`
+only sets its wake-up event, which `uds serve` hands to the in-process worker thread, so a new job does not wait
+for the worker's next poll.
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ from typing import Protocol
 from api.settings import Settings
 
 TASK_NAME = "uds.run_job"
-
-# Set by LocalDispatcher.enqueue, waited on by worker/embedded.py.
-wakeup = threading.Event()
 
 
 def celery_config(settings: Settings) -> dict:
@@ -46,8 +45,11 @@ class Dispatcher(Protocol):
 class LocalDispatcher:
     mode = "embedded"
 
+    def __init__(self):
+        self.wakeup = threading.Event()  # waited on by the in-process worker (worker/embedded.py) when there is one
+
     def enqueue(self, job_id: str) -> None:
-        wakeup.set()
+        self.wakeup.set()
 
     def ping(self) -> None:
         return None

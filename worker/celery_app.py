@@ -12,7 +12,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from api.db import migrate
-from api.dispatch import celery_config
+from api.dispatch import CeleryDispatcher, celery_config
 from api.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ _recovery = None
 
 @signals.worker_ready.connect
 def _on_ready(sender=None, **_kwargs) -> None:
-    """In the main process: schema to head, then sweep for jobs whose worker died (see worker/recovery.py)."""
+    """In the main process: schema to head, then sweep for jobs whose worker died (see worker/recovery.py). The
+    sweep re-sends through the API's dispatcher, by task name and with the same bounded retries."""
     global _recovery
     from worker.recovery import RecoveryLoop
-    from worker.tasks import dispatch
 
     migrate(settings.sqlalchemy_url)
-    _recovery = RecoveryLoop(settings, dispatch)
+    _recovery = RecoveryLoop(settings, CeleryDispatcher(settings).enqueue)
     _recovery.start()
 
 

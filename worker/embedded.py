@@ -1,7 +1,8 @@
 """The in-process worker of `uds serve` without a broker: a thread that takes queued jobs from the database,
 oldest first, one at a time, and runs them with the same `runner.run_job` as the Celery task.
 
-At start it re-queues jobs a previous process left `running`, so a restarted server resumes them.
+At start it re-queues jobs a previous process left `running`, so a restarted server resumes them. `wakeup` is the
+event the API's dispatcher sets when a job is created (`uds serve` hands it over).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from sqlalchemy import select
 
 from api.db import migrate, session_factory
-from api.dispatch import wakeup
 from api.models import Job
 from api.settings import Settings
 from worker.identity import worker_id
@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedWorker(threading.Thread):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, wakeup: threading.Event | None = None):
         super().__init__(name="uds-embedded-worker", daemon=True)
         self.settings = settings
+        self.wakeup = wakeup or threading.Event()
         self.stopping = threading.Event()
         self.current_job: str | None = None
 
@@ -45,8 +46,8 @@ class EmbeddedWorker(threading.Thread):
                     last_sweep = time.monotonic()
                 job_id = self.next_job()
                 if job_id is None:
-                    wakeup.wait(self.settings.embedded_poll_seconds)
-                    wakeup.clear()
+                    self.wakeup.wait(self.settings.embedded_poll_seconds)
+                    self.wakeup.clear()
                     continue
                 self.current_job = job_id
                 status = run_job(job_id, worker_id(), self.settings, stop_event=self.stopping)
@@ -60,5 +61,5 @@ class EmbeddedWorker(threading.Thread):
     def stop(self, timeout: float = 60) -> None:
         """Stop at the running job's next step boundary; the job goes back to `queued` for the next start."""
         self.stopping.set()
-        wakeup.set()
+        self.wakeup.set()
         self.join(timeout)

@@ -16,7 +16,3 @@ from worker.runner import run_job as run_job_now
           autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
 def run_job(self, job_id: str) -> str | None:
     return run_job_now(job_id, worker_id(), settings)
-
-
-def dispatch(job_id: str) -> None:
-    run_job.apply_async(args=[job_id], queue=settings.queue)
