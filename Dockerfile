@@ -16,6 +16,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY uds ./uds
 COPY api ./api
 COPY worker ./worker
+COPY cli ./cli
 COPY migrations ./migrations
 RUN pip install . && useradd --create-home --uid 1000 uds && mkdir -p /data && chown uds /data
 

@@ -104,13 +104,13 @@ def test_non_loopback_bind_requires_keys(database_url, tmp_path):
     assert settings.auth_required is True
     with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
         assert client.get("/api/v1/datasets").status_code == 401
-    from api.cli import serve
+    from cli.service import serve
 
     assert serve(settings=settings.model_copy(update={"require_auth": False})) == 2  # refuses to start
 
 
 def test_keys_create_prints_a_working_key(database_url, tmp_path, capsys, client):
-    from api.cli import keys_create
+    from cli.keys import keys_create
 
     settings = Settings(database_url=database_url, data_dir=tmp_path)
     assert keys_create("cli-tenant", settings=settings) == 0

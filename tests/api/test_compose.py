@@ -82,7 +82,7 @@ def test_urls_point_at_the_other_services():
 
 
 def cli_help(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "uds.cli", *args, "--help"], cwd=REPO, env=child_env(),
+    result = subprocess.run([sys.executable, "-m", "cli.main", *args, "--help"], cwd=REPO, env=child_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -103,7 +103,7 @@ def test_api_command_migrates_then_serves_on_the_published_port():
     assert options["--host"] == "0.0.0.0"  # all interfaces: keys required (Settings.auth_required)
     help_text = cli_help("serve")
     assert all(flag in help_text for flag in options)
-    assert {"host", "port"} <= set(inspect.signature(__import__("api.cli", fromlist=["serve"]).serve).parameters)
+    assert {"host", "port"} <= set(inspect.signature(__import__("cli.service", fromlist=["serve"]).serve).parameters)
     published = [substitute(p) for p in SERVICES["api"]["ports"]]
     assert [p.split(":")[-1] for p in published] == [options["--port"]]
     health = " ".join(SERVICES["api"]["healthcheck"]["test"])
@@ -121,7 +121,7 @@ def test_worker_command_consumes_the_queue_the_api_sends_to():
     options = flags(command)
     help_text = cli_help("worker")
     assert all(flag in help_text for flag in options)
-    from worker.cli import run_worker
+    from cli.worker import run_worker
 
     assert {"concurrency", "queues"} <= set(inspect.signature(run_worker).parameters)
     assert options["--queues"] == environment("api")["UDS_QUEUE"] == environment("worker")["UDS_QUEUE"]
@@ -158,11 +158,11 @@ def test_env_example_covers_the_compose_variables():
 
 def test_dockerfile_builds_what_the_commands_need():
     dockerfile = (REPO / "Dockerfile").read_text()
-    for path in ("uds", "api", "worker", "migrations"):
+    for path in ("uds", "api", "worker", "cli", "migrations"):
         assert re.search(rf"^COPY {path} \./{path}$", dockerfile, re.M), path
         assert (REPO / path).is_dir()
     assert "alembic.ini" in dockerfile and "EXPOSE 8000" in dockerfile
     assert "ARG TORCH_INDEX_URL" in dockerfile
     assert SERVICES["worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
-    assert 'uds = "uds.cli:main"' in (REPO / "pyproject.toml").read_text()
+    assert 'uds = "cli.main:main"' in (REPO / "pyproject.toml").read_text()
     assert "UDS_DATA_DIR=/data" in dockerfile

@@ -137,7 +137,7 @@ def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
     (data / "models").mkdir(parents=True)
     os.symlink(tiny_model_dir, data / "models" / "uds-tiny")
     port = free_port()
-    demo = Process([sys.executable, "-c", f"from api.cli import demo; demo(port={port})"], server_env(data),
+    demo = Process([sys.executable, "-c", f"from cli.demo import demo; demo(port={port})"], server_env(data),
                    tmp_path / "demo.log")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

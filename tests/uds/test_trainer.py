@@ -165,7 +165,7 @@ def test_eval_file_reports_loss_and_exact_match(tmp_path, dataset, tiny_model_di
 
 
 def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_model_dir, capsys):
-    from uds.cli import main
+    from cli.main import main
 
     out = tmp_path / "cli"
     code = main(["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",
@@ -178,7 +178,7 @@ def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_mo
 
 
 def test_cli_rejects_bad_settings_with_the_setting_named(tmp_path, dataset, capsys):
-    from uds.cli import main
+    from cli.main import main
 
     assert main(["train", "--data", dataset, "--budget", "1.5"]) == 2
     assert "budget" in capsys.readouterr().err
@@ -187,7 +187,7 @@ def test_cli_rejects_bad_settings_with_the_setting_named(tmp_path, dataset, caps
 
 
 def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, dataset, tiny_model_dir, capsys):
-    from uds.cli import main
+    from cli.main import main
 
     out = tmp_path / "cli"
     common = ["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",

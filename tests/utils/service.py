@@ -146,7 +146,7 @@ class Process:
 
 class Server(Process):
     def __init__(self, port: int, env: dict[str, str], log_path: Path, host: str = "127.0.0.1"):
-        code = f"from api.cli import serve; serve(host={host!r}, port={port})"
+        code = f"from cli.service import serve; serve(host={host!r}, port={port})"
         super().__init__([sys.executable, "-c", code], env, log_path)
         self.url = f"http://{host}:{port}"
 
@@ -166,7 +166,7 @@ class Server(Process):
 
 class Worker(Process):
     def __init__(self, env: dict[str, str], log_path: Path, queue: str, name: str):
-        code = f"from worker.cli import run_worker; run_worker(concurrency=1, queues={queue!r}, hostname={name!r})"
+        code = f"from cli.worker import run_worker; run_worker(concurrency=1, queues={queue!r}, hostname={name!r})"
         super().__init__([sys.executable, "-c", code], env, log_path)
 
 

@@ -1,0 +1,104 @@
+"""The `uds` command (see cli/__init__.py for where each sub-command lives).
+
+    uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
+    uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
+    uds worker [--concurrency 1]                       a Celery GPU worker (distributed mode)
+    uds keys create --tenant NAME                      prints a new API key
+    uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
+    uds demo                                           the service with a demo dataset and two jobs to watch
+    uds build-tiny PATH                                writes the uds-tiny test model to PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.train import add_train_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return args.handler(args) or 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uds", description="LoRA fine-tuning on the data that matters (UDS online batch selection).")
+    commands = parser.add_subparsers(title="commands")
+    add_train_command(commands)
+
+    serve = commands.add_parser("serve", help="run the service (embedded default: SQLite, local files, in-process worker)")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1; any other bind requires API keys)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run a Celery worker for the gpu queue (needs UDS_BROKER_URL)")
+    worker.add_argument("--concurrency", type=int, default=1, help="processes; one per GPU")
+    worker.add_argument("--queues", default=None, help="comma-separated queues (default: UDS_QUEUE, else gpu)")
+    worker.set_defaults(handler=_worker)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(title="keys commands")
+    create = key_commands.add_parser("create", help="create a key for a tenant and print it")
+    create.add_argument("--tenant", required=True)
+    create.set_defaults(handler=_keys_create)
+    revoke = key_commands.add_parser("revoke", help="revoke a key (whole, or its prefix uds-XXXXXX); effective at once")
+    revoke.add_argument("key")
+    revoke.set_defaults(handler=_keys_revoke)
+
+    demo = commands.add_parser("demo", help="start the service with a demo dataset and a uds and a random job")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(handler=_demo)
+
+    tiny = commands.add_parser("build-tiny", help="write the uds-tiny model (deterministic, no download) to a folder")
+    tiny.add_argument("path")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=_build_tiny)
+    return parser
+
+
+# Each handler imports its sub-command only when it runs: `uds keys` must not load torch, `uds train` no database.
+
+def _serve(args: argparse.Namespace) -> int:
+    from cli.service import serve
+
+    return serve(host=args.host, port=args.port) or 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from cli.worker import run_worker
+
+    return run_worker(concurrency=args.concurrency, queues=args.queues) or 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from cli.keys import keys_create
+
+    return keys_create(args.tenant) or 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from cli.keys import keys_revoke
+
+    return keys_revoke(args.key) or 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cli.demo import demo
+
+    return demo(port=args.port) or 0
+
+
+def _build_tiny(args: argparse.Namespace) -> int:
+    from uds.tiny import build_tiny_model
+
+    print(build_tiny_model(args.path, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""`uds train`: a local training run with no service. Its flags are generated from uds.config.TrainConfig, so a
+new setting is a flag the moment it is a field (help text and choices from the field's metadata when it has them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any
+
+from uds.config import ConfigError, TrainConfig
+
+_LIST_FIELDS = {"lora_targets"}
+_FILE_FIELDS = ("dataset_path", "eval_dataset_path")  # given as --data / --eval-data
+
+
+def add_train_command(commands) -> None:
+    train = commands.add_parser("train", help="train locally, no service",
+                                description="Train a LoRA adapter locally. Flags override the --config file.")
+    train.add_argument("--config", help="YAML or JSON file with any of the settings below")
+    train.add_argument("--data", dest="dataset_path", help="training JSONL (chat, Alpaca or prompt/completion)")
+    train.add_argument("--eval-data", dest="eval_dataset_path", help="held-out JSONL for eval loss and exact match")
+    train.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists in --output-dir")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in _FILE_FIELDS:
+            train.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None, help=_help(field))
+    train.set_defaults(handler=run_train)
+
+
+def _help(field: dataclasses.Field) -> str:
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default  # type: ignore[misc]
+    parts = [field.metadata["help"]] if field.metadata.get("help") else []
+    if field.metadata.get("choices"):
+        parts.append("one of " + ", ".join(str(c) for c in field.metadata["choices"]))
+    parts.append(f"default: {default}")
+    return "; ".join(parts).replace("%", "%%")  # argparse formats help strings with %
+
+
+def load_train_config(args: argparse.Namespace) -> TrainConfig:
+    """File settings, then flags on top; every value checked by TrainConfig."""
+    values: dict[str, Any] = _read_config_file(args.config) if args.config else {}
+    types = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        raw = getattr(args, field.name, None)
+        if raw is not None:
+            values[field.name] = _parse_flag(field.name, raw, types[field.name])
+    return TrainConfig.from_dict(values)
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError("config", f"{path} is not valid YAML/JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of setting names to values")
+    return values
+
+
+def _parse_flag(name: str, raw: str, annotation: Any) -> Any:
+    if name in _LIST_FIELDS:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    allowed = _flatten(annotation)
+    if raw in allowed:  # a literal word of a number-or-word setting, such as alpha "auto"
+        return raw
+    if bool in allowed:
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(name, f"must be true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if int in allowed:
+        return _number(name, raw, int)
+    if float in allowed:
+        return _number(name, raw, float)
+    return raw
+
+
+def _flatten(annotation: Any) -> set:
+    """The types and literal values an annotation admits: `float | Literal["auto"] | None` -> {float, "auto", None}."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Literal:
+        return set(args)
+    return set().union(*(_flatten(arg) for arg in args))
+
+
+def _number(name: str, raw: str, kind: type) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        config = load_train_config(args)
+        if not config.dataset_path:
+            raise ConfigError("data", "give the training file with --data or dataset_path in --config")
+    except ConfigError as error:
+        print(f"uds train: invalid setting {error.param}: {error.message}", file=sys.stderr)
+        return 2
+
+    from cli.progress import ProgressLogger
+    from uds.trainer import TrainingError, train
+
+    logger = ProgressLogger(config.output_dir, show_bar=not args.quiet, resume=not args.no_resume)
+    try:
+        result = train(config, logger, resume=not args.no_resume)
+    except TrainingError as error:
+        print(f"uds train: failed ({error.code}): {error.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("uds train: interrupted; run the same command again to resume from the newest checkpoint.", file=sys.stderr)
+        return 130
+    finally:
+        logger.close()
+    print(final_summary(result), file=sys.stderr)
+    return 0
+
+
+def final_summary(result) -> str:
+    s = result.summary
+    total_time = s["time_scoring"] + s["time_training"]
+    lines = [
+        f"status             {result.status} ({result.steps_done}/{result.total_steps} steps)",
+        f"examples scored    {int(s['examples_scored'])}",
+        f"examples trained   {int(s['examples_trained'])} ({s['trained_fraction']:.1%} of scored)",
+        f"tokens trained     {int(s['tokens_trained'])}",
+        f"wall time          {total_time:.1f} s (scoring {s['time_scoring']:.1f} s, training {s['time_training']:.1f} s)",
+    ]
+    if s.get("alpha") is not None:
+        lines.append(f"alpha in use       {s['alpha']:.4g}")
+    if result.adapter_dir:
+        lines.append(f"adapter            {result.adapter_dir}")
+    return "\n".join(lines)
