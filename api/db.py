@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,28 +16,42 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, str], Engine] = {}
 _migrated: set[str] = set()
 _lock = threading.Lock()
 
 
-def get_engine(url: str) -> Engine:
-    """One engine (and pool) per URL per process."""
+@dataclass(frozen=True)
+class PoolSize:
+    size: int = 10
+    overflow: int = 10
+    timeout: float = 30.0
+
+
+def get_engine(url: str, pool: str = "default", size: PoolSize | None = None) -> Engine:
+    """One engine (and connection pool) per URL and pool name per process.
+
+    The API serves requests from its own pool ("api"); everything else in the process (the embedded worker's
+    training writer, heartbeats, the recovery sweep) uses "default". So no number of busy or slow requests can
+    starve a running job's metric writes of a connection, nor the job starve the requests. `size` applies
+    when the pool is created (the first call wins).
+    """
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get((url, pool))
         if engine is None:
-            engine = _make_engine(url)
-            _engines[url] = engine
+            engine = _make_engine(url, size or PoolSize())
+            _engines[(url, pool)] = engine
         return engine
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, size: PoolSize) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # The API's thread pool and the embedded worker thread share the file.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=size.size, max_overflow=size.overflow, pool_timeout=size.timeout)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -49,12 +64,13 @@ def _make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=size.size, max_overflow=size.overflow,
+                         pool_timeout=size.timeout)
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
+def session_factory(url: str, pool: str = "default", size: PoolSize | None = None) -> sessionmaker[Session]:
     # expire_on_commit=False: routes return ORM objects after commit and serialise them without reloading.
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return sessionmaker(bind=get_engine(url, pool, size), expire_on_commit=False)
 
 
 def alembic_config(url: str):

@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth import tenant_for_key
+from api.auth import hash_key, tenant_for_key
 from api.errors import APIError, not_found
 from api.models import Dataset, Job, Tenant
 from api.settings import Settings, is_loopback
@@ -31,7 +31,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session is closed when the route returns, before the response is sent. With the default
+# scope it stayed open until the last byte reached the client, so 16 downloads that never read (or any slow
+# reader of a large page) held every pooled connection and took the service from all tenants.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def auth_required_for(settings: Settings, request: Request) -> bool:
@@ -53,6 +56,9 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
             raise APIError(401, "Malformed Authorization header; expected 'Authorization: Bearer uds-...'.",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         tenant = tenant_for_key(session, token)
+        if tenant is not None:
+            # Limits count per key, on the key as parsed: `bearer K`, `BEARER K` and `Bearer  K` are one key.
+            request.state.principal = "key:" + hash_key(token)
         if tenant is None:
             shown = token[:8] + "..." + token[-4:] if len(token) > 16 else "***"
             raise APIError(401, f"Incorrect API key provided: {shown}. Create one with `uds keys create --tenant NAME`.",
@@ -68,6 +74,7 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
         tenant = get_or_create_tenant(session, settings.local_tenant)
         session.commit()
         request.app.state.local_tenant_id = tenant.id
+    request.state.principal = f"tenant:{tenant.id}"
     return tenant
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,18 @@ def error_response(status_code: int, message: str, code: str | None = None, para
     return JSONResponse(error_body(status_code, message, code, param, problems), status_code=status_code, headers=headers)
 
 
+async def send_error(send, status_code: int, message: str, code: str, close: bool = False) -> None:
+    """The error shape sent straight from an ASGI middleware, before any route or dependency runs."""
+    import json
+
+    payload = json.dumps(error_body(status_code, message, code)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _validation_param(loc: tuple) -> str | None:
     # ("body", "budget") -> "budget"; ("query", "limit") -> "limit"; ("body", "lora_targets", 2) -> "lora_targets.2"
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
@@ -104,6 +117,13 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return error_response(exc.status_code, message, code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _pool_exhausted(_request: Request, exc: SQLAlchemyTimeoutError):
+        # Every pooled connection is busy (load, not a bug): a retryable 503, never a 500.
+        log.warning("database pool exhausted: %s", exc)
+        return error_response(503, "The server is busy (no database connection free); retry shortly.", "server_busy",
+                              headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

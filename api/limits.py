@@ -7,13 +7,14 @@
   creation then fails on the broker anyway), so a broker hiccup does not turn into a wall of 429s;
 - a per-tenant cap on unfinished jobs (UDS_MAX_ACTIVE_JOBS): api/services/jobs.py refuses with 400
   `too_many_active_jobs` (a 409 or 5xx would be retried by clients; this needs a job to finish or a cancel);
-- a cap on request bodies other than uploads (UDS_MAX_REQUEST_BYTES), checked while the body streams: 413.
+- a cap on request bodies other than uploads (UDS_MAX_REQUEST_BYTES), checked while the body streams: 413;
+  a body that stalls for UDS_CLIENT_IDLE_TIMEOUT_SECONDS: 408.
   Uploads stream to disk under their own limit (UDS_MAX_UPLOAD_BYTES, api/uploads.py).
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import math
 import threading
@@ -23,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.deps import CurrentTenant, SettingsDep
-from api.errors import APIError, error_body
+from api.errors import APIError, send_error
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ def rate_limit_creations(request: Request, tenant: CurrentTenant, settings: Sett
     buckets = getattr(request.app.state, "create_buckets", None)
     if buckets is None:
         return
-    header = request.headers.get("authorization", "")
-    who = "key:" + hashlib.sha256(header.encode()).hexdigest()[:32] if header else f"tenant:{tenant.id}"
+    # The authenticated key (set by get_current_tenant), never the raw header: spelling the scheme or the spaces
+    # differently must not buy a fresh bucket.
+    who = getattr(request.state, "principal", None) or f"tenant:{tenant.id}"
     wait = buckets.take(who)
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
@@ -115,11 +117,12 @@ RateLimitedDep = Annotated[None, RateLimited]
 
 
 class BodyLimitMiddleware:
-    """413 for a request body over `max_bytes`, counted as it streams (Content-Length is not trusted alone).
-    Paths in `exempt` (the upload endpoints) enforce their own, larger limit while streaming to disk."""
+    """413 for a request body over `max_bytes`, counted as it streams (Content-Length is not trusted alone), and
+    408 for a body that stalls for `idle_timeout` seconds. Paths in `exempt` (the upload endpoints) enforce their
+    own, larger limit and the slow-client rules while streaming to disk (api/uploads.py, api/transfers.py)."""
 
-    def __init__(self, app, max_bytes: int, exempt: set[tuple[str, str]]):
-        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+    def __init__(self, app, max_bytes: int, idle_timeout: float, exempt: set[tuple[str, str]]):
+        self.app, self.max_bytes, self.idle_timeout, self.exempt = app, max_bytes, idle_timeout, exempt
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/")) in self.exempt:
@@ -128,9 +131,14 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(send)
         # Read the body up to the limit before the app sees it (it is small: JSON requests), then replay it.
+        # No route or session exists yet, so a slow sender holds nothing but this coroutine, and not for long.
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout)
+            except asyncio.TimeoutError:
+                return await send_error(send, 408, f"The request body stalled for {self.idle_timeout:g} s "
+                                        "(UDS_CLIENT_IDLE_TIMEOUT_SECONDS).", "client_too_slow", close=True)
             if message["type"] != "http.request":
                 return  # the client went away
             size += len(message.get("body", b""))
@@ -151,14 +159,8 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        import json
-
-        payload = json.dumps(error_body(413, f"The request body is larger than {self.max_bytes} bytes "
-                                        "(UDS_MAX_REQUEST_BYTES).", "request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, 413, f"The request body is larger than {self.max_bytes} bytes (UDS_MAX_REQUEST_BYTES).",
+                         "request_too_large", close=True)
 
 
 __all__ = ["BodyLimitMiddleware", "MemoryBuckets", "RateLimited", "RedisBuckets", "make_buckets", "rate_limit_creations"]

@@ -17,8 +17,10 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import APIError
+from api.settings import Settings
+from api.transfers import SlowClient, paced_chunks, too_slow
 
-MAX_FIELD_BYTES = 1024  # `purpose` and friends; anything larger is not a form field we know
+FRAMING_BYTES = 64 * 1024  # multipart boundaries and part headers, on top of the file's own limit
 
 
 @dataclass
@@ -39,28 +41,52 @@ def too_large(limit: int) -> APIError:
                     code="file_too_large", param="file")
 
 
-async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_name: str = "file") -> ReceivedFile:
+def lock_part(fd: int) -> None:
+    """Hold an advisory lock on a temp file while it is written: the start-up sweep (api/main.py) deletes only
+    unlocked ones, so it never removes another live process's upload from a shared volume, yet never waits a
+    day to remove one a crash left behind (the kernel drops the lock with the process)."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def clean_filename(raw: bytes) -> str:
+    """The base name only, as text a database column takes: no NUL or other control characters (Postgres
+    refuses NUL in text), invalid UTF-8 replaced, at most 512 characters."""
+    name = os.path.basename(raw.decode("utf-8", "replace").replace("\\", "/"))
+    name = "".join(c for c in name if c.isprintable())[:512].strip()
+    return name or "upload.jsonl"
+
+
+async def receive_file(request: Request, settings: Settings, field_name: str = "file") -> ReceivedFile:
+    """Stream the multipart body: the `field_name` part to a temp file, the other parts as small form fields.
+
+    Every byte of the body counts against UDS_MAX_UPLOAD_BYTES (plus FRAMING_BYTES), fields included; at most
+    UDS_MAX_FORM_FIELDS fields of UDS_MAX_FORM_FIELD_BYTES each. Parts may come in any order.
+    """
+    tmp_dir, max_bytes = settings.tmp_dir, settings.max_upload_bytes
     content_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise APIError(400, "Send the dataset as multipart/form-data with a 'file' part.", code="invalid_content_type",
                        param="file")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+    if declared and declared.isdigit() and int(declared) > max_bytes + FRAMING_BYTES:
         raise too_large(max_bytes)  # refuse before reading a byte; 64 KiB covers the multipart framing
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=tmp_dir)
+    lock_part(fd)
     out = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
+    # `filename` is the file part's name, kept once set: a field after the file must not reset it.
     state = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
-             "value": bytearray(), "seen_file": False}
+             "value": bytearray(), "seen_file": False, "n_fields": 0}
     fields: dict[str, str] = {}
 
     def on_part_begin():
         state["headers"] = {}
         state["name"] = None
-        state["filename"] = None
         state["value"] = bytearray()
 
     def on_header_field(data, start, end):
@@ -78,12 +104,17 @@ async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_na
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition"))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         state["name"] = name
+        if name != field_name:
+            state["n_fields"] += 1
+        if state["n_fields"] > settings.max_form_fields:
+            raise APIError(400, f"Too many form fields: at most {settings.max_form_fields} besides {field_name!r} "
+                           "(UDS_MAX_FORM_FIELDS).", code="too_many_form_fields", param=name[:64] or None)
         if name == field_name:
             if state["seen_file"]:
                 raise APIError(400, "Send exactly one 'file' part.", code="invalid_value", param="file")
             state["seen_file"] = True
             raw = disposition.get(b"filename", b"") or b"upload.jsonl"
-            state["filename"] = os.path.basename(raw.decode("utf-8", "replace").replace("\\", "/"))[:512] or "upload.jsonl"
+            state["filename"] = clean_filename(raw)
 
     def on_part_data(data, start, end):
         chunk = data[start:end]
@@ -95,8 +126,9 @@ async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_na
             out.write(chunk)
         else:
             state["value"] += chunk
-            if len(state["value"]) > MAX_FIELD_BYTES:
-                raise APIError(400, f"Form field {state['name']!r} is too long.", code="invalid_value", param=state["name"])
+            if len(state["value"]) > settings.max_form_field_bytes:
+                raise APIError(400, f"Form field {state['name'][:64]!r} is longer than {settings.max_form_field_bytes} "
+                               "bytes (UDS_MAX_FORM_FIELD_BYTES).", code="invalid_value", param=state["name"][:64])
 
     def on_part_end():
         if state["name"] and state["name"] != field_name:
@@ -107,9 +139,14 @@ async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_na
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
         "on_part_end": on_part_end,
     })
+    received = 0
     try:
         try:
-            async for chunk in request.stream():
+            async for chunk in paced_chunks(request, settings):
+                # The whole body, not just the file part: 300 MB of small fields is as costly as a 300 MB file.
+                received += len(chunk)
+                if received > max_bytes + FRAMING_BYTES:
+                    raise _TooLarge()
                 parser.write(chunk)
             parser.finalize()
         finally:
@@ -120,6 +157,9 @@ async def receive_file(request: Request, tmp_dir: Path, max_bytes: int, field_na
     except _TooLarge:
         os.unlink(tmp_name)
         raise too_large(max_bytes) from None
+    except SlowClient as exc:
+        os.unlink(tmp_name)
+        raise too_slow(exc, field_name) from None
     except APIError:
         os.unlink(tmp_name)
         raise

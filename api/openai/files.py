@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from api import transfers
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import APIError, not_found
 from api.limits import RateLimited
@@ -103,7 +104,7 @@ def delete_file(file_id: FileId, session: SessionDep, tenant: CurrentTenant, set
 
 @router.get("/{file_id}/content", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}})
-def file_content(file_id: FileId, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
+def file_content(file_id: FileId, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     row = lookup(session, tenant.id, file_id)
     path = settings.served_file(row.storage_path)
     if path is None:
@@ -111,5 +112,5 @@ def file_content(file_id: FileId, session: SessionDep, tenant: CurrentTenant, se
                        param="file_id")
     media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(getattr(row, "kind", None),
                                                                                  "application/octet-stream")
-    # Streamed in chunks: an adapter archive or a large dataset is never loaded into memory.
-    return FileResponse(path, media_type=media_type, filename=row.filename)
+    # Streamed in chunks (never loaded into memory), with no database connection held, under the download caps.
+    return transfers.file_response(request, settings, path, media_type=media_type, filename=row.filename)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import and_, case, func, or_, select
 
-from api import previews
+from api import previews, transfers
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
 from api.limits import RateLimited
@@ -177,7 +177,7 @@ def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, lim
 
 @router.get("/{job_id}/adapter", response_class=FileResponse,
             responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the PEFT folder"}})
-def job_adapter(job: JobDep, settings: SettingsDep):
+def job_adapter(job: JobDep, request: Request, settings: SettingsDep):
     """The PEFT adapter folder as .tar.gz; its sha256 is in `X-Checksum-SHA256` (and in the job's `adapter`)."""
     if job.status != "succeeded" or not job.adapter_path:
         raise APIError(404, f"Job {job.id} has no adapter: it is {job.status}; an adapter exists once it has succeeded.",
@@ -186,9 +186,10 @@ def job_adapter(job: JobDep, settings: SettingsDep):
     if path is None:
         raise APIError(404, f"The adapter archive of job {job.id} is missing from the artifact store.",
                        code="adapter_not_found", param="id")
-    # FileResponse streams the file in chunks; the archive is never loaded into memory.
-    return FileResponse(path, media_type="application/gzip", filename=f"{job.id}-adapter.tar.gz",
-                        headers={"X-Checksum-SHA256": job.adapter_sha256 or ""})
+    # Streamed in chunks (never loaded into memory), with no database connection held, under the download caps.
+    return transfers.file_response(request, settings, path, media_type="application/gzip",
+                                   filename=f"{job.id}-adapter.tar.gz",
+                                   headers={"X-Checksum-SHA256": job.adapter_sha256 or ""})
 
 
 __all__ = ["router", "event_public_id"]

@@ -9,11 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api import previews
+from api import previews, transfers
+from api.costs import checkpoint_state_bytes
 from api.errors import APIError
 from api.ids import new_dataset_id
 from api.models import ACTIVE_STATUSES, Dataset, Job
 from api.settings import Settings
+from api.storage import check_quota
 from api.uploads import ReceivedFile, receive_file
 
 PURPOSES = ("fine-tune",)
@@ -24,7 +26,14 @@ async def upload_dataset(request: Request, session: Session, tenant_id: int, set
 
     Raises APIError 422 `invalid_dataset` (with `problems`, one per line) when the file does not validate.
     """
-    received = await receive_file(request, settings.tmp_dir, settings.max_upload_bytes)
+    # Authenticated (the route's dependencies ran): give the connection back before the body, which a slow
+    # client may take minutes to send. The row is committed at the end in a short transaction of its own.
+    session.close()
+    slot = transfers.acquire(request, "upload")
+    try:
+        received = await receive_file(request, settings)
+    finally:
+        slot.release()
     try:
         purpose = received.fields.get("purpose", "fine-tune") or "fine-tune"
         if purpose not in PURPOSES:
@@ -47,6 +56,7 @@ def store_dataset(session: Session, tenant_id: int, settings: Settings, received
         more = f" ({len(problems)} problems listed in 'problems')" if len(problems) > 1 else ""
         raise APIError(422, f"Invalid dataset {received.filename!r}: {where}: {first['reason']}{more}",
                        code="invalid_dataset", param="file", problems=problems)
+    check_quota(settings, session, tenant_id, received.bytes, "this upload", "file", checkpoint_state_bytes)
     dataset_id = new_dataset_id()
     relative = f"datasets/{dataset_id}.jsonl"
     final = settings.resolve(relative)
