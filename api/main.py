@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -11,38 +11,54 @@ from fastapi.concurrency import run_in_threadpool
 
 from api import errors
 from api.auth import add_key, get_or_create_tenant
-from api.db import migrate, session_factory
+from api.db import PoolSize, migrate, session_factory
 from api.dispatch import make_dispatcher
 from api import dashboard
 from api import limits
 from api import openai as openai_api
+from api import storage
+from api.origin import LoopbackGuardMiddleware
+from api.validation import URLValidationMiddleware
 from api.routes import datasets, health, jobs, models
 from api.settings import Settings, get_settings
+from api.transfers import TransferLimits
 
 log = logging.getLogger(__name__)
-
-STALE_UPLOAD_SECONDS = 24 * 3600
 
 
 def prepare(settings: Settings) -> int:
     """Schema to head, folders, the local tenant and the bootstrap key. Returns the local tenant's id."""
     for folder in (settings.data_dir, settings.datasets_dir, settings.jobs_dir, settings.tmp_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    # Uploads cut off by a crash. Only old ones: another API process may share this volume and be mid-upload.
-    for part in settings.tmp_dir.glob("upload-*.part"):
-        try:
-            if time.time() - part.stat().st_mtime > STALE_UPLOAD_SECONDS:
-                part.unlink()
-        except FileNotFoundError:
-            pass
+    storage.remove_abandoned_uploads(settings)
     if settings.migrate_on_start:
         migrate(settings.sqlalchemy_url)
-    with session_factory(settings.sqlalchemy_url)() as session:
+    with session_factory(settings.sqlalchemy_url, "api")() as session:
+        storage.remove_abandoned_checkpoint_writes(settings, session)
         local = get_or_create_tenant(session, settings.local_tenant)
         if settings.bootstrap_api_key is not None:
             add_key(session, settings.bootstrap_tenant, settings.bootstrap_api_key.get_secret_value(), name="bootstrap")
         session.commit()
         return local.id
+
+
+RETENTION_SWEEP_SECONDS = 600
+
+
+async def retention_sweeps(app: FastAPI) -> None:
+    """UDS_CHECKPOINT_RETENTION for succeeded jobs, at start and every RETENTION_SWEEP_SECONDS (api/storage.py)."""
+    def sweep() -> None:
+        with app.state.sessionmaker() as session:
+            pruned = storage.prune_finished_checkpoints(app.state.settings, session)
+        if pruned:
+            log.info("retention: deleted the checkpoints of %d succeeded jobs", pruned)
+
+    while True:
+        try:
+            await run_in_threadpool(sweep)
+        except Exception:
+            log.exception("retention sweep failed; retrying at the next one")
+        await asyncio.sleep(RETENTION_SWEEP_SECONDS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.local_tenant_id = await run_in_threadpool(prepare, settings)
-        yield
+        sweeper = asyncio.create_task(retention_sweeps(app))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
 
     app = FastAPI(
         title="UDS fine-tuning service",
@@ -60,13 +80,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.sessionmaker = session_factory(settings.sqlalchemy_url)
+    # The API's own pool: the embedded worker's training writer uses another, so neither can starve the other.
+    app.state.sessionmaker = session_factory(settings.sqlalchemy_url, "api", PoolSize(
+        settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds))
     app.state.dispatcher = make_dispatcher(settings)
     app.state.create_buckets = limits.make_buckets(settings)
+    app.state.transfers = TransferLimits(settings)
     errors.install(app)
     # Uploads stream to disk under their own limit (api/uploads.py); every other body is small JSON.
     app.add_middleware(limits.BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
+                       idle_timeout=settings.client_idle_timeout_seconds,
                        exempt={("POST", "/api/v1/datasets"), ("POST", "/v1/files")})
+    app.add_middleware(URLValidationMiddleware)  # a NUL or a 5,000-character path never reaches a route
+    if not settings.auth_required:
+        app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF
 
     v1 = APIRouter(prefix="/api/v1")
     for module in (datasets, jobs, models):

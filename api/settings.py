@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-TINY_MODEL = "uds-tiny"  # same name as uds.tiny.TINY_MODEL; duplicated because uds.tiny imports torch.
+from uds.tiny import TINY_MODEL  # torch-free at import (tests/api/test_no_torch.py holds it so)
+
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -58,6 +59,40 @@ class Settings(BaseSettings):
     create_burst: int = Field(default=30, ge=1, description="Jobs + uploads an API key may create at once.")
     max_active_jobs: int = Field(default=32, ge=0, description="Unfinished jobs per tenant; 0 = no cap.")
     max_request_bytes: int = Field(default=1024 * 1024, gt=0, description="Request bodies other than uploads.")
+    max_form_fields: int = Field(default=8, ge=1, description="Form fields besides the file in one upload.")
+    max_form_field_bytes: int = Field(default=1024, ge=1, description="Bytes of one upload form field.")
+
+    # Slow or many clients (api/transfers.py). Counted per API process; a transfer holds no database connection.
+    max_uploads_per_key: int = Field(default=4, ge=1, description="Uploads one API key may have in flight.")
+    max_downloads_per_key: int = Field(default=8, ge=1, description="Downloads one API key may have in flight.")
+    max_uploads: int = Field(default=64, ge=1, description="Uploads in flight in one API process, all keys.")
+    max_downloads: int = Field(default=256, ge=1, description="Downloads in flight in one API process, all keys.")
+    client_idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A client that sends or reads nothing this long is cut off.")
+    min_transfer_bytes_per_second: int = Field(
+        default=1024, ge=0, description="After the idle timeout, slower uploads/downloads are cut off; 0 = off.")
+    db_pool_size: int = Field(default=10, ge=1, description="The API's own database pool (the worker has another).")
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, description="Wait for a pooled connection, then 503.")
+
+    # What one job may cost (api/costs.py); refused at submit time with 400 naming the setting.
+    max_selector_memory_bytes: int = Field(
+        default=1024**3, gt=0, description="UDS memory buffer plus projection matrices of one job.")
+    cost_vocab_size: int = Field(
+        default=262_144, ge=1, description="Vocabulary assumed for the projection's cost (an upper bound).")
+    max_checkpoint_state_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Selector state kept on disk by one job: buffer x keep_checkpoints.")
+    max_checkpoints_per_job: int = Field(default=1000, ge=1, description="Checkpoints one job may write.")
+    max_keep_checkpoints: int = Field(default=10, ge=1)
+    max_job_steps: int = Field(default=200_000, ge=1, le=2**31 - 1, description="Optimizer steps of one job.")
+    max_step_candidates: int = Field(default=4096, ge=1, description="Candidates scored in one step.")
+    max_job_candidates: int = Field(
+        default=20_000_000, ge=1, description="Candidates one job scores in all (each is a selections row).")
+    max_seq_len: int = Field(default=8192, ge=1, description="Largest max_seq_len a job may ask for.")
+    tenant_storage_bytes: int = Field(
+        default=0, ge=0, description="Per tenant: datasets + adapters + estimated checkpoint state; 0 = no quota.")
+    checkpoint_retention: Literal["final", "all"] = Field(
+        default="final", description="final: a succeeded job's intermediate checkpoints are deleted; all: kept.")
 
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")

@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.events import add_event
@@ -14,6 +15,8 @@ from api.ids import new_job_id
 from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Dataset, Job, Tenant, utcnow
 from api.schemas import HOST_FIELDS, JobCreate
 from api.settings import Settings
+from api.storage import check_quota
+from api.validation import check_int32, check_values
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,12 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
 
     Errors name the native fields (`dataset_id`, `eval_dataset_id`, `model`, TrainConfig settings) in `param`.
     """
-    from uds.config import ConfigError, TrainConfig, total_steps
+    from uds.config import ConfigError, TrainConfig, groups_per_step, total_steps
 
+    # Unstorable text or numbers anywhere in the request (NUL, lone surrogates, NaN), and a seed outside its column.
+    for name, value in body.model_dump(exclude_unset=True).items():
+        check_values(value, name)
+    check_int32(body.seed, "seed")
     if body.model not in settings.models:
         raise APIError(400, f"Model {body.model!r} is not available on this server; available: "
                        f"{', '.join(settings.models)} (set UDS_ALLOWED_MODELS to add more).",
@@ -52,11 +59,16 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         dataset_for_job(session, tenant, body.eval_dataset_id, "eval_dataset_id")
 
     resolved = {k: v for k, v in config.to_dict().items() if k not in HOST_FIELDS}
+    shape = JobShape(total_steps=total_steps(config, dataset.n_examples),
+                     candidates_per_step=config.candidate_batch_size * groups_per_step(config, dataset.n_examples))
+    check_job_cost(resolved, shape, settings)
+    check_quota(settings, session, tenant.id, checkpoint_state_bytes(resolved), "this job's checkpoint state",
+                "keep_checkpoints", checkpoint_state_bytes)
     job = Job(
         id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
         cancel_requested=False, model=config.model, method=config.method, budget=config.budget, config=resolved,
         dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
-        created_at=utcnow(), total_steps=total_steps(config, dataset.n_examples), current_step=0,
+        created_at=utcnow(), total_steps=shape.total_steps, current_step=0,
         examples_scored=0, examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0,
     )
     session.add(job)

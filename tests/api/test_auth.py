@@ -13,6 +13,8 @@ from api.models import ApiKey, Job, utcnow
 from api.settings import Settings
 from tests.utils.factories import bearer, chat_rows, create_job, jsonl, new_tenant_key, upload
 
+LOCAL = "http://127.0.0.1:8000"  # key-less mode answers only to loopback Host names (api/origin.py)
+
 
 @pytest.mark.parametrize("headers, code", [
     ({}, "missing_api_key"),
@@ -88,14 +90,14 @@ def test_loopback_default_needs_no_key(database_url, tmp_path):
     settings = Settings(database_url=database_url, data_dir=tmp_path, require_auth="auto", host="127.0.0.1",
                         min_examples=2)
     assert settings.auth_required is False
-    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as local:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000), base_url=LOCAL) as local:
         dataset = upload(local, None, jsonl(chat_rows(3))).json()
         assert local.get(f"/api/v1/datasets/{dataset['id']}").status_code == 200
         assert local.get("/api/v1/info").json()["auth_required"] is False
         _, key = new_tenant_key(database_url)  # a key still selects its own tenant
         assert local.get(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)).status_code == 404
     # Bound to loopback, yet the request came from elsewhere (a proxy): a key is required.
-    with TestClient(create_app(settings), client=("10.1.2.3", 50000)) as remote:
+    with TestClient(create_app(settings), client=("10.1.2.3", 50000), base_url=LOCAL) as remote:
         assert remote.get("/api/v1/datasets").status_code == 401
 
 

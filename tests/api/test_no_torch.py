@@ -112,7 +112,7 @@ from api.main import create_app
 from api.settings import Settings
 import api.dispatch
 settings = Settings(data_dir=sys.argv[1], require_auth=False, min_examples=1)
-with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://127.0.0.1:8000") as client:
     data = b'{"prompt": "a", "completion": "b"}\\n'
     ds = client.post("/api/v1/datasets", files={"file": ("a.jsonl", data)}).json()
     job = client.post("/api/v1/jobs", json={"dataset_id": ds["id"], "model": "uds-tiny"}).json()

@@ -1,0 +1,75 @@
+"""Values the database cannot store, refused at the edge as 400s naming the field (they were 500s, or worse).
+
+- Text: NUL characters (Postgres text refuses them) and lone surrogates such as "\\ud800" (not encodable as UTF-8).
+- Numbers: NaN and infinities (Postgres JSONB refuses them; on SQLite they were stored and broke every later read
+  of the tenant's metadata-filtered lists), and integers outside the 32-bit columns they go into (`seed`).
+- URLs: a NUL in the path or the query string, and paths longer than any route needs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from api.errors import APIError, send_error
+
+INT32_MAX = 2**31 - 1
+MAX_PATH_CHARS = 2048
+
+
+def text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
+def check_values(value: Any, param: str) -> None:
+    """Walk a JSON-like value; 400 `invalid_value` naming the first unstorable string or number."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise APIError(400, f"{param}: {problem}.", code="invalid_value", param=param)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise APIError(400, f"{param}: must be a finite number, got {value!r}.", code="invalid_value", param=param)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_values(key, param)
+            check_values(item, f"{param}.{key}" if isinstance(key, str) and not text_problem(key) else param)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_values(item, f"{param}.{index}")
+
+
+def check_int32(value: int | None, param: str) -> None:
+    if value is not None and not 0 <= value <= INT32_MAX:
+        raise APIError(400, f"{param}: must be an integer in [0, {INT32_MAX}], got {value}.", code="invalid_value",
+                       param=param)
+
+
+def url_problem(scope) -> tuple[int, str, str] | None:
+    """(status, message, code) for a URL no route could serve safely, else None."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+    if len(raw_path) > MAX_PATH_CHARS:
+        return 414, f"The URL path is longer than {MAX_PATH_CHARS} characters.", "uri_too_long"
+    if b"\x00" in unquote_to_bytes(raw_path) or "\x00" in scope.get("path", ""):
+        return 400, "The URL path contains a NUL character.", "invalid_value"
+    query = scope.get("query_string", b"")
+    if b"\x00" in unquote_to_bytes(query.replace(b"+", b" ")):
+        return 400, "The query string contains a NUL character.", "invalid_value"
+    return None
+
+
+class URLValidationMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        refused = url_problem(scope) if scope["type"] == "http" else None
+        if refused is None:
+            return await self.app(scope, receive, send)
+        await send_error(send, *refused)
