@@ -60,9 +60,10 @@ def checkpoint_state_bytes(config: dict[str, Any]) -> int:
     return per_checkpoint * config.get("keep_checkpoints", 1)
 
 
-def _refuse(param: str, what: str, cost: int | float, limit: int, variable: str, unit: str = "") -> APIError:
+def _refuse(param: str, what: str, cost: int | float, limit: int, variable: str, unit: str = "",
+            advice: str = "Lower") -> APIError:
     return APIError(400, f"{param}: {what} would be {cost:,}{unit}, over this server's limit of {limit:,}{unit} "
-                    f"({variable}). Lower {param}.", code="job_too_costly", param=param)
+                    f"({variable}). {advice} {param}.", code="job_too_costly", param=param)
 
 
 def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) -> None:
@@ -88,10 +89,6 @@ def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) 
         param = "max_steps" if config.get("max_steps") is not None else "epochs"
         raise _refuse(param, "the number of optimizer steps", shape.total_steps, settings.max_job_steps,
                       "UDS_MAX_JOB_STEPS")
-    written = math.ceil(shape.total_steps / config["checkpoint_every"])
-    if written > settings.max_checkpoints_per_job:
-        raise _refuse("checkpoint_every", "the number of checkpoints written (steps / checkpoint_every)", written,
-                      settings.max_checkpoints_per_job, "UDS_MAX_CHECKPOINTS_PER_JOB")
     if shape.candidates_per_step > settings.max_step_candidates:
         param = "groups_per_step" if config.get("groups_per_step") else "candidate_batch_size"
         raise _refuse(param, "the candidates scored in one step (candidate_batch_size x groups_per_step)",
@@ -101,3 +98,7 @@ def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) 
         param = "max_steps" if config.get("max_steps") is not None else "epochs"
         raise _refuse(param, "the candidates scored over the job (steps x candidates per step, one selections row "
                       "each)", total, settings.max_job_candidates, "UDS_MAX_JOB_CANDIDATES")
+    written = math.ceil(shape.total_steps / config["checkpoint_every"])
+    if written > settings.max_checkpoints_per_job:
+        raise _refuse("checkpoint_every", "the number of checkpoints written (steps / checkpoint_every)", written,
+                      settings.max_checkpoints_per_job, "UDS_MAX_CHECKPOINTS_PER_JOB", advice="Raise")

@@ -81,7 +81,8 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     digest = hashlib.sha256()
     # `filename` is the file part's name, kept once set: a field after the file must not reset it.
     state = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
-             "value": bytearray(), "seen_file": False, "n_fields": 0}
+             "value": bytearray(), "seen_file": False, "n_fields": 0,
+             "fields_size": 0}
     fields: dict[str, str] = {}
 
     def on_part_begin():
@@ -120,11 +121,14 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
         chunk = data[start:end]
         if state["name"] == field_name:
             state["size"] += len(chunk)
-            if state["size"] > max_bytes:
+            if state["size"] + state["fields_size"] > max_bytes:
                 raise _TooLarge()
             digest.update(chunk)
             out.write(chunk)
         else:
+            state["fields_size"] += len(chunk)
+            if state["size"] + state["fields_size"] > max_bytes:
+                raise _TooLarge()  # fields count against the limit too: 300 MB of them costs what a file does
             state["value"] += chunk
             if len(state["value"]) > settings.max_form_field_bytes:
                 raise APIError(400, f"Form field {state['name'][:64]!r} is longer than {settings.max_form_field_bytes} "
@@ -143,7 +147,7 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     try:
         try:
             async for chunk in paced_chunks(request, settings):
-                # The whole body, not just the file part: 300 MB of small fields is as costly as a 300 MB file.
+                # The raw body too (part headers, preamble), not just the parts' contents.
                 received += len(chunk)
                 if received > max_bytes + FRAMING_BYTES:
                     raise _TooLarge()
