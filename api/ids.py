@@ -1,4 +1,5 @@
-"""Public identifiers: `file-<24 hex>` for datasets, `ftjob-<24 hex>` for jobs (the OpenAI shapes)."""
+"""Public identifiers and names: `file-<24 hex>` for datasets, `ftjob-<24 hex>` for jobs, `ft:...` for the fine-tuned
+model (the OpenAI shapes)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ def new_dataset_id() -> str:
 
 def new_job_id() -> str:
     return "ftjob-" + secrets.token_hex(12)
+
+
+def fine_tuned_model_name(model: str, organization: str, suffix: str | None, job_id: str) -> str:
+    """`ft:<model>:<organization>:<suffix>:<job id>`, the OpenAI shape (the suffix part is empty without one)."""
+    return f"ft:{model}:{organization}:{suffix or ''}:{job_id}"
 
 
 def event_public_id(event_id: int) -> str:

@@ -13,10 +13,8 @@
 - Every write is fenced by ownership: it updates the job row only `WHERE worker_id = <us> AND status = 'running'`
   and writes nothing if that matched no row (the job was re-queued and claimed by another worker).
 - Events and checkpoint records go through the same writer thread, in order, after the steps before them.
-- should_stop() does not touch the database on the training thread: a watcher thread reads the job's
-  cancel flag and owner (one primary-key SELECT) every `cancel_poll_seconds` (0.25 s), so a cancellation is
-  seen at the first step boundary after that; should_stop() reads synchronously only for its first call and
-  when the watcher has not managed a read for a while.
+- Watching the job row (heartbeat, cancel flag, owner) is not this class's business: that is the job's lease
+  (worker/lease.py). should_stop() asks the lease; a fenced write that matches no row tells the lease it is lost.
 - Every database call is retried with backoff through a lost connection (worker/retry.py); all of them are
   idempotent, so a retried transaction whose first commit did land writes the same rows.
 """
@@ -35,8 +33,9 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.events import add_event
-from api.models import Checkpoint, Job, Selection, StepMetric, utcnow
+from api.models import Checkpoint, Selection, StepMetric, utcnow
 from worker.identity import owned_update
+from worker.lease import JobLease
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -64,38 +63,34 @@ class MetricsWriteError(RuntimeError):
 
 
 class DbLogger:
+    """`lease`: the job's lease (worker/lease.py), started by the caller; without one, an unstarted lease that
+    reads the row whenever should_stop() is asked (enough for a logger used on its own, as in tests)."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
         job_id: str,
         worker_id: str,
+        lease: JobLease | None = None,
         resume_step: int = 0,
         flush_steps: int = 20,
         flush_seconds: float = 2.0,
-        stop_event: threading.Event | None = None,
+        checkpoint_every: int | None = None,
         relative_path: Callable[[str], str] = lambda p: p,
         background: bool = True,
-        checkpoint_every: int | None = None,
-        cancel_poll_seconds: float = 0.25,
     ):
         self.sessions = sessions
         self.job_id = job_id
         self.worker_id = worker_id
+        self.lease = lease or JobLease(sessions, job_id, worker_id)
         self.flush_steps = flush_steps
         self.flush_seconds = flush_seconds
-        self.stop_event = stop_event  # set when this process shuts down: stop at the step boundary, stay resumable
-        self.relative_path = relative_path
-        self.background = background
         # The trainer saves a checkpoint right after log_step of step s when s % checkpoint_every == 0 (or s is
         # the last step). Metrics up to s must be stored before that checkpoint exists: a crash in between would
         # otherwise resume after s with steps missing that no one will log again.
         self.checkpoint_every = checkpoint_every
-        self.cancel_poll_seconds = cancel_poll_seconds
-        self.lost = False  # another worker owns the job now; write nothing more
-        self._cancel = False
-        self._last_read = 0.0  # time.monotonic() of the last successful cancel/owner read
-        self._watcher: threading.Thread | None = None
-        self._closing = threading.Event()
+        self.relative_path = relative_path
+        self.background = background
         self.batches_written = 0
         self._metrics: list[dict[str, Any]] = []
         self._selections: list[dict[str, Any]] = []
@@ -110,6 +105,11 @@ class DbLogger:
         self.resume_step = resume_step
         self._last_step = resume_step
         self.reset_after(resume_step)
+
+    @property
+    def lost(self) -> bool:
+        """Another worker owns the job now: write nothing more."""
+        return self.lease.lost
 
     # ---- resume -------------------------------------------------------------------------------------------
 
@@ -154,8 +154,9 @@ class DbLogger:
         step = int(metrics["step"])
         now = utcnow()
         if step <= self._last_step:
-            # The same step again, or an earlier one: everything from it on is superseded. Rare (it never
-            # happens in a normal run), so take the simple exact route: write what we have, then rewind.
+            # The same step again, or an earlier one: everything from it on is superseded. Rare: a step logged twice,
+            # or the trainer resumed from an older checkpoint than the newest one the runner saw (the newest was
+            # unreadable). Take the simple exact route: write what we have, then rewind.
             self.flush()
             self.reset_after(step - 1)
         self._last_step = step
@@ -189,9 +190,6 @@ class DbLogger:
     def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         if self.lost:
             return
-        if type == "resumed" and data and int(data.get("step", self.resume_step)) != self.resume_step:
-            self.flush()
-            self.reset_after(int(data["step"]))  # the trainer found another checkpoint than the runner did
         data = clean(data)
 
         def write():
@@ -219,37 +217,7 @@ class DbLogger:
         self._submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
 
     def should_stop(self) -> bool:
-        if self.lost or (self.stop_event is not None and self.stop_event.is_set()):
-            return True
-        stale = time.monotonic() - self._last_read > max(5.0, 20 * self.cancel_poll_seconds)
-        if not self.background or self._watcher is None or stale:
-            self._read_flags()  # first call, or the watcher is not getting through: ask now
-        if self.background and self._watcher is None and not self.lost:
-            self._watcher = threading.Thread(target=self._watch, name=f"cancel-{self.job_id}", daemon=True)
-            self._watcher.start()
-        return self.lost or self._cancel
-
-    def _read_flags(self) -> None:
-        def read():
-            with self.sessions() as session:
-                return session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
-                                       .where(Job.id == self.job_id)).first()
-
-        row = with_retries(read, f"job {self.job_id}: should_stop")
-        if row is None or row.status != "running" or row.worker_id != self.worker_id:
-            self.lost = True
-        else:
-            self._cancel = bool(row.cancel_requested)
-        self._last_read = time.monotonic()
-
-    def _watch(self) -> None:
-        while not self._closing.wait(self.cancel_poll_seconds):
-            try:
-                self._read_flags()
-            except Exception:  # should_stop falls back to reading itself once the reads are stale
-                log.warning("reading the cancel flag of %s failed", self.job_id, exc_info=True)
-            if self.lost:
-                return
+        return self.lease.should_stop()
 
     def flush(self) -> None:
         """Write everything logged so far and wait until it is stored."""
@@ -264,13 +232,10 @@ class DbLogger:
             self.flush()
         except Exception:
             log.exception("final metrics flush for %s failed", self.job_id)
-        self._closing.set()
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout=60)
             self._writer = None
-        if self._watcher is not None:
-            self._watcher.join(timeout=10)
 
     # ---- writing ------------------------------------------------------------------------------------------
 
@@ -335,7 +300,7 @@ class DbLogger:
         matched = session.execute(owned_update(self.job_id, self.worker_id).values(**values)).rowcount
         if not matched:
             log.warning("job %s is no longer owned by %s; dropping its buffered metrics", self.job_id, self.worker_id)
-            self.lost = True  # the training thread stops buffering at its next call, and stops at the next step
+            self.lease.lose()  # the training thread stops buffering at its next call, and stops at the next step
         return bool(matched)
 
 

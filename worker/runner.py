@@ -1,4 +1,5 @@
-"""Run one job: claim it, train it (resuming from its newest checkpoint), record the outcome.
+"""Run one job: claim it, then prepare (inputs, folder, configuration), train (under the job's lease, resuming from
+its newest checkpoint) and record the outcome.
 
 Used by the Celery task (worker/tasks.py) and by the embedded worker thread (worker/embedded.py) alike.
 Idempotent: the claim is one conditional UPDATE, so a redelivered or duplicated task finds the job running
@@ -7,22 +8,27 @@ Idempotent: the claim is one conditional UPDATE, so a redelivered or duplicated 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
 
 from api.db import migrate, session_factory
 from api.events import add_event
+from api.ids import fine_tuned_model_name
 from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
 from worker.db_logger import DbLogger
 from worker.identity import owned_update, owner_is_dead
+from worker.lease import JobLease
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -67,31 +73,6 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float) -> Job | No
         return job
 
 
-class Heartbeat(threading.Thread):
-    """Proves the owner alive between steps, however long a step takes; notices when the job was taken away."""
-
-    def __init__(self, sessions, job_id: str, worker_id: str, every: float, on_lost: Callable[[], None]):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.sessions, self.job_id, self.worker_id, self.every, self.on_lost = sessions, job_id, worker_id, every, on_lost
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.every):
-            try:
-                with self.sessions.begin() as session:
-                    matched = session.execute(
-                        owned_update(self.job_id, self.worker_id).values(heartbeat_at=utcnow())
-                    ).rowcount
-                if not matched:
-                    self.on_lost()
-                    return
-            except Exception:  # a database hiccup: keep beating; staleness is judged over minutes
-                log.warning("heartbeat for %s failed", self.job_id, exc_info=True)
-
-    def stop(self) -> None:
-        self.done.set()
-
-
 def _finish(sessions, job_id: str, worker_id: str, status: str, message: str, level: str = "info", **values) -> bool:
     """The final transition, only if we still own the job. Retried through a lost database connection."""
     def transition() -> bool:
@@ -130,10 +111,41 @@ def resume_step(output_dir: Path) -> int:
     return latest.step if latest else 0
 
 
-def fine_tuned_name(job: Job, organization: str) -> str:
-    from api.services.jobs import fine_tuned_model_name
+class JobFailure(Exception):
+    """The job cannot succeed; recorded as `failed` with this code, message and parameter."""
 
-    return fine_tuned_model_name(job.model, organization, job.suffix, job.id)
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+@dataclass
+class ClaimedJob:
+    """A job this worker has claimed, on its way through prepare -> train -> record."""
+
+    job: Job
+    worker_id: str
+    settings: Settings
+    sessions: sessionmaker
+    organization: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def output_dir(self) -> Path:
+        return self.settings.job_dir(self.id)
+
+    def finish(self, status: str, message: str, level: str = "info", **values) -> str | None:
+        """The final transition; None when the job was taken from us first."""
+        if status in ("succeeded", "failed", "cancelled"):
+            values.setdefault("finished_at", utcnow())
+        return status if _finish(self.sessions, self.id, self.worker_id, status, message, level, **values) else None
+
+    def fail(self, failure: JobFailure) -> str | None:
+        return self.finish("failed", f"Failed: {failure.message}", level="error", error_code=failure.code,
+                           error_message=failure.message, error_param=failure.param)
 
 
 def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
@@ -150,98 +162,140 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
     job = claim(sessions, job_id, worker_id, settings.stale_after_seconds)
     if job is None:
         return None
-
-    def fail(code: str, message: str, **values) -> str | None:
-        done = _finish(sessions, job_id, worker_id, "failed", f"Failed: {message}", level="error",
-                       finished_at=utcnow(), error_code=code, error_message=message, **values)
-        return "failed" if done else None
-
+    claimed = ClaimedJob(job, worker_id, settings, sessions)
     if job.cancel_requested:
-        _finish(sessions, job_id, worker_id, "cancelled", "Cancelled before training started.", finished_at=utcnow())
-        return "cancelled"
-    with sessions() as session:
+        return claimed.finish("cancelled", "Cancelled before training started.")
+    try:
+        config = prepare(claimed)
+        result = train_job(claimed, config, stop_event)
+    except JobFailure as failure:
+        return claimed.fail(failure)
+    if result is None:  # another worker owns the job now; it records the outcome
+        return None
+    return record(claimed, result, stop_event, on_requeue)
+
+
+# ---- prepare: inputs checked, folder made, configuration resolved ------------------------------------------------
+
+def prepare(claimed: ClaimedJob):
+    """The job's TrainConfig with this host's paths, or JobFailure when the job cannot run here."""
+    dataset, eval_dataset = _datasets(claimed)
+    try:
+        claimed.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # raised here, it would escape run_job and leave the job `running` until swept
+        raise JobFailure("artifact_write_failed", f"Cannot create the job's folder {claimed.output_dir} "
+                         f"({exc.strerror or exc}): check that the data folder is writable and has free space.") from exc
+    return _train_config(claimed, dataset, eval_dataset)
+
+
+def _datasets(claimed: ClaimedJob) -> tuple[Dataset, Dataset | None]:
+    job, settings = claimed.job, claimed.settings
+    with claimed.sessions() as session:
         dataset = session.get(Dataset, job.dataset_id)
-        organization = session.get(Tenant, job.tenant_id).name
+        claimed.organization = session.get(Tenant, job.tenant_id).name
         eval_dataset = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
     if dataset is None or (job.eval_dataset_id and eval_dataset is None):
         missing = job.dataset_id if dataset is None else job.eval_dataset_id
-        return fail("dataset_missing", f"Dataset {missing} no longer exists.", error_param="dataset_id")
-
+        raise JobFailure("dataset_missing", f"Dataset {missing} no longer exists.", param="dataset_id")
     for record in (dataset, eval_dataset):
         if record is not None and not settings.resolve(record.storage_path).is_file():
-            return fail("dataset_missing", f"The file of dataset {record.id} is missing from the data folder "
-                        f"({settings.data_dir}); is the artifact volume shared with this worker?",
-                        error_param="dataset_id")
+            raise JobFailure("dataset_missing", f"The file of dataset {record.id} is missing from the data folder "
+                             f"({settings.data_dir}); is the artifact volume shared with this worker?",
+                             param="dataset_id")
+    return dataset, eval_dataset
 
+
+def _train_config(claimed: ClaimedJob, dataset: Dataset, eval_dataset: Dataset | None):
     from uds.config import ConfigError, TrainConfig
 
-    output_dir = settings.job_dir(job_id)
+    settings = claimed.settings
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # raised here, it would escape run_job and leave the job `running` until swept
-        return fail("artifact_write_failed", f"Cannot create the job's folder {output_dir} ({exc.strerror or exc}): "
-                    "check that the data folder is writable and has free space.")
-    try:
-        config = TrainConfig.from_dict({
-            **job.config,
+        return TrainConfig.from_dict({
+            **claimed.job.config,
             "dataset_path": str(settings.resolve(dataset.storage_path)),
             "eval_dataset_path": str(settings.resolve(eval_dataset.storage_path)) if eval_dataset else None,
-            "output_dir": str(output_dir), "models_dir": str(settings.models_dir), "device": settings.device,
+            "output_dir": str(claimed.output_dir), "models_dir": str(settings.models_dir), "device": settings.device,
         })
     except ConfigError as exc:  # a config stored by an older version that this one rejects
-        return fail("invalid_config", f"{exc.param}: {exc.message}", error_param=exc.param)
+        raise JobFailure("invalid_config", f"{exc.param}: {exc.message}", param=exc.param) from exc
 
+
+# ---- train: the loop, under the job's lease, reporting into the database ----------------------------------------
+
+def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
+    """Run uds.trainer.train. Returns its result, or None when the job was taken from us meanwhile."""
+    from uds.trainer import TrainingError, train
+
+    try:
+        with _reporting(claimed, config, stop_event) as logger:
+            result = train(config, logger, resume=True, allowed_models=claimed.settings.models)
+    except TrainingError as exc:
+        raise JobFailure(exc.code, exc.message) from exc
+    except Exception as exc:
+        log.exception("job %s crashed", claimed.id)
+        _record_traceback(claimed, exc)
+        raise JobFailure("internal_error",
+                         f"Training stopped with an unexpected error: {type(exc).__name__}: {exc}") from exc
+    return None if logger.lost else result
+
+
+@contextlib.contextmanager
+def _reporting(claimed: ClaimedJob, config, stop_event: threading.Event | None):
+    """The job's lease and its DbLogger; on the way out the metric writer drains before the outcome is recorded."""
+    settings = claimed.settings
+    lease = JobLease(claimed.sessions, claimed.id, claimed.worker_id, heartbeat_seconds=settings.heartbeat_seconds,
+                     shutdown=stop_event).start()
     data_dir = str(settings.data_dir)
-    logger = DbLogger(sessions, job_id, worker_id, resume_step=resume_step(output_dir),
-                      flush_steps=settings.metrics_flush_steps, flush_seconds=settings.metrics_flush_seconds,
-                      stop_event=stop_event, relative_path=lambda p: os.path.relpath(p, data_dir),
-                      checkpoint_every=config.checkpoint_every)
-    heartbeat = Heartbeat(sessions, job_id, worker_id, settings.heartbeat_seconds, on_lost=lambda: setattr(logger, "lost", True))
-    heartbeat.start()
+    logger = DbLogger(claimed.sessions, claimed.id, claimed.worker_id, lease=lease,
+                      resume_step=resume_step(claimed.output_dir), flush_steps=settings.metrics_flush_steps,
+                      flush_seconds=settings.metrics_flush_seconds, checkpoint_every=config.checkpoint_every,
+                      relative_path=lambda p: os.path.relpath(p, data_dir))
     try:
-        from uds.trainer import TrainingError, train
-
-        try:
-            result = train(config, logger, resume=True, allowed_models=settings.models)
-        except TrainingError as exc:
-            logger.close()
-            return fail(exc.code, exc.message)
-        except Exception as exc:
-            log.exception("job %s crashed", job_id)
-            logger.close()
-            with sessions.begin() as session:
-                add_event(session, job_id, "traceback", f"{type(exc).__name__}: {exc}", level="error",
-                          data={"traceback": traceback.format_exc()[-8000:]})
-            return fail("internal_error", f"Training stopped with an unexpected error: {type(exc).__name__}: {exc}")
+        yield logger
     finally:
-        heartbeat.stop()
-        logger.close()  # the metric writer thread drains before the outcome is recorded
+        logger.close()
+        lease.stop()
 
-    if logger.lost:
+
+def _record_traceback(claimed: ClaimedJob, exc: Exception) -> None:
+    with claimed.sessions.begin() as session:
+        add_event(session, claimed.id, "traceback", f"{type(exc).__name__}: {exc}", level="error",
+                  data={"traceback": traceback.format_exc()[-8000:]})
+
+
+# ---- record: the outcome on the job row ------------------------------------------------------------------------
+
+def record(claimed: ClaimedJob, result, stop_event: threading.Event | None,
+           on_requeue: Callable[[str], None] | None) -> str | None:
+    if result.status != "cancelled":
+        return _record_success(claimed, result)
+    if stop_event is not None and stop_event.is_set():  # not the user's cancel: this process is shutting down
+        return _requeue_for_shutdown(claimed, on_requeue)
+    return claimed.finish("cancelled", f"Cancelled after {result.steps_done} of {result.total_steps} steps.")
+
+
+def _requeue_for_shutdown(claimed: ClaimedJob, on_requeue: Callable[[str], None] | None) -> str | None:
+    step = resume_step(claimed.output_dir)
+    if not _requeue(claimed.sessions, claimed.id, claimed.worker_id,
+                    f"Worker shutting down; job re-queued, resumes from step {step}."):
         return None
-    if result.status == "cancelled":
-        if stop_event is not None and stop_event.is_set():
-            step = resume_step(output_dir)
-            if _requeue(sessions, job_id, worker_id, f"Worker shutting down; job re-queued, resumes from step {step}."):
-                if on_requeue is not None:
-                    on_requeue(job_id)
-                return "queued"
-            return None
-        done = _finish(sessions, job_id, worker_id, "cancelled",
-                       f"Cancelled after {result.steps_done} of {result.total_steps} steps.", finished_at=utcnow())
-        return "cancelled" if done else None
+    if on_requeue is not None:
+        on_requeue(claimed.id)
+    return "queued"
 
+
+def _record_success(claimed: ClaimedJob, result) -> str | None:
+    from worker.artifacts import ARCHIVE_NAME, package_adapter
+
+    archive = claimed.output_dir / ARCHIVE_NAME
     try:
-        from worker.artifacts import ARCHIVE_NAME, package_adapter
-
-        archive = output_dir / ARCHIVE_NAME
         size, digest = package_adapter(result.adapter_dir, archive)
     except OSError as exc:
-        return fail("artifact_write_failed", f"Could not write the adapter archive: {exc}")
-    done = _finish(
-        sessions, job_id, worker_id, "succeeded",
-        f"Succeeded: {result.steps_done} steps; adapter {size} bytes, sha256 {digest[:12]}...",
-        finished_at=utcnow(), adapter_path=os.path.relpath(archive, data_dir), adapter_bytes=size,
-        adapter_sha256=digest, fine_tuned_model=fine_tuned_name(job, organization), current_step=result.steps_done,
+        return claimed.fail(JobFailure("artifact_write_failed", f"Could not write the adapter archive: {exc}"))
+    job = claimed.job
+    return claimed.finish(
+        "succeeded", f"Succeeded: {result.steps_done} steps; adapter {size} bytes, sha256 {digest[:12]}...",
+        adapter_path=os.path.relpath(archive, claimed.settings.data_dir), adapter_bytes=size, adapter_sha256=digest,
+        fine_tuned_model=fine_tuned_model_name(job.model, claimed.organization, job.suffix, job.id),
+        current_step=result.steps_done,
     )
-    return "succeeded" if done else None

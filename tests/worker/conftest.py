@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from sqlalchemy import update
 
 from api.auth import get_or_create_tenant
 from api.db import session_factory
@@ -34,7 +35,12 @@ def sessions(settings):
 
 @pytest.fixture
 def make_job(settings, sessions):
-    """make_job(status="queued", rows=24, **config) -> job id, with its dataset stored like an upload."""
+    """make_job(status="queued", rows=24, **config) -> job id, with its dataset stored like an upload.
+
+    The database lives for the whole session, and every sweep (recover_jobs, redispatch_queued) looks at all of it:
+    a job a test leaves queued or running would be swept by a later test's sweep. So they end `cancelled`.
+    """
+    made: list[str] = []
 
     def make(status: str = "queued", rows: int = 24, dataset_rows=None, **config) -> str:
         from uds.config import TrainConfig
@@ -57,9 +63,13 @@ def make_job(settings, sessions):
                             method=resolved["method"], budget=resolved["budget"], config=resolved, dataset_id=dataset_id,
                             seed=0, created_at=utcnow(), current_step=0, total_steps=None, examples_scored=0,
                             examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0))
+        made.append(job_id)
         return job_id
 
-    return make
+    yield make
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id.in_(made), Job.status.in_(("queued", "running")))
+                        .values(status="cancelled", worker_id=None, heartbeat_at=None))
 
 
 @pytest.fixture

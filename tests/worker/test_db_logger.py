@@ -9,6 +9,7 @@ from sqlalchemy import event, func, select, update
 from api.db import get_engine
 from api.models import Checkpoint, Job, Selection, StepMetric, utcnow
 from worker.db_logger import DbLogger
+from worker.lease import JobLease
 
 ME = "host:1:me"
 
@@ -172,7 +173,7 @@ def test_should_stop_sees_cancel_and_shutdown(sessions, make_job):
 
     job_id = running(sessions, make_job)
     stop = threading.Event()
-    logger = DbLogger(sessions, job_id, ME, stop_event=stop)
+    logger = DbLogger(sessions, job_id, ME, lease=JobLease(sessions, job_id, ME, shutdown=stop))
     assert logger.should_stop() is False
     stop.set()
     assert logger.should_stop() is True
@@ -216,14 +217,16 @@ def test_metrics_are_stored_before_a_checkpoint_can_exist(sessions, make_job):
     logger.close()
 
 
-def test_should_stop_reads_on_a_watcher_thread(sessions, make_job, settings):
+def test_should_stop_reads_on_the_lease_thread(sessions, make_job, settings):
     """After its first call, should_stop costs the training thread no query; a cancel arrives within a poll."""
     import threading
     import time
 
     job_id = running(sessions, make_job)
-    logger = DbLogger(sessions, job_id, ME, cancel_poll_seconds=0.05)
-    assert logger.should_stop() is False  # reads synchronously once, then leaves it to the watcher
+    lease = JobLease(sessions, job_id, ME, poll_seconds=0.05)
+    logger = DbLogger(sessions, job_id, ME, lease=lease)
+    assert logger.should_stop() is False  # reads synchronously once, then leaves it to the lease's thread
+    lease.start()
     training_thread = threading.get_ident()
     queries_here = []
 
@@ -247,6 +250,7 @@ def test_should_stop_reads_on_a_watcher_thread(sessions, make_job, settings):
     finally:
         event.remove(engine, "before_cursor_execute", count)
         logger.close()
+        lease.stop()
 
 
 def test_events_and_checkpoints_follow_their_steps_in_order(sessions, make_job):
