@@ -191,10 +191,12 @@ def _present_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return [target for target in targets if target in leaf_names]
 
 
-def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: Sequence[str] = ()):
+def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: Sequence[str] = (), init: str = "gaussian"):
     """Wrap `model` in a PeftModel with LoRA on those of `targets` (module names) that the model has.
 
     The base weights are frozen; only the LoRA matrices train. Raises ValueError if no target exists.
+    `init` "gaussian" draws A from N(0, 1/r) (the paper's `A_type`), "default" is PEFT's Kaiming-uniform A;
+    B starts at zero either way, so the adapter starts as the identity.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -206,7 +208,8 @@ def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: 
             + ", ".join(linear_names)
         )
     config = LoraConfig(
-        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=present, bias="none"
+        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=present, bias="none",
+        init_lora_weights="gaussian" if init == "gaussian" else True,
     )
     return get_peft_model(model, config)
 

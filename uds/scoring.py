@@ -370,20 +370,43 @@ def token_statistics(
     return TokenStatistics(mean_loss.to(torch.float32), grad_sq.sqrt().to(torch.float32), tokens)
 
 
-# ------------------------------------------------------------------------------------------- alpha="auto"
+# ---------------------------------------------------------------------------------------------------- alpha
+
+# The official script's alpha, on its own (unnormalised FastJL) distance scale.
+OFFICIAL_ALPHA = 1.5e-3
+
+
+def official_distance_scale(vocab_size: int, max_len: int) -> float:
+    """How many times larger the official FastJL distances are than the Frobenius distances ours estimate.
+
+    The official projector multiplies by random signs, takes the real part of an unnormalised FFT and keeps
+    r random coefficients scaled by sqrt(n / r), once over the vocabulary (n = V) and once over the zero-padded
+    sequence (n = max_len). An unnormalised FFT coefficient of a sign-randomised vector x has E|X_j|^2 = ||x||^2
+    and its real part half of that, so each side multiplies squared norms by n / 2 in expectation: distances grow
+    by sqrt(V * max_len) / 2 (tested against a port of the official projector). Two small biases of theirs are
+    left out: the coefficients j = 0 and n / 2 are real (+2 / n), and the first sequence position always has
+    cosine 1 (+ its share of the energy, about 1 / L): together a few percent at L = 32, nothing at L = 512.
+    """
+    return math.sqrt(vocab_size * max_len) / 2.0
+
+
+def paper_alpha(vocab_size: int, max_len: int) -> float:
+    """The official alpha (1.5e-3) in our normalised units: alpha * v must weigh the same in the total score."""
+    return OFFICIAL_ALPHA * official_distance_scale(vocab_size, max_len)
 
 
 class AutoAlpha:
-    """alpha = std(u) / std(v), both pooled over the candidates of the last `window` steps (this one included).
+    """alpha = std(u) / std(v) within selection groups, pooled over the last `window` groups (this one included).
 
-    So alpha * v has the same spread as u and the two terms weigh equally in the ranking, whatever the scale
-    of the logits. Steps scored with an empty buffer (v all 0) are left out of the v pool: counting them would
-    inflate std(v) by the jump from 0, not by any difference between candidates. While v has no spread
-    (empty buffer, or spread below 1e-6 of its magnitude) alpha is 0: a constant v cannot change the ranking,
-    and multiplying its rounding noise by a huge alpha would.
+    Selection only compares candidates of one group, so what must balance is the spread of u and of alpha * v
+    inside a group: each group's values are centred on the group's mean before pooling. Pooling raw values
+    instead would measure the spread between groups (mostly their lengths, under length grouping), which no
+    selection ever sees. Groups scored with an empty buffer (v all 0) are left out of the v pool. While v has no
+    spread (empty buffer, or spread below 1e-6 of its magnitude) alpha is 0: a constant v cannot change the
+    ranking, and multiplying its rounding noise by a huge alpha would.
     """
 
-    def __init__(self, window: int = 50):
+    def __init__(self, window: int = 256):
         if window < 1:
             raise ValueError("window must be >= 1")
         self.window = int(window)
@@ -391,21 +414,24 @@ class AutoAlpha:
         self._v: deque[Tensor] = deque(maxlen=self.window - 1)
 
     def value(self, u: Tensor, v: Tensor | None = None) -> float:
-        """The alpha to use for this step's candidates (u, v), given the previous window - 1 steps."""
-        us = torch.cat([*self._u, _flat64(u)])
-        vs = torch.cat([*self._v, _flat64(v)])
+        """The alpha to use for this group's candidates (u, v), given the previous window - 1 groups."""
+        us = torch.cat([*self._u, _centred64(u)])
+        vs = torch.cat([*self._v, _centred64(v)])
         if vs.numel() < 2 or us.numel() < 2:
             return 0.0
-        su = float(us.std(correction=0))
-        sv = float(vs.std(correction=0))
-        if not (math.isfinite(su) and math.isfinite(sv)) or sv <= 1e-6 * float(vs.abs().max()):
+        su = float(us.square().mean().sqrt())
+        sv = float(vs.square().mean().sqrt())
+        scale = float(_flat64(v).abs().max()) if v is not None and v.numel() else 0.0
+        if not (math.isfinite(su) and math.isfinite(sv)) or sv <= 1e-6 * scale or sv == 0.0:
             return 0.0
         return su / sv
 
     def update(self, u: Tensor, v: Tensor | None = None) -> None:
-        """Record one step's candidate values; v = None for a step scored against an empty buffer."""
-        self._u.append(_flat64(u))
-        self._v.append(_flat64(v))
+        """Record one group's candidate values; v = None for a group scored against an empty buffer."""
+        if u.numel() < 2:
+            return  # a lone candidate has no within-group spread; recording its 0 would shrink the pooled one
+        self._u.append(_centred64(u))
+        self._v.append(_centred64(v))
 
     def state_dict(self) -> dict:
         return {"window": self.window, "u": [t.clone() for t in self._u], "v": [t.clone() for t in self._v]}
@@ -414,6 +440,11 @@ class AutoAlpha:
         self.window = int(state["window"])
         self._u = deque((t.to(torch.float64).cpu() for t in state["u"]), maxlen=self.window - 1)
         self._v = deque((t.to(torch.float64).cpu() for t in state["v"]), maxlen=self.window - 1)
+
+
+def _centred64(values: Tensor | None) -> Tensor:
+    flat = _flat64(values)
+    return flat - flat.mean() if flat.numel() else flat
 
 
 def _flat64(values: Tensor | None) -> Tensor:

@@ -1,19 +1,25 @@
 """Online batch selectors: UDS and the baselines that share its loop (DESIGN.md section 3).
 
-Per step the trainer calls `scores = sel.scores(inputs)`, `idx = sel.select(scores, k)`,
-`sel.update(inputs, scores, idx)`, and checkpoints `sel.state_dict()`. Every selector ranks by `scores.total`
-with the same stable top-k, so ties always go to the lower candidate index and a run is reproducible.
+Selection runs in groups of B candidates, as the paper's code does. Per optimizer step the trainer
+1. calls `sel.measure(inputs)` on chunks of the step's candidates (one no-grad pass): what each candidate is,
+   independently of the others and of the memory (utility and projection for UDS, loss for max_loss);
+2. calls `select_groups(sel, measures, sizes, budget)`, which asks `sel.select_group(group, k)` for each group
+   in order; UDS computes diversity against its memory there and pushes the group's picks before the next
+   group is seen, so a later pick in the same step is compared with the earlier ones.
+Scoring all groups of a step in one pass equals scoring each on its own: the weights do not change inside
+gradient accumulation. Every selector ranks with the same stable top-k, so ties go to the lower candidate index
+and a run is reproducible. `state_dict()` is what a checkpoint keeps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-from uds.config import TrainConfig
+from uds.config import TrainConfig, selected_count
 from uds.scoring import (
     AutoAlpha,
     MemoryBuffer,
@@ -22,6 +28,7 @@ from uds.scoring import (
     gram_matrix,
     head_projection,
     nuclear_norms_from_factor,
+    paper_alpha,
     project,
     projection_matrices,
     token_statistics,
@@ -34,32 +41,94 @@ _LOGITS_BUDGET = 1 << 25
 @dataclass
 class ScoringInputs:
     hidden: Tensor | None  # [B, L, d] final-norm hidden states; None for selectors with needs_hidden False
-    attention_mask: Tensor  # [B, L], 1 = real token
+    attention_mask: Tensor  # [B, L], 1 = real token (or = scored token, with score_on="answer")
     labels: Tensor | None  # [B, L], -100 = no loss (only max_loss / max_grad need them)
     head: Any  # OutputHead: .weight [V, d], .is_linear, and .logits(hidden) when not linear
 
 
 @dataclass
+class Measures:
+    """Per-candidate quantities of one scoring pass that do not depend on the memory, in candidate order."""
+
+    count: int
+    utility: Tensor | None = None  # [N] u (uds)
+    projection: Tensor | None = None  # [N, r_seq * r_voc] p (uds)
+    statistic: Tensor | None = None  # [N] mean loss or gradient-norm proxy (max_loss, max_grad)
+
+    def part(self, start: int, stop: int) -> "Measures":
+        def cut(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[start:stop]
+
+        return Measures(stop - start, cut(self.utility), cut(self.projection), cut(self.statistic))
+
+    @staticmethod
+    def concat(parts: Sequence["Measures"]) -> "Measures":
+        def join(name: str) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) or not values else torch.cat(values)
+
+        return Measures(sum(p.count for p in parts), join("utility"), join("projection"), join("statistic"))
+
+
+@dataclass
 class Scores:
-    total: Tensor  # [B] what `select` ranks by
-    utility: Tensor | None = None  # [B] u (uds only)
-    diversity: Tensor | None = None  # [B] v (uds only)
-    alpha: float | None = None  # alpha in use this step (uds only)
+    total: Tensor  # [N] what the selection ranked by
+    utility: Tensor | None = None  # [N] u (uds only)
+    diversity: Tensor | None = None  # [N] v (uds only)
+    alpha: float | None = None  # alpha in use (uds only); over several groups, their mean
+
+
+@dataclass
+class GroupedSelection:
+    """One step's selection: scores of every candidate, and the picks as indices into the step's candidates."""
+
+    scores: Scores
+    chosen: Tensor  # [M] ascending (candidate order within and across groups)
+    group_sizes: list[int]
+    alphas: list[float]  # per group, uds only
 
 
 class Selector(Protocol):
     name: str
     needs_hidden: bool  # False: the trainer skips the scoring forward pass (random, full)
 
-    def scores(self, inputs: ScoringInputs) -> Scores: ...
+    def measure(self, inputs: ScoringInputs) -> Measures: ...
 
-    def select(self, scores: Scores, k: int) -> Tensor: ...
-
-    def update(self, inputs: ScoringInputs, scores: Scores, selected: Tensor) -> None: ...
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]: ...
 
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def select_groups(selector: Selector, measures: Measures, group_sizes: Sequence[int], budget: float) -> GroupedSelection:
+    """Select k = max(1, round(budget * size)) of each consecutive group, in order (each may update the memory)."""
+    if sum(group_sizes) != measures.count:
+        raise ValueError(f"groups hold {sum(group_sizes)} candidates, the measures {measures.count}")
+    parts: list[Scores] = []
+    chosen: list[Tensor] = []
+    start = 0
+    for size in group_sizes:
+        scores, picked = selector.select_group(measures.part(start, start + size), selected_count(budget, size))
+        parts.append(scores)
+        # Candidate order, not score order: the trained set then depends only on which examples were picked
+        # (budget 1.0 under any selector equals `full` exactly).
+        chosen.append(picked.sort().values.cpu() + start)
+        start += size
+    alphas = [p.alpha for p in parts if p.alpha is not None]
+    scores = Scores(
+        total=torch.cat([p.total.float().cpu() for p in parts]),
+        utility=_cat_optional([p.utility for p in parts]),
+        diversity=_cat_optional([p.diversity for p in parts]),
+        alpha=sum(alphas) / len(alphas) if alphas else None,
+    )
+    return GroupedSelection(scores, torch.cat(chosen), list(group_sizes), alphas)
+
+
+def _cat_optional(values: list[Tensor | None]) -> Tensor | None:
+    if not values or any(v is None for v in values):
+        return None
+    return torch.cat([v.float().cpu() for v in values])
 
 
 def select_topk(total: Tensor, k: int) -> Tensor:
@@ -86,17 +155,14 @@ def head_logits_fn(head: Any):
     raise ValueError("an output head that is not a plain H W^T must provide .logits(hidden) -> logits")
 
 
-class _RankByTotal:
-    """Shared behaviour: rank by `total`, nothing to remember between steps."""
+class _Stateless:
+    """Shared behaviour: nothing to remember between groups."""
 
     name = ""
     needs_hidden = True
 
-    def select(self, scores: Scores, k: int) -> Tensor:
-        return select_topk(scores.total, k)
-
-    def update(self, inputs: ScoringInputs, scores: Scores, selected: Tensor) -> None:
-        pass
+    def measure(self, inputs: ScoringInputs) -> Measures:
+        return Measures(inputs.attention_mask.shape[0])
 
     def state_dict(self) -> dict:
         return {"name": self.name}
@@ -105,7 +171,7 @@ class _RankByTotal:
         _check_name(self.name, state)
 
 
-class UDSSelector(_RankByTotal):
+class UDSSelector(_Stateless):
     """s = u + alpha * v: nuclear norm of the logits plus mean distance to the memory of selected projections."""
 
     name = "uds"
@@ -118,8 +184,8 @@ class UDSSelector(_RankByTotal):
         r_voc: int = 128,
         r_seq: int = 8,
         buffer_size: int = 1024,
-        alpha: float | str = "auto",
-        alpha_window: int = 50,
+        alpha: float | str = "paper",
+        alpha_window: int = 256,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ):
@@ -137,21 +203,16 @@ class UDSSelector(_RankByTotal):
             self.factor = self.w_proj = None
             self.r_voc_matrix = r_voc_matrix
         self.buffer = MemoryBuffer(buffer_size, r_seq * r_voc, device=device)
+        # What "paper" means for this job, reported next to whatever alpha is used.
+        self.paper_alpha = paper_alpha(vocab_size, max_len)
         self.auto_alpha = AutoAlpha(alpha_window) if alpha == "auto" else None
-        self.fixed_alpha = None if alpha == "auto" else float(alpha)
-        # (scores, projections) of the last `scores` call, so `update` pushes them without recomputing.
-        self._pending: tuple[Scores, Tensor] | None = None
+        self.fixed_alpha = None if alpha == "auto" else (self.paper_alpha if alpha == "paper" else float(alpha))
 
     @torch.no_grad()
-    def scores(self, inputs: ScoringInputs) -> Scores:
+    def measure(self, inputs: ScoringInputs) -> Measures:
         with _full_precision(inputs.hidden.device):
             u, p = self._utility_and_projection(inputs)
-            has_memory = len(self.buffer) > 0
-            v = self.buffer.mean_distances(p)
-            alpha = self.auto_alpha.value(u, v if has_memory else None) if self.auto_alpha else self.fixed_alpha
-            scores = Scores(total=u + alpha * v, utility=u, diversity=v, alpha=alpha)
-        self._pending = (scores, p)
-        return scores
+        return Measures(u.shape[0], utility=u, projection=p)
 
     def _utility_and_projection(self, inputs: ScoringInputs) -> tuple[Tensor, Tensor]:
         hidden, mask = inputs.hidden, inputs.attention_mask
@@ -161,17 +222,18 @@ class UDSSelector(_RankByTotal):
         return explicit_scores(hidden, mask, head_logits_fn(inputs.head), chunk, self.r_voc_matrix, self.r_seq_matrix)
 
     @torch.no_grad()
-    def update(self, inputs: ScoringInputs, scores: Scores, selected: Tensor) -> None:
-        if self._pending is not None and self._pending[0] is scores:
-            p = self._pending[1]
-        else:
-            with _full_precision(inputs.hidden.device):
-                p = self._utility_and_projection(inputs)[1]
-        self._pending = None
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
+        u, p = group.utility, group.projection
+        has_memory = len(self.buffer) > 0
+        v = self.buffer.mean_distances(p)
+        # v is only informative once the memory held something when the group was scored.
+        alpha = self.auto_alpha.value(u, v if has_memory else None) if self.auto_alpha else self.fixed_alpha
+        scores = Scores(total=u + alpha * v, utility=u, diversity=v, alpha=alpha)
+        chosen = select_topk(scores.total, k)
         if self.auto_alpha is not None:
-            # v is only informative once the buffer held something when these candidates were scored.
-            self.auto_alpha.update(scores.utility, scores.diversity if len(self.buffer) > 0 else None)
-        self.buffer.push(p[selected.to(p.device)])
+            self.auto_alpha.update(u, v if has_memory else None)
+        self.buffer.push(p[chosen.to(p.device)])
+        return scores, chosen
 
     def state_dict(self) -> dict:
         state = {"name": self.name, "buffer": self.buffer.state_dict()}
@@ -184,13 +246,12 @@ class UDSSelector(_RankByTotal):
         self.buffer.load_state_dict(state["buffer"])
         if self.auto_alpha is not None and "auto_alpha" in state:
             self.auto_alpha.load_state_dict(state["auto_alpha"])
-        self._pending = None
 
 
-class RandomSelector(_RankByTotal):
-    """k uniformly at random: the top k of i.i.d. uniform keys, drawn from the selector's own generator.
+class RandomSelector(_Stateless):
+    """k uniformly at random of each group: the top k of i.i.d. uniform keys from the selector's own generator.
 
-    Its own generator (not the global RNG) so that the choice depends only on the seed and the step, and
+    Its own generator (not the global RNG) so that the choice depends only on the seed and the position, and
     the checkpoint restores it exactly.
     """
 
@@ -200,10 +261,9 @@ class RandomSelector(_RankByTotal):
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
-    def scores(self, inputs: ScoringInputs) -> Scores:
-        mask = inputs.attention_mask
-        keys = torch.rand(mask.shape[0], generator=self.generator)
-        return Scores(total=keys.to(mask.device))
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
+        keys = torch.rand(group.count, generator=self.generator)
+        return Scores(total=keys), select_topk(keys, k)
 
     def state_dict(self) -> dict:
         return {"name": self.name, "generator": self.generator.get_state()}
@@ -213,25 +273,21 @@ class RandomSelector(_RankByTotal):
         self.generator.set_state(state["generator"])
 
 
-class FullSelector(_RankByTotal):
+class FullSelector(_Stateless):
     """No selection: every candidate, in order, whatever k is."""
 
     name = "full"
     needs_hidden = False
 
-    def scores(self, inputs: ScoringInputs) -> Scores:
-        mask = inputs.attention_mask
-        return Scores(total=torch.zeros(mask.shape[0], device=mask.device))
-
-    def select(self, scores: Scores, k: int) -> Tensor:
-        return torch.arange(scores.total.shape[0], device=scores.total.device)
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
+        return Scores(total=torch.zeros(group.count)), torch.arange(group.count)
 
 
-class _TokenStatisticSelector(_RankByTotal):
+class _TokenStatisticSelector(_Stateless):
     statistic = ""
 
     @torch.no_grad()
-    def scores(self, inputs: ScoringInputs) -> Scores:
+    def measure(self, inputs: ScoringInputs) -> Measures:
         if inputs.labels is None:
             raise ValueError(f"the {self.name} selector needs labels")
         head = inputs.head
@@ -239,7 +295,11 @@ class _TokenStatisticSelector(_RankByTotal):
         chunk = max(1, _LOGITS_BUDGET // head.weight.shape[0])
         with _full_precision(inputs.hidden.device):
             stats = token_statistics(inputs.hidden, inputs.attention_mask, inputs.labels, head.weight, chunk, head_fn)
-        return Scores(total=getattr(stats, self.statistic))
+        values = getattr(stats, self.statistic)
+        return Measures(values.shape[0], statistic=values)
+
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
+        return Scores(total=group.statistic), select_topk(group.statistic, k)
 
 
 class MaxLossSelector(_TokenStatisticSelector):

@@ -1,8 +1,10 @@
-"""The UDS training loop. Read `train` top to bottom: set up, maybe resume, then one `_step` per candidate batch.
+"""The UDS training loop. Read `train` top to bottom: set up, maybe resume, then one `_step` per optimizer step.
 
-Each step draws a candidate batch of B examples, scores all of them with one no-grad forward pass through the
-model body (no lm_head), keeps k = max(1, round(budget * B)), and runs forward + backward on those k only, in
-micro-batches whose losses are token-weighted so the accumulated gradient equals that of one big batch.
+Each step takes G selection groups of B candidates (length-grouped: near-equal lengths inside a group), scores
+all G * B with one no-grad forward pass through the model body (no lm_head), then selects group by group,
+k = max(1, round(budget * B)) of each, the memory updated after every group as in the paper's code; then it
+runs forward + backward on the G * k picks in micro-batches whose losses are weighted so the accumulated
+gradient equals that of one big batch (per example or per token), and takes one optimizer step.
 
 The loop reports through `uds.reporter.TrainLogger` and knows nothing of databases or queues.
 """
@@ -10,7 +12,6 @@ The loop reports through `uds.reporter.TrainLogger` and knows nothing of databas
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import shutil
@@ -23,14 +24,15 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
-from uds.config import TrainConfig, selected_count, steps_per_epoch, total_steps
+from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
+from uds.diagnostics import length_bias
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
 from uds.models import ModelLoadError, ModelNotAllowed, add_lora, body_hidden_states, load_model_and_tokenizer, output_head, resolve_model
 from uds.reporter import NullLogger, TrainLogger
 from uds.scoring import summary
-from uds.selectors import Scores, ScoringInputs, make_selector
+from uds.selectors import GroupedSelection, Measures, Scores, ScoringInputs, make_selector, select_groups
 
 
 class TrainingError(Exception):
@@ -60,6 +62,7 @@ class _Run:
     model: Any
     tokenizer: Any
     items: list[TokenizedExample]
+    lengths: list[int]  # token count of each dataset row, what length grouping sorts by
     score_masks: dict[int, list[int]] | None  # by dataset row: 1 on answer tokens; None = score every real token
     eval_set: EvalSet | None
     optimizer: torch.optim.Optimizer
@@ -68,7 +71,9 @@ class _Run:
     head: Any
     total_steps: int
     steps_per_epoch: int
+    groups_per_step: int
     counters: dict[str, Any]
+    epoch_groups: dict[int, list[list[int]]] = field(default_factory=dict)  # the last epochs' group orders
 
 
 def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool = True, allowed_models: list[str] | None = None) -> TrainResult:
@@ -88,8 +93,10 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
         logger.log_event(
             "started",
             f"Training {config.model} with {config.method} at budget {config.budget:g}: {run.total_steps} steps of "
-            f"{config.candidate_batch_size} candidates, {len(run.items)} examples, on {run.device.type}.",
-            data={"total_steps": run.total_steps, "n_examples": len(run.items), "device": run.device.type},
+            f"{run.groups_per_step} groups of {config.candidate_batch_size} candidates ({config.k} picked per group), "
+            f"{len(run.items)} examples, on {run.device.type}.",
+            data={"total_steps": run.total_steps, "n_examples": len(run.items), "device": run.device.type,
+                  "groups_per_step": run.groups_per_step, "candidate_batch_size": config.candidate_batch_size, "k": config.k},
         )
 
     for step in range(start_step + 1, run.total_steps + 1):
@@ -140,7 +147,7 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
 
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=config.lora_targets)
+    model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=config.lora_targets, init=config.lora_init)
     model.to(device)
 
     items = tokenize_examples(examples, tokenizer, config.max_seq_len, config.loss_on)
@@ -153,10 +160,14 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     n_steps = total_steps(config, len(items))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_multiplier(config, n_steps))
-    counters = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0, "time_scoring": 0.0, "time_training": 0.0, "alpha": None}
+    counters = {
+        "examples_scored": 0, "examples_trained": 0, "tokens_trained": 0, "time_scoring": 0.0, "time_training": 0.0,
+        "alpha": None, "alpha_paper": getattr(selector, "paper_alpha", None), **_LENGTH_COUNTERS,
+    }
     return _Run(
-        config, device, model, tokenizer, items, score_masks, eval_set, optimizer, scheduler, selector, head,
-        n_steps, steps_per_epoch(len(items), config.candidate_batch_size), counters,
+        config, device, model, tokenizer, items, [len(item.input_ids) for item in items], score_masks, eval_set,
+        optimizer, scheduler, selector, head, n_steps, steps_per_epoch(config, len(items)),
+        groups_per_step(config, len(items)), counters,
     )
 
 
@@ -169,8 +180,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_multiplier(config: TrainConfig, n_steps: int):
-    """Linear warm-up over `warmup_ratio` of the steps, then cosine or linear decay to zero (or constant)."""
-    warmup = math.ceil(config.warmup_ratio * n_steps)
+    """Linear warm-up over `warmup_ratio` of the steps, then cosine or linear decay to zero (or constant).
+
+    Warm-up steps are counted as the official script does, max(1, int(ratio * steps)) (so a 39-step run at 1%
+    warms up for one step). Unlike transformers' schedule, the first step is not taken at learning rate 0.
+    """
+    warmup = max(1, int(config.warmup_ratio * n_steps)) if config.warmup_ratio > 0 else 0
 
     def multiplier(done: int) -> float:
         if done < warmup:
@@ -188,40 +203,63 @@ def lr_multiplier(config: TrainConfig, n_steps: int):
 # ---------------------------------------------------------------------------------------------------- one step
 
 
-def candidate_rows(config: TrainConfig, n_examples: int, step: int) -> tuple[int, list[int]]:
-    """(epoch, dataset rows) of the candidate batch of 1-based `step`.
+def epoch_groups(lengths: list[int], candidate_batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The selection groups of one epoch, as lists of dataset rows, in the order they are drawn.
 
-    Derived from (seed, epoch, step) alone, so the data position of a resumed run is just its step number.
+    Derived from (seed, epoch) alone, so the data position of a resumed run is just its step number. With
+    `group_by_length` (transformers' length-grouped sampler, as the official script runs): shuffle, cut into
+    mega-batches of up to 50 groups, sort each by length (longest first), cut into groups of B, and shuffle the
+    groups' order. Then a group holds near-equal lengths, and the nuclear norm, which grows with the number of
+    rows, compares examples rather than lengths. Only the epoch's last group (before the shuffle) may be partial.
     """
-    per_epoch = steps_per_epoch(n_examples, config.candidate_batch_size)
-    epoch, batch_index = divmod(step - 1, per_epoch)
-    order = _epoch_order(config.seed, epoch, n_examples)
-    start = batch_index * config.candidate_batch_size
-    return epoch, order[start : start + config.candidate_batch_size].tolist()
+    n = len(lengths)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    size = candidate_batch_size
+    if group_by_length:
+        n_groups = group_count(n, size)
+        # At least 4 mega-batches when the data allows it (as transformers does): one sorted mega-batch would make
+        # the epoch's groups a fixed function of length.
+        megabatch = size * max(1, min(50, n_groups // 4))
+        order = [row for start in range(0, n, megabatch) for row in sorted(order[start : start + megabatch], key=lambda r: -lengths[r])]
+    groups = [order[start : start + size] for start in range(0, n, size)]
+    if group_by_length:
+        groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+    return groups
 
 
-@functools.lru_cache(maxsize=2)
-def _epoch_order(seed: int, epoch: int, n_examples: int) -> torch.Tensor:
-    # Cached: one shuffle per epoch, not one per step (a randperm of a million rows costs milliseconds).
-    return torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+def step_groups(run: _Run, step: int) -> tuple[int, list[list[int]]]:
+    """(epoch, selection groups) of 1-based `step`: the step's slice of its epoch's groups."""
+    config = run.config
+    epoch, index = divmod(step - 1, run.steps_per_epoch)
+    if epoch not in run.epoch_groups:
+        # Kept for the epochs in use only: one sort per epoch, not one per step.
+        run.epoch_groups = {epoch: epoch_groups(run.lengths, config.candidate_batch_size, config.seed, epoch, config.group_by_length)}
+    groups = run.epoch_groups[epoch]
+    return epoch, groups[index * run.groups_per_step : (index + 1) * run.groups_per_step]
 
 
 def _step(run: _Run, step: int) -> dict[str, Any]:
     config = run.config
-    epoch, rows = candidate_rows(config, len(run.items), step)
+    epoch, groups = step_groups(run, step)
+    rows = [row for group in groups for row in group]
     candidates = [run.items[row] for row in rows]
-    k = selected_count(config.budget, len(candidates))
 
     started = _now(run.device)
-    scores, chosen = _score_and_select(run, candidates, k)
+    selection = _score_and_select(run, groups)
     scored = _now(run.device)
-    trained = [candidates[i] for i in chosen.tolist()]
+    trained = [candidates[i] for i in selection.chosen.tolist()]
     loss, accuracy, grad_norm, tokens = _train_on(run, trained)
     finished = _now(run.device)
 
     learning_rate = run.scheduler.get_last_lr()[0]
     run.scheduler.step()
-    _count(run, len(candidates), len(trained), tokens, scored - started, finished - scored)
+    scores = selection.scores
+    lengths = torch.tensor([run.lengths[row] for row in rows])
+    selected_mask = torch.zeros(len(rows), dtype=torch.bool)
+    selected_mask[selection.chosen] = True
+    bias = length_bias(lengths, scores.utility, _informative(scores.total), selected_mask, selection.group_sizes)
+    _count(run, len(candidates), len(trained), tokens, scored - started, finished - scored, bias, lengths, selected_mask)
     run.counters["alpha"] = scores.alpha
     return {
         "step": step,
@@ -234,32 +272,62 @@ def _step(run: _Run, step: int) -> dict[str, Any]:
         "tokens_trained": tokens,
         "candidates": len(candidates),
         "selected": len(trained),
+        "groups": len(groups),
         "time_scoring": scored - started,
         "time_training": finished - scored,
         "alpha": scores.alpha,
-        "stats": _selection_stats(scores, chosen),
+        "stats": {**_selection_stats(scores, selection.chosen), "groups": len(groups), "length": bias},
         "eval_loss": None,
         "eval_accuracy": None,
-        "selections": _selection_rows(rows, scores, chosen),
+        "selections": _selection_rows(rows, scores, selection.chosen),
     }
 
 
-def _score_and_select(run: _Run, candidates: list[TokenizedExample], k: int) -> tuple[Scores, torch.Tensor]:
-    batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
-    hidden = None
-    if run.selector.needs_hidden:  # random and full pick without looking: no scoring pass to pay for
-        run.model.eval()
+def _informative(total: torch.Tensor) -> torch.Tensor | None:
+    # `full` ranks nothing (all zeros): a correlation of its "score" with length would be noise, not a finding.
+    return None if bool((total == 0).all()) else total
+
+
+def _score_and_select(run: _Run, groups: list[list[int]]) -> GroupedSelection:
+    sizes = [len(group) for group in groups]
+    if run.selector.needs_hidden:
+        measures = _measure(run, groups)
+    else:  # random and full pick without looking: no scoring pass to pay for
+        measures = Measures(sum(sizes))
+    return select_groups(run.selector, measures, sizes, run.config.budget)
+
+
+def _measure(run: _Run, groups: list[list[int]]) -> Measures:
+    """One no-grad pass over the step's candidates, a few whole groups at a time.
+
+    Each chunk is padded to its own longest row only, and groups are near-equal in length, so length grouping
+    also keeps the scoring pass free of padding. Chunks hold at least as many rows as a few training micro-batches
+    would, so the pass never holds more activations than training does.
+    """
+    run.model.eval()
+    parts = []
+    chunk_rows = max(8, 2 * run.config.micro_batch_size)
+    for chunk in _chunks_of_groups(groups, chunk_rows):
+        candidates = [run.items[row] for row in chunk]
+        batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
         with torch.no_grad(), _autocast(run.device):
-            hidden = _body_hidden_in_chunks(run, batch).float()
-    mask = batch["attention_mask"] if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
-    inputs = ScoringInputs(hidden=hidden, attention_mask=mask, labels=batch["labels"], head=run.head)
-    scores = run.selector.scores(inputs)
-    chosen = run.selector.select(scores, k)
-    run.selector.update(inputs, scores, chosen)
-    # Train in candidate order, not score order: the step's result then depends only on which examples were
-    # picked (budget 1.0 under any selector equals `full` exactly).
-    chosen = chosen.sort().values
-    return scores, chosen
+            hidden = body_hidden_states(run.model, batch["input_ids"], batch["attention_mask"]).float()
+        mask = batch["attention_mask"] if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
+        parts.append(run.selector.measure(ScoringInputs(hidden=hidden, attention_mask=mask, labels=batch["labels"], head=run.head)))
+        del hidden
+    return Measures.concat(parts)
+
+
+def _chunks_of_groups(groups: list[list[int]], rows: int) -> list[list[int]]:
+    chunks, current = [], []
+    for group in groups:
+        current.extend(group)
+        if len(current) >= rows:
+            chunks.append(current)
+            current = []
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def answer_masks(examples, tokenizer, max_seq_len: int, items: list[TokenizedExample]) -> dict[int, list[int]]:
@@ -281,41 +349,50 @@ def _score_mask(run: _Run, candidates: list[TokenizedExample], attention_mask: t
     return mask
 
 
-def _body_hidden_in_chunks(run: _Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    # Chunked so the scoring pass never holds more activations than a few training micro-batches would.
-    chunk = max(8, 2 * run.config.micro_batch_size)
-    parts = [
-        body_hidden_states(run.model, batch["input_ids"][i : i + chunk], batch["attention_mask"][i : i + chunk])
-        for i in range(0, batch["input_ids"].shape[0], chunk)
-    ]
-    return torch.cat(parts)
-
-
 def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float, float, int]:
-    """Forward + backward on the selected examples, one optimizer step. Returns loss, token accuracy, grad norm, tokens."""
+    """Forward + backward on the selected examples, one optimizer step. Returns loss, token accuracy, grad norm, tokens.
+
+    Weights are fixed over the whole selection before the first micro-batch, so the accumulated gradient is
+    exactly that of one batch however the picks are split: "token" weights every loss token 1 / (all loss tokens);
+    "example" (the official script: each micro-batch's mean, k = 1 per micro-batch) weights example i's tokens
+    1 / (T_i * examples), the mean over examples of each example's token mean.
+    """
     config = run.config
     run.model.train()
     run.optimizer.zero_grad(set_to_none=True)
-    # Loss tokens are counted over the whole selection first: dividing each micro-batch's summed loss by the
-    # total makes the accumulated gradient exactly that of one batch of k, however the k are split.
-    loss_tokens = sum(_loss_token_count(item) for item in trained)
+    # Sorted by length for the micro-batches: the picks come from groups of different lengths, and padding each
+    # micro-batch to near-equal rows saves compute. Stable, so the order depends only on which were picked.
+    trained = sorted(trained, key=lambda item: len(item.input_ids))
+    token_counts = [_loss_token_count(item) for item in trained]
+    loss_tokens = sum(token_counts)
+    examples_with_loss = sum(1 for count in token_counts if count)
     total_loss, correct, tokens = 0.0, 0, 0
     for start in range(0, len(trained), config.micro_batch_size):
-        micro = _to_device(collate(trained[start : start + config.micro_batch_size], run.tokenizer.pad_token_id), run.device)
+        micro_items = trained[start : start + config.micro_batch_size]
+        micro = _to_device(collate(micro_items, run.tokenizer.pad_token_id), run.device)
         with _autocast(run.device):
             logits = run.model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"]).logits
         shift_logits = logits[:, :-1].float()
         shift_labels = micro["labels"][:, 1:]
-        summed = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-        (summed / max(1, loss_tokens)).backward()
-        total_loss += summed.item()
+        per_token = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
+        weights = _token_weights(config.loss_weighting, token_counts[start : start + len(micro_items)], loss_tokens, examples_with_loss)
+        weighted = (per_token * weights.to(per_token.device).unsqueeze(1)).sum()
+        weighted.backward()
+        total_loss += weighted.item()
         mask = shift_labels != -100
         correct += int((shift_logits.argmax(-1)[mask] == shift_labels[mask]).sum())
         tokens += int(micro["attention_mask"].sum())
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
     run.optimizer.step()
-    return total_loss / max(1, loss_tokens), correct / max(1, loss_tokens), grad_norm, tokens
+    return total_loss, correct / max(1, loss_tokens), grad_norm, tokens
+
+
+def _token_weights(loss_weighting: str, counts: list[int], loss_tokens: int, examples_with_loss: int) -> torch.Tensor:
+    """Per-example weight of each of its loss tokens (padding and prompt tokens carry 0 loss anyway)."""
+    if loss_weighting == "token":
+        return torch.full((len(counts),), 1.0 / max(1, loss_tokens))
+    return torch.tensor([1.0 / (count * examples_with_loss) if count else 0.0 for count in counts])
 
 
 def _loss_token_count(item: TokenizedExample) -> int:
@@ -346,12 +423,30 @@ def _selection_rows(rows: list[int], scores: Scores, chosen: torch.Tensor) -> li
     ]
 
 
-def _count(run: _Run, scored: int, trained: int, tokens: int, time_scoring: float, time_training: float) -> None:
-    run.counters["examples_scored"] += scored
-    run.counters["examples_trained"] += trained
-    run.counters["tokens_trained"] += tokens
-    run.counters["time_scoring"] += time_scoring
-    run.counters["time_training"] += time_training
+# Running sums of the length diagnostic, kept with the other counters (and so in checkpoints).
+_LENGTH_COUNTERS = {
+    "rho_utility_sum": 0.0, "rho_utility_groups": 0, "rho_score_sum": 0.0, "rho_score_groups": 0,
+    "length_candidates_sum": 0, "length_selected_sum": 0,
+}
+
+
+def _count(run: _Run, scored: int, trained: int, tokens: int, time_scoring: float, time_training: float,
+           bias: dict[str, Any], lengths: torch.Tensor, selected: torch.Tensor) -> None:
+    counters = run.counters
+    counters["examples_scored"] += scored
+    counters["examples_trained"] += trained
+    counters["tokens_trained"] += tokens
+    counters["time_scoring"] += time_scoring
+    counters["time_training"] += time_training
+    # A step's mean correlation weighs by its groups that had one, so the job's figure is a mean over groups.
+    if bias["spearman_utility_length"] is not None:
+        counters["rho_utility_sum"] += bias["spearman_utility_length"] * bias["groups_with_utility_rho"]
+        counters["rho_utility_groups"] += bias["groups_with_utility_rho"]
+    if bias["spearman_score_length"] is not None:
+        counters["rho_score_sum"] += bias["spearman_score_length"] * bias["groups_with_score_rho"]
+        counters["rho_score_groups"] += bias["groups_with_score_rho"]
+    counters["length_candidates_sum"] += int(lengths.sum())
+    counters["length_selected_sum"] += int(lengths[selected].sum())
 
 
 def _eval_due(config: TrainConfig, step: int, n_steps: int) -> bool:
@@ -397,11 +492,16 @@ def _export_adapter(run: _Run) -> str:
 
 
 def _summary(run: _Run) -> dict[str, Any]:
-    scored, trained = run.counters["examples_scored"], run.counters["examples_trained"]
+    c = run.counters
+    scored, trained = c["examples_scored"], c["examples_trained"]
     return {
-        **run.counters,
+        **{key: value for key, value in c.items() if key not in _LENGTH_COUNTERS},
         "trained_fraction": trained / scored if scored else 0.0,
         "backward_saved_fraction": 1 - trained / scored if scored else 0.0,
+        "spearman_utility_length": c["rho_utility_sum"] / c["rho_utility_groups"] if c["rho_utility_groups"] else None,
+        "spearman_score_length": c["rho_score_sum"] / c["rho_score_groups"] if c["rho_score_groups"] else None,
+        "mean_length_candidates": c["length_candidates_sum"] / scored if scored else None,
+        "mean_length_selected": c["length_selected_sum"] / trained if trained else None,
     }
 
 

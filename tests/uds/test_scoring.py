@@ -19,6 +19,8 @@ from uds.scoring import (
     nuclear_norms_explicit,
     nuclear_norms_from_factor,
     nuclear_norms_from_gram,
+    official_distance_scale,
+    paper_alpha,
     project,
     projection_matrices,
     summary,
@@ -296,25 +298,39 @@ def test_token_statistics_with_head_fn_and_confident_tokens():
     assert float(ref_grad.max()) < 1e-4
 
 
-def test_auto_alpha():
+def _centred(*parts):
+    return torch.cat([p.double() - p.double().mean() for p in parts])
+
+
+def _rms(x):
+    return x.square().mean().sqrt()
+
+
+def test_auto_alpha_balances_within_group_spreads():
     auto = AutoAlpha(window=3)
     u1 = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert auto.value(u1, None) == 0.0  # empty buffer: no v yet
     auto.update(u1, None)
     assert auto.value(u1, torch.full((4,), 7.0)) == 0.0  # v without spread cannot change the ranking
     v2 = torch.tensor([0.1, 0.3, 0.2, 0.4])
-    expected = torch.cat([u1, u1]).std(correction=0) / v2.std(correction=0)
+    expected = _rms(_centred(u1, u1)) / _rms(_centred(v2))
     assert auto.value(u1, v2) == pytest.approx(float(expected))
     auto.update(u1, v2)
     u3, v3 = torch.tensor([10.0, 30.0, 20.0, 0.0]), torch.tensor([1.0, 2.0, 3.0, 5.0])
-    auto.update(u3, v3)  # window 3: the next value sees steps 2, 3 and the current one; step 1 is gone
+    auto.update(u3, v3)  # window 3: the next value sees groups 2, 3 and the current one; group 1 is gone
     u4, v4 = torch.tensor([5.0, 6.0, 7.0, 8.0]), torch.tensor([0.5, 0.6, 0.7, 0.9])
-    expected = torch.cat([u1, u3, u4]).std(correction=0) / torch.cat([v2, v3, v4]).std(correction=0)
+    expected = _rms(_centred(u1, u3, u4)) / _rms(_centred(v2, v3, v4))
     assert auto.value(u4, v4) == pytest.approx(float(expected))
-    restored = AutoAlpha(window=1)
+    # A group's offset (its length, under length grouping) is not spread that any selection compares.
+    assert auto.value(u4 + 1000.0, v4 + 50.0) == pytest.approx(float(expected))
+    restored = AutoAlpha(window=3)
     restored.load_state_dict(auto.state_dict())
     assert restored.value(u4, v4) == auto.value(u4, v4)
-    assert AutoAlpha(window=1).value(u4, v4) == pytest.approx(float(u4.std(correction=0) / v4.std(correction=0)))
+
+
+def test_paper_alpha_converts_the_official_scale():
+    assert official_distance_scale(151_936, 512) == pytest.approx(4409.6, rel=1e-4)
+    assert paper_alpha(151_936, 512) == pytest.approx(6.61, rel=1e-3)  # Qwen2.5's vocabulary at cutoff 512
 
 
 def test_summary():

@@ -11,7 +11,7 @@ import torch
 
 from uds.config import TrainConfig
 from uds.scoring import nuclear_norms, project, projection_matrices, token_statistics
-from uds.selectors import Scores, ScoringInputs, make_selector, select_topk
+from uds.selectors import Measures, ScoringInputs, make_selector, select_groups, select_topk
 
 VOCAB, D, MAX_LEN = 60, 16, 24
 METHODS = ("uds", "random", "max_loss", "max_grad", "full")
@@ -46,43 +46,49 @@ def _config(method, **kw):
     return TrainConfig(method=method, budget=kw.pop("budget", 0.25), candidate_batch_size=8, **kw)
 
 
-def _run(selector, batches, k):
-    chosen = []
-    for inputs in batches:
-        scores = selector.scores(inputs)
-        idx = selector.select(scores, k)
-        selector.update(inputs, scores, idx)
-        chosen.append(idx.tolist())
-    return chosen
+def _measure(selector, inputs):
+    return selector.measure(inputs) if selector.needs_hidden else Measures(inputs.attention_mask.shape[0])
+
+
+def _run(selector, batches, budget=0.25, sizes=(4, 4)):
+    """Each batch of 8 is one step of two groups of 4 (as the trainer calls it); returns the picks per step."""
+    return [select_groups(selector, _measure(selector, inputs), sizes, budget).chosen.tolist() for inputs in batches]
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_selects_exactly_k_distinct_candidates(method):
+def test_selects_exactly_k_of_every_group(method):
     head = _head()
     selector = make_selector(_config(method), head, MAX_LEN, "cpu")
     assert selector.name == method
     for inputs in _batches(head, 3):
-        scores = selector.scores(inputs)
-        assert scores.total.shape == (8,)
-        for k in (1, 2, 5, 8, 11):
-            idx = selector.select(scores, k)
-            expected = 8 if method == "full" else min(k, 8)
-            assert idx.dtype == torch.long and idx.shape == (expected,)
-            assert len(set(idx.tolist())) == expected and all(0 <= i < 8 for i in idx.tolist())
-        selector.update(inputs, scores, selector.select(scores, 2))
+        measures = _measure(selector, inputs)
+        for sizes, budget in (((8,), 0.25), ((3, 5), 0.5), ((4, 3, 1), 0.25), ((2, 2, 2, 2), 0.001)):
+            result = select_groups(selector, measures, sizes, budget)
+            assert result.scores.total.shape == (8,) and result.group_sizes == list(sizes)
+            chosen = result.chosen.tolist()
+            assert chosen == sorted(set(chosen)) and all(0 <= i < 8 for i in chosen)
+            start = 0
+            for size in sizes:
+                in_group = [i for i in chosen if start <= i < start + size]
+                assert len(in_group) == (size if method == "full" else max(1, round(budget * size)))
+                start += size
+    with pytest.raises(ValueError, match="groups hold"):
+        select_groups(selector, measures, (4,), 0.25)
 
 
 def test_score_fields_per_method():
     head = _head()
     inputs = _batches(head, 1)[0]
     for method in ("random", "full", "max_loss", "max_grad"):
-        scores = make_selector(_config(method), head, MAX_LEN, "cpu").scores(inputs)
+        selector = make_selector(_config(method), head, MAX_LEN, "cpu")
+        scores = select_groups(selector, _measure(selector, inputs), (8,), 0.25).scores
         assert scores.utility is None and scores.diversity is None and scores.alpha is None
     stats = token_statistics(inputs.hidden, inputs.attention_mask, inputs.labels, head.weight)
-    assert torch.equal(make_selector(_config("max_loss"), head, MAX_LEN, "cpu").scores(inputs).total, stats.loss)
-    assert torch.equal(make_selector(_config("max_grad"), head, MAX_LEN, "cpu").scores(inputs).total, stats.grad_norm)
-    selector = make_selector(_config("max_loss"), head, MAX_LEN, "cpu")
-    assert selector.select(selector.scores(inputs), 3).tolist() == torch.argsort(stats.loss, descending=True)[:3].tolist()
+    for method, expected in (("max_loss", stats.loss), ("max_grad", stats.grad_norm)):
+        selector = make_selector(_config(method), head, MAX_LEN, "cpu")
+        result = select_groups(selector, selector.measure(inputs), (8,), 3 / 8)
+        assert torch.equal(result.scores.total, expected)
+        assert result.chosen.tolist() == sorted(torch.argsort(expected, descending=True)[:3].tolist())
 
 
 def test_select_topk_is_stable_and_ranks_nan_last():
@@ -93,41 +99,56 @@ def test_select_topk_is_stable_and_ranks_nan_last():
         select_topk(total, 0)
 
 
-def test_uds_scores_are_utility_plus_alpha_diversity_and_the_memory_fills():
+def test_uds_scores_are_utility_plus_alpha_diversity_and_each_group_sees_the_previous_picks():
     head = _head()
     selector = make_selector(_config("uds", alpha=0.5, buffer_size=5, proj_r_voc=16, proj_r_seq=4), head, MAX_LEN, "cpu")
     first, second = _batches(head, 2)
-    scores = selector.scores(first)
-    assert torch.equal(scores.diversity, torch.zeros(8))  # empty memory
-    torch.testing.assert_close(scores.utility, nuclear_norms(first.hidden, first.attention_mask, head.weight), rtol=1e-4, atol=0)
-    assert scores.alpha == 0.5
-    idx = selector.select(scores, 3)
-    assert torch.equal(idx, select_topk(scores.utility, 3))
-    selector.update(first, scores, idx)
     r_seq, r_voc = projection_matrices(VOCAB, MAX_LEN, 16, 4, seed=0)
-    expected = project(first.hidden, first.attention_mask, head.weight.T @ r_voc, r_seq)[idx]
-    assert len(selector.buffer) == 3
-    torch.testing.assert_close(selector.buffer.vectors().float(), expected, rtol=1e-4, atol=1e-4)
-    scores = selector.scores(second)
-    p = project(second.hidden, second.attention_mask, head.weight.T @ r_voc, r_seq)
-    torch.testing.assert_close(scores.diversity, torch.cdist(p, expected).mean(-1), rtol=1e-4, atol=1e-4)
+    p = project(first.hidden, first.attention_mask, head.weight.T @ r_voc, r_seq)
+
+    result = select_groups(selector, selector.measure(first), (4, 4), 0.5)
+    scores = result.scores
+    torch.testing.assert_close(scores.utility, nuclear_norms(first.hidden, first.attention_mask, head.weight), rtol=1e-4, atol=0)
+    assert scores.alpha == 0.5 and result.alphas == [0.5, 0.5]
+    # Group 1 meets an empty memory: it ranks by utility alone.
+    assert torch.equal(scores.diversity[:4], torch.zeros(4))
+    picked_1 = select_topk(scores.utility[:4], 2).sort().values
+    assert result.chosen[:2].tolist() == picked_1.tolist()
+    # Group 2, in the same step, is compared with group 1's picks.
+    torch.testing.assert_close(scores.diversity[4:], torch.cdist(p[4:], p[picked_1]).mean(-1), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(scores.total, scores.utility + 0.5 * scores.diversity)
-    selector.update(second, scores, selector.select(scores, 3))
+    assert result.chosen[2:].tolist() == (select_topk(scores.total[4:], 2).sort().values + 4).tolist()
+    assert len(selector.buffer) == 4
+    select_groups(selector, selector.measure(second), (4, 4), 0.5)
     assert len(selector.buffer) == 5  # capacity
 
 
-def test_uds_auto_alpha_matches_spreads_once_the_memory_has_entries():
+def test_paper_alpha_is_the_official_alpha_in_our_units():
+    head = _head()
+    selector = make_selector(_config("uds"), head, MAX_LEN, "cpu")  # alpha "paper" is the default
+    assert selector.fixed_alpha == pytest.approx(1.5e-3 * math.sqrt(VOCAB * MAX_LEN) / 2)
+    assert make_selector(_config("uds", alpha="auto"), head, MAX_LEN, "cpu").paper_alpha == selector.fixed_alpha
+
+
+def test_uds_auto_alpha_matches_within_group_spreads_once_the_memory_has_entries():
     head = _head()
     selector = make_selector(_config("uds", alpha="auto"), head, MAX_LEN, "cpu")
-    batches = _batches(head, 3)
-    scores = selector.scores(batches[0])
-    assert scores.alpha == 0.0  # nothing in memory, v carries no information yet
-    selector.update(batches[0], scores, selector.select(scores, 2))
-    scores = selector.scores(batches[1])
+    first, second = _batches(head, 2)
+    result = select_groups(selector, selector.measure(first), (8,), 0.25)
+    assert result.scores.alpha == 0.0  # nothing in memory, v carries no information yet
+    result = select_groups(selector, selector.measure(second), (8,), 0.25)
+    scores = result.scores
     assert scores.alpha > 0
-    # Pooled over the window: u of both steps, v of the second only (the first was scored against an empty memory).
-    spread_u = torch.cat([selector.auto_alpha._u[0], scores.utility.double()]).std(correction=0)
-    assert scores.alpha == pytest.approx(float(spread_u / scores.diversity.double().std(correction=0)))
+
+    def centred(x):
+        x = x.double()
+        return x - x.mean()
+
+    # Pooled over the window of groups: u of both, v of the second only (the first met an empty memory).
+    first_u = selector.measure(first).utility
+    spread_u = torch.cat([centred(first_u), centred(scores.utility)]).square().mean().sqrt()
+    spread_v = centred(scores.diversity).square().mean().sqrt()
+    assert scores.alpha == pytest.approx(float(spread_u / spread_v), rel=1e-5)
     torch.testing.assert_close(scores.total, scores.utility + scores.alpha * scores.diversity)
 
 
@@ -139,34 +160,33 @@ def test_uds_explicit_route_for_a_non_linear_head_matches_the_linear_route():
     slow = make_selector(_config("uds", alpha=1.0), as_if_non_linear, MAX_LEN, "cpu")
     for inputs in _batches(head, 3):
         slow_inputs = ScoringInputs(inputs.hidden, inputs.attention_mask, inputs.labels, as_if_non_linear)
-        a, b = fast.scores(inputs), slow.scores(slow_inputs)
-        torch.testing.assert_close(b.utility, a.utility, rtol=1e-4, atol=0)
-        torch.testing.assert_close(b.diversity, a.diversity, rtol=1e-4, atol=1e-4)
-        fast.update(inputs, a, fast.select(a, 2))
-        slow.update(slow_inputs, b, fast.select(a, 2))
+        a = select_groups(fast, fast.measure(inputs), (4, 4), 0.25)
+        b = select_groups(slow, slow.measure(slow_inputs), (4, 4), 0.25)
+        torch.testing.assert_close(b.scores.utility, a.scores.utility, rtol=1e-4, atol=0)
+        torch.testing.assert_close(b.scores.diversity, a.scores.diversity, rtol=1e-4, atol=1e-4)
+        assert torch.equal(a.chosen, b.chosen)
     with pytest.raises(ValueError, match="logits"):
-        make_selector(_config("uds"), Head(weight, is_linear=False), MAX_LEN, "cpu").scores(
+        make_selector(_config("uds"), Head(weight, is_linear=False), MAX_LEN, "cpu").measure(
             ScoringInputs(inputs.hidden, inputs.attention_mask, None, Head(weight, is_linear=False))
         )
 
 
-def test_update_without_the_pending_scores_recomputes_the_projections():
+def test_measures_split_and_join_without_changing_the_selection():
     head = _head()
-    a = make_selector(_config("uds"), head, MAX_LEN, "cpu")
-    b = make_selector(_config("uds"), head, MAX_LEN, "cpu")
     inputs = _batches(head, 1)[0]
-    scores = a.scores(inputs)
-    b.scores(inputs)
-    idx = torch.tensor([4, 1])
-    a.update(inputs, scores, idx)
-    b.update(inputs, Scores(scores.total.clone(), scores.utility, scores.diversity, scores.alpha), idx)
-    assert torch.equal(a.buffer.vectors(), b.buffer.vectors())
+    whole = make_selector(_config("uds"), head, MAX_LEN, "cpu")
+    chunked = make_selector(_config("uds"), head, MAX_LEN, "cpu")
+    parts = [chunked.measure(ScoringInputs(inputs.hidden[i : i + 3], inputs.attention_mask[i : i + 3], None, head)) for i in (0, 3, 6)]
+    a = select_groups(whole, whole.measure(inputs), (4, 4), 0.25)
+    b = select_groups(chunked, Measures.concat(parts), (4, 4), 0.25)
+    torch.testing.assert_close(b.scores.total, a.scores.total, rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.chosen, b.chosen)
 
 
 @pytest.mark.parametrize("method", ["uds", "random"])
 def test_same_seed_same_selections(method):
     head = _head()
-    runs = [_run(make_selector(_config(method, seed=seed), head, MAX_LEN, "cpu"), _batches(head, 4), 2) for seed in (3, 3, 4)]
+    runs = [_run(make_selector(_config(method, seed=seed), head, MAX_LEN, "cpu"), _batches(head, 4)) for seed in (3, 3, 4)]
     assert runs[0] == runs[1]
     if method == "random":
         assert runs[0] != runs[2]
@@ -176,9 +196,9 @@ def test_scoring_ignores_an_open_autocast_region():
     head = _head()
     inputs = _batches(head, 1)[0]
     selector = make_selector(_config("uds"), head, MAX_LEN, "cpu")
-    plain = selector.scores(inputs)
+    plain = selector.measure(inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = selector.scores(inputs)
+        inside = selector.measure(inputs)
     assert torch.equal(plain.utility, inside.utility)
 
 
@@ -186,20 +206,19 @@ def test_scoring_ignores_an_open_autocast_region():
 def test_state_dict_round_trip_continues_exactly(method, tmp_path):
     head = _head()
     batches = _batches(head, 6)
-    config = _config(method, buffer_size=6, alpha_window=2)
+    alpha = {"alpha": "auto", "alpha_window": 3} if method == "uds" else {}
+    config = _config(method, buffer_size=6, **alpha)
     original = make_selector(config, head, MAX_LEN, "cpu")
-    _run(original, batches[:3], 2)
+    _run(original, batches[:3])
     path = tmp_path / "selector.pt"
     torch.save(original.state_dict(), path)  # as the trainer's checkpoint does: weights_only on load
     resumed = make_selector(config, head, MAX_LEN, "cpu")
     resumed.load_state_dict(torch.load(path, weights_only=True))
     for inputs in batches[3:]:
-        a, b = original.scores(inputs), resumed.scores(inputs)
-        assert torch.equal(a.total, b.total) and a.alpha == b.alpha
-        ia, ib = original.select(a, 2), resumed.select(b, 2)
-        assert torch.equal(ia, ib)
-        original.update(inputs, a, ia)
-        resumed.update(inputs, b, ib)
+        a = select_groups(original, _measure(original, inputs), (4, 4), 0.25)
+        b = select_groups(resumed, _measure(resumed, inputs), (4, 4), 0.25)
+        assert torch.equal(a.scores.total, b.scores.total) and a.alphas == b.alphas
+        assert torch.equal(a.chosen, b.chosen)
     with pytest.raises(ValueError, match="selector"):
         other = "random" if method != "random" else "full"
         make_selector(_config(other), head, MAX_LEN, "cpu").load_state_dict(original.state_dict())

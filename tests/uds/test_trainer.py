@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from uds.config import TrainConfig
 from uds.reporter import NullLogger
-from uds.trainer import TrainingError, candidate_rows, lr_multiplier, train
+from uds.config import groups_per_step, steps_per_epoch, total_steps
+from uds.trainer import TrainingError, _token_weights, epoch_groups, lr_multiplier, train
 from tests.utils.datasets import write_dataset
 
 
@@ -77,11 +78,14 @@ def test_every_method_learns_and_reports_each_step(tmp_path, dataset, tiny_model
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, dataset, tiny_model_dir):
+    # Groups of 4 (k 1), six groups a step, length-grouped, two epochs: the resume must land inside all of that.
+    settings = dict(candidate_batch_size=4, micro_batch_size=3)
     whole = RecordingLogger()
-    whole_result = train(_config(tmp_path / "whole", dataset, tiny_model_dir), whole)
+    whole_result = train(_config(tmp_path / "whole", dataset, tiny_model_dir, **settings), whole)
+    assert [m["groups"] for m in whole.steps] == [6] * 6 and [m["epoch"] for m in whole.steps] == [1] * 4 + [2] * 2
 
     first_half = RecordingLogger(stop_before_step=5)  # checkpoint at 3, stops before 5: step 4 is redone
-    config = _config(tmp_path / "split", dataset, tiny_model_dir)
+    config = _config(tmp_path / "split", dataset, tiny_model_dir, **settings)
     assert train(config, first_half).status == "cancelled"
     second_half = RecordingLogger()
     resumed = train(config, second_half)
@@ -92,6 +96,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, dataset,
     combined = first_half.steps[:3] + second_half.steps
     assert [m["loss"] for m in combined] == [m["loss"] for m in whole.steps]
     assert [_picked(m) for m in combined] == [_picked(m) for m in whole.steps]
+    assert resumed.summary["spearman_utility_length"] == whole_result.summary["spearman_utility_length"]
     expected = load_file(os.path.join(whole_result.adapter_dir, "adapter_model.safetensors"))
     actual = load_file(os.path.join(resumed.adapter_dir, "adapter_model.safetensors"))
     assert expected.keys() == actual.keys()
@@ -125,14 +130,86 @@ def test_budget_edge_cases(tmp_path, dataset, tiny_model_dir):
     assert [m["loss"] for m in full_budget.steps] == [m["loss"] for m in full.steps]
 
 
-def test_epochs_cover_every_row_once_per_epoch():
-    config = TrainConfig(dataset_path="x", candidate_batch_size=16, epochs=2)
-    per_epoch = [candidate_rows(config, 40, step) for step in range(1, 4)]
-    assert [epoch for epoch, _ in per_epoch] == [0, 0, 0]
-    assert sorted(row for _, rows in per_epoch for row in rows) == list(range(40))
-    assert [len(rows) for _, rows in per_epoch] == [16, 16, 8]
-    assert candidate_rows(config, 40, 4)[0] == 1
-    assert candidate_rows(config, 40, 4)[1] != per_epoch[0][1], "each epoch reshuffles"
+def test_length_grouped_epochs_cover_every_row_once_in_groups_of_near_equal_length():
+    lengths = [int(x) for x in torch.randint(5, 400, (1000,), generator=torch.Generator().manual_seed(0))]
+    groups = epoch_groups(lengths, 8, seed=3, epoch=0, group_by_length=True)
+    assert sorted(row for group in groups for row in group) == list(range(1000))
+    assert sorted(len(group) for group in groups) == [8] * 125
+    spread = sum(max(lengths[r] for r in g) - min(lengths[r] for r in g) for g in groups) / len(groups)
+    unsorted = epoch_groups(lengths, 8, seed=3, epoch=0, group_by_length=False)
+    random_spread = sum(max(lengths[r] for r in g) - min(lengths[r] for r in g) for g in unsorted) / len(unsorted)
+    assert spread < random_spread / 20, (spread, random_spread)
+    # Derived from (seed, epoch) only, so a resumed run finds the same groups; each epoch and seed differ.
+    assert groups == epoch_groups(lengths, 8, seed=3, epoch=0, group_by_length=True)
+    assert groups != epoch_groups(lengths, 8, seed=3, epoch=1, group_by_length=True)
+    assert groups != epoch_groups(lengths, 8, seed=4, epoch=0, group_by_length=True)
+    # Group order is shuffled: neighbouring groups are not neighbours in length.
+    means = [sum(lengths[r] for r in g) / 8 for g in groups]
+    assert sum(a < b for a, b in zip(means, means[1:])) not in (0, len(means) - 1)
+
+
+def test_partial_last_group_and_random_order():
+    groups = epoch_groups([10] * 21, 4, seed=0, epoch=0, group_by_length=True)
+    assert sorted(len(g) for g in groups) == [1, 4, 4, 4, 4, 4]
+    plain = epoch_groups(list(range(21)), 4, seed=0, epoch=0, group_by_length=False)
+    assert [len(g) for g in plain] == [4, 4, 4, 4, 4, 1]
+
+
+def test_groups_per_step_aims_at_32_picks_and_keeps_small_data_to_several_steps():
+    big = TrainConfig(dataset_path="x", budget=0.125, candidate_batch_size=8)  # k 1
+    assert groups_per_step(big, 100_000) == 32 and steps_per_epoch(big, 100_000) == 391
+    assert groups_per_step(TrainConfig(dataset_path="x", budget=0.25), 100_000) == 16  # k 2
+    assert groups_per_step(TrainConfig(dataset_path="x", budget=0.5), 100_000) == 8  # k 4
+    # 200 rows = 25 groups: 6 groups a step (5 steps), not one step of 25 groups.
+    assert groups_per_step(big, 200) == 6 and steps_per_epoch(big, 200) == 5
+    assert groups_per_step(big, 20) == 1 and steps_per_epoch(big, 20) == 3
+    explicit = TrainConfig(dataset_path="x", groups_per_step=10, epochs=2)
+    assert groups_per_step(explicit, 200) == 10 and total_steps(explicit, 200) == 6
+    assert groups_per_step(explicit, 40) == 5  # never more than one epoch's groups
+
+
+def test_paper_recipe_fills_every_setting_not_given():
+    config = TrainConfig.from_dict({"recipe": "paper", "dataset_path": "x"})
+    assert (config.candidate_batch_size, config.k, config.alpha, config.lora_init) == (4, 1, "paper", "gaussian")
+    assert (config.lr_schedule, config.loss_weighting, config.learning_rate, config.max_seq_len) == ("linear", "example", 1.5e-4, 512)
+    assert groups_per_step(config, 100_000) == 32  # 128 candidates a step, as run_mmlu.sh
+    # Given settings win, even one equal to the plain default (B 8, the paper's own statement).
+    mine = TrainConfig.from_dict({"recipe": "paper", "dataset_path": "x", "candidate_batch_size": 8, "budget": 0.125})
+    assert (mine.recipe, mine.candidate_batch_size, mine.k, mine.alpha) == ("paper", 8, 1, "paper")
+    assert TrainConfig.from_dict(mine.to_dict()) == mine  # a stored config reloads as it was
+    with pytest.raises(Exception, match="recipe"):
+        TrainConfig.from_dict({"recipe": "mine", "dataset_path": "x"})
+
+
+def test_example_weighting_averages_each_examples_token_mean():
+    counts = [3, 1, 0, 4]  # the third has no loss token: it counts for nothing, not for a share of the mean
+    example = _token_weights("example", counts, loss_tokens=8, examples_with_loss=3)
+    per_token_loss = [torch.full((c,), float(i + 1)) for i, c in enumerate(counts)]
+    objective = sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, example.tolist()))
+    assert objective == pytest.approx((1 + 2 + 4) / 3)
+    token = _token_weights("token", counts, loss_tokens=8, examples_with_loss=3)
+    assert sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, token.tolist())) == pytest.approx((3 + 2 + 16) / 8)
+
+
+@pytest.mark.parametrize("weighting", ["example", "token"])
+def test_micro_batch_size_does_not_change_the_update(tmp_path, dataset, tiny_model_dir, weighting):
+    runs = []
+    for micro in (1, 4):
+        logger = RecordingLogger()
+        train(_config(tmp_path / f"{micro}", dataset, tiny_model_dir, candidate_batch_size=4, micro_batch_size=micro,
+                      loss_weighting=weighting, max_steps=2, checkpoint_every=100), logger)
+        runs.append([m["loss"] for m in logger.steps])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-5)
+
+
+def test_length_diagnostic_is_reported_per_step_and_per_job(tmp_path, dataset, tiny_model_dir):
+    logger = RecordingLogger()
+    result = train(_config(tmp_path, dataset, tiny_model_dir, candidate_batch_size=4, max_steps=2), logger)
+    length = logger.steps[0]["stats"]["length"]
+    assert set(length) >= {"spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected"}
+    assert length["mean_length_candidates"] > 0 and length["mean_length_selected"] > 0
+    summary = result.summary
+    assert summary["mean_length_candidates"] > 0 and summary["alpha_paper"] == pytest.approx(summary["alpha"])
 
 
 def test_warmup_then_cosine_decay():
@@ -174,7 +251,7 @@ def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_mo
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
     assert (out / "adapter" / "adapter_config.json").exists()
-    assert "examples trained   6 (25.0% of scored)" in capsys.readouterr().err
+    assert "examples trained   18 (25.0% of scored)" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_settings_with_the_setting_named(tmp_path, dataset, capsys):
@@ -209,7 +286,7 @@ def test_selectors_that_do_not_look_skip_the_scoring_pass(tmp_path, dataset, tin
     def no_scoring_pass(*args, **kwargs):
         raise AssertionError(f"{method} must not run the scoring forward pass")
 
-    monkeypatch.setattr(trainer_module, "_body_hidden_in_chunks", no_scoring_pass)
+    monkeypatch.setattr(trainer_module, "body_hidden_states", no_scoring_pass)
     logger = RecordingLogger()
     assert train(_config(tmp_path, dataset, tiny_model_dir, method=method, max_steps=2), logger).status == "succeeded"
     assert all(m["time_scoring"] < m["time_training"] for m in logger.steps)
@@ -220,13 +297,13 @@ def test_score_on_answer_scores_only_the_answer_tokens(tmp_path, dataset, tiny_m
     from uds.selectors import UDSSelector
 
     seen_masks = []
-    real_scores = UDSSelector.scores
+    real_measure = UDSSelector.measure
 
-    def recording_scores(self, inputs):
+    def recording_measure(self, inputs):
         seen_masks.append((inputs.attention_mask.clone(), inputs.labels.clone()))
-        return real_scores(self, inputs)
+        return real_measure(self, inputs)
 
-    monkeypatch.setattr(UDSSelector, "scores", recording_scores)
+    monkeypatch.setattr(UDSSelector, "measure", recording_measure)
     answer = RecordingLogger()
     train(_config(tmp_path / "answer", dataset, tiny_model_dir, score_on="answer", max_steps=2), answer)
     mask, labels = seen_masks[0]
