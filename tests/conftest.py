@@ -20,6 +20,16 @@ if str(REPO_ROOT) not in sys.path:
 from tests.utils import datasets as dataset_factories  # noqa: E402
 
 
+@pytest.fixture(scope="package", params=["sqlite", "postgres"])
+def database_url(request, tmp_path_factory):
+    """A fresh database at the head revision for each test package that asks (tests/api, tests/worker), once on
+    SQLite and once on the real Postgres. One per package: the worker tests' sweeps must not meet the API tests' jobs."""
+    from tests.utils.service import migrated_database
+
+    with migrated_database(request.param, f"uds_{Path(request.node.path).name}", tmp_path_factory) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A uds-tiny model folder, built once per test session (through resolve_model, as the service does)."""

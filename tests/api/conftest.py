@@ -7,13 +7,6 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import Settings
-from tests.utils.service import migrated_database
-
-
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def database_url(request, tmp_path_factory):
-    with migrated_database(request.param, "uds_api", tmp_path_factory) as url:
-        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-import shutil
 import tarfile
 import time
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.utils.datasets import make_rows
 from tests.utils.factories import jsonl
-from tests.utils.service import Server, child_env, free_port
+from tests.utils.service import Server, child_env, free_port, with_tiny_model
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,8 +36,7 @@ HYPERPARAMETERS = {"n_epochs": "auto", "batch_size": 8, "learning_rate_multiplie
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("openai")
-    # The same deterministic uds-tiny the worker would build on first use, copied instead of rebuilt.
-    shutil.copytree(tiny_model_dir, root / "data" / "models" / "uds-tiny")
+    with_tiny_model(root / "data", tiny_model_dir)  # the session's uds-tiny, not built again
     key = "uds-" + secrets.token_urlsafe(24)
     server = Server(free_port(), child_env(UDS_DATA_DIR=str(root / "data"), UDS_REQUIRE_AUTH="true",
                                            UDS_BOOTSTRAP_API_KEY=key, UDS_BOOTSTRAP_TENANT="acme",

@@ -5,7 +5,6 @@ jobs trained at once on two worker processes.
 
 from __future__ import annotations
 
-import os
 import secrets
 
 import httpx
@@ -14,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
+from tests.utils.hold import StepHold
 from tests.utils.service import (
     Server,
     Worker,
@@ -24,6 +24,7 @@ from tests.utils.service import (
     poll_job,
     require_redis,
     wait_for,
+    with_tiny_model,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -36,24 +37,24 @@ def stack(tmp_path_factory, tiny_model_dir):
     """API server + two single-process GPU-style workers sharing one data volume, one database, one queue."""
     redis_url = require_redis()
     queue = f"uds-e2e-{secrets.token_hex(4)}"
-    data_dir = tmp_path_factory.mktemp("distributed-data")
+    data_dir = with_tiny_model(tmp_path_factory.mktemp("distributed-data"), tiny_model_dir)
     logs = tmp_path_factory.mktemp("distributed-logs")
-    (data_dir / "models").mkdir()
-    os.symlink(tiny_model_dir, data_dir / "models" / "uds-tiny")
     with fresh_postgres_database("uds_e2e") as database_url:
         env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=redis_url, UDS_QUEUE=queue,
                         UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY, UDS_BOOTSTRAP_TENANT="e2e",
                         UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8", UDS_HEARTBEAT_SECONDS="1",
                         UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.5", UDS_DEVICE="cpu")
         server = Server(free_port(), env, logs / "api.log")
-        workers = [Worker(env, logs / f"worker{i}.log", queue, f"w{i}@%h") for i in (1, 2)]
+        hold = StepHold(logs, step=1, engaged=False)  # engaged by a test that needs jobs to wait after step 1
+        workers = [Worker(env, logs / f"worker{i}.log", queue, f"w{i}@%h", preload=hold.preload) for i in (1, 2)]
         try:
             server.wait_ready()
 
             def logs_tail():
                 return "\n".join(f"--- {p.log_path.name}\n{p.log(3000)}" for p in (server, *workers))
 
-            yield {"url": server.url, "database_url": database_url, "logs": logs_tail, "workers": workers}
+            yield {"url": server.url, "database_url": database_url, "logs": logs_tail, "workers": workers,
+                   "hold": hold}
         finally:
             for process in (*workers, server):
                 process.stop()
@@ -99,6 +100,8 @@ def test_flow_on_postgres_redis_and_celery(stack, dataset_file, tiny_model_dir, 
 
 def test_two_jobs_train_at_once_on_two_workers(stack, dataset_file):
     engine = create_engine(stack["database_url"])
+    # Each job waits after its first step until both run: otherwise the first can finish before the second starts.
+    stack["hold"].engage()
     with client_for(stack) as client:
         dataset = upload(client, dataset_file)
         ids = [client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", "seed": seed,
@@ -111,8 +114,11 @@ def test_two_jobs_train_at_once_on_two_workers(stack, dataset_file):
             owners = {w for s, w in rows if s == "running"}
             return len(owners) == 2
 
-        wait_for(both_running_on_different_workers, 300, "both jobs running at once", interval=0.1,
-                 on_timeout=stack["logs"])
+        try:
+            wait_for(both_running_on_different_workers, 300, "both jobs running at once", interval=0.1,
+                     on_timeout=stack["logs"])
+        finally:
+            stack["hold"].release()
         for job_id in ids:
             final = poll_job(client, job_id, {"succeeded"}, timeout=300, on_timeout=stack["logs"])
             steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]]

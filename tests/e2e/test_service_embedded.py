@@ -5,7 +5,6 @@ running job; kill the server mid-job and check that a restart resumes it from it
 
 from __future__ import annotations
 
-import os
 
 import httpx
 import pytest
@@ -13,7 +12,16 @@ import pytest
 from tests.utils.adapters import adapter_tensors, assert_same_tensors
 from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
-from tests.utils.service import Server, check_succeeded_job, child_env, free_port, poll_job, wait_for
+from tests.utils.hold import StepHold
+from tests.utils.service import (
+    Server,
+    check_succeeded_job,
+    child_env,
+    free_port,
+    poll_job,
+    wait_for,
+    with_tiny_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +31,15 @@ def server_env(data_dir) -> dict[str, str]:
                      UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.5", UDS_DEVICE="cpu")
 
 
-def start(data_dir, log_path) -> Server:
-    server = Server(free_port(), server_env(data_dir), log_path)
+def start(data_dir, log_path, preload: str = "") -> Server:
+    server = Server(free_port(), server_env(data_dir), log_path, preload=preload)
     server.wait_ready()
     return server
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, tiny_model_dir):
-    data = tmp_path_factory.mktemp("embedded-data")
-    (data / "models").mkdir()
-    os.symlink(tiny_model_dir, data / "models" / "uds-tiny")  # built once per session, not once per server
-    return data
+    return with_tiny_model(tmp_path_factory.mktemp("embedded-data"), tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +96,9 @@ def test_cancel_mid_run(server, dataset_file):
 
 def test_restart_resumes_an_interrupted_job(data_dir, dataset_file, tmp_path, server):
     # Its own server on the same data folder (the module's server is idle between tests, so nothing competes).
-    first = start(data_dir, tmp_path / "first.log")
+    # The job waits at step 3, after the checkpoint of step 2, until the kill: polling alone could see it finish.
+    hold = StepHold(tmp_path, step=3)
+    first = start(data_dir, tmp_path / "first.log", preload=hold.preload)
     try:
         with httpx.Client(base_url=first.url, timeout=60) as client:
             dataset = upload(client, dataset_file)
@@ -133,9 +140,7 @@ def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
 
     from tests.utils.service import Process
 
-    data = tmp_path / "data"
-    (data / "models").mkdir(parents=True)
-    os.symlink(tiny_model_dir, data / "models" / "uds-tiny")
+    data = with_tiny_model(tmp_path / "data", tiny_model_dir)
     port = free_port()
     demo = Process([sys.executable, "-c", f"from cli.demo import demo; demo(port={port})"], server_env(data),
                    tmp_path / "demo.log")

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from tests.utils.adapters import adapter_tensors, assert_same_tensors
 from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
+from tests.utils.hold import StepHold
 from tests.utils.service import (
     Process,
     Server,
@@ -31,6 +32,7 @@ from tests.utils.service import (
     fresh_postgres_database,
     poll_job,
     wait_for,
+    with_tiny_model,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -64,10 +66,8 @@ class RedisServer(Process):
 def stack(tmp_path_factory, tiny_model_dir):
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    data_dir = tmp_path_factory.mktemp("faults-data")
+    data_dir = with_tiny_model(tmp_path_factory.mktemp("faults-data"), tiny_model_dir)
     logs = tmp_path_factory.mktemp("faults-logs")
-    (data_dir / "models").mkdir()
-    os.symlink(tiny_model_dir, data_dir / "models" / "uds-tiny")
     redis_port = free_port()
     state = {"redis": RedisServer(redis_port, logs / "redis.log"), "workers": [], "logs": logs}
     with fresh_postgres_database("uds_faults") as database_url:
@@ -79,9 +79,9 @@ def stack(tmp_path_factory, tiny_model_dir):
         server = Server(free_port(), env, logs / "api.log")
         state.update(env=env, server=server, database_url=database_url, url=server.url)
 
-        def start_worker() -> Worker:
+        def start_worker(preload: str = "") -> Worker:
             n = len(state["workers"]) + 1
-            worker = Worker(env, logs / f"worker{n}.log", "gpu-faults", f"faults{n}@%h")
+            worker = Worker(env, logs / f"worker{n}.log", "gpu-faults", f"faults{n}@%h", preload=preload)
             state["workers"].append(worker)
             return worker
 
@@ -155,7 +155,8 @@ def reference(stack, client, dataset, tmp_path_factory):
 
 
 def test_kill_9_of_the_worker_mid_job_resumes_on_a_new_worker_exactly(stack, client, dataset, reference, tmp_path):
-    first = stack["start_worker"]()
+    # The job waits at step 3 (after the checkpoint of step 2) until the kill: polling alone could see it finish.
+    first = stack["start_worker"](StepHold(tmp_path, step=3).preload)
     job_id = submit(client, dataset)
 
     def past_a_checkpoint():

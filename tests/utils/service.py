@@ -80,6 +80,15 @@ def migrated_database(kind: str, prefix: str, tmp_path_factory):
         yield url
 
 
+def with_tiny_model(data_dir, tiny_model_dir) -> Path:
+    """`data_dir` with uds-tiny where a service looks for it (models/uds-tiny): the session's model, linked, not
+    built again. Returns `data_dir`."""
+    models = Path(data_dir) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    os.symlink(tiny_model_dir, models / "uds-tiny")
+    return Path(data_dir)
+
+
 def require_redis() -> str:
     import redis
 
@@ -145,8 +154,10 @@ class Process:
 
 
 class Server(Process):
-    def __init__(self, port: int, env: dict[str, str], log_path: Path, host: str = "127.0.0.1"):
-        code = f"from cli.service import serve; serve(host={host!r}, port={port})"
+    """`uds serve` in a child process. `preload`: Python code run first there (a StepHold of tests/utils/hold.py)."""
+
+    def __init__(self, port: int, env: dict[str, str], log_path: Path, host: str = "127.0.0.1", preload: str = ""):
+        code = f"{preload}\nfrom cli.service import serve; serve(host={host!r}, port={port})"
         super().__init__([sys.executable, "-c", code], env, log_path)
         self.url = f"http://{host}:{port}"
 
@@ -165,8 +176,11 @@ class Server(Process):
 
 
 class Worker(Process):
-    def __init__(self, env: dict[str, str], log_path: Path, queue: str, name: str):
-        code = f"from cli.worker import run_worker; run_worker(concurrency=1, queues={queue!r}, hostname={name!r})"
+    """`uds worker` (one process) in a child process; `preload` as for Server."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, queue: str, name: str, preload: str = ""):
+        code = (f"{preload}\nfrom cli.worker import run_worker; "
+                f"run_worker(concurrency=1, queues={queue!r}, hostname={name!r})")
         super().__init__([sys.executable, "-c", code], env, log_path)
 
 

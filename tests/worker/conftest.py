@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from sqlalchemy import update
@@ -13,13 +12,7 @@ from api.ids import new_dataset_id, new_job_id
 from api.models import Dataset, Job, utcnow
 from api.settings import Settings
 from tests.utils.factories import TINY_JOB, chat_rows, jsonl
-from tests.utils.service import migrated_database
-
-
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def database_url(request, tmp_path_factory):
-    with migrated_database(request.param, "uds_worker", tmp_path_factory) as url:
-        yield url
+from tests.utils.service import with_tiny_model
 
 
 @pytest.fixture
@@ -75,6 +68,5 @@ def make_job(settings, sessions):
 @pytest.fixture
 def tiny_in_data_dir(settings, tiny_model_dir):
     """uds-tiny where the worker looks for it (settings.models_dir), without building it again."""
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    os.symlink(tiny_model_dir, settings.models_dir / "uds-tiny")
+    with_tiny_model(settings.data_dir, tiny_model_dir)
     return settings
