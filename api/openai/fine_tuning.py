@@ -24,7 +24,6 @@ from api.openai.schemas import (
     JobEvent,
 )
 from api.pagination import newest_first
-from api.routes import jobs as native_jobs
 from api.services import jobs as job_service
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["openai: fine-tuning"])
@@ -115,7 +114,7 @@ def job_events(job: JobDep, session: SessionDep, after: After = None,
 def job_checkpoints(job: JobDep, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
                     after: After = None, limit: Annotated[int, Query(ge=1, le=100)] = 10):
     """Newest step first. `fine_tuned_model_checkpoint` names the checkpoint; its weights are in the job's folder."""
-    page = native_jobs.job_checkpoints(job, session, settings, limit=limit, after=after)
+    page = job_service.checkpoint_page(session, job, settings, limit, after)
     name = job_service.fine_tuned_model_name(job.model, tenant.name, job.suffix, job.id)
     data = []
     for c in page.data:

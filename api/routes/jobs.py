@@ -16,7 +16,6 @@ from api.limits import RateLimited
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.models import (
     JOB_STATUSES,
-    Checkpoint,
     Dataset,
     Job,
     JobEvent,
@@ -35,12 +34,13 @@ from api.schemas import (
     RowSummary,
     SelectionPublic,
     SelectionSummary,
-    checkpoint_public,
     event_public,
     job_public,
     metric_public,
 )
 from api.services import jobs as job_service
+from api.schemas import LengthBiasPublic
+from api.services.length_bias import job_length_bias
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -85,6 +85,13 @@ def job_metrics(job: JobDep, session: SessionDep,
     rows, has_more = fetch_page(session, stmt, limit)
     return MetricsPage(data=[metric_public(m) for m in rows], has_more=has_more,
                        last_step=rows[-1].step if rows else after_step)
+
+
+@router.get("/{job_id}/length-bias", response_model=LengthBiasPublic)
+def job_length_bias_route(job: JobDep, session: SessionDep):
+    """Whether the job picked the longest examples rather than the most useful: its per-step length diagnostic
+    aggregated over all its selection groups so far."""
+    return LengthBiasPublic(**job_length_bias(session, job))
 
 
 def _parse_selection_cursor(after: str) -> tuple[int, int]:
@@ -160,19 +167,7 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
 def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, limit: LimitParam = 20,
                     after: AfterParam = None):
     """Newest step first; `after=<checkpoint id>` continues with older ones."""
-    stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
-    if after is not None:
-        raw = after.removeprefix("ftckpt-")
-        if parse_int(raw) is None:
-            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-3', got {after!r}.",
-                           code="invalid_cursor", param="after")
-        cursor = session.get(Checkpoint, int(raw))
-        if cursor is None or cursor.job_id != job.id:
-            raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
-        stmt = stmt.where(Checkpoint.step < cursor.step)
-    rows, has_more = fetch_page(session, stmt.order_by(Checkpoint.step.desc()), limit)
-    data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows]
-    return ListPage[CheckpointPublic].page(data, has_more=has_more)
+    return job_service.checkpoint_page(session, job, settings, limit, after)
 
 
 @router.get("/{job_id}/adapter", response_class=FileResponse,

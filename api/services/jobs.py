@@ -11,9 +11,10 @@ from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.events import add_event
-from api.ids import new_job_id
-from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Dataset, Job, Tenant, utcnow
-from api.schemas import HOST_FIELDS, JobCreate
+from api.ids import fine_tuned_model_name, new_job_id, parse_int  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
+from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
+from api.pagination import fetch_page
+from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
 from api.settings import Settings
 from api.storage import check_quota
 from api.validation import check_int32, check_values
@@ -51,7 +52,9 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     values = body.train_settings()
     values.setdefault("checkpoint_every", settings.checkpoint_every)
     try:
-        config = TrainConfig(**values)
+        # from_dict, not TrainConfig(**values): a recipe fills only what was not given, so a setting given equal
+        # to its dataclass default still wins, and the stored config is the fully resolved one.
+        config = TrainConfig.from_dict(values)
     except ConfigError as exc:
         raise APIError(400, f"{exc.param}: {exc.message}", code="invalid_value", param=exc.param) from None
     dataset = dataset_for_job(session, tenant, body.dataset_id, "dataset_id")
@@ -154,6 +157,19 @@ def _not_cancellable(job: Job) -> APIError:
                     code="job_not_cancellable", param="id")
 
 
-def fine_tuned_model_name(model: str, organization: str, suffix: str | None, job_id: str) -> str:
-    """`ft:<model>:<organization>:<suffix>:<job id>`, the OpenAI shape (the suffix part is empty without one)."""
-    return f"ft:{model}:{organization}:{suffix or ''}:{job_id}"
+def checkpoint_page(session: Session, job: Job, settings: Settings, limit: int,
+                    after: str | None) -> ListPage[CheckpointPublic]:
+    """A job's checkpoints, newest step first; `after=<checkpoint id>` continues with older ones (both APIs)."""
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
+    if after is not None:
+        raw = after.removeprefix("ftckpt-")
+        if parse_int(raw) is None:
+            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-3', got {after!r}.",
+                           code="invalid_cursor", param="after")
+        cursor = session.get(Checkpoint, int(raw))
+        if cursor is None or cursor.job_id != job.id:
+            raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
+        stmt = stmt.where(Checkpoint.step < cursor.step)
+    rows, has_more = fetch_page(session, stmt.order_by(Checkpoint.step.desc()), limit)
+    data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows]
+    return ListPage[CheckpointPublic].page(data, has_more=has_more)
