@@ -73,18 +73,6 @@ class Timed:
         return [b - a for a, b in zip(t, t[1:])]
 
 
-def write_dataset(path: Path, n: int) -> None:
-    import json
-    import random
-
-    rng = random.Random(0)
-    with open(path, "w") as f:
-        for _ in range(n):
-            word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 8)))
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"Reverse: {word}"},
-                                             {"role": "assistant", "content": word[::-1]}]}) + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-every", type=int, default=50, help="the service default is 50")
@@ -109,8 +97,10 @@ def main() -> int:
     from uds.config import TrainConfig
     from uds.models import TINY_MODEL, resolve_model
     from uds.reporter import NullLogger
+    from uds.toy_data import make_rows, to_jsonl
     from uds.trainer import train
     from worker.db_logger import DbLogger
+    from worker.lease import JobLease
 
     server = os.environ.get("UDS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     name = f"uds_bench_{secrets.token_hex(4)}"
@@ -127,7 +117,7 @@ def main() -> int:
         sessions = session_factory(url)
         dataset_path = work / "train.jsonl"
         n_examples = args.candidate_batch_size * args.steps
-        write_dataset(dataset_path, n_examples)
+        dataset_path.write_bytes(to_jsonl(make_rows(n_examples, task="reverse")))
         models_dir = work / "models"
         resolve_model(TINY_MODEL, models_dir=models_dir)
         base = dict(model=TINY_MODEL, dataset_path=str(dataset_path), models_dir=str(models_dir), device="cpu",
@@ -156,13 +146,17 @@ def main() -> int:
                 if kind == "null":
                     logger = Timed(NullLogger())
                 else:
-                    # Configured as worker/runner.py configures it.
-                    logger = Timed(DbLogger(sessions, new_job(), "bench", flush_steps=settings.metrics_flush_steps,
+                    # Configured as worker/runner.py configures it: a started lease answers should_stop.
+                    job_id = new_job()
+                    lease = JobLease(sessions, job_id, "bench", heartbeat_seconds=settings.heartbeat_seconds).start()
+                    logger = Timed(DbLogger(sessions, job_id, "bench", lease=lease,
+                                            flush_steps=settings.metrics_flush_steps,
                                             flush_seconds=settings.metrics_flush_seconds,
                                             checkpoint_every=base["checkpoint_every"]))
                 train(TrainConfig(**base, output_dir=str(output)), logger, resume=False)
                 if kind == "db":
                     logger.inner.close()
+                    logger.inner.lease.stop()
                 results[kind].append(logger)
                 durations = logger.step_durations()
                 split = ", ".join(f"{k} {v / logger.steps * 1000:.2f}" for k, v in sorted(logger.by_method.items()))
