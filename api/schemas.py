@@ -102,8 +102,11 @@ MetadataValue = str | int | float | bool | None
 
 
 class JobCreate(BaseModel):
-    """Every TrainConfig setting may be given; omitted ones take the TrainConfig defaults (and
-    checkpoint_every the server's UDS_CHECKPOINT_EVERY). Validation is TrainConfig's own."""
+    """Every TrainConfig setting but the host paths may be given (tests/api/test_job_settings.py keeps the two in
+    step); omitted ones take the `recipe`'s value if one is named, else the TrainConfig default (and
+    checkpoint_every the server's UDS_CHECKPOINT_EVERY). Resolution and validation are TrainConfig.from_dict's.
+    `alpha` is a number, "paper" or "auto"; `candidate_batch_size` is one selection group (B), and
+    `train_batch_size` the selected examples per optimizer step."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,7 +119,11 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
 
+    recipe: str | None = None
     candidate_batch_size: int | None = None
+    groups_per_step: int | None = None
+    train_batch_size: int | None = None
+    group_by_length: bool | None = None
     alpha: float | str | None = None
     alpha_window: int | None = None
     buffer_size: int | None = None
@@ -127,6 +134,7 @@ class JobCreate(BaseModel):
     learning_rate: float | None = None
     warmup_ratio: float | None = None
     lr_schedule: str | None = None
+    loss_weighting: str | None = None
     weight_decay: float | None = None
     max_grad_norm: float | None = None
     micro_batch_size: int | None = None
@@ -135,6 +143,7 @@ class JobCreate(BaseModel):
     lora_alpha: int | None = None
     lora_dropout: float | None = None
     lora_targets: list[str] | None = None
+    lora_init: str | None = None
     max_seq_len: int | None = None
     loss_on: str | None = None
     score_on: str | None = None
@@ -276,6 +285,27 @@ class MetricsPage(BaseModel):
     data: list[MetricPublic]
     has_more: bool
     last_step: int
+
+
+class LengthBiasPublic(BaseModel):
+    """Does the job pick the most useful examples, or just the longest? Means over all of its selection groups
+    (each step's within-group Spearman correlations weighted by the groups that had one), and mean token counts
+    weighted by each step's candidates and selected examples. Nulls where no step had the figure yet."""
+
+    object: Literal["job.length_bias"] = "job.length_bias"
+    job_id: str
+    steps: int
+    groups: int
+    spearman_utility_length: float | None
+    spearman_score_length: float | None
+    groups_with_utility_rho: int
+    groups_with_score_rho: int
+    mean_length_candidates: float | None
+    mean_length_selected: float | None
+    selected_to_candidates_length: float | None  # > 1: the picks are longer than the candidates on average
+    alpha_setting: float | str | None  # the configured alpha: a number, "paper" or "auto"
+    alpha_used: float | None  # the latest step's alpha
+    alpha_paper: float | None  # what "paper" is for this job (from the run summary: known once it has succeeded)
 
 
 class SelectionPublic(BaseModel):
