@@ -89,6 +89,15 @@ def with_tiny_model(data_dir, tiny_model_dir) -> Path:
     return Path(data_dir)
 
 
+def migrated_sqlite(tmp_path_factory, name: str) -> str:
+    """A fresh SQLite database at the head revision, for test modules that train for real on SQLite only."""
+    from api.db import migrate
+
+    url = f"sqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
+    migrate(url)
+    return url
+
+
 def require_redis() -> str:
     import redis
 

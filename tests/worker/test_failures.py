@@ -13,8 +13,8 @@ import subprocess
 import pytest
 from sqlalchemy import select
 
-from api.db import migrate
 from api.models import Job, JobEvent
+from tests.utils.service import migrated_sqlite
 from worker.runner import run_job
 from tests.utils.factories import job_row
 
@@ -22,10 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('failures') / 'failures.db'}"
-    migrate(url)
-    return url
+def database_url(tmp_path_factory):  # these tests train for real: SQLite only
+    return migrated_sqlite(tmp_path_factory, "failures")
 
 
 @contextlib.contextmanager

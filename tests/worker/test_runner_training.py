@@ -13,18 +13,16 @@ import time
 import pytest
 from sqlalchemy import func, select, update
 
-from api.db import migrate
 from api.models import Checkpoint, Job, JobEvent, Selection, StepMetric
+from tests.utils.service import migrated_sqlite
 from worker.runner import run_job
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('runner') / 'runner.db'}"
-    migrate(url)
-    return url
+def database_url(tmp_path_factory):  # these tests train for real: SQLite only
+    return migrated_sqlite(tmp_path_factory, "runner")
 
 
 def when(predicate, timeout: float = 120) -> None:
