@@ -66,64 +66,83 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text and, for a fixed set of values, its choices, as field metadata."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
+    return field(default=default, metadata=metadata)
+
+
+def setting_help(name: str) -> str:
+    return TrainConfig.__dataclass_fields__[name].metadata.get("help", "")
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    return TrainConfig.__dataclass_fields__[name].metadata.get("choices")
+
+
 @dataclass
 class TrainConfig:
+    """Every setting of a run. Each field's metadata carries its `help` (one line) and, where the values are a fixed
+    set, its `choices`: the `uds train` flags, the job API's schema and the dashboard's hints are built from them."""
+
     # What to train, on what, where to write.
-    model: str = "uds-tiny"
-    dataset_path: str = ""
-    eval_dataset_path: str | None = None
-    output_dir: str = "uds-output"
+    model: str = _setting("uds-tiny", "model name (uds-tiny, a registered or allow-listed model) or a local folder")
+    dataset_path: str = _setting("", "training JSONL (chat, Alpaca or prompt/completion)")
+    eval_dataset_path: str | None = _setting(None, "held-out JSONL for eval loss and exact match")
+    output_dir: str = _setting("uds-output", "folder for checkpoints, metrics and the adapter")
 
     # A named set of settings applied under the ones given explicitly ("paper": the official script's).
-    recipe: str | None = None
+    recipe: str | None = _setting(None, "fill every setting not given with a named recipe: paper = the official script's", RECIPES)
 
     # Selection (DESIGN.md section 3). A selection group is B candidates of near-equal length, k of them picked;
     # one optimizer step accumulates the picks of `groups_per_step` groups.
-    method: str = "uds"
-    budget: float = 0.125
-    candidate_batch_size: int = 8
-    groups_per_step: int | None = None
-    train_batch_size: int = 32
-    group_by_length: bool = True
-    alpha: Alpha = "paper"
-    alpha_window: int = 256
-    buffer_size: int = 1024
-    proj_r_voc: int = 128
-    proj_r_seq: int = 8
+    method: str = _setting("uds", "how each group's k are picked (full: no selection)", METHODS)
+    budget: float = _setting(0.125, "fraction of candidates trained on: k = max(1, round(budget * B)) per group")
+    candidate_batch_size: int = _setting(8, "B: candidates in one selection group (near-equal lengths)")
+    groups_per_step: int | None = _setting(None, "selection groups per optimizer step (default: about train_batch_size picks a step)")
+    train_batch_size: int = _setting(32, "picks per optimizer step that groups_per_step aims at when not given")
+    group_by_length: bool = _setting(True, "length-grouped candidate order, so a group compares examples, not lengths")
+    alpha: Alpha = _setting("paper", 'weight of diversity: a number, "paper" (the official 1.5e-3 converted) or "auto"')
+    alpha_window: int = _setting(256, 'selection groups that alpha "auto" pools its spreads over')
+    buffer_size: int = _setting(1024, "memory of the projections of selected examples (FIFO)")
+    proj_r_voc: int = _setting(128, "projection size over the vocabulary")
+    proj_r_seq: int = _setting(8, "projection size over positions")
 
     # Optimisation. Defaults follow the paper's shipped script.
-    epochs: int = 1
-    max_steps: int | None = None
-    learning_rate: float = 1.5e-4
-    warmup_ratio: float = 0.01
-    lr_schedule: str = "linear"
-    loss_weighting: str = "example"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    micro_batch_size: int = 4
-    seed: int = 0
+    epochs: int = _setting(1, "passes over the data")
+    max_steps: int | None = _setting(None, "optimizer steps; overrides epochs when set")
+    learning_rate: float = _setting(1.5e-4, "peak learning rate (AdamW)")
+    warmup_ratio: float = _setting(0.01, "share of the steps spent warming up (at least one step)")
+    lr_schedule: str = _setting("linear", "decay after warm-up", SCHEDULES)
+    loss_weighting: str = _setting("example", "example: mean of each pick's token mean (the paper); token: every token alike", LOSS_WEIGHTINGS)
+    weight_decay: float = _setting(0.0, "AdamW weight decay")
+    max_grad_norm: float = _setting(1.0, "gradient clipping norm")
+    micro_batch_size: int = _setting(4, "examples per forward/backward (memory only: accumulation is exact)")
+    seed: int = _setting(0, "data order, LoRA init and random selection")
 
     # LoRA (paper: r 8, alpha 16, dropout 0, attention and MLP projections).
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    lora_init: str = "gaussian"
+    lora_r: int = _setting(8, "LoRA rank")
+    lora_alpha: int = _setting(16, "LoRA scaling numerator (scale = lora_alpha / lora_r)")
+    lora_dropout: float = _setting(0.0, "LoRA dropout")
+    lora_targets: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS), metadata={"help": "module names that get LoRA adapters"}
+    )
+    lora_init: str = _setting("gaussian", "LoRA A init: gaussian (the paper) or PEFT's default Kaiming-uniform", LORA_INITS)
 
     # Data.
-    max_seq_len: int = 512
-    loss_on: str = "all"
+    max_seq_len: int = _setting(512, "tokens kept per example (longer ones are truncated)")
+    loss_on: str = _setting("all", "tokens with loss: all (prompt and answer, the paper) or the answer only", LOSS_ON)
     # Which rows of the logits UDS scores: every real token (the paper) or the assistant answers only.
-    score_on: str = "all"
+    score_on: str = _setting("all", "tokens UDS scores: all real tokens (the paper) or the answer only", SCORE_ON)
 
     # Bookkeeping.
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    eval_every: int | None = None
-    eval_max_new_tokens: int = 32
-    device: str = "auto"
-    gradient_checkpointing: bool = False
-    models_dir: str | None = None
+    checkpoint_every: int = _setting(50, "steps between checkpoints")
+    keep_checkpoints: int = _setting(2, "newest checkpoints kept")
+    eval_every: int | None = _setting(None, "steps between evaluations on the eval file (always at the end)")
+    eval_max_new_tokens: int = _setting(32, "tokens generated per eval answer for exact match")
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    gradient_checkpointing: bool = _setting(False, "recompute activations in backward to save memory")
+    models_dir: str | None = _setting(None, "where local and built models live")
 
     def __post_init__(self) -> None:
         if self.recipe is not None and self.recipe in RECIPE_SETTINGS:
@@ -136,15 +155,16 @@ class TrainConfig:
         return selected_count(self.budget, self.candidate_batch_size)
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for spec in dataclasses.fields(self):
+            choices = spec.metadata.get("choices")
+            value = getattr(self, spec.name)
+            if choices and not (value is None and spec.default is None) and value not in choices:
+                raise ConfigError(spec.name, f"must be one of {', '.join(choices)}, got {value!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not (0 < self.budget <= 1):
             raise ConfigError("budget", f"must be a fraction in (0, 1], got {self.budget!r}")
         if self.method == "full" and self.budget != 1:
             # `full` means no selection; silently training on a fraction would mislabel the baseline.
             self.budget = 1.0
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)} or null, got {self.recipe!r}")
         if isinstance(self.alpha, str):
             if self.alpha not in ALPHA_MODES:
                 raise ConfigError("alpha", f'must be a non-negative number, "paper" or "auto", got {self.alpha!r}')
@@ -182,16 +202,6 @@ class TrainConfig:
             raise ConfigError("max_grad_norm", f"must be > 0, got {self.max_grad_norm!r}")
         if not _finite_number(self.lora_dropout) or not (0 <= self.lora_dropout < 1):
             raise ConfigError("lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError("lr_schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.loss_on not in LOSS_ON:
-            raise ConfigError("loss_on", f"must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ConfigError("loss_weighting", f"must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}")
-        if self.lora_init not in LORA_INITS:
-            raise ConfigError("lora_init", f"must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}")
-        if self.score_on not in SCORE_ON:
-            raise ConfigError("score_on", f"must be one of {', '.join(SCORE_ON)}, got {self.score_on!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError("device", f'must be "auto", "cpu", "cuda" or "cuda:N", got {self.device!r}')
         if not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets or not all(

@@ -38,10 +38,18 @@ GRID = [
     ("uds", "uds", 0.125, {}), ("random", "random", 0.125, {}), ("max_loss", "max_loss", 0.125, {}), ("max_grad", "max_grad", 0.125, {}),
     ("uds", "uds", 0.25, {}), ("random", "random", 0.25, {}), ("max_loss", "max_loss", 0.25, {}), ("max_grad", "max_grad", 0.25, {}),
 ]
-# ...and the variants of item 7 (other defaults), at 12.5%.
+# ...and variants of uds. "previous defaults" is how the service selected before issue 10: one group of 32 candidates
+# per optimizer step (k 4 at 12.5%), random order, alpha auto, cosine, token-weighted loss, PEFT's default LoRA init.
+PREVIOUS_DEFAULTS = {
+    "candidate_batch_size": 32, "groups_per_step": 1, "group_by_length": False, "alpha": "auto",
+    "lr_schedule": "cosine", "loss_weighting": "token", "lora_init": "default",
+}
 VARIANTS = [
+    ("uds, recipe=paper", "uds", 0.25, {"recipe": "paper"}),  # B 4, k 1 (at 12.5% the recipe with B 8 is the default)
+    ("uds, previous defaults", "uds", 0.125, PREVIOUS_DEFAULTS),
+    ("uds, no length grouping", "uds", 0.125, {"group_by_length": False}),
+    ("uds, alpha=auto", "uds", 0.125, {"alpha": "auto"}),
     ("uds alpha=0 (utility only)", "uds", 0.125, {"alpha": 0.0}),
-    ("uds, loss_on=answer", "uds", 0.125, {"loss_on": "answer"}),
     ("uds, score_on=answer", "uds", 0.125, {"score_on": "answer"}),
 ]
 
@@ -81,14 +89,16 @@ def run_one(settings: dict, label: str, method: str, budget: float, extra: dict,
     from uds.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="uds-quality-") as out:
-        config = TrainConfig(
-            model=settings["model"], dataset_path=settings["train"], eval_dataset_path=settings["eval"], output_dir=out,
-            method=method, budget=budget, candidate_batch_size=settings["candidate_batch_size"], max_steps=settings["steps"],
-            learning_rate=settings["learning_rate"], warmup_ratio=settings["warmup_ratio"], lr_schedule="cosine",
-            max_seq_len=settings["max_seq_len"], micro_batch_size=settings["micro_batch_size"], seed=seed, device="cpu",
-            eval_every=settings["eval_every"] if curves else None, checkpoint_every=10_000_000, keep_checkpoints=1,
-            eval_max_new_tokens=16, **extra,
-        )
+        # from_dict, so that a recipe in `extra` fills only what is not given here (the lr stays the benchmark's:
+        # the recipe's 1.5e-4 is for a 7B model).
+        config = TrainConfig.from_dict({
+            "model": settings["model"], "dataset_path": settings["train"], "eval_dataset_path": settings["eval"], "output_dir": out,
+            "method": method, "budget": budget, "epochs": settings["epochs"],
+            "learning_rate": settings["learning_rate"], "warmup_ratio": settings["warmup_ratio"],
+            "max_seq_len": settings["max_seq_len"], "micro_batch_size": settings["micro_batch_size"], "seed": seed, "device": "cpu",
+            "eval_every": settings["eval_every"] if curves else None, "checkpoint_every": 10_000_000, "keep_checkpoints": 1,
+            "eval_max_new_tokens": 16, **extra,
+        })
         logger = CollectingLogger(kinds)
         started = time.perf_counter()
         result = train(config, logger, resume=False)
@@ -101,7 +111,10 @@ def run_one(settings: dict, label: str, method: str, budget: float, extra: dict,
         "eval_loss": final["eval_loss"], "eval_accuracy": final["eval_accuracy"], "eval_token_accuracy": token_accuracy,
         "wall_s": wall, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"],
         "examples_scored": summary["examples_scored"], "examples_trained": summary["examples_trained"],
-        "tokens_trained": summary["tokens_trained"], "alpha_last": summary.get("alpha"),
+        "tokens_trained": summary["tokens_trained"], "alpha_last": summary.get("alpha"), "alpha_paper": summary.get("alpha_paper"),
+        "steps": len(logger.steps), "candidate_batch_size": config.candidate_batch_size, "k": config.k,
+        "spearman_utility_length": summary.get("spearman_utility_length"), "spearman_score_length": summary.get("spearman_score_length"),
+        "mean_length_candidates": summary.get("mean_length_candidates"), "mean_length_selected": summary.get("mean_length_selected"),
         "selected_kinds": logger.selected_kinds, "candidate_kinds": logger.candidate_kinds,
         "curve": logger.steps,
     }
@@ -156,9 +169,10 @@ def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]
             del model
             row = {"vocab": shape["vocab"], "layers": shape["layers"], "hidden": full_shape["hidden_size"]}
             for method, budget in (("uds", 0.125), ("full", 1.0)):
+                # One epoch each: both see every candidate once (uds scores all, trains on 12.5%).
                 config = TrainConfig(
                     model=str(folder), dataset_path=settings["train"], output_dir=str(Path(root) / f"out-{folder.name}-{method}"),
-                    method=method, budget=budget, candidate_batch_size=settings["candidate_batch_size"], max_steps=steps,
+                    method=method, budget=budget, epochs=1, max_steps=steps,
                     learning_rate=settings["learning_rate"], max_seq_len=settings["max_seq_len"],
                     micro_batch_size=settings["micro_batch_size"], seed=0, device="cpu", checkpoint_every=10_000_000, keep_checkpoints=1,
                 )
@@ -176,11 +190,14 @@ def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]
     return rows
 
 
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=24, help="candidate steps per run (B candidates each)")
-    parser.add_argument("--candidate-batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the training rows per run")
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--no-variants", action="store_true", help="skip the item-7 variants")
@@ -231,12 +248,17 @@ def main(argv=None) -> int:
         lines = eval_path.read_text().splitlines()[:2]
         eval_path = out / "eval-small.jsonl"
         eval_path.write_text("\n".join(lines) + "\n")
-    steps = 2 if args.quick else args.steps
+    from uds.config import TrainConfig, total_steps
+
+    epochs = 1 if args.quick else args.epochs
+    n_rows = len(kinds)
+    # Evaluate about three times along the way; the number of steps depends on the method's groups per step.
+    steps_at_12 = total_steps(TrainConfig(dataset_path="x", budget=0.125, epochs=epochs), n_rows)
     settings = {
-        "model": str(base), "train": str(dataset_dir / "train.jsonl"), "eval": str(eval_path),
-        "candidate_batch_size": 8 if args.quick else args.candidate_batch_size, "steps": steps,
+        "model": str(base), "train": str(dataset_dir / "train.jsonl"), "eval": str(eval_path), "epochs": epochs,
+        "candidate_batch_size": TrainConfig.__dataclass_fields__["candidate_batch_size"].default,
         "learning_rate": args.learning_rate, "warmup_ratio": 0.05, "max_seq_len": 192, "micro_batch_size": 4,
-        "eval_every": max(1, steps // 3), "threads": args.threads, "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "eval_every": max(1, steps_at_12 // 3), "threads": args.threads, "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
         "pretrain_curve": pretrain_info["curve"], "n_train": len(kinds), "n_eval": len(eval_path.read_text().splitlines()),
         "train_kinds": {k: kinds.count(k) for k in sorted(set(kinds))}, "cost_shape": shape,
     }
@@ -249,7 +271,7 @@ def main(argv=None) -> int:
             row = run_one(settings, label, method, budget, extra, seed, kinds, curves=(seed == 0))
             runs.append(row)
             log(f"seed {seed} {label:>28} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
-                f"answer tokens {row['eval_token_accuracy']:.1%}, "
+                f"answer tokens {row['eval_token_accuracy']:.1%}, {row['steps']} steps, rho(u, len) {_num(row['spearman_utility_length'])}, "
                 f"{row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)")
     cost = []
     if not args.no_cost:
@@ -257,7 +279,7 @@ def main(argv=None) -> int:
             {"vocab": 260, "layers": 2}, {"vocab": 4096, "layers": 2}, {"vocab": 32768, "layers": 2},
             {"vocab": 4096, "layers": 1}, {"vocab": 4096, "layers": 8},
         ]
-        cost = cost_runs(settings, shapes, 2 if args.quick else 3, log)
+        cost = cost_runs(settings, shapes, 2 if args.quick else None, log)
     results = {
         "command": " ".join(["python -m benchmarks.quality.run", *(argv if argv is not None else sys.argv[1:])]),
         "settings": settings, "runs": runs, "cost": cost, "total_wall_s": time.perf_counter() - started,
