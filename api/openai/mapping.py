@@ -4,10 +4,14 @@ stay in api/services and uds.config; this module only renames.
 Hyperparameters (each "auto" or a number; `method.supervised.hyperparameters`, or the legacy top-level
 `hyperparameters`):
 - `n_epochs` -> `epochs`; "auto" = the UDS `epochs` extra field if given, else TrainConfig's default (1).
-- `batch_size` -> `candidate_batch_size` B, the examples drawn (and scored) per optimizer step; an epoch is
-  ceil(N / B) steps, exactly as with OpenAI's batch size. Of those B, k = max(1, round(budget * B)) are trained
-  on; with `selection_method: "full"` (budget 1) the two meanings coincide. The micro batch is a memory
-  setting (gradient accumulation), not a batch size in this sense. "auto" = `candidate_batch_size` or 32.
+- `batch_size` -> `train_batch_size`: the examples whose gradient makes one optimizer step, as in OpenAI's API.
+  A step is `groups_per_step` selection groups of `candidate_batch_size` B candidates, k = max(1, round(budget
+  * B)) picked from each, so it trains on about `batch_size` selected examples out of about batch_size / budget
+  candidates; with `selection_method: "full"` (budget 1) an epoch is ceil(N / batch_size) steps, as with OpenAI.
+  Two exceptions: a dataset too small for 4 steps an epoch gets fewer groups a step (uds.config.groups_per_step),
+  and an explicit `groups_per_step` fixes the step instead (so it may not be given with a numeric batch_size).
+  The micro batch is a memory setting (gradient accumulation), not a batch size in this sense.
+  "auto" = `train_batch_size` or 32; the echo is the step's nominal selected count (groups_per_step * k when set).
 - `learning_rate_multiplier` x BASE_LEARNING_RATE (TrainConfig's default, 1.5e-4, the paper's) = `learning_rate`;
   "auto" = 1, or the `learning_rate` extra field divided by the base.
 A number given both ways (e.g. `n_epochs: 2` and `epochs: 3`) is refused rather than silently picked.
@@ -33,7 +37,7 @@ from api.openai.schemas import (
     SupervisedMethod,
 )
 from api.schemas import JobCreate, job_public
-from uds.config import TrainConfig
+from uds.config import TrainConfig, selected_count
 
 BASE_LEARNING_RATE: float = TrainConfig.__dataclass_fields__["learning_rate"].default
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -41,7 +45,9 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # Where a native field comes from in an OpenAI request, for error messages (`param`).
 BASE_SOURCES = {"dataset_id": "training_file", "eval_dataset_id": "validation_file", "method": "selection_method"}
 # OpenAI name -> TrainConfig name.
-HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "candidate_batch_size", "learning_rate_multiplier": "learning_rate"}
+HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "train_batch_size", "learning_rate_multiplier": "learning_rate"}
+# A UDS setting that overrides what a hyperparameter sets: given together, one would be silently ignored.
+OVERRIDDEN_BY = {"train_batch_size": "groups_per_step"}
 # Native request fields that have an OpenAI name on /v1; sending the native name there is a mistake.
 RENAMED = {"dataset_id": "training_file", "eval_dataset_id": "validation_file"}
 # TrainConfig fields that are not UDS settings in the echo (they are OpenAI fields of their own).
@@ -100,6 +106,9 @@ def to_native(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
             if not same:
                 raise APIError(400, f"{source} ({value!r}) disagrees with {field} ({extras[field]!r}); give one of them.",
                                code="invalid_value", param=source)
+        if OVERRIDDEN_BY.get(field) in extras and extras[OVERRIDDEN_BY[field]] is not None:
+            raise APIError(400, f"{source} ({value!r}) and {OVERRIDDEN_BY[field]} both size the optimizer step; give "
+                           "one of them.", code="invalid_value", param=source)
         extras[field] = native_value
         sources[field] = source
     request: dict[str, Any] = {"dataset_id": body.training_file, "model": body.model, **extras}
@@ -146,7 +155,10 @@ def hyperparameters(config: dict[str, Any]) -> Hyperparameters:
         return config.get(name, _DEFAULTS[name])
 
     multiplier = get("learning_rate") / BASE_LEARNING_RATE
-    return Hyperparameters(n_epochs=get("epochs"), batch_size=get("candidate_batch_size"),
+    batch_size = get("train_batch_size")
+    if config.get("groups_per_step") is not None:  # it fixes the step, whatever train_batch_size says
+        batch_size = config["groups_per_step"] * selected_count(get("budget"), get("candidate_batch_size"))
+    return Hyperparameters(n_epochs=get("epochs"), batch_size=batch_size,
                            learning_rate_multiplier=float(f"{multiplier:.10g}"))
 
 

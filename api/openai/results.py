@@ -30,10 +30,13 @@ CSV_NAME = "step_metrics.csv"
 STAT_GROUPS = ("candidates", "selected")
 STAT_SCORES = ("utility", "diversity", "score")
 STAT_NAMES = ("mean", "std", "min", "max")
+# The step's length-bias diagnostic (stats["length"], uds/diagnostics.py): means over its selection groups.
+LENGTH_NAMES = ("spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected")
 CSV_COLUMNS = (
     "step", "epoch", "train_loss", "train_mean_token_accuracy", "valid_loss", "full_valid_loss", "valid_exact_match",
     "learning_rate", "grad_norm", "tokens_trained", "candidates", "selected", "alpha", "time_scoring", "time_training",
     *(f"{g}_{s}_{n}" for g in STAT_GROUPS for s in STAT_SCORES for n in STAT_NAMES),
+    "groups", *LENGTH_NAMES,  # last, so the columns before keep their places
 )
 
 
@@ -65,6 +68,8 @@ def _csv_row(m: StepMetric) -> list[Any]:
         for score in STAT_SCORES:
             summary = (stats.get(group) or {}).get(score) or {}
             row += [summary.get(name) for name in STAT_NAMES]
+    length = stats.get("length") or {}
+    row += [stats.get("groups"), *(length.get(name) for name in LENGTH_NAMES)]
     return ["" if v is None else v for v in row]
 
 

@@ -22,6 +22,9 @@ from tests.utils.openai_server import oai, openai_server  # noqa: F401 (fixtures
 BASE_LR = 1.5e-4
 STATS = {group: {score: {"mean": 1.0, "std": 0.5, "min": 0.0, "max": 2.0} for score in ("utility", "diversity", "score")}
          for group in ("candidates", "selected")}
+STATS.update(groups=4, length={  # a step's length diagnostic, as the trainer reports it (uds/diagnostics.py)
+    "spearman_utility_length": 0.25, "spearman_score_length": -0.5, "groups_with_utility_rho": 4,
+    "groups_with_score_rho": 3, "mean_length_candidates": 40.0, "mean_length_selected": 44.0})
 
 
 @pytest.fixture
@@ -44,28 +47,41 @@ def test_auto_hyperparameters_resolve_to_the_defaults(oai, training_file):
         "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}}})
     assert job.hyperparameters.model_dump() == {"n_epochs": 1, "batch_size": 32, "learning_rate_multiplier": 1.0}
     assert job.method.supervised.hyperparameters.model_dump() == job.hyperparameters.model_dump()
-    assert job.selection_method == "uds" and job.budget == 0.125 and job.alpha == "auto"  # the TrainConfig defaults
+    assert job.selection_method == "uds" and job.budget == 0.125 and job.alpha == "paper"  # the TrainConfig defaults
+    assert job.train_batch_size == 32 and job.candidate_batch_size == 8
     plain = create(oai, training_file)  # nothing given at all
     assert plain.hyperparameters == job.hyperparameters and plain.seed == 0
 
 
 def test_auto_takes_the_uds_settings_when_given(oai, training_file):
     job = create(oai, training_file, hyperparameters={"n_epochs": "auto", "batch_size": "auto"},
-                 extra_body={"epochs": 3, "candidate_batch_size": 4, "learning_rate": 3e-4})
+                 extra_body={"epochs": 3, "train_batch_size": 4, "learning_rate": 3e-4})
     assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.batch_size == 4
     assert job.hyperparameters.learning_rate_multiplier == 2.0
-    assert job.progress["total_steps"] == 3 * 3  # 12 examples in candidate batches of 4, three epochs
+    assert job.progress["total_steps"] == 3 * 2  # 12 examples: 2 groups of 8, one a step (too few for more), 3 epochs
+    fixed = create(oai, training_file, extra_body={"budget": 0.25, "candidate_batch_size": 4, "groups_per_step": 3})
+    assert fixed.hyperparameters.batch_size == 3  # groups_per_step fixes the step: 3 groups x k 1 of 4
+
+
+@pytest.fixture
+def larger_file(oai):
+    return oai.files.create(file=("larger.jsonl", jsonl(chat_rows(64))), purpose="fine-tune")
 
 
 @pytest.mark.parametrize("place", ["method", "legacy"])
-def test_numbers_map_to_epochs_candidate_batch_and_learning_rate(oai, training_file, place):
-    hyper = {"n_epochs": 2, "batch_size": 6, "learning_rate_multiplier": 0.5}
+def test_numbers_map_to_epochs_examples_per_step_and_learning_rate(oai, larger_file, place):
+    hyper = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 0.5}
     given = ({"method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}} if place == "method"
              else {"hyperparameters": hyper})
-    job = create(oai, training_file, **given)
+    job = create(oai, larger_file, **given, extra_body={"selection_method": "full", "candidate_batch_size": 2})
     assert job.hyperparameters.model_dump() == hyper
-    assert job.epochs == 2 and job.candidate_batch_size == 6 and job.learning_rate == pytest.approx(0.5 * BASE_LR)
-    assert job.progress["total_steps"] == 2 * 2
+    assert job.epochs == 2 and job.train_batch_size == 8 and job.learning_rate == pytest.approx(0.5 * BASE_LR)
+    assert job.candidate_batch_size == 2  # the selection group is a UDS setting of its own
+    assert job.progress["total_steps"] == 2 * 8  # full data: ceil(64 / batch_size 8) steps an epoch, as OpenAI's
+    selective = create(oai, larger_file, **given, extra_body={"budget": 0.25, "candidate_batch_size": 8})
+    # k 2 of each group of 8: 4 groups (32 candidates) a step train on 8 examples; 8 groups an epoch, at least
+    # 4 steps an epoch, so 2 groups a step here (uds.config.groups_per_step).
+    assert selective.progress["total_steps"] == 2 * 4
 
 
 def test_uds_settings_in_extra_body_are_echoed(oai, training_file):
@@ -108,7 +124,9 @@ def test_the_job_object_has_every_field_of_the_reference(oai, openai_server, tra
      "invalid_value"),
     ({"hyperparameters": {"n_epochs": 2}, "method": {"type": "supervised", "supervised": {
         "hyperparameters": {"n_epochs": 3}}}}, "method.supervised.hyperparameters.n_epochs", "invalid_value"),
-    ({"hyperparameters": {"batch_size": 8}, "extra_body": {"candidate_batch_size": 16}}, "hyperparameters.batch_size",
+    ({"hyperparameters": {"batch_size": 8}, "extra_body": {"train_batch_size": 16}}, "hyperparameters.batch_size",
+     "invalid_value"),
+    ({"hyperparameters": {"batch_size": 8}, "extra_body": {"groups_per_step": 2}}, "hyperparameters.batch_size",
      "invalid_value"),
     ({"extra_body": {"bugdet": 0.5}}, "bugdet", "unknown_parameter"),
     ({"extra_body": {"dataset_id": "file-x"}}, "dataset_id", "unknown_parameter"),
@@ -324,6 +342,8 @@ def test_a_succeeded_job_has_result_files_and_is_a_model(oai, openai_server, tra
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[1]["train_loss"] == "1.0"
     assert rows[0]["selected"] == "2" and rows[0]["selected_utility_mean"] == "1.0" and rows[0]["valid_loss"] == ""
+    assert rows[0]["groups"] == "4" and rows[0]["spearman_utility_length"] == "0.25"
+    assert rows[0]["mean_length_selected"] == "44.0"
     assert oai.files.content(adapter_id).content == archive and results[adapter_id].bytes == len(archive)
     with pytest.raises(openai.BadRequestError) as caught:
         oai.files.delete(csv_id)

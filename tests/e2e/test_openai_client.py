@@ -104,7 +104,8 @@ def test_fine_tune_with_the_openai_client(client, server, training_file, tiny_mo
     assert job.seed == 7 and job.metadata == {"team": "search"} and job.validation_file == validation.id
     for name, value in UDS_SETTINGS.items():  # echoed back, resolved
         assert getattr(job, name) == value, name
-    assert job.candidate_batch_size == 8 and job.learning_rate == pytest.approx(6 * 1.5e-4)
+    # batch_size is the examples trained per optimizer step; the selection group stays TrainConfig's 8.
+    assert job.train_batch_size == 8 and job.candidate_batch_size == 8 and job.learning_rate == pytest.approx(6 * 1.5e-4)
 
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
@@ -125,8 +126,10 @@ def test_fine_tune_with_the_openai_client(client, server, training_file, tiny_mo
         assert event.object == "fine_tuning.job.event" and event.level == "info"
         assert data["total_steps"] == STEPS and data["train_loss"] > 0
         assert 0 <= data["train_mean_token_accuracy"] <= 1
-        assert data["candidates"] == 8 and data["selected"] == 2  # k = round(0.25 * 8)
-        assert set(data["selection_stats"]) == {"candidates", "selected"}
+        # 48 rows are 6 groups of 8: at least 4 steps an epoch leaves one group a step, k = round(0.25 * 8).
+        assert data["candidates"] == 8 and data["selected"] == 2
+        assert set(data["selection_stats"]) == {"candidates", "selected", "groups", "length"}
+        assert data["selection_stats"]["groups"] == 1 and "spearman_utility_length" in data["selection_stats"]["length"]
         assert set(data["selection_stats"]["selected"]["utility"]) == {"mean", "std", "min", "max"}
         if data["step"] % 3 == 0:
             assert data["valid_loss"] > 0 and data["full_valid_loss"] == data["valid_loss"]
