@@ -1,53 +1,157 @@
-"""Text previews of dataset rows for the selections views, from the stored (already validated) file.
+"""Dataset rows for the row and selections views, read from the stored (already validated) file one row at a time.
 
-Parsing a dataset is O(file), so the parsed examples of the few most recently used datasets are kept in
-memory; the key includes the checksum, so a replaced file can never serve stale previews.
+A preview must cost what it shows: `rows?limit=1` of a 2 M-row file reads one line, not the file. So each stored
+dataset has a sidecar row index next to it (`<dataset>.rows`): for every example, the byte offset of its line and
+its line number. It is written with the dataset at upload, and built once, lazily, for datasets stored before.
+
+Index layout: a header (magic, the dataset's size in bytes, the number of rows), then one fixed-size record per
+row, so row `r` is one seek. The size in the header ties the index to its file: a file of another size (replaced
+or truncated) gets its index rebuilt instead of serving other rows.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from api.models import Dataset
 from api.settings import Settings
 
-CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, str], list] = OrderedDict()
-_lock = threading.Lock()
+INDEX_SUFFIX = ".rows"
+_MAGIC = b"UDSROWS1"
+_HEADER = struct.Struct("<8sQQ")  # magic, dataset bytes, rows
+_RECORD = struct.Struct("<QI")  # byte offset of the row's line, its 1-based line number
+_SCAN_CHUNK = 1 << 20
+_LINE_CHUNK = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+# Every read of a dataset or an index goes through this, so a test can count the bytes a preview costs.
+open_file = open
 
 
-def examples_for(settings: Settings, dataset: Dataset | None) -> list | None:
-    """The dataset's examples (uds.formats.Example), or None if the dataset or its file is gone."""
+def index_path(dataset_path: Path) -> Path:
+    return dataset_path.with_name(dataset_path.name + INDEX_SUFFIX)
+
+
+def _scan_rows(dataset_path: Path) -> Iterator[tuple[int, int]]:
+    """(offset, line) of every non-blank line: in a validated file, every one of them is an example, in order."""
+    offset, line, pending = 0, 0, b""
+    with open_file(dataset_path, "rb") as handle:
+        while chunk := handle.read(_SCAN_CHUNK):
+            data = pending + chunk
+            start = 0
+            while (end := data.find(b"\n", start)) != -1:
+                line += 1
+                if data[start:end].decode("utf-8", "replace").strip():
+                    yield offset + start, line
+                start = end + 1
+            offset += start
+            pending = data[start:]
+    if pending.decode("utf-8", "replace").strip():
+        yield offset, line + 1
+
+
+def write_index(dataset_path: Path) -> Path:
+    """Write the row index of `dataset_path` (atomically: a concurrent reader sees the old one or the new one)."""
+    target = index_path(dataset_path)
+    size = dataset_path.stat().st_size
+    fd, temp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(_HEADER.pack(_MAGIC, size, 0))
+            rows = 0
+            for offset, line in _scan_rows(dataset_path):
+                out.write(_RECORD.pack(offset, line))
+                rows += 1
+            out.seek(0)
+            out.write(_HEADER.pack(_MAGIC, size, rows))
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def remove_index(dataset_path: Path) -> None:
+    index_path(dataset_path).unlink(missing_ok=True)
+
+
+class DatasetRowReader:
+    """The examples of one stored dataset as a sequence: `len()` from the index, `reader[row]` reads one line."""
+
+    def __init__(self, dataset_path: Path, rows: int):
+        self.dataset_path, self.rows = dataset_path, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, row: int):
+        if not 0 <= row < self.rows:
+            raise IndexError(row)
+        return self.example(row)
+
+    def page(self, offset: int, limit: int) -> list:
+        return [self.example(r) for r in range(offset, min(self.rows, offset + limit))]
+
+    def example(self, row: int):
+        """uds.formats.Example of `row`, parsed from its line alone."""
+        from uds.formats import Example, detect_format, normalise_record
+
+        with open_file(index_path(self.dataset_path), "rb") as index:
+            index.seek(_HEADER.size + row * _RECORD.size)
+            offset, line = _RECORD.unpack(index.read(_RECORD.size))
+        with open_file(self.dataset_path, "rb") as handle:
+            raw = _read_line(handle, offset)
+        record = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
+        return Example(row=row, line=line, messages=normalise_record(record, detect_format(record)))
+
+
+def _read_line(handle, offset: int) -> bytes:
+    """The line starting at `offset`, read in small chunks up to its newline (never the rest of the file)."""
+    handle.seek(offset)
+    parts = []
+    while chunk := handle.read(_LINE_CHUNK):
+        end = chunk.find(b"\n")
+        if end != -1:
+            parts.append(chunk[:end])
+            break
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _index_rows(dataset_path: Path) -> int | None:
+    """Rows in the index of `dataset_path`, or None when it is missing, damaged or for another file."""
+    try:
+        with open_file(index_path(dataset_path), "rb") as index:
+            magic, size, rows = _HEADER.unpack(index.read(_HEADER.size))
+    except (OSError, struct.error):
+        return None
+    if magic != _MAGIC or size != dataset_path.stat().st_size:
+        return None
+    return rows
+
+
+def examples_for(settings: Settings, dataset: Dataset | None) -> DatasetRowReader | None:
+    """The dataset's examples, read on demand, or None if the dataset or its file is gone."""
     if dataset is None:
         return None
-    key = (dataset.id, dataset.sha256)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
     path = settings.served_file(dataset.storage_path)  # None when missing or a link out of the data folder
     if path is None:
         return None
-    from uds.formats import load_examples
-
-    examples = load_examples(str(path))
-    with _lock:
-        _cache[key] = examples
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return examples
+    rows = _index_rows(path)
+    if rows is None:  # stored before indexes existed (or the index was lost): one scan, then never again
+        write_index(path)
+        rows = _index_rows(path)
+    return DatasetRowReader(path, rows or 0)
 
 
-def row_preview(examples: list | None, row: int, max_chars: int = 200) -> str | None:
+def row_preview(examples: DatasetRowReader | None, row: int, max_chars: int = 200) -> str | None:
     if examples is None or not 0 <= row < len(examples):
         return None
     from uds.formats import example_preview
 
     return example_preview(examples[row], max_chars=max_chars)
-
-
-def forget(dataset_id: str) -> None:
-    with _lock:
-        for key in [k for k in _cache if k[0] == dataset_id]:
-            del _cache[key]

@@ -62,8 +62,11 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsD
 @router.get("/{dataset_id}/rows", response_model=DatasetRows)
 def dataset_rows(dataset: DatasetDep, settings: SettingsDep,
                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 20):
-    examples = previews.examples_for(settings, dataset) or []
-    page = examples[offset:offset + limit]
-    data = [DatasetRow(row=e.row, line=e.line, preview=previews.row_preview(examples, e.row) or "",
-                       messages=e.messages) for e in page]
+    examples = previews.examples_for(settings, dataset)
+    if examples is None:
+        return DatasetRows(data=[], has_more=False, total=0)
+    from uds.formats import example_preview
+
+    data = [DatasetRow(row=e.row, line=e.line, preview=example_preview(e), messages=e.messages)
+            for e in examples.page(offset, limit)]
     return DatasetRows(data=data, has_more=offset + limit < len(examples), total=len(examples))

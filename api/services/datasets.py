@@ -63,6 +63,7 @@ def store_dataset(session: Session, tenant_id: int, settings: Settings, received
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(received.path, final)  # same filesystem (tmp_dir is under data_dir): atomic
     try:
+        previews.write_index(final)  # row offsets, so a preview reads only the rows it shows
         dataset = Dataset(id=dataset_id, tenant_id=tenant_id, filename=received.filename, purpose=purpose,
                           format=report.format, bytes=received.bytes, sha256=received.sha256,
                           n_examples=report.n_examples, status="processed", storage_path=relative)
@@ -70,6 +71,7 @@ def store_dataset(session: Session, tenant_id: int, settings: Settings, received
         session.commit()
     except BaseException:
         final.unlink(missing_ok=True)
+        previews.remove_index(final)
         raise
     return dataset
 
@@ -93,4 +95,4 @@ def delete_dataset(session: Session, settings: Settings, dataset: Dataset) -> No
                        code="dataset_in_use", param="id")
     session.commit()
     path.unlink(missing_ok=True)
-    previews.forget(dataset.id)
+    previews.remove_index(path)

@@ -31,7 +31,7 @@ def test_upload_each_format(client, key, settings, rows, fmt):
     assert body["format"] == fmt and body["n_examples"] == len(rows) and body["status"] == "processed"
     assert body["bytes"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
     assert body["filename"] == "my data.jsonl" and body["purpose"] == "fine-tune"
-    assert stored_files(settings) == [f"datasets/{body['id']}.jsonl"]
+    assert stored_files(settings) == [f"datasets/{body['id']}.jsonl", f"datasets/{body['id']}.jsonl.rows"]
     assert (settings.data_dir / "datasets" / f"{body['id']}.jsonl").read_bytes() == data
     assert client.get(f"/api/v1/datasets/{body['id']}", headers=bearer(key)).json() == body
 
