@@ -6,13 +6,13 @@ the tokenisation training uses, whatever template the tokenizer has.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from uds.data import TokenizedExample, collate, tokenize_examples
+from uds.device import autocast
 from uds.formats import Example
 
 EVAL_BATCH = 8
@@ -53,7 +53,7 @@ def evaluate(model, tokenizer, eval_set: EvalSet, device: torch.device) -> dict[
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device):
             loss = _answer_loss(model, tokenizer, eval_set, device)
             accuracy = _exact_match(model, tokenizer, eval_set, device)
     finally:
@@ -105,9 +105,3 @@ def _stop_ids(tokenizer) -> list[int]:
 
 def _normalise(text: str) -> str:
     return " ".join(text.split())
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

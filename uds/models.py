@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from uds.device import default_dtype, resolve_device
 from uds.tiny import TINY_MODEL, build_tiny_model
 
 __all__ = [
@@ -116,20 +117,11 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
 # Loading.
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        # Full precision on CPU (bf16 matmuls there are slow and lossy); bf16 on GPUs that support it.
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return default_dtype(device)
     resolved = getattr(torch, str(dtype), None)
     if not isinstance(resolved, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
@@ -158,7 +150,7 @@ def load_model_and_tokenizer(name_or_path: str, device="cpu", dtype=None):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = _resolve_device(device)
+    device = resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     local = os.path.isdir(os.path.expanduser(name_or_path))
     common = dict(trust_remote_code=False, local_files_only=local)

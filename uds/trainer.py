@@ -11,7 +11,6 @@ The loop reports through `uds.reporter.TrainLogger` and knows nothing of databas
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ from safetensors import SafetensorError
 from uds import checkpoint as ckpt
 from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
+from uds.device import DeviceUnavailable, autocast, resolve_device
 from uds.diagnostics import length_bias
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
@@ -126,7 +126,10 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
 
 
 def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
-    device = resolve_device(config.device)
+    try:
+        device = resolve_device(config.device)
+    except DeviceUnavailable as error:
+        raise TrainingError("device_unavailable", str(error)) from error
     torch.manual_seed(config.seed)
     try:
         examples = load_examples(config.dataset_path)
@@ -138,8 +141,7 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
 
     try:
         model_path = resolve_model(config.model, allowed=allowed_models, models_dir=config.models_dir)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model, tokenizer = load_model_and_tokenizer(model_path, device=device, dtype=dtype)
+        model, tokenizer = load_model_and_tokenizer(model_path, device=device)
     except ModelNotAllowed as error:
         raise TrainingError("model_not_allowed", str(error)) from error
     except (ModelLoadError, OSError, ValueError) as error:
@@ -169,14 +171,6 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
         optimizer, scheduler, selector, head, n_steps, steps_per_epoch(config, len(items)),
         groups_per_step(config, len(items)), counters,
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError("device_unavailable", f"Device {name!r} was requested but CUDA is not available on this worker.")
-    return torch.device(name)
 
 
 def lr_multiplier(config: TrainConfig, n_steps: int):
@@ -240,7 +234,6 @@ def step_groups(run: _Run, step: int) -> tuple[int, list[list[int]]]:
 
 
 def _step(run: _Run, step: int) -> dict[str, Any]:
-    config = run.config
     epoch, groups = step_groups(run, step)
     rows = [row for group in groups for row in group]
     candidates = [run.items[row] for row in rows]
@@ -310,7 +303,7 @@ def _measure(run: _Run, groups: list[list[int]]) -> Measures:
     for chunk in _chunks_of_groups(groups, chunk_rows):
         candidates = [run.items[row] for row in chunk]
         batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
-        with torch.no_grad(), _autocast(run.device):
+        with torch.no_grad(), autocast(run.device):
             hidden = body_hidden_states(run.model, batch["input_ids"], batch["attention_mask"]).float()
         mask = batch["attention_mask"] if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
         parts.append(run.selector.measure(ScoringInputs(hidden=hidden, attention_mask=mask, labels=batch["labels"], head=run.head)))
@@ -370,7 +363,7 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
     for start in range(0, len(trained), config.micro_batch_size):
         micro_items = trained[start : start + config.micro_batch_size]
         micro = _to_device(collate(micro_items, run.tokenizer.pad_token_id), run.device)
-        with _autocast(run.device):
+        with autocast(run.device):
             logits = run.model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"]).logits
         shift_logits = logits[:, :-1].float()
         shift_labels = micro["labels"][:, 1:]
@@ -535,13 +528,6 @@ def _guarded(action):
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device) for key, value in batch.items()}
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA only: CPU runs stay float32, which is what makes CPU resume tests bit-exact.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _now(device: torch.device) -> float:
