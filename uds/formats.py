@@ -22,6 +22,7 @@ with the whole file), up to ``max_problems``; a last line-0 problem says how man
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -342,6 +343,9 @@ class StreamValidator:
             return
         except RecursionError:  # [[[[...]]]] thousands deep: the parser's stack, not a dataset
             self._add(line, "bad JSON (nested too deeply)")
+            return
+        except ValueError:  # the one other ValueError of json.loads: Python's int-conversion limit (CVE-2020-10735)
+            self._add(line, f"bad JSON (an integer of more than {sys.get_int_max_str_digits()} digits)")
             return
         if not isinstance(record, dict):
             hint = " (the file must be JSON Lines: one JSON object per line)" if isinstance(record, list) else ""

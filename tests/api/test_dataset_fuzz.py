@@ -71,6 +71,9 @@ CASES = {
                                    f'{{"role": "assistant", "content": "b"}}]}}\n'.encode(), 2, "role"),
     "huge line of garbage": (f"{GOOD}\n".encode() + b"{" + b"x" * 50000 + b"\n", 2, "JSON"),
     "deeply nested JSON": (f"{GOOD}\n".encode() + b"[" * 20000 + b"]" * 20000 + b"\n", 2, ""),
+    # Past Python's int-conversion limit (4,300 digits) json.loads raises a plain ValueError, not JSONDecodeError.
+    "integer of 5,000 digits": (f'{GOOD}\n{GOOD}\n{{"prompt": "a", "completion": "b", "n": {"7" * 5000}}}\n'.encode(),
+                                3, "digits"),
 }
 
 
