@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 STATE_FILE = "state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+_TEMP_DIR = re.compile(r"^step-\d+\.tmp-(\d+)$")
 
 
 @dataclass
@@ -67,9 +68,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def remove_abandoned_writes(root: str) -> None:
+    """Delete half-written checkpoint folders of other processes. Whoever loads or saves a job's checkpoints owns
+    the job (one lease per running job), so a temp folder of another pid is a crashed or fenced-out writer's
+    leftover (hundreds of MB), which the API's start-up sweep alone would keep until the next restart."""
+    if not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        match = _TEMP_DIR.match(name)
+        if match and int(match.group(1)) != os.getpid():
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
 def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: int) -> str:
     """Write the adapter and `state`, then atomically publish the folder; prune to the newest `keep`."""
     os.makedirs(root, exist_ok=True)
+    remove_abandoned_writes(root)
     final_path = checkpoint_dir(root, step)
     temp_path = f"{final_path}.tmp-{os.getpid()}"
     shutil.rmtree(temp_path, ignore_errors=True)
@@ -85,6 +99,7 @@ def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: in
 
 def load_checkpoint(path: str, model) -> dict[str, Any]:
     """Load the adapter weights into `model` in place and return the saved state dict."""
+    remove_abandoned_writes(os.path.dirname(path))  # a resume: the crash that made us resume may have left one
     weights = load_file(os.path.join(path, ADAPTER_WEIGHTS), device=str(next(model.parameters()).device))
     set_peft_model_state_dict(model, weights)
     return torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
