@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import JSON, or_, select
+from sqlalchemy import JSON, case, func, or_, select
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
@@ -65,14 +65,25 @@ def _metadata_filter(request: Request):
     return pairs, null
 
 
+def _metadata_value(key: str, sqlite: bool):
+    value = Job.metadata_[key].as_string()
+    if not sqlite:
+        return value
+    # SQLite keeps JSON as text, and older versions stored NaN in it, which is not JSON: one such row made
+    # json_extract fail the whole query, a 500 on every filtered list of that tenant. CASE (unlike AND) is sure
+    # to skip the extract on such a row, which then matches no filter.
+    return case((func.json_valid(Job.metadata_) == 1, value), else_=None)
+
+
 @router.get("", response_model=CursorList[FineTuningJob])
 def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, after: After = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20):
     """Newest first. Filter with `metadata[key]=value` (repeatable) or `metadata=null`."""
     pairs, null = _metadata_filter(request)
     stmt = select(Job).where(Job.tenant_id == tenant.id)
+    sqlite = session.get_bind().dialect.name == "sqlite"
     for key, value in pairs:
-        stmt = stmt.where(Job.metadata_[key].as_string() == value)
+        stmt = stmt.where(_metadata_value(key, sqlite) == value)
     if null:
         # Python None is stored as JSON null by the JSON type, not SQL NULL: accept both.
         stmt = stmt.where(or_(Job.metadata_.is_(None), Job.metadata_ == JSON.NULL))
