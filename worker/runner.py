@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import os
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from api.db import migrate, session_factory
-from api.events import add_event
+from api.events import add_event, tenant_safe
 from api.ids import fine_tuned_model_name
 from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
@@ -145,7 +144,7 @@ class ClaimedJob:
 
     def fail(self, failure: JobFailure) -> str | None:
         return self.finish("failed", f"Failed: {failure.message}", level="error", error_code=failure.code,
-                           error_message=failure.message, error_param=failure.param)
+                           error_message=tenant_safe(failure.message), error_param=failure.param)
 
 
 def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
@@ -232,10 +231,9 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     except TrainingError as exc:
         raise JobFailure(exc.code, exc.message) from exc
     except Exception as exc:
-        log.exception("job %s crashed", claimed.id)
-        _record_traceback(claimed, exc)
-        raise JobFailure("internal_error",
-                         f"Training stopped with an unexpected error: {type(exc).__name__}: {exc}") from exc
+        log.exception("job %s crashed", claimed.id)  # the traceback: the server log only, never the tenant's events
+        raise JobFailure("internal_error", f"Training stopped with an unexpected error: {type(exc).__name__}: "
+                         f"{exc} (details in the worker's log).") from exc
     return None if logger.lost else result
 
 
@@ -255,12 +253,6 @@ def _reporting(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     finally:
         logger.close()
         lease.stop()
-
-
-def _record_traceback(claimed: ClaimedJob, exc: Exception) -> None:
-    with claimed.sessions.begin() as session:
-        add_event(session, claimed.id, "traceback", f"{type(exc).__name__}: {exc}", level="error",
-                  data={"traceback": traceback.format_exc()[-8000:]})
 
 
 # ---- record: the outcome on the job row ------------------------------------------------------------------------
