@@ -165,8 +165,15 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
 
     # The model comes from the allow-list; the main settings show their defaults.
     assert page.locator("#f-model option").all_inner_texts() == ["uds-tiny"]
-    assert "default: 32" in page.locator("#field-candidate_batch_size").inner_text()
-    assert page.locator("#f-alpha").input_value() == "auto"
+    assert "default: 8" in page.locator("#field-candidate_batch_size").inner_text()
+    assert "selection group" in page.locator("#field-candidate_batch_size").inner_text().lower()
+    assert page.locator("#f-alpha").input_value() == "paper" and page.locator("#f-group_by_length").is_checked()
+    # The paper's recipe fills the form with the official script's settings; none restores the defaults.
+    page.select_option("#f-recipe", "paper")
+    assert page.locator("#f-candidate_batch_size").input_value() == "4" and page.locator("#f-budget").input_value() == "25"
+    assert page.locator("#budget-help").inner_text().startswith("Trains on k = 1 of every 4")
+    page.select_option("#f-recipe", "")
+    assert page.locator("#f-candidate_batch_size").input_value() == "8"
     page.fill("#f-name", "uds-e2e")
     page.select_option("#f-method", "uds")
     page.fill("#f-budget", "25")
@@ -174,6 +181,8 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
                          "micro_batch_size": "2", "lora_r": "4", "lora_alpha": "8", "learning_rate": "0.001"}.items():
         page.fill(f"#f-{field}", value)
     assert page.locator("#budget-help").inner_text().startswith("Trains on k = 2 of every 8")
+    # 64 rows are 8 groups of 8: at least 4 steps an epoch, so 2 groups a step.
+    assert "2 groups a step: 4 picks per optimizer step" in page.locator("#budget-help").inner_text()
     assert f"≈ {STEPS} steps" in page.locator("#estimate").inner_text()
     both_widths(page, "02-new-job-form")
 
@@ -200,8 +209,14 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     wait_js(page, f"document.querySelector('#chart-loss').dataset.points === '{STEPS}'")
     page.wait_for_selector(".view[data-live=stopped]")
     # Every chart has every step, and the selection statistics are drawn for a uds job.
-    for chart in ("loss", "lr", "utility", "diversity", "score", "data", "time", "grad", "alpha"):
+    for chart in ("loss", "lr", "utility", "diversity", "score", "data", "time", "grad", "alpha", "length"):
         assert page.locator(f"#chart-{chart}").get_attribute("data-points") == str(STEPS), chart
+    # The length diagnostic: the job's within-group correlation and how long its picks are against the candidates.
+    figure = api.get(f"/api/v1/jobs/{job_id}/length-bias").json()
+    assert figure["steps"] == STEPS and figure["groups"] == 2 * STEPS
+    length_card = page.locator("#card-length").inner_text()
+    assert "ρ" in length_card and re.search(r"selected examples are (\d+\.\d %) (longer|shorter)|as long", length_card)
+    assert "paper" in page.locator("#card-alpha").inner_text()
     assert "75.0 %" in page.locator("#card-saved").inner_text()
     assert "scoring" in page.locator("#chart-time .split").inner_text()
     metrics_requests = sum("/metrics" in u for u in requests)

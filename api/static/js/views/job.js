@@ -24,6 +24,7 @@ export async function jobView(root, ctx, jobId) {
   let confirmingCancel = false;
   let tab = TABS.some(([t]) => t === ctx.params.get('tab')) ? ctx.params.get('tab') : 'charts';
   let dataset = null;
+  let lengthBias = null; // GET /jobs/{id}/length-bias: the job's length diagnostic and the alpha it ran with
 
   const head = h('div', { class: 'job-head' });
   const cards = h('div', { class: 'cards', 'aria-live': 'off' });
@@ -53,6 +54,7 @@ export async function jobView(root, ctx, jobId) {
   const m = {
     step: [], loss: [], evalLoss: [], lr: [], tokAcc: [], evalAcc: [], grad: [], alpha: [],
     fracTrained: [], saved: [], tScore: [], tTrain: [],
+    rhoUtility: [], rhoScore: [], // the length diagnostic: mean within-group Spearman with token count
     stats: {}, // stats[kind] = {candMean, candMin, candMax, selMean}
   };
   for (const kind of ['utility', 'diversity', 'score']) m.stats[kind] = { candMean: [], candMin: [], candMax: [], selMean: [] };
@@ -79,6 +81,8 @@ export async function jobView(root, ctx, jobId) {
       m.tTrain.push(r.time_training ?? null);
       sumScore += r.time_scoring || 0;
       sumTrain += r.time_training || 0;
+      m.rhoUtility.push(r.stats?.length?.spearman_utility_length ?? null);
+      m.rhoScore.push(r.stats?.length?.spearman_score_length ?? null);
       for (const kind of ['utility', 'diversity', 'score']) {
         const c = r.stats?.candidates?.[kind];
         const s = r.stats?.selected?.[kind];
@@ -89,6 +93,10 @@ export async function jobView(root, ctx, jobId) {
         st.selMean.push(s?.mean ?? null);
       }
     }
+  }
+
+  async function fetchLengthBias() {
+    lengthBias = await get(`/jobs/${job.id}/length-bias`).catch(() => lengthBias);
   }
 
   async function fetchMetrics() {
@@ -126,6 +134,10 @@ export async function jobView(root, ctx, jobId) {
       yFormat: (v) => `${fmtNum(v, 3)} %` }),
     grad: new LineChart({ id: 'grad', title: 'Gradient norm', unit: 'L2, before clipping', series: [{ label: 'grad norm', color: COLORS[3] }] }),
     alpha: new LineChart({ id: 'alpha', title: 'α in use', unit: 'weight of diversity in the score', series: [{ label: 'alpha', color: COLORS[5] }] }),
+    // Near +1: the step ranked its groups by length, not by usefulness; near 0: length did not decide.
+    length: new LineChart({ id: 'length', title: 'Length bias', unit: 'Spearman ρ with token count inside each selection group, mean over the step\'s groups',
+      series: [{ label: 'utility vs length', color: COLORS[0] }, { label: 'score vs length', color: COLORS[3], dash: [5, 4] }],
+      yFormat: (v) => fmtNum(v, 2) }),
   };
   for (const c of Object.values(charts)) c.setEmptyText('Loading…');
   const timeSplit = h('div', { class: 'split', 'aria-label': 'Time split between scoring and training' });
@@ -147,6 +159,7 @@ export async function jobView(root, ctx, jobId) {
     charts.acc.setData([x, m.tokAcc, m.evalAcc]);
     charts.grad.setData([x, m.grad]);
     charts.alpha.setData([x, m.alpha]);
+    charts.length.setData([x, m.rhoUtility, m.rhoScore]);
 
     const waiting = ACTIVE.has(job.status) ? 'Waiting for the first step…' : 'No steps were recorded.';
     for (const c of Object.values(charts)) c.setEmptyText(waiting);
@@ -154,6 +167,7 @@ export async function jobView(root, ctx, jobId) {
       const why = `Not computed by the ${METHOD_LABELS[job.method] || job.method} method.`;
       charts.diversity.setEmptyText(m.step.length ? why : waiting);
       charts.alpha.setEmptyText(m.step.length ? why : waiting);
+      charts.length.setEmptyText(m.step.length ? `${why} (it ranks nothing, or nothing that length could bias)` : waiting);
       if (job.method !== 'uds') charts.utility.setEmptyText(m.step.length ? why : waiting);
     }
     const total = sumScore + sumTrain;
@@ -236,9 +250,34 @@ export async function jobView(root, ctx, jobId) {
       card('Trained on', `${fmtInt(job.examples_trained)} of ${fmtInt(job.examples_scored)}`, isNum(trainedFrac) ? `${fmtPct(trainedFrac)} of scored examples` : 'examples', 'trained'),
       card('Backward passes saved', fmtPct(job.backward_saved_fraction), 'vs full-data training', 'saved'),
       card('Tokens trained', fmtInt(job.tokens_trained), 'tokens with a backward pass', 'tokens'),
-      job.method === 'uds' ? card('α used', isNum(job.alpha_used) ? fmtNum(job.alpha_used, 3) : '—',
-        job.config?.alpha === 'auto' ? 'auto: set from the scores' : 'fixed in the settings', 'alpha') : null,
+      job.method === 'uds' ? card('α used', isNum(job.alpha_used) ? fmtNum(job.alpha_used, 3) : '—', alphaSub(), 'alpha') : null,
+      lengthCard(),
       job.adapter ? card('Adapter', fmtBytes(job.adapter.bytes), h('span', { class: 'mono', title: job.adapter.sha256 }, `sha256 ${String(job.adapter.sha256 || '').slice(0, 12)}…`), 'adapter') : null);
+  }
+
+  // What the configured alpha means; for "auto", what "paper" would have been (known from the run summary).
+  function alphaSub() {
+    const mode = job.config?.alpha;
+    const paper = lengthBias?.alpha_paper;
+    if (mode === 'auto') return `auto: set from the scores${isNum(paper) ? `; "paper" would be ${fmtNum(paper, 3)}` : ''}`;
+    if (mode === 'paper') return 'paper: the official 1.5e-3 in this job\'s units';
+    return 'fixed in the settings';
+  }
+
+  function lengthCard() {
+    const b = lengthBias;
+    if (!b || !b.steps) return null;
+    const rho = isNum(b.spearman_utility_length) ? b.spearman_utility_length : b.spearman_score_length;
+    const ratio = b.selected_to_candidates_length;
+    let sub = 'no selection: nothing to compare';
+    if (isNum(ratio)) {
+      const diff = ratio - 1;
+      sub = Math.abs(diff) < 0.0005 ? 'selected examples are as long as the candidates'
+        : `selected examples are ${fmtPct(Math.abs(diff))} ${diff > 0 ? 'longer' : 'shorter'} than the candidates`;
+    }
+    const what = isNum(b.spearman_utility_length) ? 'utility' : 'score';
+    return card('Length bias', isNum(rho) ? `ρ ${fmtNum(rho, 2)}` : '—',
+      [isNum(rho) ? `${what} vs length within groups, over ${fmtInt(b.steps)} steps; ` : '', sub], 'length');
   }
 
   function renderError() {
@@ -365,6 +404,7 @@ export async function jobView(root, ctx, jobId) {
         job = await get(`/jobs/${job.id}`);
         await fetchMetrics();
         await fetchEvents();
+        await fetchLengthBias();
         if (stopped) return;
         renderAll();
         updateCharts();
@@ -388,6 +428,8 @@ export async function jobView(root, ctx, jobId) {
   renderAll();
   await fetchMetrics();
   await fetchEvents().catch(() => {});
+  await fetchLengthBias();
+  renderCards();
   updateCharts();
   renderTab();
   root.dataset.live = TERMINAL.has(job.status) ? 'stopped' : 'polling';

@@ -1,6 +1,7 @@
 // New job: upload or pick a dataset, pick a model from the allow-list, budget, method and the main settings.
 import { h, clear, toast, fmtInt, fmtBytes, fmtPct, METHOD_LABELS, isNum } from '../dom.js';
 import { get, post, upload, listAll, ApiError } from '../api.js';
+import { RECIPES } from '../recipes.js';
 
 const METHOD_HELP = {
   uds: 'Scores each candidate by utility (nuclear norm of its logits) plus α × diversity against recently selected examples; trains on the top k.',
@@ -12,8 +13,12 @@ const METHOD_HELP = {
 
 // Defaults mirror uds/config.py; the server's OpenAPI schema overrides them when it states its own.
 const MAIN = [
-  { name: 'candidate_batch_size', label: 'Candidate batch size', unit: 'examples / step', type: 'int', def: 32, min: 1, help: 'B: examples scored each step; the top k = budget × B are trained on.' },
-  { name: 'alpha', label: 'α, diversity weight', type: 'alpha', def: 'auto', help: '"auto" rescales diversity to the spread of utility; or a number ≥ 0. UDS only.' },
+  { name: 'recipe', label: 'Recipe', type: 'select', def: '', options: ['', 'paper'], labels: { '': 'none', paper: 'paper' }, help: 'paper: the official script\'s settings (groups of 4, k 1, 32 picks a step, gaussian LoRA init, …) fill the form; what you change wins.' },
+  { name: 'candidate_batch_size', label: 'Selection group', unit: 'candidates / group', type: 'int', def: 8, min: 1, help: 'B: candidates ranked against each other; the top k = budget × B of each group are trained on (paper: 8).' },
+  { name: 'train_batch_size', label: 'Examples per step', unit: 'selected / step', type: 'int', def: 32, min: 1, help: 'Picks accumulated into one optimizer step (OpenAI\'s batch_size); sets the groups per step when that is empty.' },
+  { name: 'groups_per_step', label: 'Groups per step', unit: 'groups', type: 'int', def: null, min: 1, help: 'Empty: train_batch_size ÷ k, fewer on small data (at least 4 steps an epoch).' },
+  { name: 'group_by_length', label: 'Group by length', type: 'bool', def: true, help: 'Groups of near-equal length, so utility is not just length (the official --group_by_length).' },
+  { name: 'alpha', label: 'α, diversity weight', type: 'alpha', def: 'paper', help: '"paper": the official 1.5e-3 in this job\'s units; "auto": rescaled to the spread of utility; or a number ≥ 0. UDS only.' },
   { name: 'epochs', label: 'Epochs', unit: 'passes', type: 'int', def: 1, min: 1 },
   { name: 'max_steps', label: 'Max steps', unit: 'steps', type: 'int', def: null, min: 1, help: 'When set, the length of the run (overrides epochs). Empty: as many steps as the epochs need.' },
   { name: 'learning_rate', label: 'Learning rate', type: 'float', def: 1.5e-4, min: 0 },
@@ -25,7 +30,9 @@ const MAIN = [
 ];
 const ADVANCED = [
   { name: 'warmup_ratio', label: 'Warm-up', unit: 'fraction of steps', type: 'float', def: 0.01, min: 0 },
-  { name: 'lr_schedule', label: 'LR schedule', type: 'select', def: 'cosine', options: ['cosine', 'linear', 'constant'] },
+  { name: 'lr_schedule', label: 'LR schedule', type: 'select', def: 'linear', options: ['cosine', 'linear', 'constant'] },
+  { name: 'loss_weighting', label: 'Loss weighting', type: 'select', def: 'example', options: ['example', 'token'], help: 'example: each selected example counts equally (the paper); token: each loss token does.' },
+  { name: 'lora_init', label: 'LoRA init', type: 'select', def: 'gaussian', options: ['gaussian', 'default'], help: 'How LoRA A starts: gaussian (the paper) or PEFT\'s default (Kaiming uniform).' },
   { name: 'loss_on', label: 'Loss on', type: 'select', def: 'all', options: ['all', 'answer'], help: 'all: every non-padding token (the paper); answer: assistant turns only.' },
   { name: 'score_on', label: 'Score on', type: 'select', def: 'all', options: ['all', 'answer'], help: 'Rows of the logits UDS scores. all: every real token (the paper); answer: the assistant answers only.' },
   { name: 'lora_dropout', label: 'LoRA dropout', type: 'float', def: 0, min: 0 },
@@ -154,7 +161,9 @@ export async function newJobView(root, ctx) {
     const start = prefill[f.name] !== undefined ? prefill[f.name] : f.def;
     let control;
     if (f.type === 'select') {
-      control = h('select', { id, name: f.name }, f.options.map((o) => h('option', { value: o, selected: o === start }, o)));
+      control = h('select', { id, name: f.name, onchange: f.name === 'recipe' ? applyRecipe : estimate }, f.options.map((o) => h('option', { value: o, selected: o === (start ?? '') }, f.labels?.[o] ?? o)));
+    } else if (f.type === 'bool') {
+      control = h('input', { id, name: f.name, type: 'checkbox', checked: start !== false, 'aria-describedby': `${id}-hint` });
     } else {
       control = h('input', {
         id, name: f.name, type: f.type === 'alpha' ? 'text' : 'number', inputmode: f.type === 'int' ? 'numeric' : 'decimal',
@@ -163,7 +172,7 @@ export async function newJobView(root, ctx) {
         oninput: estimate, 'aria-describedby': `${id}-hint`,
       });
     }
-    const defText = f.def === null || f.def === undefined ? 'default: none' : `default: ${f.def}`;
+    const defText = f.def === null || f.def === undefined || f.def === '' ? 'default: none' : `default: ${f.def}`;
     return h('div', { class: 'field', id: `field-${f.name}` },
       h('label', { for: id }, f.label, f.unit ? h('span', { class: 'unit' }, ` (${f.unit})`) : null),
       control,
@@ -192,7 +201,7 @@ export async function newJobView(root, ctx) {
         h('div', { class: 'field' }, h('label', { for: 'f-name' }, 'Job name (optional)'), nameInput, h('p', { class: 'field-error', hidden: true })),
         h('div', { class: 'field' }, h('label', { for: 'f-model' }, 'Model'), modelSelect, h('p', { class: 'hint' }, 'Models on the server\'s allow-list.'), h('p', { class: 'field-error', hidden: true })),
         h('div', { class: 'field' }, h('label', { for: 'f-method' }, 'Selection method'), methodSelect, methodHelp, h('p', { class: 'field-error', hidden: true })),
-        h('div', { class: 'field' }, h('label', { for: 'f-budget' }, 'Budget', h('span', { class: 'unit' }, ' (% of each candidate batch trained on)')), budgetInput, budgetHelp, h('p', { class: 'field-error', hidden: true })))),
+        h('div', { class: 'field' }, h('label', { for: 'f-budget' }, 'Budget', h('span', { class: 'unit' }, ' (% of each selection group trained on)')), budgetInput, budgetHelp, h('p', { class: 'field-error', hidden: true })))),
     h('fieldset', null, h('legend', null, '3. Training settings'),
       h('div', { class: 'grid-3' }, mainFields.map(input)),
       advFields.length ? h('details', { class: 'advanced' }, h('summary', null, 'Advanced settings'), h('div', { class: 'grid-3' }, advFields.map(input))) : null),
@@ -206,31 +215,68 @@ export async function newJobView(root, ctx) {
     if (!f) return undefined;
     const el = form.querySelector(`#f-${f.name}`);
     if (!el || el.disabled) return undefined;
+    if (f.type === 'bool') return el.checked;
     const raw = el.value.trim();
-    if (f.type === 'select') return raw;
+    if (f.type === 'select') return raw === '' ? undefined : raw; // recipe "none": not sent
     if (raw === '') return f.def === null ? null : undefined;
-    if (f.type === 'alpha') return raw === 'auto' ? 'auto' : Number(raw);
+    if (f.type === 'alpha') return raw === 'auto' || raw === 'paper' ? raw : Number(raw);
     return Number(raw);
+  }
+
+  function setting(name) {
+    return value(fields.find((f) => f.name === name));
+  }
+
+  // Selection groups per optimizer step, as uds/config.py groups_per_step decides it.
+  function groupsPerStep(nGroups, k) {
+    const given = setting('groups_per_step');
+    if (isNum(given)) return nGroups ? Math.min(given, nGroups) : given;
+    const wanted = Math.max(1, Math.round((setting('train_batch_size') || 32) / k));
+    return nGroups ? Math.max(1, Math.min(wanted, Math.floor(nGroups / 4))) : wanted;
   }
 
   function estimate() {
     const ds = datasets.find((d) => d.id === datasetSelect.value);
-    const B = value(MAIN[0]) || MAIN[0].def;
+    const B = setting('candidate_batch_size') || 8;
     const method = methodSelect.value;
     const budget = method === 'full' ? 1 : Number(budgetInput.value) / 100;
     const k = Math.max(1, Math.min(B, Math.round(budget * B)));
-    budgetHelp.textContent = isNum(budget) && budget > 0 ? `Trains on k = ${k} of every ${B} candidates (${fmtPct(k / B)}).` : 'A percentage between 0.1 and 100.';
+    const nGroups = ds ? Math.max(1, Math.ceil(ds.n_examples / B)) : null;
+    const gps = groupsPerStep(nGroups, k);
+    budgetHelp.textContent = isNum(budget) && budget > 0
+      ? `Trains on k = ${k} of every ${B} candidates in a group (${fmtPct(k / B)}); ${gps} group${gps === 1 ? '' : 's'} a step: ${fmtInt(gps * k)} picks per optimizer step${ds ? '' : ' (a small dataset gets fewer)'}.`
+      : 'A percentage between 0.1 and 100.';
     if (!ds) { clear(estimateBox, h('span', { class: 'muted' }, 'Pick a dataset to see the size of the run.')); return; }
-    const epochs = value(fields.find((f) => f.name === 'epochs')) || 1;
-    const maxSteps = value(fields.find((f) => f.name === 'max_steps'));
-    const perEpoch = Math.max(1, Math.ceil(ds.n_examples / B));
+    const epochs = setting('epochs') || 1;
+    const maxSteps = setting('max_steps');
+    const perEpoch = Math.ceil(nGroups / gps);
     // max_steps, when set, is the length of the run and overrides epochs (uds/config.py total_steps).
     const steps = maxSteps || epochs * perEpoch;
     const full = Math.floor(steps / perEpoch);
-    const scored = full * ds.n_examples + Math.min((steps % perEpoch) * B, ds.n_examples);
-    const trained = Math.min(steps * k, scored);
+    const rest = steps % perEpoch;
+    const scored = full * ds.n_examples + Math.min(rest * gps * B, ds.n_examples);
+    const trained = Math.min((full * nGroups + Math.min(rest * gps, nGroups)) * k, scored);
     clear(estimateBox, h('strong', null, `≈ ${fmtInt(steps)} steps`),
       ` · scores ${fmtInt(scored)} examples, trains on ${fmtInt(trained)} · backward passes saved ≈ ${fmtPct(1 - trained / scored, 0)}`);
+  }
+
+  // A recipe fills every setting the user has not changed by hand (and going back to none restores the defaults);
+  // the server applies the same recipe to whatever the request leaves out.
+  const touched = new Set();
+  form.addEventListener('input', (e) => { if (e.target.name) touched.add(e.target.name); });
+  form.addEventListener('change', (e) => { if (e.target.name && e.target.name !== 'recipe') touched.add(e.target.name); });
+  function applyRecipe() {
+    const recipe = RECIPES[setting('recipe')] || null;
+    for (const f of fields) {
+      const el = form.querySelector(`#f-${f.name}`);
+      if (!el || f.name === 'recipe' || touched.has(f.name)) continue;
+      const v = recipe && f.name in recipe ? recipe[f.name] : f.def;
+      if (f.type === 'bool') el.checked = v !== false;
+      else el.value = v === null || v === undefined ? '' : String(v);
+    }
+    if (recipe && !touched.has('method')) { methodSelect.value = recipe.method; syncMethod(); }
+    if (!touched.has('budget') && methodSelect.value !== 'full') budgetInput.value = String(+(((recipe?.budget) ?? budgetDefault) * 100).toFixed(4));
+    estimate();
   }
 
   function showFieldError(param, message) {
@@ -256,13 +302,15 @@ export async function newJobView(root, ctx) {
     if (!(body.budget > 0 && body.budget <= 1)) { showFieldError('budget', 'Budget must be a percentage above 0 and at most 100.'); return; }
     if (nameInput.value.trim()) body.name = nameInput.value.trim();
     if (evalSelect.value) body.eval_dataset_id = evalSelect.value;
+    const recipe = RECIPES[setting('recipe')];
     for (const f of fields) {
       const v = value(f);
       if (v === undefined) continue;
       if (typeof v === 'number' && !Number.isFinite(v)) { showFieldError(f.name, 'Enter a number.'); return; }
       if (f.type === 'int' && typeof v === 'number' && !Number.isInteger(v)) { showFieldError(f.name, 'Enter a whole number.'); return; }
-      // Advanced settings left at their defaults are not sent, so the server's defaults apply.
-      if (ADVANCED.includes(f) && v === f.def) continue;
+      // Advanced settings left at their defaults are not sent, so the server's defaults apply (unless a recipe
+      // would put another value there: then the default the user sees is what they asked for).
+      if (ADVANCED.includes(f) && v === f.def && !(recipe && f.name in recipe && recipe[f.name] !== v)) continue;
       if (v === null) continue;
       body[f.name] = v;
     }
