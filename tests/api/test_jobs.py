@@ -243,7 +243,7 @@ def test_adapter_before_success_is_404(client, key, trained_job):
 
 
 def test_eta_from_observed_rate(client, key, dataset, settings):
-    job = create_job(client, key, dataset["id"], candidate_batch_size=2).json()  # 10 steps
+    job = create_job(client, key, dataset["id"], candidate_batch_size=2, groups_per_step=1).json()  # 10 steps
     now = utcnow()
     set_job(settings, job["id"], status="running", current_step=4, attempt_start_step=2,
             attempt_started_at=now - dt.timedelta(seconds=20), progress_at=now)
