@@ -94,6 +94,17 @@ class ModelPublic(BaseModel):
     base_model: str | None = None
     job_id: str | None = None
     created_at: dt.datetime | None = None
+    # Base models: where they come from and what a user chooses by (None where the files do not say).
+    source: Literal["builtin", "hub", "folder", "allow-list"] | None = None
+    revision: str | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    vocab_size: int | None = None
+    context_length: int | None = None
+    tied_embeddings: bool | None = None
+    linear_head: bool | None = Field(default=None, description="True: scored without logits; False: explicit fallback.")
+    head_note: str | None = None
+    linear_modules: list[str] | None = Field(default=None, description="What lora_targets may name.")
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------

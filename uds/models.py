@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from uds.device import default_dtype, resolve_device
+from uds.registry import get_registered
 from uds.tiny import TINY_MODEL, build_tiny_model
 
 __all__ = [
@@ -37,7 +38,8 @@ class ModelNotAllowed(ValueError):
         self.name = name
         if reason is None:
             listed = ", ".join([TINY_MODEL, *[a for a in (allowed or []) if a != TINY_MODEL]])
-            reason = f"model {name!r} is not in the allow-list (allowed: {listed})"
+            reason = (f"model {name!r} is not in the allow-list (allowed: {listed}); an operator adds models with "
+                      "`uds models add <hub-id-or-folder>`")
         self.allowed = None if allowed is None else list(allowed)
         self.reason = reason
         super().__init__(reason)
@@ -86,6 +88,7 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
 
     - "uds-tiny" is always allowed; it is built into `models_dir` (default $UDS_DATA_DIR/models, else
       ~/.cache/uds/models) the first time it is asked for.
+    - A model registered in `models_dir` (`uds models add`) is always allowed: registering is the operator's choice.
     - A local folder is allowed when `allowed` is None or lists it (compared as resolved paths).
     - A hub id is allowed only when `allowed` lists it exactly; nothing is downloaded here.
     """
@@ -94,6 +97,13 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
     name = name.strip()
     if name == TINY_MODEL:
         return _ensure_tiny_model(models_dir)
+    registered = get_registered(models_dir or default_models_dir(), name)
+    if registered is not None:
+        folder = registered.folder(models_dir or default_models_dir())
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"model {name!r} is registered at {folder}, but that folder is not there on this "
+                                 "host; workers must share the data folder (or the registered folder's path)")
+        return str(folder)
 
     local = os.path.expanduser(name)
     if os.path.isdir(local):
@@ -107,7 +117,8 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
         raise ModelLoadError(f"no model folder at {name}")
     if allowed is None or name not in allowed:
         reason = None if allowed is not None else (
-            f"model {name!r} is not a local folder, and hub models must be listed in the allow-list"
+            f"model {name!r} is neither a registered model nor a local folder; register a hub model once with "
+            f"`uds models add {name}` (it is downloaded into the data folder), then use it by name"
         )
         raise ModelNotAllowed(name, allowed, reason=reason)
     return name
@@ -162,7 +173,8 @@ def load_model_and_tokenizer(name_or_path: str, device="cpu", dtype=None):
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation="sdpa", **common)
         except ValueError as error:
-            if "sdpa" not in str(error).lower():
+            # transformers names SDPA either way in this refusal, depending on the architecture and version.
+            if not any(word in str(error).lower() for word in ("sdpa", "scaled_dot_product_attention")):
                 raise
             # Architectures without SDPA support still load with their default attention.
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **common)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from api.deps import SettingsDep, auth_required_for
 from api.schemas import Info
+from api.services.models import base_models
 
 router = APIRouter(tags=["health"])
 info_router = APIRouter(tags=["info"])
@@ -55,5 +56,6 @@ async def readyz(request: Request):
 @info_router.get("/info", response_model=Info)
 def info(request: Request, settings: SettingsDep):
     return Info(version=package_version(), auth_required=auth_required_for(settings, request),
-                mode="embedded" if settings.embedded else "distributed", models=settings.models,
+                mode="embedded" if settings.embedded else "distributed",
+                models=[m.name for m in base_models(settings)],
                 max_upload_bytes=settings.max_upload_bytes)

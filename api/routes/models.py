@@ -1,4 +1,5 @@
-"""/api/v1/models: the base models jobs may use (uds-tiny always) and the tenant's finished fine-tunes."""
+"""/api/v1/models: the base models jobs may use (uds-tiny, registered models, the allow-list) with the facts a user
+chooses by, and the tenant's finished fine-tunes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from sqlalchemy import select
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.models import Job
 from api.schemas import ListPage, ModelPublic
+from api.services.models import base_models
 from fastapi import APIRouter
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -14,7 +16,12 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 @router.get("", response_model=ListPage[ModelPublic])
 def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
-    data = [ModelPublic(id=name, kind="base", owned_by="system") for name in settings.models]
+    data = [ModelPublic(id=m.name, kind="base", owned_by="system", source=m.source, revision=m.revision,
+                        architecture=m.facts.architecture, parameters=m.facts.parameters,
+                        vocab_size=m.facts.vocab_size, context_length=m.facts.context_length,
+                        tied_embeddings=m.facts.tied_embeddings, linear_head=m.facts.linear_head,
+                        head_note=m.facts.head_note, linear_modules=m.facts.linear_modules)
+            for m in base_models(settings)]
     jobs = session.scalars(select(Job).where(Job.tenant_id == tenant.id, Job.status == "succeeded",
                                              Job.fine_tuned_model.is_not(None))
                            .order_by(Job.finished_at.desc(), Job.id.desc()))

@@ -15,6 +15,7 @@ from api.ids import fine_tuned_model_name, new_job_id, parse_int  # noqa: F401  
 from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
 from api.pagination import fetch_page
 from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
+from api.services.models import base_model, check_job_fits_model
 from api.settings import Settings
 from api.storage import check_quota
 from api.validation import check_int32, check_values
@@ -45,10 +46,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     for name, value in body.model_dump(exclude_unset=True).items():
         check_values(value, name)
     check_int32(body.seed, "seed")
-    if body.model not in settings.models:
-        raise APIError(400, f"Model {body.model!r} is not available on this server; available: "
-                       f"{', '.join(settings.models)} (set UDS_ALLOWED_MODELS to add more).",
-                       code="model_not_found", param="model")
+    model = base_model(settings, body.model)
     values = body.train_settings()
     values.setdefault("checkpoint_every", settings.checkpoint_every)
     try:
@@ -57,6 +55,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         config = TrainConfig.from_dict(values)
     except ConfigError as exc:
         raise APIError(400, f"{exc.param}: {exc.message}", code="invalid_value", param=exc.param) from None
+    check_job_fits_model(model, config, targets_given=body.lora_targets is not None)
     dataset = dataset_for_job(session, tenant, body.dataset_id, "dataset_id")
     if body.eval_dataset_id is not None:
         dataset_for_job(session, tenant, body.eval_dataset_id, "eval_dataset_id")

@@ -168,7 +168,7 @@ def test_local_folders_need_the_allow_list_when_there_is_one(tiny_model_dir, tmp
 
 
 def test_hub_ids_only_when_listed():
-    with pytest.raises(ModelNotAllowed, match="hub models must be listed"):
+    with pytest.raises(ModelNotAllowed, match="uds models add Qwen/Qwen2.5-0.5B"):
         resolve_model("Qwen/Qwen2.5-0.5B")
     with pytest.raises(ModelNotAllowed) as caught:
         resolve_model("Qwen/Qwen2.5-0.5B", allowed=["meta-llama/Llama-3.2-1B"])
