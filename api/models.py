@@ -249,3 +249,36 @@ class ResultFile(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     storage_path: Mapped[str] = mapped_column(String(1024))  # relative to Settings.data_dir
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+TASK_KINDS = ("export", "generate")
+TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class JobTask(Base):
+    """A short piece of work on a finished job, run by a worker (the API never loads a model): a merged export
+    (`export`, its archive in `path`) or a try-it generation (`generate`, its answers in `result`).
+
+    Claimed with one conditional UPDATE (queued -> running), so a redelivered message runs it once."""
+
+    __tablename__ = "job_tasks"
+    __table_args__ = (Index("ix_job_tasks_job_kind", "job_id", "kind", "created_at"),
+                      Index("ix_job_tasks_status", "status", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # export-<24 hex> | gen-<24 hex>
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the request: export kind, or prompt and sampling
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    path: Mapped[str | None] = mapped_column(String(1024))  # an export's archive, relative to data_dir
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
