@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     checkpoint_retention: Literal["final", "all"] = Field(
         default="final", description="final: a succeeded job's intermediate checkpoints are deleted; all: kept.")
 
+    # Fair turns across tenants (worker/fairness.py, docs/API.md "Queueing and limits").
+    max_job_seconds: float = Field(
+        default=24 * 3600, ge=0, description="Wall time from a job's first start; then it fails with "
+        "time_limit_exceeded (checkpoints kept). 0 = no limit.")
+    max_running_jobs_per_tenant: int = Field(
+        default=4, ge=0, description="Distributed mode: jobs one tenant may run while another tenant's job is "
+        "queued; 0 = no cap.")
+
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")

@@ -1,5 +1,6 @@
 """The in-process worker of `uds serve` without a broker: a thread that takes queued jobs from the database,
-oldest first, one at a time, and runs them with the same `runner.run_job` as the Celery task.
+one at a time, in turns by tenant (worker/fairness.py), and runs them with the same `runner.run_job` as the Celery
+task.
 
 At start it re-queues jobs a previous process left `running`, so a restarted server resumes them. `wakeup` is the
 event the API's dispatcher sets when a job is created (`uds serve` hands it over).
@@ -11,11 +12,9 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select
-
 from api.db import migrate, session_factory
-from api.models import Job
 from api.settings import Settings
+from worker.fairness import next_job_order, queue_snapshot
 from worker.identity import worker_id
 from worker.recovery import recover_jobs
 from worker.runner import run_job
@@ -32,9 +31,11 @@ class EmbeddedWorker(threading.Thread):
         self.current_job: str | None = None
 
     def next_job(self) -> str | None:
+        """The oldest queued job of the tenant served least recently: round robin by tenant (worker/fairness.py)."""
         with session_factory(self.settings.sqlalchemy_url)() as session:
-            return session.scalar(select(Job.id).where(Job.status == "queued")
-                                  .order_by(Job.created_at, Job.id).limit(1))
+            queued, last_served, _ = queue_snapshot(session)
+        order = next_job_order(queued, last_served)
+        return order[0] if order else None
 
     def run(self) -> None:
         migrate(self.settings.sqlalchemy_url)

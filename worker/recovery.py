@@ -26,6 +26,7 @@ from api.db import session_factory
 from api.events import add_event
 from api.models import Job, utcnow
 from api.settings import Settings
+from worker.fairness import next_job_order, queue_snapshot
 from worker.identity import owned_update, owner_is_dead
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
 
 def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit: int = 200) -> list[str]:
     """Re-send queued jobs whose message was not taken within UDS_REDISPATCH_AFTER_SECONDS (or never sent),
-    oldest first, each at most once per period across all sweepers. Returns the ids sent."""
+    in turns by tenant (fair_dispatch_order), each at most once per period across all sweepers. Returns the ids
+    sent."""
     sessions = session_factory(settings.sqlalchemy_url)
     period = settings.redispatch_after_seconds
     sent: list[str] = []
@@ -78,8 +80,8 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
             select(Job.id, Job.dispatched_at).where(Job.status == "queued",
                                                     or_(Job.dispatched_at.is_(None),
                                                         Job.dispatched_at < utcnow() - dt.timedelta(seconds=period)))
-            .order_by(Job.created_at, Job.id).limit(limit)
         ).all()
+        due = fair_dispatch_order(session, settings, due)[:limit]
         for job in due:
             before = job.dispatched_at
             stamp = utcnow()
@@ -107,6 +109,16 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
             sent.append(job.id)
             log.info("re-sent job %s: %s", job.id, why)
     return sent
+
+
+def fair_dispatch_order(session, settings: Settings, due: list) -> list:
+    """`due` in round-robin order by tenant, without the jobs a tenant at its running cap could not start now
+    (worker/fairness.py); the cap applies only while more than one tenant has jobs queued, as at the claim."""
+    queued, last_served, running = queue_snapshot(session)
+    cap = settings.max_running_jobs_per_tenant if len({j.tenant_id for j in queued}) > 1 else 0
+    by_id = {job.id: job for job in due}
+    order = next_job_order([j for j in queued if j.id in by_id], last_served, running, cap)
+    return [by_id[job_id] for job_id in order]
 
 
 class RecoveryLoop(threading.Thread):

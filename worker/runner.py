@@ -25,19 +25,23 @@ from api.events import add_event, tenant_safe
 from api.ids import fine_tuned_model_name
 from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
+from worker import fairness
 from worker.db_logger import DbLogger
 from worker.identity import owned_update, owner_is_dead
 from worker.lease import JobLease
 from worker.retry import with_retries
+from worker.time_limit import TimeLimitedLogger
 
 log = logging.getLogger(__name__)
 
 
-def claim(sessions, job_id: str, worker_id: str, stale_after: float) -> Job | None:
-    """Make `worker_id` the owner of the job if it is queued, or running with a lost owner. None if not claimable."""
+def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap: int = 0) -> Job | None:
+    """Make `worker_id` the owner of the job if it is queued, or running with a lost owner. None if not claimable,
+    or if its tenant has `running_cap` jobs running while others wait (worker/fairness.py)."""
     now = utcnow()
     with sessions() as session:
-        current = session.execute(select(Job.status, Job.worker_id, Job.heartbeat_at).where(Job.id == job_id)).first()
+        current = session.execute(select(Job.status, Job.worker_id, Job.heartbeat_at, Job.tenant_id)
+                                  .where(Job.id == job_id)).first()
         if current is None:
             log.warning("job %s does not exist", job_id)
             return None
@@ -54,6 +58,10 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float) -> Job | No
                           else Job.heartbeat_at == current.heartbeat_at]
         elif current.status != "queued":
             log.info("job %s is %s; nothing to do", job_id, current.status)
+            return None
+        elif fairness.must_wait(session, current.tenant_id, running_cap):
+            fairness.leave_for_the_sweep(session, job_id)
+            log.info("job %s waits: its tenant is at its cap of running jobs while others wait", job_id)
             return None
         claimed = session.execute(
             update(Job).where(*condition).values(status="running", worker_id=worker_id, heartbeat_at=now,
@@ -158,7 +166,7 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
     settings = settings or get_settings()
     migrate(settings.sqlalchemy_url)
     sessions = session_factory(settings.sqlalchemy_url)
-    job = claim(sessions, job_id, worker_id, settings.stale_after_seconds)
+    job = claim(sessions, job_id, worker_id, settings.stale_after_seconds, settings.max_running_jobs_per_tenant)
     if job is None:
         return None
     claimed = ClaimedJob(job, worker_id, settings, sessions)
@@ -227,13 +235,18 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
 
     try:
         with _reporting(claimed, config, stop_event) as logger:
-            result = train(config, logger, resume=True, allowed_models=claimed.settings.models)
+            limited = TimeLimitedLogger(logger, claimed.job.started_at, claimed.settings.max_job_seconds)
+            result = train(config, limited, resume=True, allowed_models=claimed.settings.models)
     except TrainingError as exc:
         raise JobFailure(exc.code, exc.message) from exc
     except Exception as exc:
         log.exception("job %s crashed", claimed.id)  # the traceback: the server log only, never the tenant's events
         raise JobFailure("internal_error", f"Training stopped with an unexpected error: {type(exc).__name__}: "
                          f"{exc} (details in the worker's log).") from exc
+    if limited.expired and result.status == "cancelled" and not logger.lost:
+        raise JobFailure("time_limit_exceeded", f"The job ran longer than this deployment's limit of "
+                         f"{claimed.settings.max_job_seconds:g} s (UDS_MAX_JOB_SECONDS) and was stopped after "
+                         f"{result.steps_done} of {result.total_steps} steps; its checkpoints are kept.")
     return None if logger.lost else result
 
 
