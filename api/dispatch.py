@@ -15,6 +15,8 @@ from typing import Protocol
 from api.settings import Settings
 
 TASK_NAME = "uds.run_job"
+# Short work on a finished job (merged export, try-it generation): same queue, so any worker with the model can run it.
+SHORT_TASK_NAME = "uds.run_task"
 
 
 def celery_config(settings: Settings) -> dict:
@@ -24,7 +26,7 @@ def celery_config(settings: Settings) -> dict:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": settings.queue,
-        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        "task_routes": {TASK_NAME: {"queue": settings.queue}, SHORT_TASK_NAME: {"queue": settings.queue}},
         # Redis redelivers an unacknowledged task after this long; a job may run for days, and a dead worker's
         # job is recovered sooner by the heartbeat sweep (worker/recovery.py), so this is only the last resort.
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
@@ -38,6 +40,8 @@ class Dispatcher(Protocol):
 
     def enqueue(self, job_id: str) -> None: ...
 
+    def enqueue_task(self, task_id: str) -> None: ...
+
     def ping(self) -> None:
         """Raise if jobs cannot be handed over right now."""
 
@@ -47,9 +51,13 @@ class LocalDispatcher:
 
     def __init__(self):
         self.wakeup = threading.Event()  # waited on by the in-process worker (worker/embedded.py) when there is one
+        self.task_wakeup = threading.Event()  # the same for short tasks (worker/job_tasks.py TaskWorker)
 
     def enqueue(self, job_id: str) -> None:
         self.wakeup.set()
+
+    def enqueue_task(self, task_id: str) -> None:
+        self.task_wakeup.set()
 
     def ping(self) -> None:
         return None
@@ -68,6 +76,10 @@ class CeleryDispatcher:
     def enqueue(self, job_id: str) -> None:
         # Bounded retries: a broker that is down must turn into an error response, not a hung request.
         self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue, retry=True,
+                           retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
+
+    def enqueue_task(self, task_id: str) -> None:
+        self.app.send_task(SHORT_TASK_NAME, args=[task_id], queue=self.queue, retry=True,
                            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
 
     def ping(self) -> None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from api import errors
+from api import errors, ids
 from api.auth import add_key, get_or_create_tenant
 from api.db import PoolSize, migrate, session_factory
 from api.dispatch import make_dispatcher
@@ -19,7 +19,7 @@ from api import openai as openai_api
 from api import storage
 from api.origin import LoopbackGuardMiddleware
 from api.validation import URLValidationMiddleware
-from api.routes import datasets, health, jobs, models
+from api.routes import datasets, exports, generations, health, jobs, models
 from api.settings import Settings, get_settings
 from api.transfers import TransferLimits
 
@@ -30,6 +30,7 @@ def prepare(settings: Settings) -> int:
     """Schema to head, folders, the local tenant and the bootstrap key. Returns the local tenant's id."""
     for folder in (settings.data_dir, settings.datasets_dir, settings.jobs_dir, settings.tmp_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    ids.use_id_key(ids.load_id_key(settings.data_dir / "secrets" / "id.key"))  # opaque event and checkpoint ids
     storage.remove_abandoned_uploads(settings)
     if settings.migrate_on_start:
         migrate(settings.sqlalchemy_url)
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF
 
     v1 = APIRouter(prefix="/api/v1")
-    for module in (datasets, jobs, models):
+    for module in (datasets, jobs, models, exports, generations):
         v1.include_router(module.router)
     v1.include_router(health.info_router)
     app.include_router(v1)

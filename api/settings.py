@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         default=4, ge=0, description="Distributed mode: jobs one tenant may run while another tenant's job is "
         "queued; 0 = no cap.")
 
+    # Try-it (POST /api/v1/jobs/{id}/generate): short generations run by a worker, bounded here.
+    generate_max_new_tokens: int = Field(default=256, ge=1, description="Largest max_new_tokens of one try-it request.")
+    generate_max_seconds: float = Field(default=60.0, gt=0, description="Each answer stops after this long.")
+    generate_per_tenant: int = Field(default=2, ge=1, description="Try-it requests a tenant may have unfinished.")
+
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")

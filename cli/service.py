@@ -66,4 +66,14 @@ def _start_embedded_worker(settings: Settings, dispatcher):
 
     worker = EmbeddedWorker(settings, wakeup=dispatcher.wakeup)
     worker.start()
+    _start_task_worker(settings, dispatcher)
     return worker
+
+
+def _start_task_worker(settings: Settings, dispatcher):
+    """Exports and try-it generations on their own thread: they must not wait for a training run to end."""
+    from worker.job_tasks import TaskWorker
+
+    tasks = TaskWorker(settings, wakeup=dispatcher.task_wakeup)
+    tasks.start()
+    return tasks

@@ -290,10 +290,15 @@ def _requeue_for_shutdown(claimed: ClaimedJob, on_requeue: Callable[[str], None]
 
 
 def _record_success(claimed: ClaimedJob, result) -> str | None:
+    from uds.model_card import finalize_adapter
     from worker.artifacts import ARCHIVE_NAME, package_adapter
+    from worker.job_card import card_info
 
     archive = claimed.output_dir / ARCHIVE_NAME
     try:
+        # Before packaging: adapter_config.json names the model the user asked for, and README is its model card.
+        finalize_adapter(result.adapter_dir, card_info(claimed.sessions, claimed.job, claimed.organization,
+                                                       result.steps_done))
         size, digest = package_adapter(result.adapter_dir, archive)
     except OSError as exc:
         return claimed.fail(JobFailure("artifact_write_failed", f"Could not write the adapter archive: {exc}"))

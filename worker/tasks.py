@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from api.dispatch import TASK_NAME
+from api.dispatch import SHORT_TASK_NAME, TASK_NAME
 from worker.celery_app import app, settings
 from worker.identity import worker_id
+from worker.job_tasks import run_task as run_task_now
 from worker.runner import run_job as run_job_now
 
 
@@ -16,3 +17,10 @@ from worker.runner import run_job as run_job_now
           autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
 def run_job(self, job_id: str) -> str | None:
     return run_job_now(job_id, worker_id(), settings)
+
+
+# A merged export or a try-it generation: short, claimed by one conditional UPDATE, so acks_late is safe here too.
+@app.task(name=SHORT_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
+def run_task(self, task_id: str) -> str | None:
+    return run_task_now(task_id, worker_id(), settings)

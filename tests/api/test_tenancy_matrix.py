@@ -7,11 +7,12 @@ Also: a revoked key stops working at the very next request (`uds keys revoke`).
 from __future__ import annotations
 
 import re
+import secrets
 
 from sqlalchemy import update
 
 from api.db import session_factory
-from api.models import Checkpoint, Job, utcnow
+from api.models import Checkpoint, Job, JobTask, utcnow
 from tests.utils.factories import bearer, chat_rows, create_job, jsonl, new_tenant_key, upload
 
 # Routes that take no id of an object: what A gets must mention nothing of B's.
@@ -61,11 +62,18 @@ def make_victim(client, settings, database_url):
                                                                            heartbeat_at=utcnow()))
         session.add(Checkpoint(job_id=done["id"], step=1, path=f"jobs/{done['id']}/checkpoints/step-00000001",
                                metrics={"loss": 1.0}, created_at=utcnow()))
+        # A merged export and a try-it generation of B's finished job (issue 14), as a worker leaves them.
+        export_id, generation_id = "export-" + secrets.token_hex(12), "gen-" + secrets.token_hex(12)
+        for task_id, kind, params in ((export_id, "export", {"kind": "merged"}), (generation_id, "generate", {
+                "messages": [{"role": "user", "content": "secret prompt"}], "max_new_tokens": 4, "temperature": 0})):
+            session.add(JobTask(id=task_id, tenant_id=session.get(Job, done["id"]).tenant_id, job_id=done["id"],
+                                kind=kind, status="running", params=params, cancel_requested=False, created_at=utcnow()))
     files = client.get("/v1/files", headers=bearer(key_b)).json()["data"]
     result_files = [f["id"] for f in files if f["purpose"] != "fine-tune"]
     assert result_files  # the succeeded job's metrics CSV and adapter, as OpenAI result files
     return {"key": key_b, "tenant": tenant_b, "dataset": dataset["id"], "done": done["id"],
-            "running": running["id"], "model": model_name, "result_files": result_files}
+            "running": running["id"], "model": model_name, "result_files": result_files,
+            "export": export_id, "generation": generation_id}
 
 
 def check_unknown_file(client, method, path, headers, body, victim_id) -> None:
@@ -90,7 +98,8 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     _, key_a = new_tenant_key(database_url)
     a = bearer(key_a)
     own = upload(client, key_a, jsonl(chat_rows(4))).json()  # A has things of its own, so its lists are not trivially empty
-    secrets = [b["dataset"], b["done"], b["running"], b["model"], b["tenant"], *b["result_files"]]
+    secrets = [b["dataset"], b["done"], b["running"], b["model"], b["tenant"], *b["result_files"], b["export"],
+               b["generation"], "secret prompt"]
 
     routes = api_routes(client.app)
     assert len(routes) >= 25, routes
@@ -119,6 +128,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
         candidates = {
             "dataset_id": [b["dataset"]], "file_id": [b["dataset"], *b["result_files"]],
             "job_id": [b["done"], b["running"]], "model_id": [b["model"]],
+            "export_id": [b["export"]], "generation_id": [b["generation"]],
         }
         if not params <= set(candidates):
             unclassified.append((method, path))
@@ -130,7 +140,8 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
             assert not any(s in response.text for s in secrets if s not in value), (method, path, response.text)
             # Indistinguishable from an id that never existed (no existence oracle).
             never = {"dataset_id": "file-" + "0" * 24, "file_id": "file-" + "0" * 24, "job_id": "ftjob-" + "0" * 24,
-                     "model_id": "ft:uds-tiny:x:y:ftjob-" + "0" * 24}[param]
+                     "model_id": "ft:uds-tiny:x:y:ftjob-" + "0" * 24, "export_id": "export-" + "0" * 24,
+                     "generation_id": "gen-" + "0" * 24}[param]
             other = client.request(method, fill(path, {param: never}), headers=a)
             assert other.status_code == 404 and other.json()["error"]["code"] == response.json()["error"]["code"]
     assert not unclassified, f"routes missing from the tenancy matrix: {unclassified}"
@@ -141,6 +152,9 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     assert client.get(f"/api/v1/jobs/{b['done']}", headers=kb).json()["status"] == "succeeded"
     running = client.get(f"/api/v1/jobs/{b['running']}", headers=kb).json()
     assert running["status"] == "running" and running["cancel_requested"] is False
+    generation = client.get(f"/api/v1/generations/{b['generation']}", headers=kb).json()
+    assert generation["status"] == "running" and generation["cancel_requested"] is False  # A's cancel did nothing
+    assert client.get(f"/api/v1/jobs/{b['done']}/exports", headers=kb).json()["data"][0]["id"] == b["export"]
     assert client.get(f"/api/v1/jobs/{b['done']}/adapter", headers=kb).status_code == 200
     for file_id in b["result_files"]:
         assert client.get(f"/v1/files/{file_id}/content", headers=kb).status_code == 200

@@ -1,0 +1,170 @@
+"""Short tasks on a finished job (a merged export, a try-it generation), given only the task's id.
+
+The Celery task `uds.run_task` (worker/tasks.py) and, in the embedded mode, `TaskWorker` (a thread next to the
+training thread, so a try-it answer does not wait for a long training run) both call `run_task`. The claim is one
+conditional UPDATE (queued -> running): a redelivered message finds the task taken and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from api.db import migrate, session_factory
+from api.models import Job, JobTask, utcnow
+from api.settings import Settings, get_settings
+from worker.identity import worker_id as this_worker
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.25
+
+
+class TaskFailure(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def run_task(task_id: str, worker_id: str | None = None, settings: Settings | None = None) -> str | None:
+    """Run task `task_id`; returns its final status, or None when it was not ours to run."""
+    settings = settings or get_settings()
+    sessions = session_factory(settings.sqlalchemy_url)
+    task, job = _claim(sessions, task_id, worker_id or this_worker())
+    if task is None:
+        return None
+    try:
+        values = RUNNERS[task.kind](settings, sessions, task, job)
+        status = "cancelled" if _cancel_requested(sessions, task_id) and task.kind == "generate" else "succeeded"
+    except TaskFailure as failure:
+        status, values = "failed", {"error_code": failure.code, "error_message": failure.message}
+    except Exception as exc:  # noqa: BLE001 - recorded on the task; the worker keeps serving others
+        log.exception("task %s crashed", task_id)
+        status, values = "failed", {"error_code": "internal_error", "error_message": f"{type(exc).__name__}: {exc}"}
+    with sessions.begin() as session:
+        session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "running")
+                        .values(status=status, finished_at=utcnow(), **values))
+    return status
+
+
+def _claim(sessions, task_id: str, worker_id: str):
+    with sessions.begin() as session:
+        claimed = session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "queued")
+                                  .values(status="running", worker_id=worker_id, started_at=utcnow())).rowcount
+        if claimed != 1:
+            return None, None
+        task = session.get(JobTask, task_id)
+        if task.cancel_requested:
+            task.status, task.finished_at = "cancelled", utcnow()
+            return None, None
+        return task, session.get(Job, task.job_id)
+
+
+def _cancel_requested(sessions, task_id: str) -> bool:
+    with sessions() as session:
+        return bool(session.scalar(select(JobTask.cancel_requested).where(JobTask.id == task_id)))
+
+
+def _base_and_adapter(settings: Settings, job: Job) -> tuple[str, Path]:
+    from uds.models import ModelLoadError, ModelNotAllowed, resolve_model
+
+    adapter = settings.job_dir(job.id) / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise TaskFailure("adapter_missing", f"The adapter folder of job {job.id} is missing from the data folder.")
+    try:
+        base = resolve_model(job.config.get("model", job.model), allowed=settings.models, models_dir=settings.models_dir)
+    except (ModelNotAllowed, ModelLoadError) as exc:
+        raise TaskFailure("model_unavailable", f"The base model {job.model!r} is no longer available: {exc}") from exc
+    return base, adapter
+
+
+# ---- the kinds ----------------------------------------------------------------------------------------------
+
+def export_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict:
+    """The merged model as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/)."""
+    from uds.export import export_merged
+    from worker.artifacts import package_folder
+
+    base, adapter = _base_and_adapter(settings, job)
+    folder = settings.job_dir(job.id) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    merged = folder / task.id
+    archive = folder / f"{task.id}.tar.gz"
+    try:
+        export_merged(base, str(adapter), merged)
+        size, digest = package_folder(merged, archive, "merged")
+    except OSError as exc:
+        raise TaskFailure("artifact_write_failed", f"Could not write the merged model: {exc}") from exc
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)  # the archive is the artifact; the folder would double the disk
+    return {"path": os.path.relpath(archive, settings.data_dir), "bytes": size, "sha256": digest}
+
+
+def generate_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict:
+    from uds.export import load_with_adapter
+    from uds.tryit import generate_pair
+
+    base, adapter = _base_and_adapter(settings, job)
+    model, tokenizer = load_with_adapter(base, str(adapter), device=settings.device)
+    params = task.params
+    result = generate_pair(model, tokenizer, params["messages"], max_new_tokens=params["max_new_tokens"],
+                           temperature=params["temperature"], seed=params.get("seed", 0),
+                           max_seconds=settings.generate_max_seconds, should_stop=_cancel_check(sessions, task.id))
+    return {"result": result}
+
+
+def _cancel_check(sessions, task_id: str):
+    """should_stop for generation: reads the cancel flag at most every CANCEL_POLL_SECONDS (it is asked per token)."""
+    state = {"at": 0.0, "stop": False}
+
+    def should_stop() -> bool:
+        if not state["stop"] and time.monotonic() - state["at"] >= CANCEL_POLL_SECONDS:
+            state["at"], state["stop"] = time.monotonic(), _cancel_requested(sessions, task_id)
+        return state["stop"]
+
+    return should_stop
+
+
+RUNNERS = {"export": export_task, "generate": generate_task}
+
+
+# ---- the embedded mode ----------------------------------------------------------------------------------------
+
+class TaskWorker(threading.Thread):
+    """`uds serve` without a broker: runs queued tasks oldest first, woken by the dispatcher's task event."""
+
+    def __init__(self, settings: Settings, wakeup: threading.Event | None = None):
+        super().__init__(name="uds-task-worker", daemon=True)
+        self.settings = settings
+        self.wakeup = wakeup or threading.Event()
+        self.stopping = threading.Event()
+
+    def next_task(self) -> str | None:
+        with session_factory(self.settings.sqlalchemy_url)() as session:
+            return session.scalar(select(JobTask.id).where(JobTask.status == "queued")
+                                  .order_by(JobTask.created_at, JobTask.id).limit(1))
+
+    def run(self) -> None:
+        migrate(self.settings.sqlalchemy_url)
+        while not self.stopping.is_set():
+            try:
+                task_id = self.next_task()
+                if task_id is None:
+                    self.wakeup.wait(self.settings.embedded_poll_seconds)
+                    self.wakeup.clear()
+                    continue
+                log.info("task %s: %s", task_id, run_task(task_id, this_worker(), self.settings))
+            except Exception:
+                log.exception("task worker loop error")
+                self.stopping.wait(self.settings.embedded_poll_seconds)
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+        self.join(timeout)
