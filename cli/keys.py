@@ -1,4 +1,4 @@
-"""`uds keys create | revoke`: API keys straight into the database (no running service needed)."""
+"""`uds keys create | list | revoke`: API keys straight into the database (no running service needed)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,22 @@ import sys
 from api.settings import Settings, get_settings
 
 
-def keys_create(tenant: str, name: str | None = None, settings: Settings | None = None) -> int:
-    """Create an API key for `tenant` (created if new) and print it: the only time it is shown."""
+def keys_create(tenant: str | None, name: str | None = None, settings: Settings | None = None) -> int:
+    """Create an API key for `tenant` (created if new) and print it: the only time it is shown.
+
+    Without a tenant, on a server that needs no keys (bound to loopback), the key is the key-less tenant's: the
+    `openai` client must send some key, and its jobs then show in the key-less dashboard too.
+    """
     from api.auth import add_key
     from api.db import migrate, session_factory
 
     settings = settings or get_settings()
+    if tenant is None:
+        if settings.auth_required:
+            print("error: give --tenant NAME: this server requires keys, so there is no key-less tenant to default to",
+                  file=sys.stderr)
+            return 2
+        tenant = settings.local_tenant
     if not tenant or len(tenant) > 128:
         print("error: --tenant must be 1-128 characters", file=sys.stderr)
         return 2
@@ -21,6 +31,28 @@ def keys_create(tenant: str, name: str | None = None, settings: Settings | None 
         key = add_key(session, tenant, name=name)
         session.commit()
     print(key)
+    return 0
+
+
+def keys_list(settings: Settings | None = None) -> int:
+    """Every key by its prefix, tenant, name, creation and revocation: never the key (only its hash is stored)."""
+    from sqlalchemy import select
+
+    from api.db import migrate, session_factory
+    from api.models import ApiKey, Tenant
+
+    settings = settings or get_settings()
+    migrate(settings.sqlalchemy_url)
+    with session_factory(settings.sqlalchemy_url)() as session:
+        rows = session.execute(select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                               .order_by(ApiKey.created_at, ApiKey.id)).all()
+    if not rows:
+        print("no keys; create one with `uds keys create`", file=sys.stderr)
+        return 0
+    print(f"{'KEY':<14} {'TENANT':<20} {'NAME':<16} {'CREATED':<20} STATUS")
+    for key, tenant in rows:
+        status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        print(f"{key.prefix + '...':<14} {tenant:<20} {key.name or '-':<16} {key.created_at:%Y-%m-%d %H:%M:%S}  {status}")
     return 0
 
 

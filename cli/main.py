@@ -3,7 +3,8 @@
     uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
     uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
     uds worker [--concurrency 1]                       a Celery GPU worker (distributed mode)
-    uds keys create --tenant NAME                      prints a new API key
+    uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
+    uds keys list                                      every key's prefix, tenant and status
     uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
     uds demo                                           the service with a demo dataset and two jobs to watch
     uds build-tiny PATH                                writes the uds-tiny test model to PATH
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cli.train import add_train_command
@@ -23,11 +25,35 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return args.handler(args) or 0
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("uds: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - a user reads one line, never our stack; UDS_DEBUG=1 shows it
+        if os.environ.get("UDS_DEBUG"):
+            raise
+        print(f"uds: error: {one_line(error)} (UDS_DEBUG=1 shows the details)", file=sys.stderr)
+        return 1
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if type(error).__module__ == "builtins" else text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uds-finetune")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uds", description="LoRA fine-tuning on the data that matters (UDS online batch selection).")
+    parser.add_argument("--version", action="version", version=f"uds {_version()}")
     commands = parser.add_subparsers(title="commands")
     add_train_command(commands)
 
@@ -44,19 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(title="keys commands")
     create = key_commands.add_parser("create", help="create a key for a tenant and print it")
-    create.add_argument("--tenant", required=True)
+    create.add_argument("--tenant", default=None,
+                        help="the tenant the key acts as (default on a key-less loopback server: its local tenant, "
+                             "whose jobs the dashboard shows without a key)")
+    create.add_argument("--name", default=None, help="a label to tell keys apart in `uds keys list`")
     create.set_defaults(handler=_keys_create)
+    listing = key_commands.add_parser("list", help="list keys: prefix, tenant, name, created, revoked")
+    listing.set_defaults(handler=_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key (whole, or its prefix uds-XXXXXX); effective at once")
-    revoke.add_argument("key")
+    revoke.add_argument("key", help="the whole key, or its prefix as `uds keys list` shows it (uds-XXXXXX)")
     revoke.set_defaults(handler=_keys_revoke)
 
     demo = commands.add_parser("demo", help="start the service with a demo dataset and a uds and a random job")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     demo.set_defaults(handler=_demo)
 
     tiny = commands.add_parser("build-tiny", help="write the uds-tiny model (deterministic, no download) to a folder")
-    tiny.add_argument("path")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("path", help="folder to write the model and tokenizer to")
+    tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0, the tests' model)")
     tiny.set_defaults(handler=_build_tiny)
     return parser
 
@@ -78,7 +109,13 @@ def _worker(args: argparse.Namespace) -> int:
 def _keys_create(args: argparse.Namespace) -> int:
     from cli.keys import keys_create
 
-    return keys_create(args.tenant) or 0
+    return keys_create(args.tenant, name=args.name) or 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from cli.keys import keys_list
+
+    return keys_list() or 0
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:

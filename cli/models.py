@@ -27,7 +27,7 @@ def add_models_command(commands) -> None:
     listing = sub.add_parser("list", help="the registered models and their facts")
     listing.set_defaults(handler=lambda args: models_list())
     remove = sub.add_parser("remove", help="forget a model (a hub download is deleted; a folder is left alone)")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the registered name, as `uds models list` shows it")
     remove.set_defaults(handler=lambda args: models_remove(args.name))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import typing
 from typing import Any
 
@@ -24,9 +25,18 @@ def add_train_command(commands) -> None:
     train.add_argument("--eval-data", dest="eval_dataset_path", help="held-out JSONL for eval loss and exact match")
     train.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists in --output-dir")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    types = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
-        if field.name not in _FILE_FIELDS:
-            train.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None, help=_help(field))
+        if field.name in _FILE_FIELDS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if types[field.name] is bool:
+            # A flag: `--gradient-checkpointing` alone means true; `--group-by-length false` still turns one off.
+            train.add_argument(flag, dest=field.name, default=None, nargs="?", const="true", metavar="true|false",
+                               help=_help(field))
+        else:
+            train.add_argument(flag, dest=field.name, default=None, help=_help(field),
+                               metavar=_metavar(field))
     train.set_defaults(handler=run_train)
 
 
@@ -37,6 +47,11 @@ def _help(field: dataclasses.Field) -> str:
         parts.append("one of " + ", ".join(str(c) for c in field.metadata["choices"]))
     parts.append(f"default: {default}")
     return "; ".join(parts).replace("%", "%%")  # argparse formats help strings with %
+
+
+def _metavar(field: dataclasses.Field) -> str | None:
+    choices = field.metadata.get("choices")
+    return "{" + ",".join(map(str, choices)) + "}" if choices else None
 
 
 def load_train_config(args: argparse.Namespace) -> TrainConfig:
@@ -111,6 +126,12 @@ def run_train(args: argparse.Namespace) -> int:
     from cli.progress import ProgressLogger
     from uds.trainer import TrainingError, train
 
+    if args.quiet:  # transformers' own weight-loading bar too: --quiet leaves stderr to the summary and errors
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+    started = time.monotonic()  # the whole run: loading, evaluation and saving too, not only the steps
     logger = ProgressLogger(config.output_dir, show_bar=not args.quiet, resume=not args.no_resume)
     try:
         result = train(config, logger, resume=not args.no_resume)
@@ -122,13 +143,13 @@ def run_train(args: argparse.Namespace) -> int:
         return 130
     finally:
         logger.close()
-    print(final_summary(result), file=sys.stderr)
+    print(final_summary(result, time.monotonic() - started), file=sys.stderr)
     return 0
 
 
 def final_summary(result) -> str:
     s = result.summary
-    total_time = s["time_scoring"] + s["time_training"]
+    total_time = wall_seconds if wall_seconds is not None else s["time_scoring"] + s["time_training"]
     lines = [
         f"status             {result.status} ({result.steps_done}/{result.total_steps} steps)",
         f"examples scored    {int(s['examples_scored'])}",

@@ -8,6 +8,7 @@ leaves a folder that looks complete. `state.pt` holds tensors and builtins only 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 
 STATE_FILE = "state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FINGERPRINT_FILE = "fingerprint.json"  # what the run was (uds/fingerprint.py), readable without loading the state
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _TEMP_DIR = re.compile(r"^step-\d+\.tmp-(\d+)$")
 
@@ -80,8 +82,9 @@ def remove_abandoned_writes(root: str) -> None:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: int) -> str:
-    """Write the adapter and `state`, then atomically publish the folder; prune to the newest `keep`."""
+def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: int, fingerprint: dict[str, Any] | None = None) -> str:
+    """Write the adapter, `state` and the run's `fingerprint`, then atomically publish the folder; prune to the
+    newest `keep`."""
     os.makedirs(root, exist_ok=True)
     remove_abandoned_writes(root)
     final_path = checkpoint_dir(root, step)
@@ -89,12 +92,28 @@ def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: in
     shutil.rmtree(temp_path, ignore_errors=True)
     model.save_pretrained(temp_path, safe_serialization=True)
     torch.save(state, os.path.join(temp_path, STATE_FILE))
+    if fingerprint is not None:
+        with open(os.path.join(temp_path, FINGERPRINT_FILE), "w", encoding="utf-8") as f:
+            json.dump(fingerprint, f, sort_keys=True)
     if os.path.exists(final_path):
         shutil.rmtree(final_path)
     os.replace(temp_path, final_path)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     return final_path
+
+
+def read_fingerprint(path: str) -> dict[str, Any] | None:
+    """The fingerprint stored with the checkpoint at `path`; None for a checkpoint written before there were any."""
+    try:
+        with open(os.path.join(path, FINGERPRINT_FILE), encoding="utf-8") as f:
+            stored = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # Unreadable is not "matches": an unknown run must not be resumed silently.
+        return {"settings": {}, "data_sha256": "unreadable"}
+    return stored if isinstance(stored, dict) else {"settings": {}, "data_sha256": "unreadable"}
 
 
 def load_checkpoint(path: str, model) -> dict[str, Any]:

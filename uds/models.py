@@ -8,6 +8,7 @@ states (`body_hidden_states`) and the output embedding matrix (`output_head`), a
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -215,7 +216,11 @@ def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: 
         task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=present, bias="none",
         init_lora_weights="gaussian" if init == "gaussian" else True,
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT probes the deprecated `is_gradient_checkpointing` property: transformers' FutureWarning on every run
+        # is about PEFT's code, not anything a user can change.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 # ---------------------------------------------------------------------------------------------------------------

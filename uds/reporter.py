@@ -1,7 +1,7 @@
 """How the training loop reports: a small protocol, implemented by the CLI (JSONL file) and the worker (database).
 
 The loop knows nothing of SQL, queues or terminals; it calls these four methods and asks `should_stop()` once
-per step, which is how cancellation reaches it.
+per step, which is how cancellation reaches it. `log_phase` (optional: see `report_phase`) says what a run waits on.
 """
 
 from __future__ import annotations
@@ -9,6 +9,18 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Protocol
+
+
+# loading: model and data; training: steps; evaluating: the eval file (minutes on a large one); saving: the final
+# checkpoint and adapter.
+PHASES = ("loading", "training", "evaluating", "saving")
+
+
+def report_phase(logger: "TrainLogger", name: str, data: dict[str, Any] | None = None) -> None:
+    """Tell `logger` the phase; loggers written before log_phase existed (no method) are left alone."""
+    log_phase = getattr(logger, "log_phase", None)
+    if log_phase is not None:
+        log_phase(name, data)
 
 
 class TrainLogger(Protocol):
@@ -27,6 +39,9 @@ class TrainLogger(Protocol):
     def flush(self) -> None:
         """Write anything buffered; called before checkpoints and at the end of the run."""
 
+    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """The run entered phase `name` (one of PHASES): what a person waits on between or after steps."""
+
 
 class NullLogger:
     def log_step(self, metrics: dict[str, Any]) -> None:
@@ -42,6 +57,9 @@ class NullLogger:
         return False
 
     def flush(self) -> None:
+        pass
+
+    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
         pass
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
+from uds import fingerprint as fp
 from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
@@ -30,7 +32,7 @@ from uds.diagnostics import length_bias
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
 from uds.models import ModelLoadError, ModelNotAllowed, add_lora, body_hidden_states, load_model_and_tokenizer, output_head, resolve_model
-from uds.reporter import NullLogger, TrainLogger
+from uds.reporter import NullLogger, TrainLogger, report_phase
 from uds.scoring import summary
 from uds.selectors import GroupedSelection, Measures, Scores, ScoringInputs, make_selector, select_groups
 
@@ -78,6 +80,7 @@ class _Run:
 
 def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool = True, allowed_models: list[str] | None = None) -> TrainResult:
     logger = logger or NullLogger()
+    report_phase(logger, "loading")
     run = _setup(config, allowed_models)
     checkpoints_root = os.path.join(config.output_dir, "checkpoints")
 
@@ -87,6 +90,7 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
         shutil.rmtree(checkpoints_root)
     latest = ckpt.latest_checkpoint(checkpoints_root) if resume else None
     if latest is not None:
+        _check_fingerprint(run, latest)
         start_step = _restore(run, latest)
         logger.log_event("resumed", f"Resumed from the checkpoint at step {start_step} of {run.total_steps}.", data={"step": start_step})
     else:
@@ -99,6 +103,7 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
                   "groups_per_step": run.groups_per_step, "candidate_batch_size": config.candidate_batch_size, "k": config.k},
         )
 
+    report_phase(logger, "training")
     for step in range(start_step + 1, run.total_steps + 1):
         if logger.should_stop():
             logger.log_event("cancelled", f"Stopped before step {step} of {run.total_steps}.")
@@ -106,9 +111,13 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             return TrainResult("cancelled", step - 1, run.total_steps, None, _summary(run))
         metrics = _guarded(lambda: _step(run, step))
         if _eval_due(config, step, run.total_steps) and run.eval_set is not None:
+            report_phase(logger, "evaluating", {"step": step, "examples": len(run.eval_set.items)})
             metrics.update(evaluate(run.model, run.tokenizer, run.eval_set, run.device))
+            report_phase(logger, "training")
             logger.log_event("eval", f"Step {step}: eval loss {metrics['eval_loss']:.4f}, exact match {metrics['eval_accuracy']:.1%}.", data={"step": step, "eval_loss": metrics["eval_loss"], "eval_accuracy": metrics["eval_accuracy"]})
         logger.log_step(metrics)
+        if step == run.total_steps:
+            report_phase(logger, "saving")
         if step % config.checkpoint_every == 0 or step == run.total_steps:
             # Metrics first: a checkpoint must never be newer than the steps the logger has stored.
             logger.flush()
@@ -459,17 +468,33 @@ def _save(run: _Run, root: str, step: int) -> str:
         "counters": dict(run.counters),
         "config": run.config.to_dict(),
     }
-    return ckpt.save_checkpoint(root, step, run.model, state, keep=run.config.keep_checkpoints)
+    return ckpt.save_checkpoint(root, step, run.model, state, keep=run.config.keep_checkpoints,
+                                fingerprint=fp.fingerprint(run.config))
+
+
+def _check_fingerprint(run: _Run, checkpoint: ckpt.Checkpoint) -> None:
+    """Resume only the run the checkpoint belongs to (a checkpoint older than fingerprints is trusted)."""
+    stored = ckpt.read_fingerprint(checkpoint.path)
+    differing = [] if stored is None else fp.differences(stored, fp.fingerprint(run.config))
+    if differing:
+        raise TrainingError("checkpoint_mismatch", fp.mismatch_message(differing, checkpoint.step))
+    if checkpoint.step > run.total_steps:
+        raise TrainingError("checkpoint_mismatch", fp.past_the_end_message(checkpoint.step, run.total_steps))
 
 
 def _restore(run: _Run, checkpoint: ckpt.Checkpoint) -> int:
-    state = ckpt.load_checkpoint(checkpoint.path, run.model)
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.selector.load_state_dict(state["selector"])
-    ckpt.restore_rng_state(state["rng"])
-    run.counters.update(state["counters"])
-    return int(state["step"])
+    try:
+        state = ckpt.load_checkpoint(checkpoint.path, run.model)
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.selector.load_state_dict(state["selector"])
+        ckpt.restore_rng_state(state["rng"])
+        run.counters.update(state["counters"])
+        return int(state["step"])
+    except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as error:
+        # A checkpoint that does not fit this run (or is damaged) is the user's to resolve, not a crash.
+        raise TrainingError("checkpoint_incompatible", f"The checkpoint at step {checkpoint.step} cannot be resumed "
+                            f"({error}); start over with --no-resume (resume=False), or write to another --output-dir.") from error
 
 
 def _export_adapter(run: _Run) -> str:
