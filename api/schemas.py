@@ -119,7 +119,9 @@ class JobCreate(BaseModel):
     `alpha` is a number, "paper" or "auto"; `candidate_batch_size` is one selection group (B), and
     `train_batch_size` the selected examples per optimizer step."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"epochs": true` or `"budget": "0.5"` is a 400 naming the field, not silently coerced (an int is
+    # still a valid float).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset_id: str = Field(max_length=64)
     eval_dataset_id: str | None = Field(default=None, max_length=64)

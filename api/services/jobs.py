@@ -11,7 +11,7 @@ from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.events import add_event
-from api.ids import fine_tuned_model_name, new_job_id, parse_int  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
+from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
 from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
 from api.pagination import fetch_page
 from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
@@ -161,11 +161,11 @@ def checkpoint_page(session: Session, job: Job, settings: Settings, limit: int,
     """A job's checkpoints, newest step first; `after=<checkpoint id>` continues with older ones (both APIs)."""
     stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
     if after is not None:
-        raw = after.removeprefix("ftckpt-")
-        if parse_int(raw) is None:
-            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-3', got {after!r}.",
+        key = parse_checkpoint_id(after)
+        if key is None:
+            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-5f0c2a9e41d7b3c8', got {after!r}.",
                            code="invalid_cursor", param="after")
-        cursor = session.get(Checkpoint, int(raw))
+        cursor = session.get(Checkpoint, key)
         if cursor is None or cursor.job_id != job.id:
             raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
         stmt = stmt.where(Checkpoint.step < cursor.step)

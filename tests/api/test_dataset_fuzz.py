@@ -26,7 +26,7 @@ def settings(settings):
 
 def stored(settings) -> list[str]:
     return sorted(str(p.relative_to(settings.data_dir)) for p in settings.data_dir.rglob("*")
-                  if p.is_file() and p.suffix != ".db")
+                  if p.is_file() and p.suffix != ".db" and p.parent.name != "secrets")
 
 
 def post(client, key, data: bytes, api: str):

@@ -15,7 +15,7 @@ from tests.utils.factories import alpaca_rows, bearer, chat_rows, completion_row
 def stored_files(settings) -> list[str]:
     """Everything on disk under the data dir that an upload could have left."""
     return sorted(str(p.relative_to(settings.data_dir)) for p in settings.data_dir.rglob("*") if p.is_file()
-                  and p.suffix != ".db")
+                  and p.suffix != ".db" and p.parent.name != "secrets")
 
 
 def dataset_ids(client, key) -> list[str]:

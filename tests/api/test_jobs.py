@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from api.db import session_factory
+from api.ids import parse_event_id
 from api.models import Job, utcnow
 from tests.utils.factories import bearer, chat_rows, create_job, jsonl, upload
 from worker.db_logger import DbLogger
@@ -230,7 +231,7 @@ def test_events_and_checkpoints(client, key, trained_job):
     assert events["has_more"] is True and events["data"][0]["type"] == "checkpoint"
     older = client.get(f"/api/v1/jobs/{trained_job['id']}/events", headers=bearer(key),
                        params={"after": events["last_id"], "limit": 100}).json()
-    ids = [int(e["id"].removeprefix("ftevent-")) for e in events["data"] + older["data"]]
+    ids = [parse_event_id(e["id"]) for e in events["data"] + older["data"]]
     assert ids == sorted(ids, reverse=True) and older["has_more"] is False
     checkpoints = client.get(f"/api/v1/jobs/{trained_job['id']}/checkpoints", headers=bearer(key)).json()["data"]
     assert [(c["step"], c["available"], c["metrics"]) for c in checkpoints] == [(3, False, {"loss": 0.5})]
