@@ -18,7 +18,8 @@ from tests.utils.service import REPO, child_env
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 # Variables a service may set that are not ours (read by libraries or the images themselves).
-FOREIGN = {"HF_HOME", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+# HF_TOKEN: huggingface_hub reads it for `uds models add <hub-id>` (issue 14).
+FOREIGN = {"HF_HOME", "HF_TOKEN", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 SUBSTITUTION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?]([^}]*))?\}")
 
 
