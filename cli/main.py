@@ -6,6 +6,7 @@
     uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
     uds keys list                                      every key's prefix, tenant and status
     uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
+    uds models add|list|remove                         the base models jobs may use (hub ids or local folders)
     uds demo                                           the service with a demo dataset and two jobs to watch
     uds build-tiny PATH                                writes the uds-tiny test model to PATH
 """
@@ -16,6 +17,7 @@ import argparse
 import os
 import sys
 
+from cli.models import add_models_command
 from cli.train import add_train_command
 
 
@@ -80,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key (whole, or its prefix uds-XXXXXX); effective at once")
     revoke.add_argument("key", help="the whole key, or its prefix as `uds keys list` shows it (uds-XXXXXX)")
     revoke.set_defaults(handler=_keys_revoke)
+
+    add_models_command(commands)
 
     demo = commands.add_parser("demo", help="start the service with a demo dataset and a uds and a random job")
     demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")

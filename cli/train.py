@@ -119,6 +119,9 @@ def run_train(args: argparse.Namespace) -> int:
         config = load_train_config(args)
         if not config.dataset_path:
             raise ConfigError("data", "give the training file with --data or dataset_path in --config")
+        if config.models_dir is None:
+            # Where `uds models add` registers models (UDS_DATA_DIR/models), so registered names work here too.
+            config = dataclasses.replace(config, models_dir=str(_settings().models_dir))
     except ConfigError as error:
         print(f"uds train: invalid setting {error.param}: {error.message}", file=sys.stderr)
         return 2
@@ -147,7 +150,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def final_summary(result) -> str:
+def _settings():
+    from api.settings import get_settings
+
+    return get_settings()
+
+
+def final_summary(result, wall_seconds: float | None = None) -> str:
     s = result.summary
     total_time = wall_seconds if wall_seconds is not None else s["time_scoring"] + s["time_training"]
     lines = [
