@@ -78,13 +78,24 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
     return tenant
 
 
-CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
+def authenticated_tenant(request: Request, session: SessionDep, settings: SettingsDep) -> Tenant:
+    tenant = get_current_tenant(request, session, settings)
+    # End the read transaction: it returns the connection to the pool before this request waits for a threadpool
+    # thread again (for the next dependency or the route). Held across that wait, connections ran out under a
+    # burst while every thread waited for one: benchmarks/load.py's 30 s errors (expire_on_commit=False keeps
+    # the tenant loaded).
+    session.commit()
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(authenticated_tenant)]
 
 
 def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: Annotated[str, Path()]) -> Dataset:
     dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id))
     if dataset is None:
         raise not_found("dataset", dataset_id)
+    session.commit()  # as in authenticated_tenant: no connection held while waiting for the route's thread
     return dataset
 
 
@@ -92,6 +103,7 @@ def get_job(session: SessionDep, tenant: CurrentTenant, job_id: Annotated[str, P
     job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
     if job is None:
         raise not_found("job", job_id)
+    session.commit()  # as in authenticated_tenant
     return job
 
 

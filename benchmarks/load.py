@@ -6,9 +6,12 @@ uvicorn with --workers, and one celery worker (uds-tiny on CPU). First the job r
 step time), then the same job again under load. Reports throughput, p50/p99 latency and errors per endpoint,
 and the training slowdown (median step compute time and job wall time, with vs without load).
 
-    .venv/bin/python benchmarks/load.py --clients 100 --interval 0.5 --steps 40 --api-workers 2
+    .venv/bin/python benchmarks/load.py --clients 100 --interval 0.5 --steps 40 --api-workers 2 [--append]
 
-Writes benchmarks/results/load.md (and load.json). Bounded: the load phase ends when the job finishes or after
+Then the slow-client scenario: another tenant's pollers alone, and again beside 50 slow uploads and 50 unread
+downloads of other tenants (their p99 must not move).
+
+Writes benchmarks/results/load.md (and load.json); --append adds the run to them, so repeated runs are all reported. Bounded: the load phase ends when the job finishes or after
 --max-seconds.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -142,6 +146,103 @@ async def load_phase(url: str, job_id: str, clients: int, interval: float, uploa
     return {"elapsed_s": elapsed, "samples": samples, "errors": errors}
 
 
+# ---- slow clients: other tenants' pollers with and without 50 slow uploads + 50 unread downloads ----------------
+
+async def slow_upload(port: int, key: str, hold: asyncio.Event) -> None:
+    """A multipart upload that sends its headers, then a byte every 2 s (as a stalled mobile link would)."""
+    boundary = "slowboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.jsonl\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    request = (f"POST /api/v1/datasets HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n").encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request + head)
+        while not hold.is_set():
+            writer.write(b"{")
+            await writer.drain()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(hold.wait(), 2)
+    except OSError:
+        pass  # cut off by the server's slow-client timeout: that is the defence working
+    finally:
+        writer.close()
+
+
+async def unread_download(port: int, key: str, file_id: str, hold: asyncio.Event) -> None:
+    """A download of a large file whose client never reads: the server's socket buffer fills and it must wait."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Authorization: Bearer {key}\r\n\r\n".encode())
+        await writer.drain()
+        await hold.wait()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def polling_phase(url: str, job_id: str, clients: int, interval: float, seconds: float,
+                        slow: list | None = None) -> dict:
+    """`clients` pollers of the job for `seconds`; with `slow`, the slow clients run meanwhile (started first)."""
+    samples: list[float] = []
+    errors = 0
+    hold = asyncio.Event()
+    slow_tasks = [asyncio.create_task(make(hold)) for make in (slow or [])]
+    if slow_tasks:
+        await asyncio.sleep(3)  # every slow client connected and holding its transfer before we measure
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                                 limits=limits) as client:
+        stop = time.perf_counter() + seconds
+
+        async def poller(i: int):
+            nonlocal errors
+            await asyncio.sleep(interval * i / clients)
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                try:
+                    ok = (await client.get(f"/api/v1/jobs/{job_id}")).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                samples.append(time.perf_counter() - start)
+                errors += not ok
+                await asyncio.sleep(interval)
+
+        await asyncio.gather(*(poller(i) for i in range(clients)))
+    hold.set()
+    await asyncio.gather(*slow_tasks)
+    return {"requests": len(samples), "errors": errors, "p50_ms": 1000 * percentile(samples, 50),
+            "p99_ms": 1000 * percentile(samples, 99), "max_ms": 1000 * max(samples)}
+
+
+def slow_client_scenario(url: str, port: int, database_url: str, job_id: str, args, work: Path) -> dict:
+    """Pollers of one tenant alone, then the same pollers while other tenants hold `--slow-clients` slow uploads
+    (one per tenant) and as many unread downloads of a large file (8 per tenant: UDS_MAX_DOWNLOADS_PER_KEY)."""
+    from api.auth import add_key
+    from api.db import session_factory
+
+    big = work / "big.jsonl"
+    write_dataset(big, 80_000, fmt="chat", seed=2)  # ~8 MB: more than the loopback socket buffers hold
+    with session_factory(database_url)() as session:
+        keys = [add_key(session, f"slow-{i}") for i in range(args.slow_clients)]
+        session.commit()
+    downloaders = keys[:-(-args.slow_clients // 8)]  # ceil(n / 8) tenants, 8 downloads each
+    with httpx.Client(base_url=url, timeout=300) as client, open(big, "rb") as f:
+        data = f.read()
+        file_ids = {k: client.post("/v1/files", headers={"Authorization": f"Bearer {k}"},
+                                   files={"file": ("big.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
+                    for k in downloaders}
+    slow = [lambda hold, k=k: slow_upload(port, k, hold) for k in keys]
+    slow += [lambda hold, k=k: unread_download(port, k, file_ids[k], hold)
+             for k in (downloaders * 8)[:args.slow_clients]]
+    alone = asyncio.run(polling_phase(url, job_id, args.slow_pollers, args.interval, args.slow_seconds))
+    beside = asyncio.run(polling_phase(url, job_id, args.slow_pollers, args.interval, args.slow_seconds, slow))
+    return {"alone": alone, "with_slow_clients": beside, "slow_uploads": len(keys),
+            "unread_downloads": min(len(downloaders) * 8, args.slow_clients), "download_bytes": len(data)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=100)
@@ -151,9 +252,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=240)
+    parser.add_argument("--slow-clients", type=int, default=50,
+                        help="tenants holding one slow upload and one unread download each (0: skip the scenario)")
+    parser.add_argument("--slow-pollers", type=int, default=45, help="another tenant's pollers in that scenario")
+    parser.add_argument("--slow-seconds", type=float, default=20, help="length of each polling phase")
+    parser.add_argument("--append", action="store_true", help="add this run to the report instead of replacing it")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.md"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # the report says how busy the machine was: runs on a shared host vary
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"uds-load-{secrets.token_hex(4)}"
     data_dir, logs = work / "data", work / "logs"
     logs.mkdir(parents=True)
@@ -202,6 +309,8 @@ def main() -> int:
                                                 args.upload_every, args.max_seconds, upload_bytes))
                 loaded_job = wait_job(client, loaded_id, 600)
                 loaded = {**step_times(client, loaded_id), "wall_s": job_wall(loaded_job)}
+            slow = (slow_client_scenario(url, port, database_url, loaded_id, args, work) if args.slow_clients
+                    else None)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -216,7 +325,8 @@ def main() -> int:
                      "max_ms": 1000 * max(values)})
     report = {"args": vars(args), "elapsed_s": result["elapsed_s"], "requests": total, "errors": total_errors,
               "throughput_per_s": total / result["elapsed_s"], "endpoints": rows, "baseline": baseline,
-              "loaded": loaded, "job_status": loaded_job["status"], "cpus": os.cpu_count()}
+              "loaded": loaded, "job_status": loaded_job["status"], "cpus": os.cpu_count(), "slow_clients": slow,
+              "load_average_before": load_before}
     write_report(report, Path(args.out))
     print(json.dumps(report, indent=2))
     return 0 if loaded_job["status"] == "succeeded" else 1
@@ -265,11 +375,41 @@ def write_report(report: dict, path: Path) -> None:
         f"{slowdown_wall:+.0%} |",
         "",
         f"Job under load: {report['job_status']}. Goals: zero errors, p99 of the polling endpoints under 50 ms.",
+        f"Load average before the run: {report['load_average_before']:.2f} ({report['cpus']} cores).",
         "",
     ]
+    lines += slow_client_lines(report.get("slow_clients"), a)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    path.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    if report["args"].get("append") and path.exists():
+        runs = json.loads(path.with_suffix(".json").read_text())
+        runs = runs if isinstance(runs, list) else [runs]
+        lines[0] = f"## Run {len(runs) + 1}"
+        path.write_text(path.read_text().rstrip("\n") + "\n\n" + "\n".join(lines))
+    else:
+        runs = []
+        lines[0] = "## Run 1"
+        path.write_text("# Load: polling and uploads against the distributed mode on loopback\n\n" + "\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps(runs + [report], indent=2))
+
+
+def slow_client_lines(slow: dict | None, a: dict) -> list[str]:
+    if not slow:
+        return []
+    alone, beside = slow["alone"], slow["with_slow_clients"]
+    return [
+        f"Slow clients: {a['slow_pollers']} pollers of the `load` tenant (`GET /api/v1/jobs/{{id}}` every "
+        f"{a['interval']} s each) for {a['slow_seconds']:g} s alone, then again while {slow['slow_uploads']} other "
+        f"tenants each hold one upload sending a byte every 2 s, and {slow['unread_downloads']} downloads (8 per "
+        f"tenant) of a {slow['download_bytes'] / 1e6:.1f} MB file are never read.",
+        "",
+        "| pollers | requests | errors | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| alone | {alone['requests']} | {alone['errors']} | {alone['p50_ms']:.1f} | {alone['p99_ms']:.1f} | "
+        f"{alone['max_ms']:.1f} |",
+        f"| beside {slow['slow_uploads']} slow uploads + {slow['unread_downloads']} unread downloads | {beside['requests']} | {beside['errors']} | "
+        f"{beside['p50_ms']:.1f} | {beside['p99_ms']:.1f} | {beside['max_ms']:.1f} |",
+        "",
+    ]
 
 
 if __name__ == "__main__":
