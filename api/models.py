@@ -156,6 +156,10 @@ class Job(Base):
     # Distributed mode: when the job's message was last sent to the broker (NULL: a send failed, or never sent).
     # The recovery sweep re-sends a job still queued this long after (worker/recovery.py, redispatch_queued).
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # What a running job is doing (uds.reporter.PHASES) since when, and its last evaluation's duration (for the ETA).
+    phase: Mapped[str | None] = mapped_column(String(16))
+    phase_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    eval_seconds: Mapped[float | None] = mapped_column(Float)
 
     adapter_path: Mapped[str | None] = mapped_column(String(1024))  # the .tar.gz, relative to data_dir
     adapter_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
+from api.eta import eta_seconds
 from api.ids import checkpoint_public_id, event_public_id
 
 T = TypeVar("T")
@@ -214,6 +215,9 @@ class JobPublic(BaseModel):
     finished_at: dt.datetime | None
     progress: Progress
     eta_seconds: float | None
+    phase: str | None = Field(None, description="while running: loading, training, evaluating or saving")
+    phase_started_at: dt.datetime | None = None
+    eval_seconds: float | None = Field(None, description="how long the job's last evaluation took")
     examples_scored: int
     examples_trained: int
     tokens_trained: int
@@ -224,18 +228,6 @@ class JobPublic(BaseModel):
     error: JobError | None
     adapter: AdapterInfo | None
     fine_tuned_model: str | None
-
-
-def eta_seconds(job: Job, now: dt.datetime) -> float | None:
-    """Remaining steps times the step rate observed in this attempt (model loading excluded, see DbLogger)."""
-    if job.status != "running" or not job.total_steps or job.progress_at is None or job.attempt_started_at is None:
-        return None
-    done = job.current_step - job.attempt_start_step
-    if done <= 0:
-        return None
-    per_step = (job.progress_at - job.attempt_started_at).total_seconds() / done
-    remaining = max(0, job.total_steps - job.current_step) * per_step
-    return round(max(0.0, remaining - (now - job.progress_at).total_seconds()), 1)
 
 
 def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
@@ -256,7 +248,9 @@ def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
         eval_dataset_id=job.eval_dataset_id, config=job.config, metadata=job.metadata_, seed=job.seed,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         progress=Progress(step=job.current_step, total_steps=job.total_steps, epoch=job.epoch, fraction=fraction),
-        eta_seconds=eta_seconds(job, now), examples_scored=job.examples_scored, examples_trained=job.examples_trained,
+        eta_seconds=eta_seconds(job, now), phase=job.phase if job.status == "running" else None,
+        phase_started_at=job.phase_started_at if job.status == "running" else None, eval_seconds=job.eval_seconds,
+        examples_scored=job.examples_scored, examples_trained=job.examples_trained,
         tokens_trained=job.tokens_trained, backward_saved_fraction=saved, alpha_used=job.alpha_used,
         latest_loss=job.latest_loss, attempts=job.attempts, error=error, adapter=adapter,
         fine_tuned_model=job.fine_tuned_model,

@@ -97,6 +97,7 @@ class DbLogger:
         self._progress: dict[str, Any] | None = None
         self._first_step: tuple[int, Any] | None = None
         self._pending_attempt: dict[str, Any] = {}
+        self._phase: tuple[str, Any] | None = None  # (name, started at) of the phase last logged
         self._last_handoff = time.monotonic()
         self._totals = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0}
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
@@ -215,6 +216,24 @@ class DbLogger:
         # checkpoint itself only needs to follow them, not to hold up training.
         self._handoff()
         self._submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
+
+    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """The phase and its start go on the job row; leaving an evaluation records how long it took (the ETA's
+        measure of evaluation). Written in order after the steps before it, not held back like metrics."""
+        if self.lost:
+            return
+        now = utcnow()
+        values: dict[str, Any] = {"phase": name, "phase_started_at": now}
+        if self._phase is not None and self._phase[0] == "evaluating" and name != "evaluating":
+            values["eval_seconds"] = round((now - self._phase[1]).total_seconds(), 3)
+        self._phase = (name, now)
+
+        def write():
+            with self.sessions.begin() as session:
+                self._fenced_update(session, values)
+
+        self._handoff()
+        self._submit(lambda: with_retries(write, f"job {self.job_id}: phase"))
 
     def should_stop(self) -> bool:
         return self.lease.should_stop()

@@ -6,6 +6,7 @@ import {
 import { get, post, download, url } from '../api.js';
 import { LineChart, COLORS } from '../charts.js';
 import { selectionsPanel } from './selections.js';
+import { etaText, phaseText } from '../phase.js';
 
 const POLL_MS = 2000;
 const TABS = [['charts', 'Charts'], ['data', 'What it trained on'], ['events', 'Events'], ['details', 'Details']];
@@ -236,7 +237,7 @@ export async function jobView(root, ctx, jobId) {
     const p = job.progress || {};
     const wall = wallSeconds(job);
     let eta = '—', etaSub = null;
-    if (job.status === 'running') { eta = isNum(job.eta_seconds) ? fmtDuration(job.eta_seconds) : 'estimating…'; etaSub = `running for ${fmtDuration(wall)}`; }
+    if (job.status === 'running') { eta = etaText(job); etaSub = [phaseText(job), `running for ${fmtDuration(wall)}`].filter(Boolean).join(' · '); }
     else if (job.status === 'queued' || job.status === 'validating_files') { eta = 'waiting'; etaSub = 'for a free worker'; }
     else if (TERMINAL.has(job.status)) { eta = fmtDuration(wall); etaSub = 'wall time'; }
     const trainedFrac = job.examples_scored ? job.examples_trained / job.examples_scored : null;
@@ -244,10 +245,12 @@ export async function jobView(root, ctx, jobId) {
       h('div', { class: 'card wide' }, h('div', { class: 'card-label' }, 'Progress'), progressBar(job),
         // With max_steps set the run length is steps, not epochs (it may wrap the data several times).
         h('div', { class: 'card-sub' }, isNum(p.epoch) ? `epoch ${fmtNum(p.epoch, 3)}${job.config?.max_steps ? '' : ` of ${job.config?.epochs ?? '?'}`}` : '',
-          ' · started ', timeEl(job.started_at), job.finished_at ? [' · finished ', timeEl(job.finished_at)] : null)),
+          job.started_at ? [' · started ', timeEl(job.started_at)] : (TERMINAL.has(job.status) ? ' · never started' : null),
+          job.finished_at ? [' · finished ', timeEl(job.finished_at)] : null)),
       card(TERMINAL.has(job.status) ? 'Took' : 'ETA', eta, etaSub, 'eta'),
       card('Latest loss', fmtNum(job.latest_loss, 4), 'nats per token', 'loss'),
-      card('Trained on', `${fmtInt(job.examples_trained)} of ${fmtInt(job.examples_scored)}`, isNum(trainedFrac) ? `${fmtPct(trainedFrac)} of scored examples` : 'examples', 'trained'),
+      card('Trained on', job.examples_scored || !TERMINAL.has(job.status) ? `${fmtInt(job.examples_trained)} of ${fmtInt(job.examples_scored)}` : '—',
+        isNum(trainedFrac) ? `${fmtPct(trainedFrac)} of scored examples` : (TERMINAL.has(job.status) ? 'no step ran' : 'examples'), 'trained'),
       card('Backward passes saved', fmtPct(job.backward_saved_fraction), 'vs full-data training', 'saved'),
       card('Tokens trained', fmtInt(job.tokens_trained), 'tokens with a backward pass', 'tokens'),
       job.method === 'uds' ? card('α used', isNum(job.alpha_used) ? fmtNum(job.alpha_used, 3) : '—', alphaSub(), 'alpha') : null,

@@ -1,6 +1,7 @@
 // Jobs list: newest first, live while any job is active, pick several to compare.
-import { h, clear, fmtDuration, fmtPct, statusBadge, progressBar, timeEl, jobTitle, ACTIVE, METHOD_LABELS, METHOD_SHORT, wallSeconds, isNum } from '../dom.js';
+import { h, clear, fmtDuration, fmtPct, statusBadge, progressBar, timeEl, jobTitle, ACTIVE, METHOD_LABELS, METHOD_SHORT, wallSeconds } from '../dom.js';
 import { get } from '../api.js';
+import { etaText } from '../phase.js';
 
 const PAGE = 25;
 const POLL_MS = 2000;
@@ -40,7 +41,7 @@ export async function jobsView(root, ctx) {
       onchange: (e) => { if (e.target.checked) selected.add(job.id); else selected.delete(job.id); updateCompare(); },
     });
     let eta = '—';
-    if (job.status === 'running' && isNum(job.eta_seconds)) eta = fmtDuration(job.eta_seconds);
+    if (job.status === 'running') eta = etaText(job);
     else if (job.status === 'queued' || job.status === 'validating_files') eta = 'waiting to start';
     else if (job.finished_at && job.started_at) eta = `took ${fmtDuration(wallSeconds(job))}`;
     return h('tr', { 'data-job-id': job.id, 'data-status': job.status },
