@@ -92,6 +92,13 @@ function askForKey(reason) {
   return waitingForKey;
 }
 
+document.getElementById('key-cancel').addEventListener('click', () => {
+  // Without a key nothing works where one is required; elsewhere cancelling keeps the key-less view.
+  if (state.info?.auth_required && !getKey()) return;
+  waitingForKey = null;
+  dialog.close();
+});
+
 keyForm.addEventListener('submit', (e) => {
   const key = keyInput.value.trim();
   if (!key) { e.preventDefault(); return; }
@@ -108,8 +115,8 @@ dialog.addEventListener('cancel', (e) => {
 let lastUnauthorized = 0;
 window.addEventListener('uds:unauthorized', async (e) => {
   if (!state.info?.auth_required) {
-    // A stale key from another server: this one needs none, so drop it and carry on.
-    if (getKey()) { setKey(''); renderAuthBox(); render(); }
+    // A revoked or mistyped key: this server needs none, so sign out to the key-less view, and say so.
+    if (getKey()) { setKey(''); renderAuthBox(); render(); toast('The server rejected the saved key; signed out.', 'error'); }
     return;
   }
   if (Date.now() - lastUnauthorized < 1000 || dialog.open) return;
@@ -120,18 +127,27 @@ window.addEventListener('uds:unauthorized', async (e) => {
   render();
 });
 
+// Signing in works on every server: where keys are optional (loopback) a key shows its tenant's jobs, e.g. those
+// an `openai` client created with it; signing out goes back to the key-less tenant.
 function renderAuthBox() {
   const box = document.getElementById('authbox');
-  if (!state.info?.auth_required) {
-    clear(box, h('span', { class: 'muted small', title: 'This server does not require API keys (bound to localhost).' }, 'local · no key needed'));
-    return;
-  }
-  if (getKey()) {
-    clear(box, h('span', { class: 'small' }, 'key saved'), ' ',
-      h('button', { type: 'button', class: 'link', onclick: () => { setKey(''); renderAuthBox(); askForKey('Enter an API key.').then(render); } }, 'Change key'));
+  const key = getKey();
+  const signIn = h('button', { type: 'button', class: 'link', id: 'sign-in', onclick: () => askForKey(state.info?.auth_required ? null : 'Sign in with an API key to see its jobs and datasets.').then(render) }, 'Sign in with a key');
+  if (key) {
+    clear(box, h('span', { class: 'small', title: 'Signed in with this API key' }, `key ${key.slice(0, 10)}…`), ' ',
+      h('button', { type: 'button', class: 'link', id: 'sign-out', onclick: signOut }, 'Sign out'));
+  } else if (!state.info?.auth_required) {
+    clear(box, h('span', { class: 'muted small', title: 'This server does not require API keys (bound to localhost).' }, 'local · no key needed'), ' ', signIn);
   } else {
-    clear(box, h('button', { type: 'button', class: 'link', onclick: () => askForKey().then(render) }, 'Enter API key'));
+    clear(box, signIn);
   }
+}
+
+function signOut() {
+  setKey('');
+  renderAuthBox();
+  if (state.info?.auth_required) askForKey('Signed out. Enter an API key.').then(render);
+  else render();
 }
 
 async function start() {
