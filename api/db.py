@@ -7,6 +7,7 @@ same tables in the same revision. `migrate()` is what `uds serve`, the compose A
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,9 @@ def migrate(url: str, revision: str = "head") -> None:
     with _lock:
         if revision == "head" and url in _migrated:
             return
+    # Alembic announces each of its plugins at INFO when imported ("setup plugin ..."): seven lines opening every
+    # serve log that say nothing about our schema. The migrations' own lines stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
 
     with _sqlite_file_lock(url):

@@ -35,7 +35,8 @@ def submit_demo_jobs(settings: Settings) -> None:
         for method in METHODS:
             job = client.post("/api/v1/jobs", json={**DEMO_JOB, "dataset_id": dataset["id"], "method": method,
                                                     "name": f"demo {method}"}).json()
-            log.info("demo job %s (%s): %s/api/v1/jobs/%s", job.get("id"), method, base, job.get("id"))
+            # The dashboard page, which a person opens; the API URL is one click away from it (Details).
+            log.info("demo job %s (%s): %s/#/jobs/%s", job.get("id"), method, base, job.get("id"))
 
 
 def wait_until_up(base: str, timeout: float = 60) -> None:

@@ -112,3 +112,52 @@ def test_any_error_of_a_command_is_one_line_not_a_traceback(tmp_path, capsys, mo
     assert main(["keys", "list"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "database is locked" in err
+
+
+def test_migrating_logs_no_alembic_plugin_lines(tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh process, as `uds serve` is: alembic logs its plugins when first imported.
+    code = ("import logging; logging.basicConfig(level=logging.INFO); from api.db import migrate; "
+            f"migrate('sqlite:///{tmp_path / 'fresh.db'}')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
+    assert "plugin" not in err
+    assert "0001" in err  # the migrations' own lines stay
+
+
+def test_demo_logs_dashboard_links(monkeypatch, caplog):
+    import logging
+
+    import cli.demo as demo
+    from api.settings import Settings
+
+    class Answer:
+        def __init__(self, body):
+            self.body = body
+
+        def json(self):
+            return self.body
+
+    class Client:
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def post(self, path, **kwargs):
+            return Answer({"id": "file-1"} if path.endswith("datasets") else {"id": "ftjob-1"})
+
+    import httpx
+
+    monkeypatch.setattr(httpx, "Client", Client)
+    monkeypatch.setattr(demo, "wait_until_up", lambda base: None)
+    caplog.set_level(logging.INFO, logger="uds.demo")
+    demo.submit_demo_jobs(Settings(host="127.0.0.1", port=8123))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("http://127.0.0.1:8123/#/jobs/ftjob-1" in line for line in lines)
+    assert not any("/api/v1/jobs/" in line for line in lines)
