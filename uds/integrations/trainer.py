@@ -1,0 +1,349 @@
+"""UDS inside `transformers.Trainer`: one dataloader batch is one selection group, gradient accumulation is the
+groups of one optimizer step, as in the paper's own Trainer subclass.
+
+How it maps onto the Trainer's loop (see docs/INTEGRATIONS.md):
+- `get_train_dataloader`: the batches are the selection groups of `uds.trainer.epoch_groups` (length-grouped,
+  from (seed, epoch) alone), so the data order is our loop's and a resumed run's position is just its step.
+- `get_batch_samples` (the Trainer fetches a step's G batches before training any): scores all G groups with
+  `uds.engine.measure_batch`, selects them in order with `uds.selectors.select_groups` (memory pushed after each
+  group), and hands back one batch per group holding only its k picks, with loss weights fixed over the step.
+- `compute_loss`: `uds.engine.weighted_token_loss` on the picks; the returned loss is already the step's share,
+  so the Trainer does not divide it by the accumulation steps again.
+- `_save_checkpoint` / `train(resume_from_checkpoint=...)`: the selector state rides in each checkpoint folder.
+- `log`: the selection statistics since the last log join the Trainer's training logs (so `report_to` gets them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from uds.config import Alpha, TrainConfig, group_count
+from uds.diagnostics import length_bias
+from uds.engine import equal_rows_mask, loss_token_count, measure_batch, step_token_weights, weighted_token_loss
+from uds.models import output_head
+from uds.scoring import summary
+from uds.selectors import GroupedSelection, Measures, make_selector, select_groups
+from uds.trainer import epoch_groups
+
+STATE_FILE = "uds_state.pt"
+# Batch keys the integration adds for its own use; removed before anything reaches the model.
+ROWS_KEY = "uds_rows"
+WEIGHTS_KEY = "uds_weights"
+
+
+@dataclass
+class UDSConfig:
+    """The selection settings (DESIGN.md section 3). The rest (optimizer, schedule, steps) is the Trainer's.
+
+    The group size B is `candidate_batch_size`, or the Trainer's `per_device_train_batch_size` when None; the
+    groups per optimizer step are the Trainer's `gradient_accumulation_steps`. `max_seq_len` sizes the projection
+    (and alpha "paper"): None takes `args.max_length` (TRL) or else the longest training example. `seed` None
+    takes `args.seed`. `record_selections` keeps every step's groups and picks in `trainer.selections`.
+    """
+
+    method: str = "uds"
+    budget: float = 0.125
+    candidate_batch_size: int | None = None
+    group_by_length: bool = True
+    equal_rows: bool = True
+    alpha: Alpha = "paper"
+    alpha_window: int = 256
+    buffer_size: int = 1024
+    proj_r_voc: int = 128
+    proj_r_seq: int = 8
+    loss_weighting: str = "example"
+    max_seq_len: int | None = None
+    seed: int | None = None
+    record_selections: bool = False
+
+    def train_config(self, candidate_batch_size: int, max_seq_len: int, seed: int) -> TrainConfig:
+        """The same settings as a TrainConfig: validated by the one validator, and what `make_selector` takes."""
+        return TrainConfig(
+            method=self.method, budget=self.budget, candidate_batch_size=candidate_batch_size,
+            group_by_length=self.group_by_length, equal_rows=self.equal_rows, alpha=self.alpha, alpha_window=self.alpha_window,
+            buffer_size=self.buffer_size, proj_r_voc=self.proj_r_voc, proj_r_seq=self.proj_r_seq,
+            loss_weighting=self.loss_weighting, max_seq_len=max_seq_len, seed=seed,
+        )
+
+
+class GroupBatchSampler:
+    """Yields the selection groups of each epoch (lists of dataset rows), exactly as `uds.trainer` draws them."""
+
+    def __init__(self, lengths: list[int], candidate_batch_size: int, seed: int, group_by_length: bool):
+        self.lengths = lengths
+        self.candidate_batch_size = candidate_batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        yield from epoch_groups(self.lengths, self.candidate_batch_size, self.seed, self.epoch, self.group_by_length)
+
+    def __len__(self) -> int:
+        return group_count(len(self.lengths), self.candidate_batch_size)
+
+
+class _WithRows(Dataset):
+    """The dataset's items paired with their row: the row survives any collator, so picks are reported as rows."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, row: int):
+        return row, self.dataset[row]
+
+
+class _RowsCollator:
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, pairs):
+        batch = dict(self.collator([item for _, item in pairs]))
+        batch[ROWS_KEY] = torch.tensor([row for row, _ in pairs])
+        return batch
+
+
+class UDSMixin:
+    """Online batch selection for a `transformers.Trainer` (or a subclass, e.g. TRL's SFTTrainer): put it first.
+
+    Single process only for now (one GPU or the CPU). Batches must be right-padded `input_ids`, `attention_mask`
+    and `labels` (-100 = no loss), which is what the usual collators produce.
+    """
+
+    def __init__(self, *args, uds: UDSConfig | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.world_size > 1:
+            raise NotImplementedError("UDS selection in a Trainer runs in a single process (one device) for now")
+        self.uds = uds or UDSConfig()
+        self.uds_lengths = _example_lengths(self.train_dataset) if self.train_dataset is not None else []
+        max_len = self.uds.max_seq_len or getattr(self.args, "max_length", None) or max(self.uds_lengths, default=1)
+        group_size = self.uds.candidate_batch_size or self.args.per_device_train_batch_size
+        seed = self.args.seed if self.uds.seed is None else self.uds.seed
+        self.uds_config = self.uds.train_config(group_size, max_len, seed)
+        # Logging and progress figures of the Trainer count batches of this size: keep them in candidates.
+        self._train_batch_size = group_size
+        self.uds_head = output_head(self.model)
+        self.uds_selector = make_selector(self.uds_config, self.uds_head, max_len=max_len, device=self.args.device)
+        # The picks' loss is exactly the step's share (weights fixed over the step): no division by the
+        # accumulation steps on top.
+        self.loss_is_scaled_for_ga = True
+        self.uds_counters = {"examples_scored": 0, "examples_trained": 0}
+        self.selections: list[dict[str, Any]] = []
+        self._uds_pending: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------------ data order
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        dataset, collator = self._uds_dataset_and_collator()
+        sampler = GroupBatchSampler(self.uds_lengths, self.uds_config.candidate_batch_size, self.uds_config.seed, self.uds_config.group_by_length)
+        loader = DataLoader(
+            _WithRows(dataset), batch_sampler=sampler, collate_fn=_RowsCollator(collator),
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _uds_dataset_and_collator(self):
+        """The Trainer's own column removal, so a user's dataset and collator behave as they would without UDS."""
+        try:
+            import datasets
+        except ImportError:  # datasets is optional for a plain Trainer
+            datasets = None
+        if datasets is not None and isinstance(self.train_dataset, datasets.Dataset):
+            return self._remove_unused_columns(self.train_dataset, description="training"), self.data_collator
+        return self.train_dataset, self._get_collator_with_removed_columns(self.data_collator, description="training")
+
+    # ------------------------------------------------------------------------------------------------ selection
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        groups = []
+        for _ in range(num_batches):
+            try:
+                groups.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if not groups:
+            return [], None
+        selection = self._uds_select(groups)
+        return self._uds_picks(groups, selection), None
+
+    def _uds_select(self, groups: list[dict[str, Any]]) -> GroupedSelection:
+        sizes = [int(group["input_ids"].shape[0]) for group in groups]
+        if self.uds_selector.needs_hidden:
+            measures = Measures.concat([self._uds_measure(group) for group in groups])
+        else:  # random and full pick without looking: no scoring pass to pay for
+            measures = Measures(sum(sizes))
+        return select_groups(self.uds_selector, measures, sizes, self.uds_config.budget)
+
+    def _uds_measure(self, group: dict[str, Any]) -> Measures:
+        model = self.model
+        was_training = model.training
+        model.eval()  # dropout off: scores must not depend on the dropout draw
+        try:
+            device = self.args.device
+            mask = group["attention_mask"].to(device)
+            score_mask = equal_rows_mask(mask) if self.uds_config.equal_rows else None
+            return measure_batch(
+                model, self.uds_selector, self.uds_head, group["input_ids"].to(device), mask, group["labels"].to(device),
+                score_mask, autocast=self.compute_loss_context_manager(),
+            )
+        finally:
+            model.train(was_training)
+
+    def _uds_picks(self, groups: list[dict[str, Any]], selection: GroupedSelection) -> list[dict[str, Any]]:
+        """One batch per group with its picks only (padding cut to them), each pick's loss weight attached."""
+        chosen = selection.chosen.tolist()
+        offsets = [0]
+        for group in groups:
+            offsets.append(offsets[-1] + int(group["input_ids"].shape[0]))
+        per_group = [[i - offsets[g] for i in chosen if offsets[g] <= i < offsets[g + 1]] for g in range(len(groups))]
+        batches = [_take(group, index) for group, index in zip(groups, per_group)]
+        counts = [loss_token_count(labels) for batch in batches for labels in batch["labels"]]  # padding is -100 already
+        weights = step_token_weights(self.uds_config.loss_weighting, counts).split([len(index) for index in per_group])
+        for batch, weight in zip(batches, weights):
+            batch[WEIGHTS_KEY] = weight
+        self._uds_record(groups, selection, batches)
+        for batch in batches:
+            batch.pop(ROWS_KEY)
+        return batches
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop(WEIGHTS_KEY, None)
+        inputs.pop(ROWS_KEY, None)
+        if weights is None:  # evaluation batches: the Trainer's own loss
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+        loss = weighted_token_loss(outputs.logits, inputs["labels"], weights)
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------------------------------------ statistics
+
+    def _uds_record(self, groups, selection: GroupedSelection, batches) -> None:
+        rows = torch.cat([group[ROWS_KEY].cpu() for group in groups])
+        lengths = torch.cat([group["attention_mask"].sum(dim=1).cpu() for group in groups])
+        picked = torch.zeros(len(rows), dtype=torch.bool)
+        picked[selection.chosen] = True
+        scores = selection.scores
+        informative = None if bool((scores.total == 0).all()) else scores.total
+        bias = length_bias(lengths, scores.utility, informative, picked, selection.group_sizes)
+        self.uds_counters["examples_scored"] += len(rows)
+        self.uds_counters["examples_trained"] += int(picked.sum())
+        self._uds_pending.append(_step_stats(scores, selection.chosen, bias, len(rows), int(picked.sum())))
+        if self.uds.record_selections:
+            self.selections.append({
+                "step": self.state.global_step + 1,
+                "groups": [group[ROWS_KEY].tolist() for group in groups],
+                "picked": [batch[ROWS_KEY].tolist() for batch in batches],
+                "score": scores.total.tolist(),
+            })
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        # Training logs carry "loss"; evaluation and the final summary are left as they are.
+        if "loss" in logs and self._uds_pending:
+            logs = {**logs, **_mean_stats(self._uds_pending), **self._uds_totals()}
+            self._uds_pending = []
+        super().log(logs, *args, **kwargs)
+
+    def _uds_totals(self) -> dict[str, float]:
+        scored, trained = self.uds_counters["examples_scored"], self.uds_counters["examples_trained"]
+        return {"uds/examples_scored": scored, "uds/examples_trained": trained, "uds/trained_fraction": trained / max(1, scored)}
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial, *args, **kwargs) -> None:
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if os.path.isdir(folder) and self.args.should_save:
+            state = {"selector": self.uds_selector.state_dict(), "counters": dict(self.uds_counters), "config": self.uds_config.to_dict()}
+            torch.save(state, os.path.join(folder, STATE_FILE))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            # Resolved here too: the selector must be restored before the first resumed step is selected.
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
+        if isinstance(resume_from_checkpoint, str):
+            self._uds_restore(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _uds_restore(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{checkpoint} holds no UDS selector state ({STATE_FILE}); it was not written by a UDS trainer")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        _check_same_selection(state["config"], self.uds_config)
+        self.uds_selector.load_state_dict(state["selector"])
+        self.uds_counters.update(state["counters"])
+
+
+class UDSTrainer(UDSMixin, Trainer):
+    """`transformers.Trainer` with UDS online batch selection: `UDSTrainer(model=..., args=..., uds=UDSConfig(...))`."""
+
+
+# Settings that must not change across a resume: they decide the data order and what the memory means.
+_RESUME_FIXED = ("method", "budget", "candidate_batch_size", "group_by_length", "proj_r_voc", "proj_r_seq", "buffer_size", "seed", "max_seq_len")
+
+
+def _check_same_selection(saved: dict[str, Any], config: TrainConfig) -> None:
+    current = config.to_dict()
+    changed = [name for name in _RESUME_FIXED if saved.get(name) != current[name]]
+    if changed:
+        raise ValueError(f"the checkpoint's UDS settings differ in {', '.join(changed)}: resume with the settings it was trained with")
+
+
+def _take(batch: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """Rows `index` of every per-example tensor of `batch`, padding trimmed to the longest of them."""
+    size = int(batch["input_ids"].shape[0])
+    rows = torch.tensor(index, dtype=torch.long)
+    taken = {key: value[rows.to(value.device)] if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == size else value for key, value in batch.items()}
+    width = int(taken["attention_mask"].sum(dim=1).max()) if len(index) else 0
+    for key in ("input_ids", "attention_mask", "labels"):
+        taken[key] = taken[key][:, :width]
+    return taken
+
+
+def _example_lengths(dataset) -> list[int]:
+    """Token count of each row, what length grouping sorts by: a "length" column if there is one, else input_ids."""
+    names = getattr(dataset, "column_names", None) or []
+    if "length" in names:
+        return [int(length) for length in dataset["length"]]
+    if "input_ids" in names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [len(dataset[row]["input_ids"]) for row in range(len(dataset))]
+
+
+def _step_stats(scores, chosen: torch.Tensor, bias: dict[str, Any], candidates: int, selected: int) -> dict[str, float]:
+    """One step's selection statistics as flat floats (what TensorBoard / W&B / MLflow accept)."""
+    stats: dict[str, float] = {"uds/candidates": candidates, "uds/selected": selected}
+    if scores.alpha is not None:
+        stats["uds/alpha"] = scores.alpha
+    for name, values in (("utility", scores.utility), ("diversity", scores.diversity), ("score", scores.total)):
+        for subset, index in (("candidates", None), ("selected", chosen)):
+            described = None if values is None else summary(values if index is None else values[index])
+            if described is not None:
+                stats[f"uds/{name}_{subset}_mean"] = described["mean"]
+    for key in ("spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected"):
+        if bias[key] is not None:
+            stats[f"uds/{key}"] = bias[key]
+    return stats
+
+
+def _mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each statistic over the steps since the last log (a key missing in a step is not counted)."""
+    keys = dict.fromkeys(key for step in steps for key in step)
+    return {key: sum(step[key] for step in steps if key in step) / sum(1 for step in steps if key in step) for key in keys}
+
+
