@@ -421,8 +421,23 @@ def load_examples(path, min_examples: int = 1) -> list[Example]:
 
 
 def example_preview(example: Example, max_chars: int = 200) -> str:
-    """One line of text for dashboards: "user: ... | assistant: ...", whitespace collapsed, cut at max_chars."""
-    text = " | ".join(f"{m['role']}: {' '.join(m['content'].split())}" for m in example.messages)
+    """One line of text for dashboards: "user: ... | assistant: ..." of the last user turn and its answer, whitespace
+    collapsed, at most max_chars.
+
+    A system prompt is left out: many datasets repeat one on every row, so it fills every preview with the same
+    words and tells the rows apart by nothing. When cut, the answer keeps at least a third of the room.
+    """
+    messages = [m for m in example.messages if m["role"] != "system"] or example.messages
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    parts = [f"{m['role']}: {' '.join(m['content'].split())}" for m in messages[last_user : last_user + 2]]
+    text = " | ".join(parts)
+    if len(text) <= max_chars or len(parts) < 2:
+        return _cut(text, max_chars)
+    answer = _cut(parts[1], max(max_chars // 3, max_chars - len(parts[0]) - 3))
+    return f"{_cut(parts[0], max_chars - 3 - len(answer))} | {answer}"
+
+
+def _cut(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return text[: max(0, max_chars - 1)].rstrip() + "…"

@@ -296,7 +296,15 @@ def test_example_preview():
     example = Example(0, 1, [user("Reverse:\n  abc"), assistant("cba")])
     assert example_preview(example) == "user: Reverse: abc | assistant: cba"
     short = example_preview(Example(0, 1, [user("x" * 500), assistant("y")]), max_chars=40)
-    assert len(short) == 40 and short.endswith("…") and "\n" not in short
+    assert len(short) == 40 and "…" in short and short.endswith("assistant: y") and "\n" not in short
+
+
+def test_example_preview_shows_the_user_turn_and_answer_not_a_repeated_system_prompt():
+    system = {"role": "system", "content": "You are a helpful assistant. " * 10, "weight": 0}
+    example = Example(0, 1, [system, user("first"), assistant("one"), user("Reverse: abc"), assistant("cba")])
+    assert example_preview(example) == "user: Reverse: abc | assistant: cba"
+    long = example_preview(Example(0, 1, [user("q" * 300), assistant("a" * 300)]), max_chars=60)
+    assert len(long) <= 60 and "assistant: aaa" in long
 
 
 def test_formats_module_does_not_import_torch():
