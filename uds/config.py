@@ -102,6 +102,7 @@ class TrainConfig:
     groups_per_step: int | None = _setting(None, "selection groups per optimizer step (default: about train_batch_size picks a step)")
     train_batch_size: int = _setting(32, "picks per optimizer step that groups_per_step aims at when not given")
     group_by_length: bool = _setting(True, "length-grouped candidate order, so a group compares examples, not lengths")
+    equal_rows: bool = _setting(True, "score a group's candidates on the same number of tokens (its shortest length)")
     alpha: Alpha = _setting("paper", 'weight of diversity: a number, "paper" (the official 1.5e-3 converted) or "auto"')
     alpha_window: int = _setting(256, 'selection groups that alpha "auto" pools its spreads over')
     buffer_size: int = _setting(1024, "memory of the projections of selected examples (FIFO)")
@@ -174,8 +175,9 @@ class TrainConfig:
         _positive_int(self, "train_batch_size", maximum=1_000_000)
         if self.groups_per_step is not None:
             _positive_int(self, "groups_per_step", maximum=1_000_000)
-        if not isinstance(self.group_by_length, bool):
-            raise ConfigError("group_by_length", f"must be true or false, got {self.group_by_length!r}")
+        for name in ("group_by_length", "equal_rows", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _positive_int(self, "buffer_size", maximum=1_000_000)
         _positive_int(self, "proj_r_voc", maximum=4096)
         _positive_int(self, "proj_r_seq", maximum=512)

@@ -29,12 +29,14 @@ from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoc
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
 from uds.diagnostics import length_bias
+from uds.engine import loss_token_count, measure_batch, token_weights as _token_weights
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
-from uds.models import ModelLoadError, ModelNotAllowed, add_lora, body_hidden_states, load_model_and_tokenizer, output_head, resolve_model
+from uds.model_card import CardInfo, finalize_adapter
+from uds.models import ModelLoadError, ModelNotAllowed, add_lora, load_model_and_tokenizer, output_head, resolve_model
 from uds.reporter import NullLogger, TrainLogger, report_phase
 from uds.scoring import summary
-from uds.selectors import GroupedSelection, Measures, Scores, ScoringInputs, make_selector, select_groups
+from uds.selectors import GroupedSelection, Measures, Scores, make_selector, select_groups
 
 
 class TrainingError(Exception):
@@ -100,7 +102,8 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             f"{run.groups_per_step} groups of {config.candidate_batch_size} candidates ({config.k} picked per group), "
             f"{len(run.items)} examples, on {run.device.type}.",
             data={"total_steps": run.total_steps, "n_examples": len(run.items), "device": run.device.type,
-                  "groups_per_step": run.groups_per_step, "candidate_batch_size": config.candidate_batch_size, "k": config.k},
+                  "groups_per_step": run.groups_per_step, "candidate_batch_size": config.candidate_batch_size, "k": config.k,
+                  "alpha_paper": run.counters["alpha_paper"]},
         )
 
     report_phase(logger, "training")
@@ -116,6 +119,9 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             report_phase(logger, "training")
             logger.log_event("eval", f"Step {step}: eval loss {metrics['eval_loss']:.4f}, exact match {metrics['eval_accuracy']:.1%}.", data={"step": step, "eval_loss": metrics["eval_loss"], "eval_accuracy": metrics["eval_accuracy"]})
         logger.log_step(metrics)
+        run.counters["last_loss"] = metrics["loss"]
+        if metrics.get("eval_loss") is not None:
+            run.counters["last_eval_loss"] = metrics["eval_loss"]
         if step == run.total_steps:
             report_phase(logger, "saving")
         if step % config.checkpoint_every == 0 or step == run.total_steps:
@@ -309,15 +315,34 @@ def _measure(run: _Run, groups: list[list[int]]) -> Measures:
     run.model.eval()
     parts = []
     chunk_rows = max(8, 2 * run.config.micro_batch_size)
+    rows_scored = _rows_scored(run, groups)
     for chunk in _chunks_of_groups(groups, chunk_rows):
         candidates = [run.items[row] for row in chunk]
         batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
-        with torch.no_grad(), autocast(run.device):
-            hidden = body_hidden_states(run.model, batch["input_ids"], batch["attention_mask"]).float()
-        mask = batch["attention_mask"] if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
-        parts.append(run.selector.measure(ScoringInputs(hidden=hidden, attention_mask=mask, labels=batch["labels"], head=run.head)))
-        del hidden
+        score_mask = None if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
+        if rows_scored is not None:
+            score_mask = _first_rows_only(batch["attention_mask"] if score_mask is None else score_mask, [rows_scored[row] for row in chunk])
+        parts.append(measure_batch(run.model, run.selector, run.head, batch["input_ids"], batch["attention_mask"], batch["labels"], score_mask, autocast(run.device)))
     return Measures.concat(parts)
+
+
+def _rows_scored(run: _Run, groups: list[list[int]]) -> dict[int, int] | None:
+    """With `equal_rows`, by dataset row: the token rows its group scores, the group's shortest length.
+
+    The nuclear norm grows with the number of rows, so even in a length-grouped group a candidate a few tokens
+    longer than the others ranks higher for that alone. Scoring every candidate of a group on the same number of
+    rows removes that (the official code gets equal row counts by scoring padded positions, which we never do).
+    Groups hold near-equal lengths, so what is left out is a few trailing tokens.
+    """
+    if not run.config.equal_rows:
+        return None
+    return {row: min(run.lengths[r] for r in group) for group in groups for row in group}
+
+
+def _first_rows_only(mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    keep = positions[None, :] < torch.tensor(rows, device=mask.device)[:, None]
+    return mask * keep.to(mask.dtype)
 
 
 def _chunks_of_groups(groups: list[list[int]], rows: int) -> list[list[int]]:
@@ -390,15 +415,8 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
     return total_loss, correct / max(1, loss_tokens), grad_norm, tokens
 
 
-def _token_weights(loss_weighting: str, counts: list[int], loss_tokens: int, examples_with_loss: int) -> torch.Tensor:
-    """Per-example weight of each of its loss tokens (padding and prompt tokens carry 0 loss anyway)."""
-    if loss_weighting == "token":
-        return torch.full((len(counts),), 1.0 / max(1, loss_tokens))
-    return torch.tensor([1.0 / (count * examples_with_loss) if count else 0.0 for count in counts])
-
-
 def _loss_token_count(item: TokenizedExample) -> int:
-    return sum(1 for label in item.labels[1:] if label != -100)
+    return loss_token_count(item.labels)
 
 
 def _selection_stats(scores: Scores, chosen: torch.Tensor) -> dict[str, Any]:
@@ -504,6 +522,15 @@ def _export_adapter(run: _Run) -> str:
     shutil.rmtree(temp_dir, ignore_errors=True)
     run.model.save_pretrained(temp_dir, safe_serialization=True)
     run.tokenizer.save_pretrained(temp_dir)
+    # PEFT records the folder the base was loaded from (a private path for uds-tiny or a registered model); the
+    # adapter must name what the user asked for, and carry a real model card instead of PEFT's empty template.
+    config = run.config
+    finalize_adapter(temp_dir, CardInfo(
+        base_model=config.model, dataset=os.path.basename(config.dataset_path), examples=len(run.items),
+        method=config.method, budget=config.budget, steps=run.total_steps, final_loss=run.counters.get("last_loss"),
+        final_eval_loss=run.counters.get("last_eval_loss"), lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_targets=list(config.lora_targets),
+    ))
     shutil.rmtree(final_dir, ignore_errors=True)
     os.replace(temp_dir, final_dir)
     return final_dir

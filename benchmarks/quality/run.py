@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -42,12 +41,13 @@ GRID = [
 # per optimizer step (k 4 at 12.5%), random order, alpha auto, cosine, token-weighted loss, PEFT's default LoRA init.
 PREVIOUS_DEFAULTS = {
     "candidate_batch_size": 32, "groups_per_step": 1, "group_by_length": False, "alpha": "auto",
-    "lr_schedule": "cosine", "loss_weighting": "token", "lora_init": "default",
+    "lr_schedule": "cosine", "loss_weighting": "token", "lora_init": "default", "equal_rows": False,
 }
 VARIANTS = [
     ("uds, recipe=paper", "uds", 0.25, {"recipe": "paper"}),  # B 4, k 1 (at 12.5% the recipe with B 8 is the default)
     ("uds, previous defaults", "uds", 0.125, PREVIOUS_DEFAULTS),
-    ("uds, no length grouping", "uds", 0.125, {"group_by_length": False}),
+    ("uds, equal_rows=false", "uds", 0.125, {"equal_rows": False}),
+    ("uds, no length grouping", "uds", 0.125, {"group_by_length": False, "equal_rows": False}),
     ("uds, alpha=auto", "uds", 0.125, {"alpha": "auto"}),
     ("uds alpha=0 (utility only)", "uds", 0.125, {"alpha": 0.0}),
     ("uds, score_on=answer", "uds", 0.125, {"score_on": "answer"}),

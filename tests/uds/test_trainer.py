@@ -281,12 +281,12 @@ def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, data
 
 @pytest.mark.parametrize("method", ["random", "full"])
 def test_selectors_that_do_not_look_skip_the_scoring_pass(tmp_path, dataset, tiny_model_dir, method, monkeypatch):
-    import uds.trainer as trainer_module
+    import uds.engine as engine_module
 
     def no_scoring_pass(*args, **kwargs):
         raise AssertionError(f"{method} must not run the scoring forward pass")
 
-    monkeypatch.setattr(trainer_module, "body_hidden_states", no_scoring_pass)
+    monkeypatch.setattr(engine_module, "body_hidden_states", no_scoring_pass)
     logger = RecordingLogger()
     assert train(_config(tmp_path, dataset, tiny_model_dir, method=method, max_steps=2), logger).status == "succeeded"
     assert all(m["time_scoring"] < m["time_training"] for m in logger.steps)
@@ -318,3 +318,28 @@ def test_score_on_answer_scores_only_the_answer_tokens(tmp_path, dataset, tiny_m
     assert 0 < answer_u < all_u  # fewer rows of the logits, smaller nuclear norm
     with pytest.raises(Exception, match="score_on"):
         TrainConfig(dataset_path="x", score_on="prompt")
+
+
+def test_equal_rows_scores_every_candidate_of_a_group_on_the_groups_shortest_length(tmp_path, dataset, tiny_model_dir, monkeypatch):
+    from uds.selectors import UDSSelector
+
+    scored_rows = []
+    real_measure = UDSSelector.measure
+
+    def recording_measure(self, inputs):
+        scored_rows.extend(int(n) for n in inputs.attention_mask.sum(1))
+        return real_measure(self, inputs)
+
+    monkeypatch.setattr(UDSSelector, "measure", recording_measure)
+    config = _config(tmp_path, dataset, tiny_model_dir, candidate_batch_size=4, max_steps=1, checkpoint_every=100)
+    train(config, RecordingLogger())
+    from uds.data import tokenize_examples
+    from uds.formats import load_examples
+    from uds.models import load_model_and_tokenizer
+
+    _, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    lengths = [len(item.input_ids) for item in tokenize_examples(load_examples(dataset), tokenizer, 64, "all")]
+    groups = epoch_groups(lengths, 4, seed=config.seed, epoch=0, group_by_length=True)[: groups_per_step(config, len(lengths))]
+    expected = [min(lengths[r] for r in group) for group in groups for _ in group]
+    assert scored_rows == expected
+    assert any(lengths[r] > min(lengths[x] for x in g) for g in groups for r in g), "some candidate lost trailing rows"
