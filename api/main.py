@@ -20,7 +20,7 @@ from api import storage
 from api.origin import LoopbackGuardMiddleware
 from api.validation import URLValidationMiddleware
 from api.routes import datasets, exports, generations, health, jobs, models
-from api.settings import Settings, get_settings
+from api.settings import Settings, bootstrap_key_problem, get_settings
 from api.transfers import TransferLimits
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 def prepare(settings: Settings) -> int:
     """Schema to head, folders, the local tenant and the bootstrap key. Returns the local tenant's id."""
+    problem = bootstrap_key_problem(settings)  # before anything is written: a refused start leaves no trace
+    if problem:
+        raise RuntimeError(problem)
     for folder in (settings.data_dir, settings.datasets_dir, settings.jobs_dir, settings.tmp_dir):
         folder.mkdir(parents=True, exist_ok=True)
     ids.use_id_key(ids.load_id_key(settings.data_dir / "secrets" / "id.key"))  # opaque event and checkpoint ids

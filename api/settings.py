@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from uds.tiny import TINY_MODEL  # torch-free at import (tests/api/test_no_torch.py holds it so)
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# A bootstrap key guarding a server other hosts can reach must be a real secret: api.auth.generate_key makes 47
+# characters; 32 leaves room for keys made otherwise while refusing "uds-test" and the like.
+MIN_EXPOSED_KEY_CHARS = 32
+# .env.example ships `uds-change-me-...`; a copied .env that kept it would otherwise be a published password.
+PLACEHOLDER_MARKS = ("change-me", "changeme", "change_me")
 
 
 def default_data_dir() -> Path:
@@ -217,6 +222,21 @@ class Settings(BaseSettings):
         if not real.is_relative_to(root) or not real.is_file():
             return None
         return real
+
+
+def bootstrap_key_problem(settings: Settings) -> str | None:
+    """Why UDS_BOOTSTRAP_API_KEY must not guard this server, or None. Only outside loopback: there the key is
+    what stands between the network and every tenant's data (issue 13 item 3)."""
+    if settings.bootstrap_api_key is None or is_loopback(settings.host):
+        return None
+    key = settings.bootstrap_api_key.get_secret_value()
+    how = "generate one with: python -c \"import secrets; print('uds-' + secrets.token_urlsafe(32))\""
+    if any(mark in key.lower() for mark in PLACEHOLDER_MARKS):
+        return f"UDS_BOOTSTRAP_API_KEY is the placeholder from .env.example; refusing to serve on {settings.host}; {how}"
+    if len(key) < MIN_EXPOSED_KEY_CHARS:
+        return (f"UDS_BOOTSTRAP_API_KEY has {len(key)} characters; serving on {settings.host} needs at least "
+                f"{MIN_EXPOSED_KEY_CHARS}; {how}")
+    return None
 
 
 def is_loopback(host: str) -> bool:

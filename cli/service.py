@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.settings import Settings, get_settings, is_loopback
+from api.settings import Settings, bootstrap_key_problem, get_settings, is_loopback
 
 log = logging.getLogger("uds.serve")
 
@@ -37,6 +37,10 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     if not is_loopback(settings.host) and settings.require_auth is False:
         log.error("UDS_REQUIRE_AUTH=false is only allowed on a loopback address; refusing to serve on %s "
                   "without API keys.", settings.host)
+        return 2
+    problem = bootstrap_key_problem(settings)
+    if problem:
+        log.error("%s", problem)
         return 2
     prepare(settings)  # migrate before the worker thread or the first request touches the database
 

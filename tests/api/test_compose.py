@@ -157,6 +157,15 @@ def test_env_example_covers_the_compose_variables():
     assert re.search(r"\$\{UDS_BOOTSTRAP_API_KEY:\?", text)  # compose refuses to start without a key
 
 
+def test_compose_refuses_to_start_without_a_postgres_password():
+    """Issue 13 item 3: no silent fallback to a password everyone knows; both users of it fail fast."""
+    text = (REPO / "docker-compose.yml").read_text()
+    uses = re.findall(r"\$\{POSTGRES_PASSWORD[^}]*\}", text)
+    assert len(uses) == 2 and all(use.startswith("${POSTGRES_PASSWORD:?") for use in uses), uses
+    without = {k: v for k, v in dotenv_example().items() if k != "POSTGRES_PASSWORD"}
+    assert substitute(SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"], without) == ""
+
+
 def test_dockerfile_builds_what_the_commands_need():
     dockerfile = (REPO / "Dockerfile").read_text()
     for path in ("uds", "api", "worker", "cli", "migrations"):

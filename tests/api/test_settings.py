@@ -52,3 +52,44 @@ def test_invalid_values():
         Settings(heartbeat_seconds=60, stale_after_seconds=90)
     with pytest.raises(ValidationError):
         Settings(max_upload_bytes=0)
+
+
+# Issue 13 item 3: the .env.example placeholder and short keys must not guard a server other hosts can reach.
+EXAMPLE_KEY = "uds-change-me-to-a-long-random-string"
+
+
+@pytest.mark.parametrize("key, reason", [(EXAMPLE_KEY, "placeholder"), ("uds-CHANGEME-" + "x" * 40, "placeholder"),
+                                         ("uds-short-but-twenty-c", "22 characters")])
+def test_a_placeholder_or_short_bootstrap_key_is_refused_outside_loopback(key, reason, tmp_path):
+    from api.main import prepare
+    from api.settings import bootstrap_key_problem
+
+    settings = Settings(host="0.0.0.0", bootstrap_api_key=key, data_dir=tmp_path)
+    problem = bootstrap_key_problem(settings)
+    assert problem and reason in problem and "UDS_BOOTSTRAP_API_KEY" in problem and key not in problem
+    with pytest.raises(RuntimeError, match="UDS_BOOTSTRAP_API_KEY"):
+        prepare(settings)  # `uvicorn api.main:app` refuses too, before writing anything
+    assert not (tmp_path / "uds.db").exists()
+
+
+def test_the_env_example_key_is_the_refused_placeholder():
+    from tests.api.test_compose import dotenv_example
+
+    assert dotenv_example()["UDS_BOOTSTRAP_API_KEY"] == EXAMPLE_KEY
+
+
+def test_a_real_key_or_a_loopback_bind_is_accepted():
+    from api.auth import generate_key
+    from api.settings import bootstrap_key_problem
+
+    assert bootstrap_key_problem(Settings(host="0.0.0.0", bootstrap_api_key=generate_key())) is None
+    assert bootstrap_key_problem(Settings(host="0.0.0.0", bootstrap_api_key=None)) is None
+    assert bootstrap_key_problem(Settings(host="127.0.0.1", bootstrap_api_key=EXAMPLE_KEY)) is None
+
+
+def test_uds_serve_refuses_the_placeholder_with_one_line(tmp_path, caplog):
+    from cli.service import serve
+
+    settings = Settings(bootstrap_api_key=EXAMPLE_KEY, data_dir=tmp_path)
+    assert serve(host="0.0.0.0", port=1, settings=settings) == 2
+    assert "placeholder" in caplog.text and not (tmp_path / "uds.db").exists()
