@@ -2,7 +2,7 @@
 
     uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
     uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
-    uds worker [--concurrency 1]                       a Celery GPU worker (distributed mode)
+    uds worker [--concurrency N|auto]                  a Celery GPU worker (distributed mode)
     uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
     uds keys list                                      every key's prefix, tenant and status
     uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run a Celery worker for the gpu queue (needs UDS_BROKER_URL)")
-    worker.add_argument("--concurrency", type=int, default=1, help="processes; one per GPU")
+    worker.add_argument("--concurrency", type=_concurrency, default="1", metavar="{N,auto}",
+                        help="jobs trained at once, one process per GPU (process i on cuda:i); auto: one per GPU "
+                             "visible with UDS_DEVICE=cuda, else 1")
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: UDS_QUEUE, else gpu)")
     worker.set_defaults(handler=_worker)
 
@@ -102,6 +104,14 @@ def _serve(args: argparse.Namespace) -> int:
     from cli.service import serve
 
     return serve(host=args.host, port=args.port) or 0
+
+
+def _concurrency(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or auto, not {value!r}")
 
 
 def _worker(args: argparse.Namespace) -> int:

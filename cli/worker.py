@@ -5,10 +5,33 @@ from __future__ import annotations
 import logging
 
 
-def run_worker(concurrency: int = 1, queues: str | None = None, hostname: str | None = None,
+def visible_gpus() -> int:
+    import torch  # the worker trains with it anyway; the API never comes here
+
+    return torch.cuda.device_count()
+
+
+def worker_concurrency(concurrency: int | str, device: str, count_gpus=visible_gpus) -> int:
+    """Processes for `uds worker`. With UDS_DEVICE=cuda process i trains on cuda:i (worker.celery_app), so
+    `auto` is one per visible GPU, and more processes than GPUs is refused rather than failing each job on a
+    missing cuda:N. Any other device (cpu, cuda:N) keeps what was asked, 1 for auto."""
+    if device != "cuda":
+        return 1 if concurrency == "auto" else int(concurrency)
+    gpus = count_gpus()
+    if concurrency == "auto":
+        if gpus < 1:
+            raise RuntimeError("UDS_DEVICE=cuda but no GPU is visible to this worker (--concurrency auto)")
+        return gpus
+    if int(concurrency) > gpus:
+        raise RuntimeError(f"--concurrency {concurrency} with UDS_DEVICE=cuda needs {concurrency} GPUs; "
+                           f"{gpus} are visible to this worker")
+    return int(concurrency)
+
+
+def run_worker(concurrency: int | str = 1, queues: str | None = None, hostname: str | None = None,
                loglevel: str = "INFO", pool: str | None = None) -> int:
     """Run a Celery worker until it is stopped. `queues` defaults to UDS_QUEUE ("gpu"); `concurrency` is the
-    number of jobs trained at once on this host (one per GPU)."""
+    number of jobs trained at once on this host (one per GPU), or "auto" (worker_concurrency)."""
     from api.db import migrate
     from api.settings import get_settings
 
@@ -17,6 +40,7 @@ def run_worker(concurrency: int = 1, queues: str | None = None, hostname: str | 
         logging.getLogger(__name__).error(
             "UDS_BROKER_URL is not set: a worker needs a broker. Without one, `uds serve` runs jobs itself.")
         return 2
+    concurrency = worker_concurrency(concurrency, settings.device)
     migrate(settings.sqlalchemy_url)  # before consuming: a task must never meet an old schema
 
     from worker.celery_app import app

@@ -126,10 +126,37 @@ def test_worker_command_consumes_the_queue_the_api_sends_to():
 
     assert {"concurrency", "queues"} <= set(inspect.signature(run_worker).parameters)
     assert options["--queues"] == environment("api")["UDS_QUEUE"] == environment("worker")["UDS_QUEUE"]
-    assert options["--concurrency"] == "1"  # one process per GPU reservation below
-    devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert SERVICES["worker"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_the_worker_trains_on_n_distinct_gpus():
+    """Issue 13 item 4: `count: 1` reservations scaled to N replicas all get the same GPU (Docker does not hand
+    out distinct devices per replica). One worker reserves the host's GPUs and runs one process per GPU; pool
+    process i trains on cuda:i (tests/worker/test_celery_app.py::test_pool_process_i_gets_gpu_i)."""
+    from cli.main import _parser
+    from cli.worker import worker_concurrency
+
+    command = SERVICES["worker"]["command"]
+    concurrency = _parser().parse_args(command[1:]).concurrency
+    devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    device = environment("worker")["UDS_DEVICE"]
+    for gpus in (1, 2, 4, 8):  # as many processes as the reservation gives GPUs, each its own cuda:i
+        assert worker_concurrency(concurrency, device, count_gpus=lambda: gpus) == gpus
+    assert "replicas" not in SERVICES["worker"].get("deploy", {})
+    assert "--scale worker" not in (REPO / "docker-compose.yml").read_text().replace("Do not `--scale worker", "")
+
+
+def test_worker_concurrency_is_checked_against_the_visible_gpus():
+    from cli.worker import worker_concurrency
+
+    assert worker_concurrency(2, "cuda", count_gpus=lambda: 4) == 2
+    with pytest.raises(RuntimeError, match="--concurrency 4 with UDS_DEVICE=cuda needs 4 GPUs; 2 are visible"):
+        worker_concurrency(4, "cuda", count_gpus=lambda: 2)
+    with pytest.raises(RuntimeError, match="no GPU is visible"):
+        worker_concurrency("auto", "cuda", count_gpus=lambda: 0)
+    assert worker_concurrency("auto", "cpu", count_gpus=lambda: 1 / 0) == 1  # no GPU count off cuda
+    assert worker_concurrency(3, "cuda:1", count_gpus=lambda: 1 / 0) == 3
 
 
 def test_artifacts_volume_is_shared_at_the_data_dir():
