@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from api.errors import APIError
+from api.errors import APIError, param_error
 from api.settings import Settings
 
 FLOAT64, FLOAT32 = 8, 4
@@ -62,8 +62,8 @@ def checkpoint_state_bytes(config: dict[str, Any]) -> int:
 
 def _refuse(param: str, what: str, cost: int | float, limit: int, variable: str, unit: str = "",
             advice: str = "Lower") -> APIError:
-    return APIError(400, f"{param}: {what} would be {cost:,}{unit}, over this server's limit of {limit:,}{unit} "
-                    f"({variable}). {advice} {param}.", code="job_too_costly", param=param)
+    return param_error(param, f"{what} would be {cost:,}{unit}, over this server's limit of {limit:,}{unit} "
+                       f"({variable}). {advice} it.", code="job_too_costly")
 
 
 def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) -> None:

@@ -40,6 +40,7 @@ class APIError(Exception):
         param: str | None = None,
         problems: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        detail: str | None = None,
     ):
         super().__init__(message)
         self.status_code = status_code
@@ -48,6 +49,13 @@ class APIError(Exception):
         self.param = param
         self.problems = problems
         self.headers = headers
+        # What is wrong with `param`, without its name: lets another API (the OpenAI one) name the parameter its way.
+        self.detail = detail
+
+
+def param_error(param: str, detail: str, code: str = "invalid_value", status_code: int = 400) -> APIError:
+    """A 4xx about one parameter: the message is "param: detail", and both parts are kept apart."""
+    return APIError(status_code, f"{param}: {detail}", code=code, param=param, detail=detail)
 
 
 def not_found(kind: str, object_id: str, param: str = "id") -> APIError:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import types
+import typing
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from api.eta import eta_seconds
 from api.ids import checkpoint_public_id, event_public_id
+from uds.config import TrainConfig, setting_choices, setting_help
 
 T = TypeVar("T")
 
@@ -113,12 +117,12 @@ class ModelPublic(BaseModel):
 MetadataValue = str | int | float | bool | None
 
 
-class JobCreate(BaseModel):
-    """Every TrainConfig setting but the host paths may be given (tests/api/test_job_settings.py keeps the two in
-    step); omitted ones take the `recipe`'s value if one is named, else the TrainConfig default (and
-    checkpoint_every the server's UDS_CHECKPOINT_EVERY). Resolution and validation are TrainConfig.from_dict's.
-    `alpha` is a number, "paper" or "auto"; `candidate_batch_size` is one selection group (B), and
-    `train_batch_size` the selected examples per optimizer step."""
+# TrainConfig fields that are paths on the worker's host: filled in at run time, never stored or shown.
+HOST_FIELDS = ("dataset_path", "eval_dataset_path", "output_dir", "models_dir", "device")
+
+
+class JobRequest(BaseModel):
+    """What a job trains on and how it is labelled; `JobCreate` adds every TrainConfig setting to it."""
 
     # strict: `"epochs": true` or `"budget": "0.5"` is a 400 naming the field, not silently coerced (an int is
     # still a valid float).
@@ -126,54 +130,60 @@ class JobCreate(BaseModel):
 
     dataset_id: str = Field(max_length=64)
     eval_dataset_id: str | None = Field(default=None, max_length=64)
-    model: str = Field(max_length=512)
-    method: str | None = None
-    budget: float | None = None
+    model: str = Field(max_length=512, description=setting_help("model"))
     name: str | None = Field(default=None, max_length=256)
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
 
-    recipe: str | None = None
-    candidate_batch_size: int | None = None
-    groups_per_step: int | None = None
-    train_batch_size: int | None = None
-    group_by_length: bool | None = None
-    alpha: float | str | None = None
-    alpha_window: int | None = None
-    buffer_size: int | None = None
-    proj_r_voc: int | None = None
-    proj_r_seq: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    learning_rate: float | None = None
-    warmup_ratio: float | None = None
-    lr_schedule: str | None = None
-    loss_weighting: str | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    micro_batch_size: int | None = None
-    seed: int | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    lora_targets: list[str] | None = None
-    lora_init: str | None = None
-    max_seq_len: int | None = None
-    loss_on: str | None = None
-    score_on: str | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int | None = None
-    eval_every: int | None = None
-    eval_max_new_tokens: int | None = None
-    gradient_checkpointing: bool | None = None
-
     def train_settings(self) -> dict[str, Any]:
-        not_config = {"dataset_id", "eval_dataset_id", "name", "suffix", "metadata"}
-        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k not in not_config and v is not None}
+        config_fields = {"model", *TRAIN_SETTINGS}
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k in config_fields and v is not None}
 
 
-# TrainConfig fields that are paths on the worker's host: filled in at run time, never stored or shown.
-HOST_FIELDS = ("dataset_path", "eval_dataset_path", "output_dir", "models_dir", "device")
+def _setting_field(name: str, annotation: Any) -> tuple[Any, Any]:
+    """One TrainConfig setting as an optional request field, its help and choices carried into the OpenAPI schema.
+
+    Only described, not validated here: TrainConfig.from_dict is the one validation (and resolves `recipe`), so the
+    API, `uds train` and the library refuse the same values with the same message.
+    """
+    choices = setting_choices(name)
+    description = setting_help(name) + (f" One of: {', '.join(choices)}." if choices else "")
+    default = TrainConfig.__dataclass_fields__[name].default
+    extra = {"examples": [default]} if isinstance(default, (int, float, str, bool)) and not isinstance(default, type) else None
+    return _words_as_str(annotation) | None, Field(default=None, description=description, json_schema_extra=extra)
+
+
+def _words_as_str(annotation: Any) -> Any:
+    """Literal["auto", "paper"] inside a setting's type becomes str: the type says what shape a value has, and
+    TrainConfig says which words are allowed (with its own message naming the setting)."""
+    if typing.get_origin(annotation) is Literal:
+        return str
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        result = None
+        for arg in typing.get_args(annotation):
+            loose = _words_as_str(arg)
+            result = loose if result is None else result | loose
+        return result
+    return annotation
+
+
+# Every TrainConfig setting but the host paths and `model` (a required field of JobRequest); generated, so a new
+# setting is a request field, a flag of `uds train` and a hint in the OpenAPI schema at once.
+TRAIN_SETTINGS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in HOST_FIELDS and f.name != "model"
+)
+JobCreate = create_model(
+    "JobCreate",
+    __base__=JobRequest,
+    __doc__=(
+        "Every TrainConfig setting but the host paths may be given; omitted ones take the `recipe`'s value if one is "
+        "named, else the TrainConfig default (and checkpoint_every the server's UDS_CHECKPOINT_EVERY). Resolution and "
+        "validation are TrainConfig.from_dict's. `alpha` is a number, \"paper\" or \"auto\"; `candidate_batch_size` "
+        "is one selection group (B), and `train_batch_size` the selected examples per optimizer step."
+    ),
+    **{name: _setting_field(name, typing.get_type_hints(TrainConfig)[name]) for name in TRAIN_SETTINGS},
+)
+
 
 
 class Progress(BaseModel):

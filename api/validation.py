@@ -12,7 +12,7 @@ import math
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from api.errors import APIError, send_error
+from api.errors import param_error, send_error
 
 INT32_MAX = 2**31 - 1
 MAX_PATH_CHARS = 2048
@@ -33,9 +33,9 @@ def check_values(value: Any, param: str) -> None:
     if isinstance(value, str):
         problem = text_problem(value)
         if problem:
-            raise APIError(400, f"{param}: {problem}.", code="invalid_value", param=param)
+            raise param_error(param, f"{problem}.")
     elif isinstance(value, float) and not math.isfinite(value):
-        raise APIError(400, f"{param}: must be a finite number, got {value!r}.", code="invalid_value", param=param)
+        raise param_error(param, f"must be a finite number, got {value!r}.")
     elif isinstance(value, dict):
         for key, item in value.items():
             check_values(key, param)
@@ -47,8 +47,7 @@ def check_values(value: Any, param: str) -> None:
 
 def check_int32(value: int | None, param: str) -> None:
     if value is not None and not 0 <= value <= INT32_MAX:
-        raise APIError(400, f"{param}: must be an integer in [0, {INT32_MAX}], got {value}.", code="invalid_value",
-                       param=param)
+        raise param_error(param, f"must be an integer in [0, {INT32_MAX}], got {value}.")
 
 
 def url_problem(scope) -> tuple[int, str, str] | None:

@@ -141,10 +141,10 @@ def remap_error(exc: APIError, sources: dict[str, str]) -> APIError:
     a 400 (the request is wrong; nothing at this URL is missing)."""
     param = sources.get(exc.param, exc.param) if exc.param else exc.param
     message = exc.message
-    if exc.param and param != exc.param:
+    if exc.param and param != exc.param and exc.detail is not None:
         # A hyperparameter's value is checked as the setting it becomes: say which, or the number shown is a puzzle.
         renamed = f"{param} (as {exc.param})" if exc.param in HYPERPARAMETERS.values() else param
-        message = message.replace(f"{exc.param}:", f"{renamed}:", 1)
+        message = f"{renamed}: {exc.detail}"
     if exc.status_code == 404 and exc.param in ("dataset_id", "eval_dataset_id"):
         return APIError(400, f"{param}: {message.replace('dataset', 'file')}", code="file_not_found", param=param)
     return APIError(exc.status_code, message, exc.code, param, exc.problems, exc.headers)

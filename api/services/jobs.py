@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
-from api.errors import APIError, not_found
+from api.errors import APIError, not_found, param_error
 from api.events import add_event
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
 from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
@@ -54,7 +54,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         # to its dataclass default still wins, and the stored config is the fully resolved one.
         config = TrainConfig.from_dict(values)
     except ConfigError as exc:
-        raise APIError(400, f"{exc.param}: {exc.message}", code="invalid_value", param=exc.param) from None
+        raise param_error(exc.param, exc.message) from None
     check_job_fits_model(model, config, targets_given=body.lora_targets is not None)
     dataset = dataset_for_job(session, tenant, body.dataset_id, "dataset_id")
     if body.eval_dataset_id is not None:
