@@ -139,7 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, logger, resume=not args.no_resume)
     except TrainingError as error:
-        print(f"uds train: failed ({error.code}): {error.message}", file=sys.stderr)
+        print(_failure(error), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("uds train: interrupted; run the same command again to resume from the newest checkpoint.", file=sys.stderr)
@@ -148,6 +148,21 @@ def run_train(args: argparse.Namespace) -> int:
         logger.close()
     print(final_summary(result, time.monotonic() - started), file=sys.stderr)
     return 0
+
+
+MAX_PROBLEMS_PRINTED = 20
+
+
+def _failure(error) -> str:
+    """What a failed run prints. A bad dataset lists its first problems and a count, not a hundred lines."""
+    from uds.formats import DatasetError
+
+    cause = error.__cause__
+    if not isinstance(cause, DatasetError):
+        return f"uds train: failed ({error.code}): {error.message}"
+    noun = "problem" if cause.total == 1 else "problems"
+    lines = [f"uds train: failed ({error.code}): the dataset has {cause.total} {noun}:"]
+    return "\n".join(lines + [f"  {line}" for line in cause.summary(MAX_PROBLEMS_PRINTED)])
 
 
 def _settings():

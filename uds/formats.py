@@ -2,7 +2,7 @@
 
 Torch-free on purpose (stdlib only): the API validates uploads with it before anything is stored.
 
-A dataset is a JSONL file, one example per line, all lines in one of three formats:
+A dataset is a JSONL file, one example per line, all lines in one of four formats:
 
 - ``chat`` (OpenAI fine-tuning format): ``{"messages": [{"role": "system"|"user"|"assistant", "content": str,
   "weight": 0|1}, ...]}``. ``weight`` is allowed on assistant messages only (default 1); weight 0 keeps the turn
@@ -11,9 +11,15 @@ A dataset is a JSONL file, one example per line, all lines in one of three forma
 - ``alpaca``: ``{"instruction": str, "input": str (optional), "output": str}``; becomes user = instruction
   (+ "\\n\\n" + input when input is non-empty), assistant = output.
 - ``completion``: ``{"prompt": str, "completion": str}``; becomes user = prompt, assistant = completion.
+- ``sharegpt`` (ShareGPT, as LLaMA-Factory reads it): ``{"conversations": [{"from": "human"|"gpt"|"system",
+  "value": str}, ...], "system": str (optional)}``; ``user``/``assistant`` are accepted as roles and
+  ``role``/``content`` as keys (LLaMA-Factory's variants). Becomes chat: human = user, gpt = assistant (every
+  answer trained on), the optional ``system`` first.
 
 Other keys are ignored. Blank lines are skipped (they still count for line numbers). The file's format is that of
-its first line with a recognisable format; a line in another format is a problem on that line.
+its first line with a recognisable format; a line in another format is a problem on that line. A file that is
+not JSON Lines at all (CSV, TSV, a JSON array on one line or pretty-printed) gets one line-0 problem saying so,
+first, before its line problems.
 
 Validation reads the whole input and reports every problem, each with its 1-based line number (0 for problems
 with the whole file), up to ``max_problems``; a last line-0 problem says how many more were left out.
@@ -27,10 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-FORMATS = ("chat", "alpaca", "completion")
-FORMAT_NAMES = {"chat": "chat (messages)", "alpaca": "Alpaca (instruction/output)", "completion": "prompt/completion"}
+FORMATS = ("chat", "alpaca", "completion", "sharegpt")
+FORMAT_NAMES = {"chat": "chat (messages)", "alpaca": "Alpaca (instruction/output)", "completion": "prompt/completion",
+                "sharegpt": "ShareGPT (conversations)"}
 ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"developer": "system"}
+# ShareGPT's speaker names; LLaMA-Factory also reads role names and "role"/"content" keys in the same shape.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+UNRECOGNISED = ("expected 'messages' (chat), 'conversations' (ShareGPT), 'instruction' and 'output' (Alpaca), "
+                "or 'prompt' and 'completion'")
+MAX_KEYS_NAMED = 8
 
 MAX_REASON_CHARS = 300
 
@@ -71,15 +84,29 @@ class ValidationReport:
 
 
 class DatasetError(ValueError):
-    """A dataset failed validation. `problems` holds every reported problem; str() gives one per line."""
+    """A dataset failed validation. `problems` holds every reported problem; str() gives one per line. `total`
+    counts every problem found, also those beyond the validator's max_problems."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], total: int | None = None):
         self.problems = list(problems)
+        self.total = total if total is not None else len(self.problems)
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
     def __reduce__(self):
         # Rebuild from the problems, not the message, when pickled (e.g. across a process pool or task queue).
-        return (type(self), (self.problems,))
+        return (type(self), (self.problems, self.total))
+
+    def summary(self, limit: int = 20) -> list[str]:
+        """The first `limit` problems, one per line, then how many more there are: what a terminal can show."""
+        shown = [p for p in self.problems if not _is_omission_note(p)][:limit]
+        lines = [str(problem) for problem in shown]
+        if self.total > len(shown):
+            lines.append(f"... and {self.total - len(shown)} more problems ({self.total} in all)")
+        return lines
+
+
+def _is_omission_note(problem: Problem) -> bool:
+    return problem.line == 0 and problem.reason.endswith("more problems not shown")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,6 +153,8 @@ def detect_format(record: Any) -> str | None:
         return None
     if "messages" in record:
         return "chat"
+    if "conversations" in record:
+        return "sharegpt"
     if "instruction" in record or "output" in record:
         return "alpaca"
     if "prompt" in record or "completion" in record:
@@ -222,6 +251,56 @@ def _check_completion(record: dict) -> tuple[list[dict] | None, list[str]]:
     return [_user(record["prompt"]), _assistant(record["completion"])], []
 
 
+def _check_turn(index: int, turn: Any) -> tuple[dict | None, list[str]]:
+    """One ShareGPT turn as a chat message: speaker in "from" (or "role"), text in "value" (or "content")."""
+    label = f"turn {index + 1}"
+    if not isinstance(turn, dict):
+        return None, [f"{label} must be an object, got {_json_type(turn)}"]
+    role_key = "from" if "from" in turn else "role"
+    text_key = "value" if "value" in turn or "content" not in turn else "content"
+    speaker = turn.get(role_key)
+    reasons = []
+    if role_key not in turn:
+        reasons.append(f"{label}: missing key 'from'")
+    elif not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
+        shown = json.dumps(speaker) if not isinstance(speaker, str) else repr(speaker)
+        reasons.append(f"{label}: unknown '{role_key}' {shown} (use human, gpt or system)")
+    if text_key not in turn:
+        reasons.append(f"{label}: missing key 'value'")
+    else:
+        reason = _check_text(turn[text_key], repr(text_key))
+        if reason:
+            reasons.append(f"{label}: {reason}")
+    if reasons:
+        return None, reasons
+    return {"role": SHAREGPT_ROLES[speaker], "content": turn[text_key], "weight": 1}, []
+
+
+def _check_sharegpt(record: dict) -> tuple[list[dict] | None, list[str]]:
+    turns = record["conversations"]
+    if not isinstance(turns, list):
+        return None, [f"'conversations' must be an array of turns, got {_json_type(turns)}"]
+    if not turns:
+        return None, ["'conversations' is empty"]
+    messages, reasons = [], []
+    if record.get("system") is not None:  # LLaMA-Factory's separate system column
+        reason = _check_text(record["system"], "'system'", allow_empty=True)
+        if reason:
+            reasons.append(reason)
+        elif record["system"].strip():
+            messages.append({"role": "system", "content": record["system"], "weight": 1})
+    for index, turn in enumerate(turns):
+        message, turn_reasons = _check_turn(index, turn)
+        reasons.extend(turn_reasons)
+        if message is not None:
+            messages.append(message)
+    if reasons:
+        return None, reasons
+    if not any(m["role"] == "assistant" for m in messages):
+        return None, ["no gpt turn: every example needs at least one answer to train on"]
+    return messages, []
+
+
 def _user(content: str) -> dict:
     return {"role": "user", "content": content, "weight": 1}
 
@@ -230,7 +309,8 @@ def _assistant(content: str) -> dict:
     return {"role": "assistant", "content": content, "weight": 1}
 
 
-CHECKERS = {"chat": _check_chat, "alpaca": _check_alpaca, "completion": _check_completion}
+CHECKERS = {"chat": _check_chat, "alpaca": _check_alpaca, "completion": _check_completion,
+            "sharegpt": _check_sharegpt}
 
 
 def normalise_record(record: dict, fmt: str) -> list[dict]:
@@ -267,6 +347,7 @@ class StreamValidator:
         self._pending = b""
         self._started = False
         self._binary_reason: str | None = None
+        self.shape: str | None = None  # file_shape() of the first non-blank line
 
     def feed(self, chunk: bytes) -> None:
         if self._binary_reason or not chunk:
@@ -304,6 +385,8 @@ class StreamValidator:
         omitted = self.n_problems - len(problems)
         if omitted:
             problems.append(Problem(0, f"{omitted} more problems not shown"))
+        if self.shape and problems:  # the one sentence that explains the line problems comes first
+            problems.insert(0, Problem(0, self.shape))
         return ValidationReport(format=self.format, n_examples=self.n_examples, problems=problems, omitted=omitted)
 
     def _check_start(self, data: bytes) -> bytes:
@@ -336,6 +419,8 @@ class StreamValidator:
         if not text.strip():
             return
         self.n_candidate_lines += 1
+        if self.n_candidate_lines == 1:
+            self.shape = file_shape(text)
         try:
             record = json.loads(text)
         except json.JSONDecodeError as error:
@@ -353,11 +438,7 @@ class StreamValidator:
             return
         fmt = detect_format(record)
         if fmt is None:
-            self._add(
-                line,
-                "unrecognised example: expected 'messages' (chat), 'instruction' and 'output' (Alpaca), "
-                "or 'prompt' and 'completion'",
-            )
+            self._add(line, f"unrecognised example {_keys_of(record)}: {UNRECOGNISED}")
             return
         if self.format is None:
             self.format, self.format_line = fmt, line
@@ -375,6 +456,42 @@ class StreamValidator:
             if self.collect:
                 self.examples.append(Example(row=self.n_examples, line=line, messages=messages))
             self.n_examples += 1
+
+
+def _keys_of(record: dict) -> str:
+    """Which keys a row has, so a user sees at once that it is e.g. question/answer rather than a typo."""
+    if not record:
+        return "(an empty object)"
+    names = [repr(key[:40]) for key in list(record)[:MAX_KEYS_NAMED]]
+    more = f" and {len(record) - MAX_KEYS_NAMED} more" if len(record) > MAX_KEYS_NAMED else ""
+    return f"with keys {', '.join(names)}{more}"
+
+
+def file_shape(first_line: str) -> str | None:
+    """One sentence when the file's first non-blank line shows it is not JSON Lines at all, else None.
+
+    Said once, before the line problems, because a CSV or a JSON array otherwise reads as hundreds of
+    unrelated "bad JSON" lines."""
+    text = first_line.strip()
+    if text.startswith("["):
+        return ("the file is a JSON array, not JSON Lines: write one example object per line, without the "
+                "enclosing [ ] (e.g. jq -c '.[]' data.json > data.jsonl)")
+    if not text or text.startswith("{") or _is_json(text):
+        return None  # JSON Lines, perhaps with bad lines: those are reported one by one
+    for name, separator in (("TSV (tab-separated)", "\t"), ("CSV (comma-separated)", ",")):
+        if separator in text:
+            columns = ", ".join(c.strip().strip('"')[:40] for c in text.split(separator)[:MAX_KEYS_NAMED])
+            return (f"the file looks like {name} with columns {columns}: convert it to JSON Lines, one JSON "
+                    f"object per line (e.g. {{\"instruction\": ..., \"output\": ...}})")
+    return None
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,7 +533,7 @@ def load_examples(path, min_examples: int = 1) -> list[Example]:
         validator.feed(chunk)
     report = validator.finish()
     if not report.ok:
-        raise DatasetError(report.problems)
+        raise DatasetError(report.problems, total=validator.n_problems + (1 if validator.shape else 0))
     return validator.examples
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 
-FORMATS = ("chat", "alpaca", "completion")
+FORMATS = ("chat", "alpaca", "completion", "sharegpt")
 TASKS = ("reverse", "copy", "upper", "add", "mixed")
 WORD_TASKS = ("reverse", "copy", "upper")
 ALPHABET = "abcdefgh"
@@ -50,7 +50,7 @@ def make_pairs(n: int, task: str = "reverse", seed: int = 0) -> list[tuple[str, 
 
 
 def pair_to_row(prompt: str, answer: str, fmt: str = "chat", system: str | None = None) -> dict:
-    """One JSONL record in format `fmt` ("chat", "alpaca" or "completion")."""
+    """One JSONL record in format `fmt` ("chat", "alpaca", "completion" or "sharegpt")."""
     if fmt == "chat":
         messages = [{"role": "system", "content": system}] if system else []
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
@@ -60,6 +60,9 @@ def pair_to_row(prompt: str, answer: str, fmt: str = "chat", system: str | None 
         return {"instruction": instruction, "input": argument, "output": answer}
     if fmt == "completion":
         return {"prompt": prompt, "completion": answer}
+    if fmt == "sharegpt":
+        turns = [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
+        return {"conversations": turns, **({"system": system} if system else {})}
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 

@@ -191,3 +191,28 @@ def test_row_previews(client, key):
     assert first["messages"][-1]["role"] == "assistant"
     last = client.get(f"/api/v1/datasets/{dataset['id']}/rows", headers=bearer(key), params={"offset": 3, "limit": 2}).json()
     assert last["has_more"] is False and len(last["data"]) == 2
+
+
+def sharegpt_rows(n: int) -> list[dict]:
+    return [{"conversations": [{"from": "human", "value": f"Add {i} and 2."}, {"from": "gpt", "value": str(i + 2)}],
+             "system": "You add numbers."} for i in range(n)]
+
+
+def test_sharegpt_is_accepted_and_previewed_as_chat(client, key):
+    """Issue 13 item 6: ShareGPT (LLaMA-Factory's conversations) is a fourth format, converted to chat."""
+    dataset = upload(client, key, jsonl(sharegpt_rows(4))).json()
+    assert dataset["format"] == "sharegpt" and dataset["n_examples"] == 4
+    row = client.get(f"/api/v1/datasets/{dataset['id']}/rows", headers=bearer(key), params={"limit": 1}).json()["data"][0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["preview"] == "user: Add 0 and 2. | assistant: 2"
+
+
+@pytest.mark.parametrize("data, sentence", [
+    (b"prompt,completion\na,b\nc,d\n", "the file looks like CSV (comma-separated) with columns prompt, completion"),
+    (b'[\n  {"prompt": "a", "completion": "b"}\n]\n', "the file is a JSON array, not JSON Lines"),
+])
+def test_a_wrong_shape_is_the_first_problem_and_the_message(client, key, data, sentence):
+    body = upload(client, key, data, expect=422).json()
+    assert body["problems"][0] == {"line": 0, "reason": body["problems"][0]["reason"]}
+    assert sentence in body["problems"][0]["reason"] and sentence in body["error"]["message"]
+    assert any(p["line"] >= 1 for p in body["problems"][1:])

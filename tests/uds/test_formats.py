@@ -48,7 +48,7 @@ def reasons_on(report, line):
 # The three formats parse and normalise to chat messages.
 
 
-@pytest.mark.parametrize("fmt", ["chat", "alpaca", "completion"])
+@pytest.mark.parametrize("fmt", ["chat", "alpaca", "completion", "sharegpt"])
 def test_each_format_parses(tmp_path, fmt):
     path = write_dataset(tmp_path / "d.jsonl", 5, fmt=fmt, seed=3)
     report = validate_file(path)
@@ -305,6 +305,94 @@ def test_example_preview_shows_the_user_turn_and_answer_not_a_repeated_system_pr
     assert example_preview(example) == "user: Reverse: abc | assistant: cba"
     long = example_preview(Example(0, 1, [user("q" * 300), assistant("a" * 300)]), max_chars=60)
     assert len(long) <= 60 and "assistant: aaa" in long
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 13 item 6: ShareGPT is accepted; the common wrong shapes are named once, first; unknown rows name their keys.
+
+
+def sharegpt(*turns, **extra):
+    return {"conversations": [{"from": speaker, "value": text} for speaker, text in turns], **extra}
+
+
+def test_sharegpt_becomes_chat_with_its_system_and_every_answer_trained(tmp_path):
+    rows = [sharegpt(("human", "hi"), ("gpt", "hello"), ("human", "again"), ("gpt", "yes"), system="Be brief."),
+            {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            sharegpt(("system", "S"), ("user", "q"), ("assistant", "a"), system="")]
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(jsonl(*rows))
+    assert validate_file(path).format == "sharegpt"
+    first, second, third = (e.messages for e in load_examples(path))
+    assert [(m["role"], m["content"]) for m in first] == [
+        ("system", "Be brief."), ("user", "hi"), ("assistant", "hello"), ("user", "again"), ("assistant", "yes")]
+    assert all(m["weight"] == 1 for m in first)
+    assert [(m["role"], m["content"]) for m in second] == [("user", "q"), ("assistant", "a")]
+    assert [m["role"] for m in third] == ["system", "user", "assistant"]
+    assert detect_format(rows[0]) == "sharegpt"
+
+
+@pytest.mark.parametrize("row, expected", [
+    (sharegpt(("human", "hi")), "no gpt turn"),
+    (sharegpt(("human", "hi"), ("observation", "x"), ("gpt", "y")), "turn 2: unknown 'from' 'observation'"),
+    ({"conversations": "hi"}, "'conversations' must be an array of turns, got string"),
+    ({"conversations": []}, "'conversations' is empty"),
+    ({"conversations": [{"from": "human"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'value'"),
+    ({"conversations": [{"value": "x"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'from'"),
+    (sharegpt(("human", "hi"), ("gpt", ""), system="s"), "turn 2: 'value' is empty"),
+    (sharegpt(("human", "hi"), ("gpt", "y"), system=3), "'system' must be a string, got number"),
+])
+def test_a_bad_sharegpt_row_names_the_turn(row, expected):
+    report = validate_bytes(jsonl(sharegpt(("human", "a"), ("gpt", "b")), row))
+    assert any(expected in reason for reason in reasons_on(report, 2)), report.problems
+
+
+def test_a_preview_of_a_sharegpt_row_shows_the_user_turn_and_answer():
+    messages = load_examples_from(jsonl(sharegpt(("human", "question"), ("gpt", "answer"), system="sys")))[0]
+    assert example_preview(messages) == "user: question | assistant: answer"
+
+
+def load_examples_from(data: bytes) -> list[Example]:
+    validator = StreamValidator(collect=True)
+    validator.feed(data)
+    assert validator.finish().ok
+    return validator.examples
+
+
+@pytest.mark.parametrize("data, sentence", [
+    (b"instruction,input,output\nSay hi,,hi\n", "looks like CSV (comma-separated) with columns instruction, input, output"),
+    (b'"prompt","completion"\n"a","b"\n', "looks like CSV (comma-separated) with columns prompt, completion"),
+    (b"prompt\tcompletion\na\tb\n", "looks like TSV (tab-separated) with columns prompt, completion"),
+    (b'[{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]\n', "is a JSON array, not JSON Lines"),
+    (b'[\n  {\n    "prompt": "a",\n    "completion": "b"\n  }\n]\n', "is a JSON array, not JSON Lines"),
+])
+def test_a_wrong_shape_is_said_in_one_sentence_before_the_line_problems(data, sentence):
+    report = validate_bytes(data)
+    assert report.problems[0].line == 0 and sentence in report.problems[0].reason, report.problems
+    assert len([p for p in report.problems if p.line == 0 and "JSON Lines" in p.reason]) == 1
+    assert any(p.line >= 1 for p in report.problems)  # the line problems still follow
+
+
+def test_jsonl_with_bad_lines_gets_no_shape_sentence():
+    report = validate_bytes(jsonl(CHAT_OK, b'{"messages": [1,, 2]}', b"not json, with a comma"))
+    assert [p.line for p in report.problems] == [2, 3]
+
+
+def test_an_unrecognised_row_names_its_keys():
+    report = validate_bytes(jsonl({"question": "a", "answer": "b"}, {}, {f"k{i}": i for i in range(12)}))
+    assert "unrecognised example with keys 'question', 'answer': expected 'messages' (chat), 'conversations' " \
+           "(ShareGPT)" in reasons_on(report, 1)[0]
+    assert "(an empty object)" in reasons_on(report, 2)[0]
+    assert "'k7' and 4 more" in reasons_on(report, 3)[0]
+
+
+def test_dataset_error_summary_caps_at_20_and_counts_the_rest(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"oops\n" * 150)
+    with pytest.raises(DatasetError) as caught:
+        load_examples(path)
+    lines = caught.value.summary(20)
+    assert len(lines) == 21 and lines[0] == "line 1: bad JSON (Expecting value at column 1)"
+    assert lines[-1] == "... and 130 more problems (150 in all)"
 
 
 def test_formats_module_does_not_import_torch():

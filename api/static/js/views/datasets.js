@@ -18,7 +18,7 @@ export async function datasetsView(root, ctx) {
     h('div', { class: 'page-head' }, h('h1', null, 'Datasets')),
     h('section', { class: 'panel' },
       h('div', { class: 'field' }, h('label', { for: 'ds-file' }, 'Upload a JSONL dataset'), fileInput,
-        h('p', { class: 'hint' }, 'Chat ({"messages": [...]}), Alpaca or prompt / completion, one JSON object per line. Nothing is stored if any line has a problem.')),
+        h('p', { class: 'hint' }, 'Chat ({"messages": [...]}), Alpaca, prompt / completion or ShareGPT ({"conversations": [...]}), one JSON object per line. Nothing is stored if any line has a problem.')),
       status),
     h('section', { class: 'panel flush' }, listBox, h('div', { class: 'more' }, more)));
 

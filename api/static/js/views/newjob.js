@@ -189,7 +189,7 @@ export async function newJobView(root, ctx) {
     formError,
     h('fieldset', null, h('legend', null, '1. Data'),
       h('div', { class: 'field' }, h('label', { for: 'f-file' }, 'Upload a JSONL dataset'), fileInput,
-        h('p', { class: 'hint' }, 'OpenAI chat ({"messages": [...]}), Alpaca (instruction / input / output) or prompt / completion, one JSON object per line. The whole file is validated; problems are listed by line.')),
+        h('p', { class: 'hint' }, 'OpenAI chat ({"messages": [...]}), Alpaca (instruction / input / output), prompt / completion or ShareGPT (conversations), one JSON object per line. The whole file is validated; problems are listed by line.')),
       uploadStatus,
       h('div', { class: 'grid-2' },
         h('div', { class: 'field' }, h('label', { for: 'f-dataset_id' }, 'Training dataset'), datasetSelect, h('p', { class: 'field-error', hidden: true })),
