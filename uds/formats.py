@@ -195,18 +195,24 @@ def _check_message(index: int, message: Any) -> tuple[dict | None, list[str]]:
     return {"role": role, "content": content, "weight": int(weight)}, []
 
 
+def _check_items(record: dict, key: str, noun: str, check) -> tuple[list[dict], list[str]]:
+    """record[key] as a non-empty array, each element through check(index, item): (checked items, reasons)."""
+    items = record[key]
+    if not isinstance(items, list):
+        return [], [f"{key!r} must be an array of {noun}, got {_json_type(items)}"]
+    if not items:
+        return [], [f"{key!r} is empty"]
+    checked, reasons = [], []
+    for index, item in enumerate(items):
+        one, item_reasons = check(index, item)
+        reasons.extend(item_reasons)
+        if one is not None:
+            checked.append(one)
+    return checked, reasons
+
+
 def _check_chat(record: dict) -> tuple[list[dict] | None, list[str]]:
-    messages = record["messages"]
-    if not isinstance(messages, list):
-        return None, [f"'messages' must be an array of message objects, got {_json_type(messages)}"]
-    if not messages:
-        return None, ["'messages' is empty"]
-    normalised, reasons = [], []
-    for index, message in enumerate(messages):
-        checked, message_reasons = _check_message(index, message)
-        reasons.extend(message_reasons)
-        if checked is not None:
-            normalised.append(checked)
+    normalised, reasons = _check_items(record, "messages", "message objects", _check_message)
     if reasons:
         return None, reasons
     assistant_weights = [m["weight"] for m in normalised if m["role"] == "assistant"]
@@ -277,25 +283,15 @@ def _check_turn(index: int, turn: Any) -> tuple[dict | None, list[str]]:
 
 
 def _check_sharegpt(record: dict) -> tuple[list[dict] | None, list[str]]:
-    turns = record["conversations"]
-    if not isinstance(turns, list):
-        return None, [f"'conversations' must be an array of turns, got {_json_type(turns)}"]
-    if not turns:
-        return None, ["'conversations' is empty"]
-    messages, reasons = [], []
-    if record.get("system") is not None:  # LLaMA-Factory's separate system column
-        reason = _check_text(record["system"], "'system'", allow_empty=True)
+    turns, reasons = _check_items(record, "conversations", "turns", _check_turn)
+    system = record.get("system")  # LLaMA-Factory's separate system column
+    if system is not None:
+        reason = _check_text(system, "'system'", allow_empty=True)
         if reason:
             reasons.append(reason)
-        elif record["system"].strip():
-            messages.append({"role": "system", "content": record["system"], "weight": 1})
-    for index, turn in enumerate(turns):
-        message, turn_reasons = _check_turn(index, turn)
-        reasons.extend(turn_reasons)
-        if message is not None:
-            messages.append(message)
     if reasons:
         return None, reasons
+    messages = ([{"role": "system", "content": system, "weight": 1}] if system and system.strip() else []) + turns
     if not any(m["role"] == "assistant" for m in messages):
         return None, ["no gpt turn: every example needs at least one answer to train on"]
     return messages, []
