@@ -149,8 +149,12 @@ def _setting_field(name: str, annotation: Any) -> tuple[Any, Any]:
     choices = setting_choices(name)
     description = setting_help(name) + (f" One of: {', '.join(choices)}." if choices else "")
     default = TrainConfig.__dataclass_fields__[name].default
-    extra = {"examples": [default]} if isinstance(default, (int, float, str, bool)) and not isinstance(default, type) else None
-    return _words_as_str(annotation) | None, Field(default=None, description=description, json_schema_extra=extra)
+    extra: dict[str, Any] = {}
+    if isinstance(default, (int, float, str, bool)):
+        extra["examples"] = [default]  # the value an omitted setting takes (the field's own default is null)
+    if choices:
+        extra["x-choices"] = list(choices)  # for forms (the dashboard's selects); not a JSON-schema constraint
+    return _words_as_str(annotation) | None, Field(default=None, description=description, json_schema_extra=extra or None)
 
 
 def _words_as_str(annotation: Any) -> Any:

@@ -65,3 +65,17 @@ def test_bad_new_settings_are_400_naming_the_field(client, key, dataset, fields,
                            json={"dataset_id": dataset["id"], "model": "uds-tiny", **fields})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_the_openapi_schema_carries_each_settings_help_choices_and_default(client):
+    from uds.config import setting_choices, setting_help
+
+    spec = client.get("/openapi.json").json()
+    properties = spec["components"]["schemas"]["JobCreate"]["properties"]
+    for spec_field in dataclasses.fields(TrainConfig):
+        if spec_field.name in HOST_FIELDS:
+            continue
+        prop = properties[spec_field.name]
+        assert prop["description"].startswith(setting_help(spec_field.name)), spec_field.name
+        assert prop.get("x-choices") == (list(setting_choices(spec_field.name)) if setting_choices(spec_field.name) else None)
+    assert properties["lr_schedule"]["examples"] == ["linear"] and properties["equal_rows"]["examples"] == [True]

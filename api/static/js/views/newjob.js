@@ -55,7 +55,11 @@ async function schemaDefaults() {
     schema = resolve(schema);
     if (!schema?.properties) return null;
     const props = {};
-    for (const [k, v] of Object.entries(schema.properties)) props[k] = { default: v.default, hasDefault: 'default' in v };
+    // Help texts and choices come from the server too (TrainConfig's field metadata), so the form says what the
+    // server will do; the texts above are the fallback when the schema cannot be read.
+    for (const [k, v] of Object.entries(schema.properties)) {
+      props[k] = { default: v.default ?? v.examples?.[0], hasDefault: 'default' in v, description: v.description, choices: v['x-choices'] };
+    }
     return props;
   } catch {
     return null;
@@ -79,6 +83,8 @@ export async function newJobView(root, ctx) {
     // The service marks omitted settings as null ("use TrainConfig's default"), so only a real value overrides ours.
     const d = props?.[f.name]?.default;
     if (d !== null && d !== undefined) f.def = d;
+    if (props?.[f.name]?.description) f.help = props[f.name].description;
+    if (f.type === 'select' && props?.[f.name]?.choices) f.options = f.name === 'recipe' ? ['', ...props[f.name].choices] : props[f.name].choices;
   }
   const prefill = from ? { ...(from.config || {}), name: from.name ? `${from.name} (copy)` : '', dataset_id: from.dataset_id, eval_dataset_id: from.eval_dataset_id, model: from.model, method: from.method, budget: from.budget } : {};
 
