@@ -100,17 +100,68 @@ def _validation_param(loc: tuple) -> str | None:
     return ".".join(parts) or None
 
 
+def json_syntax_message(first: dict, body: Any) -> str | None:
+    """FastAPI reports a JSON syntax error as loc ("body", <offset>) with "JSON decode error"; say where it is as a
+    person counts (line and column of the request body) and what the parser expected."""
+    if first.get("type") != "json_invalid":
+        return None
+    loc = tuple(first.get("loc", ()))
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    reason = (first.get("ctx") or {}).get("error") or "malformed JSON"
+    if position is None or not isinstance(body, str):
+        return f"invalid JSON in the request body: {reason}"
+    line = body.count("\n", 0, position) + 1
+    column = position - (body.rfind("\n", 0, position) + 1) + 1
+    return f"invalid JSON in the request body at line {line} column {column}: {reason}"
+
+
+def _body_model(request: Request):
+    """The pydantic model of the route's JSON body, or None (a form upload, a route without a body)."""
+    from pydantic import BaseModel
+
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def unknown_field_hint(request: Request, loc: tuple) -> str:
+    """' (did you mean 'epochs'?)' for an unknown body field close to a known one (`n_epochs`), else ''.
+
+    The known names are the fields of the model at that place in the body, so nested settings get theirs."""
+    import difflib
+
+    model = _body_model(request)
+    path = [part for part in loc[1:-1]] if loc and loc[0] == "body" else None
+    if model is None or path is None or not loc:
+        return ""
+    for part in path:  # walk into nested models; a list index keeps the model of the list's items
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None) if field is not None else model
+        model = annotation if isinstance(annotation, type) and hasattr(annotation, "model_fields") else None
+        if model is None:
+            return ""
+    known = [f.alias or name for name, f in model.model_fields.items()]
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError):
         return error_response(exc.status_code, exc.message, exc.code, exc.param, exc.problems, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError):
+    async def _validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        syntax = json_syntax_message(first, exc.body)
+        if syntax:  # not a field's problem: no param (it used to be the byte offset, "68")
+            return error_response(400, syntax, "invalid_json", None)
         param = _validation_param(tuple(first.get("loc", ())))
         message = first.get("msg", "invalid request")
+        if first.get("type") == "extra_forbidden":
+            message += unknown_field_hint(request, tuple(first.get("loc", ())))
         if param:
             message = f"{param}: {message}"
         if len(errors) > 1:

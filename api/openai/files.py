@@ -21,6 +21,7 @@ from api.openai.mapping import unix
 from api.openai.schemas import CursorList, FileDeleted, FileObject
 from api.routes.datasets import UPLOAD_BODY
 from api.services import datasets as dataset_service
+from api.query import KNOWN_QUERY
 
 router = APIRouter(prefix="/files", tags=["openai: files"])
 
@@ -53,7 +54,7 @@ async def create_file(request: Request, session: SessionDep, tenant: CurrentTena
     return file_object(dataset)
 
 
-@router.get("", response_model=CursorList[FileObject])
+@router.get("", response_model=CursorList[FileObject], dependencies=[KNOWN_QUERY])
 def list_files(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
                after: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,

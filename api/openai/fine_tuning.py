@@ -25,6 +25,7 @@ from api.openai.schemas import (
 )
 from api.pagination import newest_first
 from api.services import jobs as job_service
+from api.query import KNOWN_QUERY, known_query_only
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["openai: fine-tuning"])
 
@@ -75,7 +76,7 @@ def _metadata_value(key: str, sqlite: bool):
     return case((func.json_valid(Job.metadata_) == 1, value), else_=None)
 
 
-@router.get("", response_model=CursorList[FineTuningJob])
+@router.get("", response_model=CursorList[FineTuningJob], dependencies=[known_query_only("metadata")])
 def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, after: After = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20):
     """Newest first. Filter with `metadata[key]=value` (repeatable) or `metadata=null`."""
@@ -113,7 +114,7 @@ def pause_or_resume(job: JobDep):
                    code="unsupported_operation", param="id")
 
 
-@router.get("/{job_id}/events", response_model=CursorList[JobEvent])
+@router.get("/{job_id}/events", response_model=CursorList[JobEvent], dependencies=[KNOWN_QUERY])
 def job_events(job: JobDep, session: SessionDep, after: After = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 20):
     """Newest first: status messages and one `metrics` event per step (loss, accuracy, selection statistics)."""
@@ -121,7 +122,7 @@ def job_events(job: JobDep, session: SessionDep, after: After = None,
     return CursorList[JobEvent].page(data, has_more=has_more)
 
 
-@router.get("/{job_id}/checkpoints", response_model=CursorList[JobCheckpoint])
+@router.get("/{job_id}/checkpoints", response_model=CursorList[JobCheckpoint], dependencies=[KNOWN_QUERY])
 def job_checkpoints(job: JobDep, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
                     after: After = None, limit: Annotated[int, Query(ge=1, le=100)] = 10):
     """Newest step first. `fine_tuned_model_checkpoint` names the checkpoint; its weights are in the job's folder."""

@@ -11,6 +11,7 @@ from api.errors import APIError
 from api.openai.mapping import unix
 from api.openai.schemas import CursorList, ModelObject
 from api.routes import models as native_models
+from api.query import KNOWN_QUERY
 
 router = APIRouter(prefix="/models", tags=["openai: models"])
 
@@ -21,7 +22,7 @@ def all_models(session, tenant, settings) -> list[ModelObject]:
             for m in native_models.list_models(session, tenant, settings).data]
 
 
-@router.get("", response_model=CursorList[ModelObject])
+@router.get("", response_model=CursorList[ModelObject], dependencies=[KNOWN_QUERY])
 def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     data = all_models(session, tenant, settings)
     return CursorList[ModelObject].page(data, has_more=False)

@@ -15,6 +15,7 @@ from api.pagination import AfterParam, LimitParam, newest_first
 from api.schemas import DatasetDeleted, DatasetPublic, DatasetRow, DatasetRows, ListPage, dataset_public
 from api.services import datasets as dataset_service
 from api.services.datasets import PURPOSES
+from api.query import KNOWN_QUERY
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -40,7 +41,7 @@ async def upload_dataset(request: Request, session: SessionDep, tenant: CurrentT
     return dataset_public(await dataset_service.upload_dataset(request, session, tenant.id, settings))
 
 
-@router.get("", response_model=ListPage[DatasetPublic])
+@router.get("", response_model=ListPage[DatasetPublic], dependencies=[KNOWN_QUERY])
 def list_datasets(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None):
     stmt = select(Dataset).where(Dataset.tenant_id == tenant.id)
     rows, has_more = newest_first(session, Dataset, stmt, after, limit, tenant.id)
@@ -59,7 +60,7 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsD
     return DatasetDeleted(id=dataset.id)
 
 
-@router.get("/{dataset_id}/rows", response_model=DatasetRows)
+@router.get("/{dataset_id}/rows", response_model=DatasetRows, dependencies=[KNOWN_QUERY])
 def dataset_rows(dataset: DatasetDep, settings: SettingsDep,
                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 20):
     examples = previews.examples_for(settings, dataset)

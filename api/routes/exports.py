@@ -20,6 +20,7 @@ from api.limits import RateLimited
 from api.schemas import ListPage
 from api.services import job_tasks
 from api.task_schemas import ExportCreate, ExportPublic, export_public
+from api.query import KNOWN_QUERY
 
 router = APIRouter(tags=["exports"])
 ExportId = Annotated[str, Path(max_length=64)]
@@ -34,7 +35,7 @@ def create_export(job: JobDep, request: Request, response: Response, session: Se
     return export_public(export)
 
 
-@router.get("/jobs/{job_id}/exports", response_model=ListPage[ExportPublic])
+@router.get("/jobs/{job_id}/exports", response_model=ListPage[ExportPublic], dependencies=[KNOWN_QUERY])
 def list_exports(job: JobDep, session: SessionDep):
     return ListPage[ExportPublic].page([export_public(t) for t in job_tasks.job_tasks(session, job, "export")],
                                        has_more=False)

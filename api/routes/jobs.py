@@ -41,6 +41,7 @@ from api.schemas import (
 from api.services import jobs as job_service
 from api.schemas import LengthBiasPublic
 from api.services.length_bias import job_length_bias
+from api.query import KNOWN_QUERY
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -54,7 +55,7 @@ def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: C
 StatusFilter = Annotated[Literal[JOB_STATUSES] | None, Query(description="Only jobs in this status.")]
 
 
-@router.get("", response_model=ListPage[JobPublic])
+@router.get("", response_model=ListPage[JobPublic], dependencies=[KNOWN_QUERY])
 def list_jobs(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None,
               status: StatusFilter = None):
     stmt = select(Job).where(Job.tenant_id == tenant.id)
@@ -77,7 +78,7 @@ def cancel_job(job: JobDep, session: SessionDep):
     return job_public(job_service.cancel_job(session, job))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage)
+@router.get("/{job_id}/metrics", response_model=MetricsPage, dependencies=[KNOWN_QUERY])
 def job_metrics(job: JobDep, session: SessionDep,
                 after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100):
@@ -102,7 +103,7 @@ def _parse_selection_cursor(after: str) -> tuple[int, int]:
     return int(step), int(row)
 
 
-@router.get("/{job_id}/selections", response_model=ListPage[SelectionPublic])
+@router.get("/{job_id}/selections", response_model=ListPage[SelectionPublic], dependencies=[KNOWN_QUERY])
 def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
                    selected: Annotated[bool | None, Query(description="Only trained-on (true) or skipped (false).")] = None,
                    step: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -124,7 +125,7 @@ def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
     return ListPage[SelectionPublic].page(data, has_more=has_more)
 
 
-@router.get("/{job_id}/selections/summary", response_model=SelectionSummary)
+@router.get("/{job_id}/selections/summary", response_model=SelectionSummary, dependencies=[KNOWN_QUERY])
 def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
                       order: Literal["most", "least"] = "most", limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                       offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0):
@@ -148,7 +149,7 @@ def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
     return SelectionSummary(data=data, has_more=has_more, order=order, rows_seen=rows_seen or 0)
 
 
-@router.get("/{job_id}/events", response_model=ListPage[EventPublic])
+@router.get("/{job_id}/events", response_model=ListPage[EventPublic], dependencies=[KNOWN_QUERY])
 def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: AfterParam = None):
     """Newest first; `after=<event id>` continues with older events."""
     stmt = select(JobEvent).where(JobEvent.job_id == job.id)
@@ -163,7 +164,7 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
     return ListPage[EventPublic].page(data, has_more=has_more)
 
 
-@router.get("/{job_id}/checkpoints", response_model=ListPage[CheckpointPublic])
+@router.get("/{job_id}/checkpoints", response_model=ListPage[CheckpointPublic], dependencies=[KNOWN_QUERY])
 def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, limit: LimitParam = 20,
                     after: AfterParam = None):
     """Newest step first; `after=<checkpoint id>` continues with older ones."""

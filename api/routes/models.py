@@ -9,12 +9,13 @@ from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.models import Job
 from api.schemas import ListPage, ModelPublic
 from api.services.models import base_models
+from api.query import KNOWN_QUERY
 from fastapi import APIRouter
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("", response_model=ListPage[ModelPublic])
+@router.get("", response_model=ListPage[ModelPublic], dependencies=[KNOWN_QUERY])
 def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     data = [ModelPublic(id=m.name, kind="base", owned_by="system", source=m.source, revision=m.revision,
                         architecture=m.facts.architecture, parameters=m.facts.parameters,

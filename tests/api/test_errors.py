@@ -72,3 +72,41 @@ def test_readyz_reports_an_unreachable_broker(settings):
         body = response.json()
         assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("error")
         assert body["error"]["code"] == "not_ready"
+
+
+# Issue 13 item 7: where a JSON syntax error is, which field was meant, and which query parameters are unknown.
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def test_a_json_syntax_error_says_line_and_column_not_a_byte_offset(client, key):
+    body = b'{\n  "dataset_id": "file-x",\n  "model": "uds-tiny"\n  "budget": 0.5\n}'
+    error = assert_error(client.post("/api/v1/jobs", headers={**bearer(key), **JSON_HEADERS}, content=body),
+                         400, "invalid_json")
+    assert error["message"] == "invalid JSON in the request body at line 4 column 3: Expecting ',' delimiter"
+    assert error["param"] is None
+    error = assert_error(client.post("/v1/fine_tuning/jobs", headers={**bearer(key), **JSON_HEADERS},
+                                     content=b'{"model": "uds-tiny",}'), 400, "invalid_json")
+    assert error["message"].startswith("invalid JSON in the request body at line 1 column 22: ")
+
+
+def test_an_unknown_field_suggests_the_closest_known_name(client, key):
+    error = assert_error(client.post("/api/v1/jobs", headers=bearer(key),
+                                     json={"dataset_id": "file-x", "model": "uds-tiny", "n_epochs": 2}),
+                         400, "unknown_parameter", "n_epochs")
+    assert error["message"] == "n_epochs: Extra inputs are not permitted (did you mean 'epochs'?)"
+    error = assert_error(client.post("/api/v1/jobs", headers=bearer(key),
+                                     json={"dataset_id": "file-x", "model": "uds-tiny", "zzzz": 2}),
+                         400, "unknown_parameter", "zzzz")
+    assert "did you mean" not in error["message"]
+
+
+def test_unknown_query_parameters_on_list_endpoints_are_400s_naming_them(client, key):
+    error = assert_error(client.get("/api/v1/jobs", headers=bearer(key), params={"stauts": "failed", "limit": 5}),
+                         400, "unknown_parameter", "stauts")
+    assert "'stauts' (did you mean 'status'?)" in error["message"] and "after, limit, status" in error["message"]
+    for path in ("/api/v1/datasets", "/api/v1/models", "/v1/files", "/v1/fine_tuning/jobs", "/v1/models"):
+        assert_error(client.get(path, headers=bearer(key), params={"limt": 5}), 400, "unknown_parameter", "limt")
+    # What a route reads itself stays accepted: the OpenAI job list's metadata filter.
+    assert client.get("/v1/fine_tuning/jobs", headers=bearer(key), params={"metadata[team]": "x"}).status_code == 200
+    assert client.get("/api/v1/jobs", headers=bearer(key), params={"status": "failed", "limit": 5}).status_code == 200
