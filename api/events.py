@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.models import JobEvent, utcnow
+from api.webhook_outbox import record_status_event
 
 # From a traceback's first line to the end, and any absolute path to a Python source file (ours or a library's).
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*", re.DOTALL)
@@ -31,3 +32,5 @@ def add_event(session: Session, job_id: str, type: str, message: str, level: str
               data: dict[str, Any] | None = None) -> None:
     session.add(JobEvent(job_id=job_id, created_at=utcnow(), level=level, type=type, message=tenant_safe(message),
                          data=data))
+    if type == "status":  # every status transition passes here: the webhooks' outbox row joins its transaction
+        record_status_event(session, job_id, (data or {}).get("status"))

@@ -19,7 +19,7 @@ from api import openai as openai_api
 from api import storage
 from api.origin import LoopbackGuardMiddleware
 from api.validation import URLValidationMiddleware
-from api.routes import datasets, exports, generations, health, jobs, models
+from api.routes import datasets, exports, generations, health, jobs, models, webhooks
 from api.settings import Settings, bootstrap_key_problem, get_settings
 from api.transfers import TransferLimits
 
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF
 
     v1 = APIRouter(prefix="/api/v1")
-    for module in (datasets, jobs, models, exports, generations):
+    for module in (datasets, jobs, models, exports, generations, webhooks):
         v1.include_router(module.router)
     v1.include_router(health.info_router)
     app.include_router(v1)

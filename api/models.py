@@ -165,6 +165,8 @@ class Job(Base):
     adapter_bytes: Mapped[int | None] = mapped_column(BigInteger)
     adapter_sha256: Mapped[str | None] = mapped_column(String(64))
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
+    # Trackers the job's step metrics are mirrored to (worker/integrations.py), as the request gave them.
+    integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
 
 class JobEvent(Base):
@@ -283,6 +285,52 @@ class JobTask(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims: a task lost twice is failed, not re-queued
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.running")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class Webhook(Base):
+    """A tenant's endpoint for job events. The secret signs each delivery (Standard Webhooks) and is shown once,
+    at creation; it is stored as is because signing needs it (unlike API keys, which are only compared)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # wh_<24 hex>
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSONType)
+    secret: Mapped[str] = mapped_column(String(128))  # whsec_<base64>
+    description: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: an outbox row written in the transaction of the job's status change, sent by a
+    worker until it is answered 2xx or runs out of attempts. The body is fixed here, so every retry signs and sends
+    the same bytes under the same webhook-id (receivers deduplicate on it)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<24 hex>, sent as webhook-id
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)  # one entry per attempt (the last 20)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -112,6 +112,21 @@ class Settings(BaseSettings):
     generate_max_seconds: float = Field(default=60.0, gt=0, description="Each answer stops after this long.")
     generate_per_tenant: int = Field(default=2, ge=1, description="Try-it requests a tenant may have unfinished.")
 
+    # Webhooks (api/webhooks_targets.py, worker/webhooks.py) and tracker integrations (worker/integrations.py).
+    allow_private_targets: bool | None = Field(
+        default=None, description="Webhook URLs and tracker URIs may name loopback, private or link-local addresses "
+        "(and file: trackers). Unset: only on an embedded server bound to loopback (SSRF on a shared deployment).")
+    max_webhooks_per_tenant: int = Field(default=16, ge=1)
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts of one delivery before it is failed.")
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0, description="Wait after the first failed "
+                                              "attempt; doubled after each further one.")
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery attempt's HTTP timeout.")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, description="How often a worker looks for due deliveries.")
+    task_stale_after_seconds: float = Field(
+        default=3600.0, gt=0, description="An export or try-it task running this long (or whose worker on this host "
+        "is gone) is re-queued once, then failed.")
+
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")
@@ -178,6 +193,12 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    @property
+    def private_targets_allowed(self) -> bool:
+        if self.allow_private_targets is not None:
+            return self.allow_private_targets
+        return self.embedded and is_loopback(self.host)
 
     # Every path a job uses is derived here, so the API and a worker on another host agree given the same volume.
     @property

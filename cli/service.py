@@ -45,7 +45,7 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     prepare(settings)  # migrate before the worker thread or the first request touches the database
 
     app = create_app(settings)
-    worker = _start_embedded_worker(settings, app.state.dispatcher)
+    workers = _start_embedded_worker(settings, app.state.dispatcher)
     mode = "embedded (SQLite/in-process worker)" if settings.embedded else f"distributed (queue {settings.queue})"
     log.info("UDS service on http://%s:%s, %s, data in %s, API keys %s", settings.host, settings.port, mode,
              settings.data_dir, "required" if settings.auth_required else "optional on loopback")
@@ -56,22 +56,27 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     try:
         uvicorn.Server(config).run()
     finally:
-        if worker is not None:
-            # The running job stops at its next step boundary and goes back to `queued`; the next start resumes it.
-            worker.stop()
+        # The running job stops at its next step boundary and goes back to `queued`; the next start resumes it. A
+        # running try-it answer is re-queued the same way; an export finishes or is re-queued by the next start.
+        for thread in workers:
+            thread.stop()
     return 0
 
 
-def _start_embedded_worker(settings: Settings, dispatcher):
-    """The in-process worker, woken by the app's dispatcher (a LocalDispatcher in the embedded mode)."""
+def _start_embedded_worker(settings: Settings, dispatcher) -> list:
+    """The in-process worker threads (jobs, short tasks, webhook deliveries), woken by the app's dispatcher (a
+    LocalDispatcher in the embedded mode). Returned in the order they are to be stopped."""
     if not (settings.embedded and settings.embedded_worker):
-        return None
+        return []
     from worker.embedded import EmbeddedWorker
+    from worker.webhooks import WebhookSender
 
     worker = EmbeddedWorker(settings, wakeup=dispatcher.wakeup)
     worker.start()
-    _start_task_worker(settings, dispatcher)
-    return worker
+    tasks = _start_task_worker(settings, dispatcher)
+    sender = WebhookSender(settings)  # last to stop: the final status changes of the others still go out
+    sender.start()
+    return [worker, tasks, sender]
 
 
 def _start_task_worker(settings: Settings, dispatcher):

@@ -32,18 +32,22 @@ app.conf.update(
 )
 
 _recovery = None
+_webhooks = None
 
 
 @signals.worker_ready.connect
 def _on_ready(sender=None, **_kwargs) -> None:
     """In the main process: schema to head, then sweep for jobs whose worker died (see worker/recovery.py). The
     sweep re-sends through the API's dispatcher, by task name and with the same bounded retries."""
-    global _recovery
+    global _recovery, _webhooks
     from worker.recovery import RecoveryLoop
+    from worker.webhooks import WebhookSender
 
     migrate(settings.sqlalchemy_url)
     _recovery = RecoveryLoop(settings, CeleryDispatcher(settings).enqueue)
     _recovery.start()
+    _webhooks = WebhookSender(settings)  # job events to the tenants' webhooks (worker/webhooks.py)
+    _webhooks.start()
 
 
 @signals.worker_process_init.connect
@@ -65,3 +69,5 @@ def _after_fork(**_kwargs) -> None:
 def _on_shutdown(**_kwargs) -> None:
     if _recovery is not None:
         _recovery.stop()
+    if _webhooks is not None:
+        _webhooks.stop()

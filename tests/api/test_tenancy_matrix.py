@@ -18,10 +18,11 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, new_tena
 # Routes that take no id of an object: what A gets must mention nothing of B's.
 LISTS = {
     ("GET", "/api/v1/datasets"), ("GET", "/api/v1/jobs"), ("GET", "/api/v1/models"), ("GET", "/api/v1/info"),
-    ("GET", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/models"),
+    ("GET", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/models"), ("GET", "/api/v1/webhooks"),
 }
 # Routes that create objects of the caller's own tenant: given B's ids they must answer 404 (or not take ids).
-CREATES = {("POST", "/api/v1/datasets"), ("POST", "/v1/files"), ("POST", "/api/v1/jobs"), ("POST", "/v1/fine_tuning/jobs")}
+CREATES = {("POST", "/api/v1/datasets"), ("POST", "/v1/files"), ("POST", "/api/v1/jobs"), ("POST", "/v1/fine_tuning/jobs"),
+           ("POST", "/api/v1/webhooks")}
 
 
 def api_routes(app) -> list[tuple[str, str]]:
@@ -68,12 +69,14 @@ def make_victim(client, settings, database_url):
                 "messages": [{"role": "user", "content": "secret prompt"}], "max_new_tokens": 4, "temperature": 0})):
             session.add(JobTask(id=task_id, tenant_id=session.get(Job, done["id"]).tenant_id, job_id=done["id"],
                                 kind=kind, status="running", params=params, cancel_requested=False, created_at=utcnow()))
+    webhook = client.post("/api/v1/webhooks", headers=bearer(key_b), json={"url": "http://127.0.0.1:9/b-secret-hook"})
+    assert webhook.status_code == 201, webhook.text
     files = client.get("/v1/files", headers=bearer(key_b)).json()["data"]
     result_files = [f["id"] for f in files if f["purpose"] != "fine-tune"]
     assert result_files  # the succeeded job's metrics CSV and adapter, as OpenAI result files
     return {"key": key_b, "tenant": tenant_b, "dataset": dataset["id"], "done": done["id"],
             "running": running["id"], "model": model_name, "result_files": result_files,
-            "export": export_id, "generation": generation_id}
+            "export": export_id, "generation": generation_id, "webhook": webhook.json()["id"]}
 
 
 def check_unknown_file(client, method, path, headers, body, victim_id) -> None:
@@ -99,7 +102,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     a = bearer(key_a)
     own = upload(client, key_a, jsonl(chat_rows(4))).json()  # A has things of its own, so its lists are not trivially empty
     secrets = [b["dataset"], b["done"], b["running"], b["model"], b["tenant"], *b["result_files"], b["export"],
-               b["generation"], "secret prompt"]
+               b["generation"], "secret prompt", b["webhook"], "b-secret-hook"]
 
     routes = api_routes(client.app)
     assert len(routes) >= 25, routes
@@ -128,7 +131,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
         candidates = {
             "dataset_id": [b["dataset"]], "file_id": [b["dataset"], *b["result_files"]],
             "job_id": [b["done"], b["running"]], "model_id": [b["model"]],
-            "export_id": [b["export"]], "generation_id": [b["generation"]],
+            "export_id": [b["export"]], "generation_id": [b["generation"]], "webhook_id": [b["webhook"]],
         }
         if not params <= set(candidates):
             unclassified.append((method, path))
@@ -141,7 +144,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
             # Indistinguishable from an id that never existed (no existence oracle).
             never = {"dataset_id": "file-" + "0" * 24, "file_id": "file-" + "0" * 24, "job_id": "ftjob-" + "0" * 24,
                      "model_id": "ft:uds-tiny:x:y:ftjob-" + "0" * 24, "export_id": "export-" + "0" * 24,
-                     "generation_id": "gen-" + "0" * 24}[param]
+                     "generation_id": "gen-" + "0" * 24, "webhook_id": "wh_" + "0" * 24}[param]
             other = client.request(method, fill(path, {param: never}), headers=a)
             assert other.status_code == 404 and other.json()["error"]["code"] == response.json()["error"]["code"]
     assert not unclassified, f"routes missing from the tenancy matrix: {unclassified}"
@@ -156,6 +159,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     assert generation["status"] == "running" and generation["cancel_requested"] is False  # A's cancel did nothing
     assert client.get(f"/api/v1/jobs/{b['done']}/exports", headers=kb).json()["data"][0]["id"] == b["export"]
     assert client.get(f"/api/v1/jobs/{b['done']}/adapter", headers=kb).status_code == 200
+    assert client.get(f"/api/v1/webhooks/{b['webhook']}", headers=kb).status_code == 200  # A's DELETE did nothing
     for file_id in b["result_files"]:
         assert client.get(f"/v1/files/{file_id}/content", headers=kb).status_code == 200
 
