@@ -79,6 +79,7 @@ export async function request(path, { method = 'GET', query, json, form, signal 
 
 export const get = (path, query, opts) => request(path, { ...opts, query });
 export const post = (path, json, opts) => request(path, { ...opts, method: 'POST', json });
+export const del = (path, opts) => request(path, { ...opts, method: 'DELETE' });
 
 // Uploads with progress: fetch cannot report upload progress, XMLHttpRequest can.
 export function upload(path, file, onProgress) {

@@ -1,6 +1,6 @@
 // Datasets: upload (with line-numbered problems), the list, and one dataset's rows.
-import { h, clear, fmtInt, fmtBytes, timeEl } from '../dom.js';
-import { get, upload } from '../api.js';
+import { h, clear, fmtInt, fmtBytes, timeEl, toast } from '../dom.js';
+import { get, del, upload } from '../api.js';
 import { problemsBox } from './newjob.js';
 import { renderExample } from './rowdialog.js';
 
@@ -44,16 +44,31 @@ export async function datasetsView(root, ctx) {
       clear(listBox, h('div', { class: 'empty' }, h('p', { class: 'empty-title' }, 'No datasets yet — upload one above.')));
     } else {
       clear(listBox, h('table', { class: 'table' },
-        h('thead', null, h('tr', null, ['File', 'Format', 'Examples', 'Size', 'SHA-256', 'Uploaded'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', null, h('tr', null, ['File', 'Format', 'Examples', 'Size', 'SHA-256', 'Uploaded', ''].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', null, datasets.map((d) => h('tr', null,
           h('td', { 'data-label': 'File' }, h('a', { href: `#/datasets/${d.id}` }, d.filename), h('div', { class: 'muted mono small' }, d.id)),
           h('td', { 'data-label': 'Format' }, d.format || '—'),
           h('td', { class: 'num', 'data-label': 'Examples' }, fmtInt(d.n_examples)),
           h('td', { class: 'num', 'data-label': 'Size' }, fmtBytes(d.bytes)),
           h('td', { class: 'mono small', 'data-label': 'SHA-256', title: d.sha256 }, `${String(d.sha256 || '').slice(0, 12)}…`),
-          h('td', { 'data-label': 'Uploaded' }, timeEl(d.created_at)))))));
+          h('td', { 'data-label': 'Uploaded' }, timeEl(d.created_at)),
+          h('td', null, h('button', { type: 'button', class: 'secondary small danger-outline', 'data-delete': d.id,
+            'aria-label': `Delete ${d.filename}`, onclick: () => remove(d) }, 'Delete')))))));
     }
     more.hidden = !hasMore;
+  }
+
+  // Asks first: a deleted dataset's file is gone. The server refuses (409) while a job uses it; that says why.
+  async function remove(d) {
+    if (!confirm(`Delete ${d.filename} (${d.id})? Its file is removed; this cannot be undone.`)) return;
+    try {
+      await del(`/datasets/${encodeURIComponent(d.id)}`);
+      datasets = datasets.filter((x) => x.id !== d.id);
+      render();
+      toast(`Deleted ${d.filename}.`);
+    } catch (err) {
+      toast(err.message, 'error');
+    }
   }
 
   async function load(older = false) {

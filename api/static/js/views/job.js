@@ -225,8 +225,17 @@ export async function jobView(root, ctx, jobId) {
           h('p', { class: 'muted' },
             `${job.model} · ${METHOD_LABELS[job.method] || job.method} · budget ${fmtPct(job.budget, 1)} · dataset `,
             h('a', { href: `#/datasets/${job.dataset_id}` }, dataset ? dataset.filename : job.dataset_id),
-            dataset ? ` (${fmtInt(dataset.n_examples)} examples)` : '')),
+            dataset ? ` (${fmtInt(dataset.n_examples)} examples)` : ''),
+          metadataList(job.metadata)),
         actions));
+  }
+
+  // The job's metadata (the tags a client sent: team, experiment, ...), each key = value, so a job is findable.
+  function metadataList(metadata) {
+    const pairs = Object.entries(metadata || {});
+    if (!pairs.length) return null;
+    return h('ul', { class: 'tags', id: 'job-metadata', 'aria-label': 'Metadata' },
+      pairs.map(([k, v]) => h('li', { class: 'tag mono small' }, `${k} = ${typeof v === 'string' ? v : JSON.stringify(v)}`)));
   }
 
   function card(label, value, sub, id) {

@@ -241,10 +241,32 @@ export async function newJobView(root, ctx) {
     return nGroups ? Math.max(1, Math.min(wanted, Math.floor(nGroups / 4))) : wanted;
   }
 
+  // The budget or the group size in error (out of range, empty, refused by the server): no k is shown then, since
+  // a clamped one ("k = 32 of every 32 (100.0 %)" for 150 %) reads as what the job would do.
+  function budgetProblem(method) {
+    const group = form.querySelector('#f-candidate_batch_size');
+    const B = setting('candidate_batch_size');
+    if ((group && !group.checkValidity()) || (B !== undefined && B !== null && !(Number.isInteger(B) && B >= 1))) {
+      return 'The selection group must be a whole number of candidates, 1 or more.';
+    }
+    if (method === 'full') return null;
+    const pct = Number(budgetInput.value);
+    if (!budgetInput.checkValidity() || !(pct >= 0.1 && pct <= 100)) {
+      return 'A percentage between 0.1 and 100.';
+    }
+    return null;
+  }
+
   function estimate() {
     const ds = datasets.find((d) => d.id === datasetSelect.value);
-    const B = setting('candidate_batch_size') || 8;
     const method = methodSelect.value;
+    const problem = budgetProblem(method);
+    if (problem) {
+      budgetHelp.textContent = problem;
+      clear(estimateBox, h('span', { class: 'muted' }, 'Fix the budget to see the size of the run.'));
+      return;
+    }
+    const B = setting('candidate_batch_size') || 8;
     const budget = method === 'full' ? 1 : Number(budgetInput.value) / 100;
     const k = Math.max(1, Math.min(B, Math.round(budget * B)));
     const nGroups = ds ? Math.max(1, Math.ceil(ds.n_examples / B)) : null;
