@@ -58,30 +58,9 @@ def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128,
     split = int(0.95 * len(ids))
     train_ids, val_ids = ids[:split], ids[split:]
     model = build_model(tokenizer, seed, shape)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
-    )
-    generator = torch.Generator().manual_seed(seed)
-    curve, started = [], time.perf_counter()
-    model.train()
-    for step in range(1, steps + 1):
-        starts = torch.randint(0, len(train_ids) - seq_len - 1, (batch,), generator=generator)
-        x = torch.stack([train_ids[s : s + seq_len] for s in starts.tolist()])
-        loss = model(input_ids=x, labels=x).loss  # transformers shifts the labels itself
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == steps:
-            curve.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - started})
-            log(f"pretrain step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)")
-    model.eval()
-    with torch.no_grad():
-        windows = val_ids[: (len(val_ids) // seq_len) * seq_len].view(-1, seq_len)[:64]
-        val_loss = float(model(input_ids=windows, labels=windows).loss)
+    windows = val_ids[: (len(val_ids) // seq_len) * seq_len].view(-1, seq_len)[:64]
+    started = time.perf_counter()
+    curve, val_loss = train_loop(model, train_ids, windows, steps, seed, seq_len, batch, lr, log)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
@@ -95,6 +74,58 @@ def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128,
     shutil.rmtree(out_dir, ignore_errors=True)
     os.rename(staging, out_dir)
     return out_dir
+
+
+def train_loop(model, train_ids, val_windows, steps: int, seed: int, seq_len: int, batch: int, lr: float, log, progress: bool = False):
+    """Plain next-token pretraining on random windows of `train_ids`: AdamW, warm-up then cosine to 10%, fixed steps.
+
+    Deterministic from `seed` on CPU in float32 (the windows come from a seeded generator, nothing else draws).
+    Returns (curve, held-out loss on `val_windows`, mean over positions)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    )
+    generator = torch.Generator().manual_seed(seed)
+    curve, started = [], time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="pretrain", unit="step", dynamic_ncols=True)
+    model.train()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(train_ids) - seq_len - 1, (batch,), generator=generator)
+        x = torch.stack([train_ids[s : s + seq_len] for s in starts.tolist()])
+        loss = model(input_ids=x, labels=x).loss  # transformers shifts the labels itself
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if step % 50 == 0 or step == steps:
+            curve.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - started})
+            if bar is None:
+                log(f"pretrain step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)")
+    if bar is not None:
+        bar.close()
+    return curve, heldout_loss(model, val_windows)
+
+
+def heldout_loss(model, windows, batch: int = 16) -> float:
+    """Mean next-token loss (nats/token) over every predicted position of `windows` (n x L), in batches."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch):
+            x = windows[start : start + batch]
+            n = x.shape[0] * (x.shape[1] - 1)
+            total += float(model(input_ids=x, labels=x).loss) * n
+            count += n
+    return total / max(1, count)
 
 
 QUICK_SHAPE = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128, max_position_embeddings=512)
