@@ -20,6 +20,7 @@ from api.db import migrate, session_factory
 from api.models import Job, JobTask, utcnow
 from api.settings import Settings, get_settings
 from worker.identity import worker_id as this_worker
+from worker.task_recovery import recover_tasks
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,21 @@ class TaskFailure(Exception):
         self.code, self.message = code, message
 
 
-def run_task(task_id: str, worker_id: str | None = None, settings: Settings | None = None) -> str | None:
-    """Run task `task_id`; returns its final status, or None when it was not ours to run."""
+def run_task(task_id: str, worker_id: str | None = None, settings: Settings | None = None,
+             stop_event: threading.Event | None = None) -> str | None:
+    """Run task `task_id`; returns its final status, or None when it was not ours to run.
+
+    `stop_event`: set when this process shuts down; a generation stops at its next token and goes back to `queued`
+    (its partial answers are not the user's result), for the next start to run again."""
     settings = settings or get_settings()
     sessions = session_factory(settings.sqlalchemy_url)
     task, job = _claim(sessions, task_id, worker_id or this_worker())
     if task is None:
         return None
     try:
-        values = RUNNERS[task.kind](settings, sessions, task, job)
+        values = RUNNERS[task.kind](settings, sessions, task, job, stop_event)
+        if stop_event is not None and stop_event.is_set() and not _cancel_requested(sessions, task_id):
+            return _requeue(sessions, task_id)
         status = "cancelled" if _cancel_requested(sessions, task_id) and task.kind == "generate" else "succeeded"
     except TaskFailure as failure:
         status, values = "failed", {"error_code": failure.code, "error_message": failure.message}
@@ -56,7 +63,8 @@ def run_task(task_id: str, worker_id: str | None = None, settings: Settings | No
 def _claim(sessions, task_id: str, worker_id: str):
     with sessions.begin() as session:
         claimed = session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "queued")
-                                  .values(status="running", worker_id=worker_id, started_at=utcnow())).rowcount
+                                  .values(status="running", worker_id=worker_id, started_at=utcnow(),
+                                          attempts=JobTask.attempts + 1)).rowcount
         if claimed != 1:
             return None, None
         task = session.get(JobTask, task_id)
@@ -64,6 +72,13 @@ def _claim(sessions, task_id: str, worker_id: str):
             task.status, task.finished_at = "cancelled", utcnow()
             return None, None
         return task, session.get(Job, task.job_id)
+
+
+def _requeue(sessions, task_id: str) -> str | None:
+    with sessions.begin() as session:
+        matched = session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "running")
+                                  .values(status="queued", worker_id=None, started_at=None, result=None)).rowcount
+    return "queued" if matched else None
 
 
 def _cancel_requested(sessions, task_id: str) -> bool:
@@ -86,8 +101,9 @@ def _base_and_adapter(settings: Settings, job: Job) -> tuple[str, Path]:
 
 # ---- the kinds ----------------------------------------------------------------------------------------------
 
-def export_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict:
-    """The merged model as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/)."""
+def export_task(settings: Settings, sessions, task: JobTask, job: Job, stop_event=None) -> dict:
+    """The merged model as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/).
+    A merge cannot stop half way; at shutdown it finishes, or the next start's sweep re-queues it."""
     from uds.export import export_merged
     from worker.artifacts import package_folder
 
@@ -106,7 +122,7 @@ def export_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict:
     return {"path": os.path.relpath(archive, settings.data_dir), "bytes": size, "sha256": digest}
 
 
-def generate_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict:
+def generate_task(settings: Settings, sessions, task: JobTask, job: Job, stop_event=None) -> dict:
     from uds.export import load_with_adapter
     from uds.tryit import generate_pair
 
@@ -115,15 +131,19 @@ def generate_task(settings: Settings, sessions, task: JobTask, job: Job) -> dict
     params = task.params
     result = generate_pair(model, tokenizer, params["messages"], max_new_tokens=params["max_new_tokens"],
                            temperature=params["temperature"], seed=params.get("seed", 0),
-                           max_seconds=settings.generate_max_seconds, should_stop=_cancel_check(sessions, task.id))
+                           max_seconds=settings.generate_max_seconds,
+                           should_stop=_cancel_check(sessions, task.id, stop_event))
     return {"result": result}
 
 
-def _cancel_check(sessions, task_id: str):
-    """should_stop for generation: reads the cancel flag at most every CANCEL_POLL_SECONDS (it is asked per token)."""
+def _cancel_check(sessions, task_id: str, stop_event: threading.Event | None = None):
+    """should_stop for generation: reads the cancel flag at most every CANCEL_POLL_SECONDS (it is asked per token);
+    a shutting-down process stops at once."""
     state = {"at": 0.0, "stop": False}
 
     def should_stop() -> bool:
+        if stop_event is not None and stop_event.is_set():
+            return True
         if not state["stop"] and time.monotonic() - state["at"] >= CANCEL_POLL_SECONDS:
             state["at"], state["stop"] = time.monotonic(), _cancel_requested(sessions, task_id)
         return state["stop"]
@@ -152,14 +172,18 @@ class TaskWorker(threading.Thread):
 
     def run(self) -> None:
         migrate(self.settings.sqlalchemy_url)
+        last_sweep = float("-inf")
         while not self.stopping.is_set():
             try:
+                if time.monotonic() - last_sweep > self.settings.stale_after_seconds / 2:
+                    recover_tasks(self.settings)  # tasks a previous process left running (worker/task_recovery.py)
+                    last_sweep = time.monotonic()
                 task_id = self.next_task()
                 if task_id is None:
                     self.wakeup.wait(self.settings.embedded_poll_seconds)
                     self.wakeup.clear()
                     continue
-                log.info("task %s: %s", task_id, run_task(task_id, this_worker(), self.settings))
+                log.info("task %s: %s", task_id, run_task(task_id, this_worker(), self.settings, self.stopping))
             except Exception:
                 log.exception("task worker loop error")
                 self.stopping.wait(self.settings.embedded_poll_seconds)

@@ -28,6 +28,7 @@ from api.models import Job, utcnow
 from api.settings import Settings
 from worker.fairness import next_job_order, queue_snapshot
 from worker.identity import owned_update, owner_is_dead
+from worker.task_recovery import recover_tasks
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class RecoveryLoop(threading.Thread):
         while True:
             try:
                 recover_jobs(self.settings, self.dispatch)
+                recover_tasks(self.settings)  # exports and try-it answers of a dead worker (worker/task_recovery.py)
                 if self.dispatch is not None:
                     redispatch_queued(self.settings, self.dispatch)
             except Exception:

@@ -121,8 +121,8 @@ def test_try_it_stops_when_cancelled(settings, sessions, finished_job, monkeypat
     # Cancelled while generating: the cancel arrives through the row (as POST .../cancel sets it) at the first token.
     real_check = module._cancel_check
 
-    def cancel_at_first_token(task_sessions, task_id):
-        check = real_check(task_sessions, task_id)
+    def cancel_at_first_token(task_sessions, task_id, *stop_event):
+        check = real_check(task_sessions, task_id, *stop_event)
 
         def should_stop():
             with sessions() as session:
