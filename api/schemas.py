@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from api.eta import eta_seconds
 from api.ids import checkpoint_public_id, event_public_id
+from api.integration_schemas import Integration
 from uds.config import TrainConfig, setting_choices, setting_help
 
 T = TypeVar("T")
@@ -134,6 +135,10 @@ class JobRequest(BaseModel):
     name: str | None = Field(default=None, max_length=256)
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
+    # Not a TrainConfig setting: where the worker mirrors the step metrics (api/integration_schemas.py).
+    integrations: list[Integration] | None = Field(default=None, max_length=4, description=(
+        'Trackers the step metrics are mirrored to: {"type": "mlflow", "tracking_uri", "experiment"} or OpenAI\'s '
+        '{"type": "wandb", "wandb": {"project", ...}} (offline mode). A tracker outage never fails the job.'))
 
     def train_settings(self) -> dict[str, Any]:
         config_fields = {"model", *TRAIN_SETTINGS}
@@ -242,6 +247,7 @@ class JobPublic(BaseModel):
     error: JobError | None
     adapter: AdapterInfo | None
     fine_tuned_model: str | None
+    integrations: list[dict[str, Any]] | None = None
 
 
 def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
@@ -267,7 +273,7 @@ def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
         examples_scored=job.examples_scored, examples_trained=job.examples_trained,
         tokens_trained=job.tokens_trained, backward_saved_fraction=saved, alpha_used=job.alpha_used,
         latest_loss=job.latest_loss, attempts=job.attempts, error=error, adapter=adapter,
-        fine_tuned_model=job.fine_tuned_model,
+        fine_tuned_model=job.fine_tuned_model, integrations=job.integrations,
     )
 
 

@@ -28,6 +28,7 @@ from api.settings import Settings, get_settings
 from worker import fairness
 from worker.db_logger import DbLogger
 from worker.identity import owned_update, owner_is_dead
+from worker.integrations import mirror_metrics
 from worker.lease import JobLease
 from worker.retry import with_retries
 from worker.time_limit import TimeLimitedLogger
@@ -236,7 +237,8 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     try:
         with _reporting(claimed, config, stop_event) as logger:
             limited = TimeLimitedLogger(logger, claimed.job.started_at, claimed.settings.max_job_seconds)
-            result = train(config, limited, resume=True, allowed_models=claimed.settings.models)
+            with mirror_metrics(limited, claimed.job.integrations, claimed.id, str(claimed.output_dir)) as reporter:
+                result = train(config, reporter, resume=True, allowed_models=claimed.settings.models)
     except TrainingError as exc:
         raise JobFailure(exc.code, exc.message) from exc
     except Exception as exc:

@@ -11,6 +11,7 @@ from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found, param_error
 from api.events import add_event
+from api.integration_schemas import check_integrations
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
 from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
 from api.pagination import fetch_page
@@ -60,6 +61,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     if body.eval_dataset_id is not None:
         dataset_for_job(session, tenant, body.eval_dataset_id, "eval_dataset_id")
 
+    integrations = check_integrations(body.integrations, settings)
     resolved = {k: v for k, v in config.to_dict().items() if k not in HOST_FIELDS}
     shape = JobShape(total_steps=total_steps(config, dataset.n_examples),
                      candidates_per_step=config.candidate_batch_size * groups_per_step(config, dataset.n_examples))
@@ -70,6 +72,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
         cancel_requested=False, model=config.model, method=config.method, budget=config.budget, config=resolved,
         dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
+        integrations=integrations,
         created_at=utcnow(), total_steps=shape.total_steps, current_step=0,
         examples_scored=0, examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0,
     )

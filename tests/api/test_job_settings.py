@@ -11,7 +11,7 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, upload
 from uds.config import PAPER_RECIPE, TrainConfig
 
 # JobCreate fields that are not TrainConfig settings: what the job trains on and how it is labelled.
-REQUEST_ONLY = {"dataset_id", "eval_dataset_id", "name", "suffix", "metadata"}
+REQUEST_ONLY = {"dataset_id", "eval_dataset_id", "name", "suffix", "metadata", "integrations"}
 
 
 def test_every_train_config_setting_but_host_paths_is_a_request_field():
