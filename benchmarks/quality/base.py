@@ -131,6 +131,10 @@ def build(spec: BaseSpec, data_dir: Path | None = None, log=partial(print, flush
         return out_dir
     started = time.perf_counter()
     train_docs, heldout_docs = corpus.split(corpus.documents(spec.seed, spec.corpus_scale))
+    if len(heldout_docs) < 2:
+        # A tiny corpus (tests) may have no document in the held-out bucket: hold out its last 5% instead.
+        cut = max(2, len(train_docs) // 20)
+        train_docs, heldout_docs = train_docs[:-cut], train_docs[-cut:]
     log(f"corpus: {len(train_docs)} training documents ({sum(len(d.text) for d in train_docs) / 1e6:.1f} M chars), "
         f"{len(heldout_docs)} held out ({sum(len(d.text) for d in heldout_docs) / 1e6:.2f} M chars)")
     tokenizer = train_tokenizer((d.text for d in train_docs), spec.vocab)

@@ -1,0 +1,227 @@
+"""Does selection pay, with paired seeds and intervals, on the BPE base and on any data: the comparison runner.
+
+    nice -n 10 .venv/bin/python -m benchmarks.quality.compare --task manpages --seeds 5       # the man-page task
+    .venv/bin/python -m benchmarks.quality.compare --train my.jsonl --eval my_eval.jsonl       # a user's data
+    .venv/bin/python -m benchmarks.quality.run --train my.jsonl --eval my_eval.jsonl           # the same, via run.py
+
+For each seed, `full` and every selector at every budget train through `uds.trainer.train` from the same base with
+the same settings. The seed fixes the candidate order (`uds.trainer.epoch_groups(seed, epoch)`, the same for every
+method because they share the group size B) and the LoRA init (`torch.manual_seed(seed)` before `add_lora`, and
+nothing that differs by method draws before it); tests/benchmarks/test_pairing.py checks both. So per-seed
+differences between methods are paired, and `stats.t_interval` of them is the comparison (report in
+`compare_report.py`). results.json is rewritten after every run, so a cut-short run still reports what it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SELECTORS = ("uds", "random", "max_loss", "max_grad")
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "compare"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def validated(path: str) -> str:
+    """`path` if uds.formats accepts it (the service's own upload validation), else SystemExit with its problems."""
+    from uds.formats import validate_file
+
+    report = validate_file(path)
+    if report.problems:
+        problems = "\n".join(f"  {problem}" for problem in report.problems[:20])
+        raise SystemExit(f"{path} is not a dataset the service accepts:\n{problems}")
+    return path
+
+
+def prepare_data(args, work: Path) -> dict:
+    """{"train", "eval", "kinds", "task"}: the user's files (validated) or a built-in task written under `work`."""
+    if args.train or args.eval:
+        if not (args.train and args.eval):
+            raise SystemExit("--train and --eval go together")
+        kinds = []
+        if args.kinds:
+            kinds = [json.loads(line)["kind"] for line in Path(args.kinds).read_text().splitlines() if line.strip()]
+        return {"train": validated(args.train), "eval": validated(args.eval), "kinds": kinds, "task": f"user data ({Path(args.train).name})"}
+    if args.task == "manpages":
+        from benchmarks.quality import manpages
+
+        folder = work / "manpages"
+        manpages.write(folder, args.train_rows, args.eval_rows, seed=0)
+    else:
+        from benchmarks.quality.dataset import write as write_signature
+
+        folder = Path(__file__).resolve().parent / "data"
+        if not (folder / "train.jsonl").exists():
+            write_signature(folder)
+    kinds = [json.loads(line)["kind"] for line in (folder / "train_meta.jsonl").read_text().splitlines()]
+    train, eval_path = folder / "train.jsonl", folder / "eval.jsonl"
+    if args.train_rows and args.task == "signature":
+        train = _head(train, work / "signature-train.jsonl", args.train_rows)
+        kinds = kinds[: args.train_rows]
+    if args.eval_rows and args.task == "signature":
+        eval_path = _head(eval_path, work / "signature-eval.jsonl", args.eval_rows)
+    return {"train": str(train), "eval": str(eval_path), "kinds": kinds, "task": args.task}
+
+
+def _head(source: Path, target: Path, n: int) -> Path:
+    target.write_text("".join(line + "\n" for line in source.read_text().splitlines()[:n]))
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------- base
+
+
+def prepare_base(args) -> tuple[str, dict]:
+    """(model folder, its pretrain.json): the BPE base of benchmarks.quality.base, or the byte-level one."""
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    if args.base == "byte":
+        from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, base_model_dir, pretrain
+
+        folder = pretrain(base_model_dir(data_dir or DEFAULT_DATA_DIR, args.pretrain_steps, 0, BASE_SHAPE), steps=args.pretrain_steps, log=log)
+        info = json.loads((folder / "pretrain.json").read_text())
+        return str(folder), {**info, "vocab_size": 260, "kind": "byte-level, 260 tokens (pretrain.py)"}
+    from benchmarks.quality import base
+
+    folder = base.build(base.spec_from_args(args), data_dir, log=log, progress=not args.no_progress)
+    info = json.loads((folder / "pretrain.json").read_text())
+    return str(folder), {**info, "kind": f"byte-level BPE, {info['vocab_size']} tokens (base.py)"}
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+def grid(methods, budgets) -> list[tuple[str, float]]:
+    """(method, budget) of one seed: full first (the reference), then each selector at each budget."""
+    return [("full", 1.0)] + [(m, b) for b in budgets for m in methods if m != "full"]
+
+
+def cost_at_vocab(model_dir: str, vocab: int, settings: dict, methods, budgets, rows: int) -> dict:
+    """Each method for one epoch over the first `rows` training rows on a copy of the base whose vocabulary is
+    widened to `vocab` (new rows random: this measures time, not quality), seed 0, in this process."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from uds.config import TrainConfig
+    from uds.trainer import train
+
+    with tempfile.TemporaryDirectory(prefix="uds-cost-") as root:
+        folder = Path(root) / f"v{vocab}"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model.resize_token_embeddings(vocab, mean_resizing=False)
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+        del model
+        subset = _head(Path(settings["train"]), Path(root) / "cost-train.jsonl", rows)
+        timings = {}
+        for method, budget in grid(methods, budgets):
+            config = TrainConfig(
+                model=str(folder), dataset_path=str(subset), output_dir=str(Path(root) / f"out-{method}-{budget}"),
+                method=method, budget=budget, epochs=1, learning_rate=settings["learning_rate"], max_seq_len=settings["max_seq_len"],
+                micro_batch_size=settings["micro_batch_size"], seed=0, device="cpu", checkpoint_every=10_000_000, keep_checkpoints=1,
+            )
+            summary = train(config, None, resume=False).summary
+            timings[f"{method}@{budget:g}"] = {"method": method, "budget": budget, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"]}
+            shutil.rmtree(config.output_dir, ignore_errors=True)
+            log(f"cost V={vocab}: {method} {budget:g}: {summary['time_scoring'] + summary['time_training']:.1f} s (scoring {summary['time_scoring']:.1f} s)")
+    return {"vocab": vocab, "rows": rows, "timings": timings}
+
+
+def parse_args(argv=None):
+    from benchmarks.quality import base
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=("manpages", "signature"), default="manpages", help="built-in task (ignored with --train/--eval)")
+    parser.add_argument("--train", help="training JSONL in any format the service accepts (chat, alpaca, prompt/completion)")
+    parser.add_argument("--eval", help="held-out JSONL (any accepted format); loss on its answers and exact match")
+    parser.add_argument("--kinds", help="optional JSONL with a {\"kind\": ...} per training row, to count what each method picked")
+    parser.add_argument("--train-rows", type=int, default=320, help="built-in task: training rows (signature: first N; 0 = all)")
+    parser.add_argument("--eval-rows", type=int, default=48, help="built-in task: held-out rows")
+    parser.add_argument("--base", choices=("bpe", "byte"), default="bpe", help="bpe: benchmarks.quality.base (flags below); byte: pretrain.py's")
+    parser.add_argument("--pretrain-steps", type=int, default=600, help="--base byte: its pretraining steps")
+    base.add_spec_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.25])
+    parser.add_argument("--methods", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--cost-vocab", type=int, nargs="*", default=[32768], help="also time every method at these vocabulary sizes")
+    parser.add_argument("--cost-rows", type=int, default=128)
+    parser.add_argument("--data-dir", default=None, help="cache of base models ($UDS_BENCH_DIR or ~/.cache/uds/bench-quality)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from benchmarks.quality import compare_report
+    from benchmarks.quality.run import run_one
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="uds-compare-"))
+    data = prepare_data(args, work)
+    model_dir, pretrain_info = prepare_base(args)
+    log(f"base: {model_dir} (held-out loss {pretrain_info['val_loss']:.3f}" + (f", unigram {pretrain_info['unigram_loss']:.3f})" if "unigram_loss" in pretrain_info else ")"))
+    settings = {
+        "model": model_dir, "train": data["train"], "eval": data["eval"], "task": data["task"], "epochs": args.epochs,
+        "learning_rate": args.learning_rate, "warmup_ratio": 0.05, "max_seq_len": args.max_seq_len, "micro_batch_size": 8,
+        "eval_every": None, "n_train": sum(1 for line in Path(data["train"]).read_text().splitlines() if line.strip()),
+        "n_eval": sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip()),
+        "train_kinds": {k: data["kinds"].count(k) for k in dict.fromkeys(data["kinds"])},
+        "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"}, "seeds": args.seeds, "budgets": args.budgets,
+    }
+    results = {"command": " ".join(["python -m benchmarks.quality.compare", *(argv if argv is not None else sys.argv[1:])]),
+               "settings": settings, "runs": [], "cost": [], "date": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": args.threads}
+
+    def save():
+        results["total_wall_s"] = time.perf_counter() - started
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        compare_report.write(results, out)
+
+    for seed in range(args.seeds):
+        for method, budget in grid(args.methods, args.budgets):
+            row = run_one(settings, method, method, budget, {}, seed, data["kinds"], curves=False)
+            row.pop("curve", None)
+            results["runs"].append(row)
+            log(f"seed {seed} {method:>8} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
+                f"answer tokens {row['eval_token_accuracy']:.1%}, {row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)")
+            save()
+    for vocab in args.cost_vocab:
+        results["cost"].append(cost_at_vocab(model_dir, vocab, settings, args.methods, args.budgets, args.cost_rows))
+        save()
+    shutil.rmtree(work, ignore_errors=True)
+    save()
+    log(f"done in {results['total_wall_s'] / 60:.1f} min: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
