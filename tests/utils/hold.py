@@ -52,3 +52,25 @@ def install(step: int, release_file: str) -> None:
             time.sleep(0.05)
 
     DbLogger.log_step = log_step_then_hold
+
+
+def install_generation_hold(release_file: str) -> None:
+    """In the child: a try-it generation waits at its first token while `release_file` does not exist, until it is
+    cancelled (the real cancel check, through the row), so a test can press Cancel on a generation that is running."""
+    import worker.job_tasks as job_tasks
+
+    real_check = job_tasks._cancel_check
+
+    def held_check(sessions, task_id, *stop_event):
+        check = real_check(sessions, task_id, *stop_event)
+
+        def should_stop() -> bool:
+            while not os.path.exists(release_file):
+                if check():
+                    return True
+                time.sleep(0.05)
+            return check()
+
+        return should_stop
+
+    job_tasks._cancel_check = held_check

@@ -7,9 +7,10 @@ import { get, post, download, url } from '../api.js';
 import { LineChart, COLORS } from '../charts.js';
 import { selectionsPanel } from './selections.js';
 import { etaText, phaseText } from '../phase.js';
+import { tryItPanel } from './tryit.js';
 
 const POLL_MS = 2000;
-const TABS = [['charts', 'Charts'], ['data', 'What it trained on'], ['events', 'Events'], ['details', 'Details']];
+const TABS = [['charts', 'Charts'], ['data', 'What it trained on'], ['events', 'Events'], ['details', 'Details'], ['tryit', 'Try it']];
 
 const ERROR_HINTS = {
   out_of_memory: 'Lower micro_batch_size or max_seq_len, or use a smaller candidate_batch_size.',
@@ -317,6 +318,7 @@ export async function jobView(root, ctx, jobId) {
   // ---- tabs ----
   const rendered = new Set();
   let selectionsApi = null;
+  let tryItApi = null;
   function selectTab(name) {
     tab = name;
     for (const btn of tabBar.querySelectorAll('[role=tab]')) {
@@ -337,6 +339,12 @@ export async function jobView(root, ctx, jobId) {
     }
     if (tab === 'events') renderEvents();
     if (tab === 'details') renderDetails();
+    // Built when first shown, and again once a job that was still running has succeeded.
+    if (tab === 'tryit' && (!rendered.has('tryit') || (tryItApi?.status !== 'succeeded' && job.status === 'succeeded'))) {
+      rendered.add('tryit');
+      tryItApi?.stop();
+      tryItApi = Object.assign(tryItPanel(panels.tryit, job), { status: job.status });
+    }
   }
 
   let events = [];
@@ -450,6 +458,7 @@ export async function jobView(root, ctx, jobId) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    tryItApi?.stop();
     for (const c of Object.values(charts)) c.destroy();
   };
 }
