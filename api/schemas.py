@@ -76,6 +76,12 @@ class DatasetDeleted(BaseModel):
     deleted: bool = True
 
 
+class JobDeleted(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    deleted: bool = True
+
+
 class DatasetRow(BaseModel):
     row: int
     line: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import JSON, case, func, or_, select
+from sqlalchemy import select
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
@@ -49,45 +49,12 @@ def create_job(body: FineTuningJobCreate, request: Request, session: SessionDep,
     return render(session, settings, tenant, [job])[0]
 
 
-def _metadata_filter(request: Request):
-    """`metadata[k]=v` pairs (all must match), or `metadata=null` for jobs without metadata."""
-    pairs, null = [], False
-    for key, value in request.query_params.multi_items():
-        if key == "metadata":
-            if value != "null":
-                raise APIError(400, "metadata: filter with metadata[key]=value, or metadata=null.",
-                               code="invalid_value", param="metadata")
-            null = True
-        elif key.startswith("metadata[") and key.endswith("]"):
-            pairs.append((key[len("metadata["):-1], value))
-    if null and pairs:
-        raise APIError(400, "metadata: metadata=null cannot be combined with metadata[key]=value.",
-                       code="invalid_value", param="metadata")
-    return pairs, null
-
-
-def _metadata_value(key: str, sqlite: bool):
-    value = Job.metadata_[key].as_string()
-    if not sqlite:
-        return value
-    # SQLite keeps JSON as text, and older versions stored NaN in it, which is not JSON: one such row made
-    # json_extract fail the whole query, a 500 on every filtered list of that tenant. CASE (unlike AND) is sure
-    # to skip the extract on such a row, which then matches no filter.
-    return case((func.json_valid(Job.metadata_) == 1, value), else_=None)
-
-
 @router.get("", response_model=CursorList[FineTuningJob], dependencies=[known_query_only("metadata")])
 def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, after: After = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20):
     """Newest first. Filter with `metadata[key]=value` (repeatable) or `metadata=null`."""
-    pairs, null = _metadata_filter(request)
-    stmt = select(Job).where(Job.tenant_id == tenant.id)
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    for key, value in pairs:
-        stmt = stmt.where(_metadata_value(key, sqlite) == value)
-    if null:
-        # Python None is stored as JSON null by the JSON type, not SQL NULL: accept both.
-        stmt = stmt.where(or_(Job.metadata_.is_(None), Job.metadata_ == JSON.NULL))
+    stmt = job_service.where_metadata(session, select(Job).where(Job.tenant_id == tenant.id),
+                                      request.query_params.multi_items())
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
     data = render(session, settings, tenant, rows)
     return CursorList[FineTuningJob].page(data, has_more=has_more)

@@ -1,4 +1,4 @@
-"""/api/v1/jobs: create, list, get, cancel; and the job's metrics, selections, events, checkpoints, adapter."""
+"""/api/v1/jobs: create, list, get, cancel, delete; and the job's metrics, selections, events, checkpoints, adapter."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from api.schemas import (
     CheckpointPublic,
     EventPublic,
     JobCreate,
+    JobDeleted,
     JobPublic,
     ListPage,
     MetricsPage,
@@ -41,7 +42,7 @@ from api.schemas import (
 from api.services import jobs as job_service
 from api.schemas import LengthBiasPublic
 from api.services.length_bias import job_length_bias
-from api.query import KNOWN_QUERY
+from api.query import KNOWN_QUERY, known_query_only
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -55,10 +56,13 @@ def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: C
 StatusFilter = Annotated[Literal[JOB_STATUSES] | None, Query(description="Only jobs in this status.")]
 
 
-@router.get("", response_model=ListPage[JobPublic], dependencies=[KNOWN_QUERY])
-def list_jobs(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None,
-              status: StatusFilter = None):
-    stmt = select(Job).where(Job.tenant_id == tenant.id)
+@router.get("", response_model=ListPage[JobPublic], dependencies=[known_query_only("metadata")])
+def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20,
+              after: AfterParam = None, status: StatusFilter = None):
+    """Newest first. Filter with `status`, and with `metadata[key]=value` (repeatable; all must match; a number or
+    boolean matches its JSON text, `metadata[run]=3`) or `metadata=null` for jobs without metadata."""
+    stmt = job_service.where_metadata(session, select(Job).where(Job.tenant_id == tenant.id),
+                                      request.query_params.multi_items())
     if status is not None:
         stmt = stmt.where(Job.status == status)
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
@@ -70,6 +74,15 @@ def list_jobs(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job: JobDep):
     return job_public(job)
+
+
+@router.delete("/{job_id}", response_model=JobDeleted)
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep):
+    """A finished job (succeeded, failed, cancelled) with its metrics, selections, events, checkpoints, exports and
+    files. 409 `job_not_finished` while it is queued or running (cancel it first), 409 `job_in_use` while an export
+    or try-it of it is unfinished."""
+    job_service.delete_job(session, settings, job)
+    return JobDeleted(id=job.id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

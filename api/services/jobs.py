@@ -1,10 +1,13 @@
-"""Jobs: creation (validated, resolved, queued and dispatched), cancellation, and the fine-tuned model's name."""
+"""Jobs: creation (validated, resolved, queued and dispatched), cancellation, deletion, the metadata filter of both
+job lists, and the fine-tuned model's name."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, Select, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
@@ -13,7 +16,21 @@ from api.errors import APIError, not_found, param_error
 from api.events import add_event
 from api.integration_schemas import check_integrations
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
-from api.models import ACTIVE_STATUSES, FINISHED_STATUSES, Checkpoint, Dataset, Job, Tenant, utcnow
+from api.models import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobEvent,
+    JobTask,
+    ResultFile,
+    Selection,
+    StepMetric,
+    Tenant,
+    WebhookDelivery,
+    utcnow,
+)
 from api.pagination import fetch_page
 from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
 from api.services.models import base_model, check_job_fits_model
@@ -157,6 +174,94 @@ def cancel_job(session: Session, job: Job) -> Job:
 def _not_cancellable(job: Job) -> APIError:
     return APIError(400, f"Job {job.id} has already {job.status}; only queued or running jobs can be cancelled.",
                     code="job_not_cancellable", param="id")
+
+
+def delete_job(session: Session, settings: Settings, job: Job) -> None:
+    """A finished job (succeeded, failed, cancelled) and everything of it: its rows (events, metrics, selections,
+    checkpoints, result files, exports and try-it answers, sent webhook deliveries) and its folder `jobs/<id>`.
+    409 `job_not_finished` while it is queued or running, 409 `job_in_use` while an export or try-it of it is."""
+    job_id = job.id
+    # Postgres: wait for a claim or cancel in flight on this row, and keep task creations (their foreign key takes
+    # a share lock on it) out until we commit.
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    # The status check is a conditional UPDATE and the transaction's first write: SQLite has no FOR UPDATE and takes
+    # its write lock only here, so no claim, cancel or task can come between this check and the commit.
+    finished = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
+                               .values(status=Job.status)).rowcount
+    if not finished:
+        current = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
+        session.rollback()
+        if current is None:  # deleted meanwhile by another request
+            raise not_found("job", job_id)
+        what = ("cancel it first, or wait for it to finish" if not current.cancel_requested
+                else "its cancellation was requested; wait for it to stop")
+        raise APIError(409, f"Job {job_id} is {current.status}; only finished jobs (succeeded, failed, cancelled) "
+                       f"can be deleted: {what}.", code="job_not_finished", param="id")
+    task = session.execute(select(JobTask.id, JobTask.kind).where(
+        JobTask.job_id == job_id, JobTask.status.in_(("queued", "running"))).limit(1)).first()
+    if task is not None:
+        session.rollback()
+        what = "export" if task.kind == "export" else "try-it generation"
+        raise APIError(409, f"Job {job_id} has an unfinished {what} ({task.id}); wait for it (or cancel it) and "
+                       "delete the job then.", code="job_in_use", param="id")
+    # Explicit, not left to ON DELETE CASCADE alone: the rows go whatever the database's foreign-key setting.
+    for model in (Selection, StepMetric, JobEvent, Checkpoint, ResultFile, JobTask):
+        session.execute(delete(model).where(model.job_id == job_id))
+    # Deliveries still pending announce a status change that did happen: they are still sent (their body is
+    # stored on the row); the others are the webhook's log of this job.
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id == job_id,
+                                                  WebhookDelivery.status != "pending"))
+    session.execute(delete(Job).where(Job.id == job_id))
+    session.commit()
+    # After the commit: a failed commit must leave the files of the rows that remain.
+    shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
+
+
+def metadata_filter(items: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool]:
+    """`metadata[k]=v` query pairs (all must match), or `metadata=null` for jobs without metadata (both job lists)."""
+    pairs, null = [], False
+    for key, value in items:
+        if key == "metadata":
+            if value != "null":
+                raise APIError(400, "metadata: filter with metadata[key]=value, or metadata=null.",
+                               code="invalid_value", param="metadata")
+            null = True
+        elif key.startswith("metadata"):
+            name = key[len("metadata["):-1] if key.startswith("metadata[") and key.endswith("]") else ""
+            if not name:
+                raise APIError(400, f"{key}: filter with metadata[key]=value (a key in the brackets), or "
+                               "metadata=null.", code="invalid_value", param=key)
+            pairs.append((name, value))
+    if null and pairs:
+        raise APIError(400, "metadata: metadata=null cannot be combined with metadata[key]=value.",
+                       code="invalid_value", param="metadata")
+    return pairs, null
+
+
+def _metadata_matches(key: str, value: str, sqlite: bool):
+    # `->>` gives a scalar's text on Postgres: "a" -> a, 3 -> 3, true -> true. SQLite's json_extract gives 1 for
+    # true, so there a boolean is matched by its json_type, and `metadata[ok]=true` finds {"ok": true} on both.
+    value_text = Job.metadata_[key].as_string() == value
+    if not sqlite:
+        return value_text
+    kind = func.json_type(Job.metadata_, '$."' + key + '"')
+    match = case((kind.in_(("true", "false")), kind == value), else_=value_text)
+    # SQLite keeps JSON as text, and older versions stored NaN in it, which is not JSON: one such row made
+    # json_extract fail the whole query, a 500 on every filtered list of that tenant. CASE (unlike AND) is sure
+    # to skip the extract on such a row, which then matches no filter.
+    return case((func.json_valid(Job.metadata_) == 1, match), else_=False)
+
+
+def where_metadata(session: Session, stmt: Select, items: Iterable[tuple[str, str]]) -> Select:
+    """`stmt` (over jobs) narrowed by the `metadata[...]` parameters among the query's `items`."""
+    pairs, null = metadata_filter(items)
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    for key, value in pairs:
+        stmt = stmt.where(_metadata_matches(key, value, sqlite))
+    if null:
+        # Python None is stored as JSON null by the JSON type, not SQL NULL: accept both.
+        stmt = stmt.where(or_(Job.metadata_.is_(None), Job.metadata_ == JSON.NULL))
+    return stmt
 
 
 def checkpoint_page(session: Session, job: Job, settings: Settings, limit: int,

@@ -40,3 +40,14 @@ def test_jobs_and_datasets_with_unreadable_metadata_still_read_and_delete(client
     for url in (f"/api/v1/jobs/{job_id}", f"/v1/fine_tuning/jobs/{job_id}", "/api/v1/jobs", "/v1/fine_tuning/jobs"):
         assert client.get(url, headers=bearer(key)).status_code == 200, url
     assert client.delete(f"/api/v1/datasets/{dataset_id}", headers=bearer(key)).status_code == 200
+
+
+def test_native_metadata_filter_and_job_delete_with_unreadable_metadata(client, key, poisoned_job):
+    job_id = poisoned_job["job"]["id"]
+    other = create_job(client, key, poisoned_job["dataset"]["id"], metadata={"team": "b"}).json()
+    response = client.get("/api/v1/jobs", headers=bearer(key), params={"metadata[team]": "b"})
+    assert response.status_code == 200, response.text
+    assert [j["id"] for j in response.json()["data"]] == [other["id"]]
+    client.post(f"/api/v1/jobs/{other['id']}/cancel", headers=bearer(key))
+    assert client.delete(f"/api/v1/jobs/{job_id}", headers=bearer(key)).status_code == 200  # cancelled: deletable
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).status_code == 404

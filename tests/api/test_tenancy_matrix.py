@@ -152,7 +152,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     # B's objects are exactly as they were: nothing cancelled, deleted or changed by A's attempts.
     kb = bearer(b["key"])
     assert client.get(f"/api/v1/datasets/{b['dataset']}", headers=kb).status_code == 200
-    assert client.get(f"/api/v1/jobs/{b['done']}", headers=kb).json()["status"] == "succeeded"
+    assert client.get(f"/api/v1/jobs/{b['done']}", headers=kb).json()["status"] == "succeeded"  # A's DELETE did nothing
     running = client.get(f"/api/v1/jobs/{b['running']}", headers=kb).json()
     assert running["status"] == "running" and running["cancel_requested"] is False
     generation = client.get(f"/api/v1/generations/{b['generation']}", headers=kb).json()
