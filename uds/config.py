@@ -239,7 +239,7 @@ class TrainConfig:
 def _apply_recipe_to_defaults(config: TrainConfig) -> None:
     """For direct construction (`TrainConfig(recipe="paper", ...)`): recipe values replace settings left at their
     dataclass default. `from_dict` is exact about what was given; this cannot tell an explicit default apart."""
-    for name, value in RECIPE_SETTINGS[config.recipe].items():
+    for name, value in RECIPE_SETTINGS[str(config.recipe)].items():
         spec = config.__dataclass_fields__[name]
         default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
         if getattr(config, name) == default:

@@ -279,7 +279,7 @@ def _check_turn(index: int, turn: Any) -> tuple[dict | None, list[str]]:
             reasons.append(f"{label}: {reason}")
     if reasons:
         return None, reasons
-    return {"role": SHAREGPT_ROLES[speaker], "content": turn[text_key], "weight": 1}, []
+    return {"role": SHAREGPT_ROLES[str(speaker)], "content": turn[text_key], "weight": 1}, []
 
 
 def _check_sharegpt(record: dict) -> tuple[list[dict] | None, list[str]]:
@@ -312,8 +312,8 @@ CHECKERS = {"chat": _check_chat, "alpaca": _check_alpaca, "completion": _check_c
 def normalise_record(record: dict, fmt: str) -> list[dict]:
     """The chat messages of one parsed record in format `fmt`; raises ValueError with the reasons if invalid."""
     messages, reasons = CHECKERS[fmt](record)
-    if reasons:
-        raise ValueError("; ".join(reasons))
+    if reasons or messages is None:
+        raise ValueError("; ".join(reasons) or "no messages")
     return messages
 
 

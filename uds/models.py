@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -262,11 +262,12 @@ def _unwrap(model) -> nn.Module:
 def _effective_weight(layer: nn.Module) -> Tensor:
     """The weight a (possibly LoRA-wrapped) linear layer applies, with unmerged adapter deltas added."""
     base = getattr(layer, "base_layer", layer)
-    weight = base.weight
-    if hasattr(layer, "get_delta_weight") and not getattr(layer, "merged", False):
+    weight: Any = base.weight
+    delta = getattr(layer, "get_delta_weight", None)
+    if callable(delta) and not getattr(layer, "merged", False):
         for adapter in getattr(layer, "active_adapters", []):
             if adapter in getattr(layer, "lora_A", {}):
-                weight = weight + layer.get_delta_weight(adapter)
+                weight = weight + delta(adapter)
     return weight
 
 
@@ -283,7 +284,8 @@ def _logit_scale(config) -> float:
 def output_head(model) -> OutputHead:
     """The output embedding of `model` (plain or PeftModel) and whether its logits are linear in it."""
     base = _unwrap(model)
-    layer = base.get_output_embeddings()
+    get_layer: Any = base.get_output_embeddings
+    layer = get_layer()
     if layer is None:
         raise ValueError(f"{type(base).__name__} has no output embedding layer")
     base_layer = getattr(layer, "base_layer", layer)

@@ -109,17 +109,15 @@ def explicit_scores(
     One pass: each chunk's logits serve both, so a non-linear head is evaluated once per example.
     `logits_fn` must return a new tensor (it is masked in place).
     """
-    want_projection = r_voc_matrix is not None and r_seq_matrix is not None
     mask = mask.to(hidden.device)
-    if want_projection:
-        _check_length(hidden.shape[1], r_seq_matrix)
     batch = hidden.shape[0]
     norms = hidden.new_zeros(batch, dtype=torch.float32)
-    projections = None
-    if want_projection:
+    projections = r_seq_full = r_voc = None
+    if r_voc_matrix is not None and r_seq_matrix is not None:
+        _check_length(hidden.shape[1], r_seq_matrix)
         projections = hidden.new_zeros(batch, r_seq_matrix.shape[0] * r_voc_matrix.shape[1], dtype=torch.float32)
         r_seq_full = r_seq_matrix[:, : hidden.shape[1]].to(device=hidden.device, dtype=torch.float32)
-        r_voc_matrix = r_voc_matrix.to(device=hidden.device, dtype=torch.float32)
+        r_voc = r_voc_matrix.to(device=hidden.device, dtype=torch.float32)
     # Positions padded in every example contribute zero rows to every Z_i: skipping them is exact and saves logits.
     keep = (mask != 0).any(0)
     hidden_kept, mask_kept = hidden[:, keep], mask[:, keep]
@@ -128,8 +126,8 @@ def explicit_scores(
         m = mask_kept[start:stop].to(device=hidden.device, dtype=torch.float32).unsqueeze(-1)
         logits = logits_fn(hidden_kept[start:stop]).to(torch.float32).mul_(m)  # in place: the chunk's logits exist once
         norms[start:stop] = _nuclear_norms_of(logits)
-        if want_projection:
-            projected = r_seq_full[:, keep] @ (logits @ r_voc_matrix)
+        if projections is not None and r_seq_full is not None and r_voc is not None:
+            projected = r_seq_full[:, keep] @ (logits @ r_voc)
             projections[start:stop] = projected.reshape(stop - start, -1)
         del logits
     return norms, projections
@@ -345,11 +343,13 @@ def token_statistics(
         targets = labels[:, 1:].to(device)
         valid = (targets != ignore_index) & (mask[:, :-1].to(device) != 0)
         rows, cols = valid.nonzero(as_tuple=True)
-        weight = None if head_fn is not None else head_weight.detach().to(device=device, dtype=torch.float32)
+        if head_fn is None and head_weight is None:
+            raise ValueError("token_statistics needs head_weight or head_fn")
+        weight = None if head_weight is None else head_weight.detach().to(device=device, dtype=torch.float32)
         for start in range(0, rows.numel(), max(1, chunk_size)):
             r, c = rows[start : start + chunk_size], cols[start : start + chunk_size]
             h = hidden[r, c]
-            logits = (head_fn(h) if head_fn is not None else h.to(torch.float32) @ weight.T).to(torch.float32)
+            logits = (head_fn(h) if head_fn is not None else h.to(torch.float32) @ _present(weight).T).to(torch.float32)
             y = targets[r, c].unsqueeze(-1)
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             direct_loss = (lse - logits.gather(-1, y)).squeeze(-1)
@@ -445,6 +445,12 @@ class AutoAlpha:
 def _centred64(values: Tensor | None) -> Tensor:
     flat = _flat64(values)
     return flat - flat.mean() if flat.numel() else flat
+
+
+def _present(value: Tensor | None) -> Tensor:
+    if value is None:
+        raise ValueError("a required tensor is missing")
+    return value
 
 
 def _flat64(values: Tensor | None) -> Tensor:

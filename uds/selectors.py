@@ -128,7 +128,14 @@ def select_groups(selector: Selector, measures: Measures, group_sizes: Sequence[
 def _cat_optional(values: list[Tensor | None]) -> Tensor | None:
     if not values or any(v is None for v in values):
         return None
-    return torch.cat([v.float().cpu() for v in values])
+    return torch.cat([v.float().cpu() for v in values if v is not None])
+
+
+def required(value: Any, what: str) -> Any:
+    """`value`, or a ValueError naming what a selector needed and did not get (a caller wiring mistake)."""
+    if value is None:
+        raise ValueError(f"missing {what}")
+    return value
 
 
 def select_topk(total: Tensor, k: int) -> Tensor:
@@ -194,36 +201,39 @@ class UDSSelector(_Stateless):
         vocab_size = weight.shape[0]
         self.linear = bool(head.is_linear)
         self.r_seq_matrix, r_voc_matrix = projection_matrices(vocab_size, max_len, r_voc, r_seq, seed, device=device)
+        self.factor: Tensor | None = None
+        self.w_proj: Tensor | None = None
+        self.r_voc_matrix: Tensor | None = None
         if self.linear:
             # The per-job matrices of the no-logits route: what replaces W for u (F, F F^T = W^T W) and for p (W^T R_voc).
             self.factor = gram_factor(gram_matrix(weight)).to(torch.float32)
             self.w_proj = head_projection(weight, r_voc_matrix)
-            self.r_voc_matrix = None
         else:
-            self.factor = self.w_proj = None
             self.r_voc_matrix = r_voc_matrix
         self.buffer = MemoryBuffer(buffer_size, r_seq * r_voc, device=device)
         # What "paper" means for this job, reported next to whatever alpha is used.
         self.paper_alpha = paper_alpha(vocab_size, max_len)
         self.auto_alpha = AutoAlpha(alpha_window) if alpha == "auto" else None
-        self.fixed_alpha = None if alpha == "auto" else (self.paper_alpha if alpha == "paper" else float(alpha))
+        self.fixed_alpha = 0.0 if alpha == "auto" else (self.paper_alpha if alpha == "paper" else float(alpha))
 
     @torch.no_grad()
     def measure(self, inputs: ScoringInputs) -> Measures:
-        with _full_precision(inputs.hidden.device):
-            u, p = self._utility_and_projection(inputs)
+        hidden = required(inputs.hidden, "hidden states")
+        with _full_precision(hidden.device):
+            u, p = self._utility_and_projection(hidden, inputs.attention_mask, inputs.head)
         return Measures(u.shape[0], utility=u, projection=p)
 
-    def _utility_and_projection(self, inputs: ScoringInputs) -> tuple[Tensor, Tensor]:
-        hidden, mask = inputs.hidden, inputs.attention_mask
-        if self.linear:
+    def _utility_and_projection(self, hidden: Tensor, mask: Tensor, head: Any) -> tuple[Tensor, Tensor]:
+        if self.factor is not None and self.w_proj is not None:
             return nuclear_norms_from_factor(hidden, mask, self.factor), project(hidden, mask, self.w_proj, self.r_seq_matrix)
-        chunk = max(1, _LOGITS_BUDGET // (hidden.shape[1] * self.r_voc_matrix.shape[0]))
-        return explicit_scores(hidden, mask, head_logits_fn(inputs.head), chunk, self.r_voc_matrix, self.r_seq_matrix)
+        r_voc = required(self.r_voc_matrix, "the vocabulary projection")
+        chunk = max(1, _LOGITS_BUDGET // (hidden.shape[1] * r_voc.shape[0]))
+        norms, projections = explicit_scores(hidden, mask, head_logits_fn(head), chunk, r_voc, self.r_seq_matrix)
+        return norms, required(projections, "projections")
 
     @torch.no_grad()
     def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
-        u, p = group.utility, group.projection
+        u, p = required(group.utility, "utility"), required(group.projection, "projections")
         has_memory = len(self.buffer) > 0
         v = self.buffer.mean_distances(p)
         # v is only informative once the memory held something when the group was scored.
@@ -290,16 +300,17 @@ class _TokenStatisticSelector(_Stateless):
     def measure(self, inputs: ScoringInputs) -> Measures:
         if inputs.labels is None:
             raise ValueError(f"the {self.name} selector needs labels")
-        head = inputs.head
+        head, hidden = inputs.head, required(inputs.hidden, "hidden states")
         head_fn = None if head.is_linear else head_logits_fn(head)
         chunk = max(1, _LOGITS_BUDGET // head.weight.shape[0])
-        with _full_precision(inputs.hidden.device):
-            stats = token_statistics(inputs.hidden, inputs.attention_mask, inputs.labels, head.weight, chunk, head_fn)
+        with _full_precision(hidden.device):
+            stats = token_statistics(hidden, inputs.attention_mask, inputs.labels, head.weight, chunk, head_fn)
         values = getattr(stats, self.statistic)
         return Measures(values.shape[0], statistic=values)
 
     def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
-        return Scores(total=group.statistic), select_topk(group.statistic, k)
+        statistic = required(group.statistic, self.statistic)
+        return Scores(total=statistic), select_topk(statistic, k)
 
 
 class MaxLossSelector(_TokenStatisticSelector):

@@ -370,8 +370,9 @@ def answer_masks(examples, tokenizer, max_seq_len: int, items: list[TokenizedExa
 
 def _score_mask(run: _Run, candidates: list[TokenizedExample], attention_mask: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros_like(attention_mask)
+    score_masks = run.score_masks or {}
     for i, item in enumerate(candidates):
-        row_mask = run.score_masks[item.row]
+        row_mask = score_masks[item.row]
         mask[i, : len(row_mask)] = torch.tensor(row_mask, dtype=mask.dtype)
     return mask
 

@@ -12,7 +12,7 @@ from trl import SFTTrainer
 from uds.integrations.trainer import UDSMixin
 
 
-class UDSSFTTrainer(UDSMixin, SFTTrainer):
+class UDSSFTTrainer(UDSMixin, SFTTrainer):  # type: ignore[misc]  # as UDSTrainer
     """`trl.SFTTrainer` with UDS online batch selection: `UDSSFTTrainer(model=..., args=sft_config, uds=UDSConfig(...))`."""
 
     def __init__(self, *args, **kwargs):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -116,7 +116,11 @@ class _RowsCollator:
         return batch
 
 
-class UDSMixin:
+# The mixin reaches the Trainer's attributes (args, state, model, ...): type-checked as the Trainer it joins.
+_MixinBase: Any = Trainer if TYPE_CHECKING else object
+
+
+class UDSMixin(_MixinBase):
     """Online batch selection for a `transformers.Trainer` (or a subclass, e.g. TRL's SFTTrainer): put it first.
 
     Single process only for now (one GPU or the CPU). Batches must be right-padded `input_ids`, `attention_mask`
@@ -289,7 +293,7 @@ class UDSMixin:
         self.uds_counters.update(state["counters"])
 
 
-class UDSTrainer(UDSMixin, Trainer):
+class UDSTrainer(UDSMixin, Trainer):  # type: ignore[misc]  # the mixin sets loss_is_scaled_for_ga per instance
     """`transformers.Trainer` with UDS online batch selection: `UDSTrainer(model=..., args=..., uds=UDSConfig(...))`."""
 
 
