@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_dashboard import _start_server, browser, page, wait_js  # noqa: F401 - fixtures used by name
+from tests.utils.dialogs import delete_after_confirmation
 from tests.utils.factories import chat_rows, jsonl
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,21 +43,9 @@ def test_a_finished_job_is_deleted_after_confirmation(server, page):
     button.wait_for()
     assert page.locator(f"[data-job-id='{queued['id']}']").count() == 1
     assert page.locator(f"[data-delete-job='{queued['id']}']").count() == 0  # unfinished: cancel it first
-    asked: list[str] = []
-
-    def dismiss(dialog):
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    page.once("dialog", dismiss)
-    button.click()
-    wait_js(page, "true")
-    assert asked and "to delete" in asked[0] and "cannot be undone" in asked[0]
-    assert httpx.get(f"{server.url}/api/v1/jobs/{done['id']}").status_code == 200  # dismissed: kept
-    page.once("dialog", lambda dialog: dialog.accept())
-    button.click()
-    wait_js(page, f"!document.querySelector(\"[data-job-id='{done['id']}']\")")
-    assert httpx.get(f"{server.url}/api/v1/jobs/{done['id']}").status_code == 404
+    asked = delete_after_confirmation(page, button, f"{server.url}/api/v1/jobs/{done['id']}",
+                                      f"!document.querySelector(\"[data-job-id='{done['id']}']\")")
+    assert "to delete" in asked and "cannot be undone" in asked
     assert page.locator(f"[data-job-id='{queued['id']}']").count() == 1
     httpx.post(f"{server.url}/api/v1/jobs/{queued['id']}/cancel", timeout=30)
 
@@ -68,7 +57,9 @@ def test_the_metadata_filter_narrows_the_list(server, page):
     page.locator(f"[data-job-id='{b['id']}']").wait_for()
     page.fill("#metadata-filter", "team=a")
     page.press("#metadata-filter", "Enter")
-    wait_js(page, f"!document.querySelector(\"[data-job-id='{b['id']}']\")")
+    # The filtered page is rendered (a's row) and b is not on it; the view re-renders from "Loading jobs" first.
+    wait_js(page, f"document.querySelector(\"[data-job-id='{a['id']}']\") && "
+                  f"!document.querySelector(\"[data-job-id='{b['id']}']\")")
     assert page.locator("tr[data-job-id]").evaluate_all("rows => rows.map((r) => r.dataset.jobId)") == [a["id"]]
     assert "metadata=team%3Da" in page.evaluate("location.hash")
     page.reload()  # the filter lives in the address: a reload or a shared link keeps it

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_dashboard import _start_server, browser, page, wait_js  # noqa: F401 - fixtures used by name
+from tests.utils.dialogs import delete_after_confirmation
 from tests.utils.factories import chat_rows, jsonl
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -53,21 +54,9 @@ def test_a_dataset_is_deleted_after_confirmation(server, page):
     page.goto(f"{server.url}/#/datasets")
     button = page.locator(f"[data-delete='{dataset['id']}']")
     button.wait_for()
-    asked: list[str] = []
-
-    def dismiss(dialog):
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    page.once("dialog", dismiss)
-    button.click()
-    wait_js(page, "true")
-    assert asked and "to-delete.jsonl" in asked[0] and "cannot be undone" in asked[0]
-    assert httpx.get(f"{server.url}/api/v1/datasets/{dataset['id']}").status_code == 200  # dismissed: kept
-    page.once("dialog", lambda dialog: dialog.accept())
-    button.click()
-    wait_js(page, f"!document.querySelector(\"[data-delete='{dataset['id']}']\")")
-    assert httpx.get(f"{server.url}/api/v1/datasets/{dataset['id']}").status_code == 404
+    asked = delete_after_confirmation(page, button, f"{server.url}/api/v1/datasets/{dataset['id']}",
+                                      f"!document.querySelector(\"[data-delete='{dataset['id']}']\")")
+    assert "to-delete.jsonl" in asked and "cannot be undone" in asked
 
 
 def test_a_jobs_metadata_shows_on_its_page(server, page):
