@@ -154,7 +154,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         syntax = json_syntax_message(first, exc.body)
         if syntax:  # not a field's problem: no param (it used to be the byte offset, "68")
             return error_response(400, syntax, "invalid_json", None)

@@ -36,7 +36,7 @@ def eta_seconds(job: Job, now: dt.datetime) -> float | None:
     if (evals_left or evaluating) and job.eval_seconds is None:
         return None  # the first evaluation is still to be measured; any figure would be a guess
     remaining = evals_left * (job.eval_seconds or 0.0)
-    if evaluating:
+    if evaluating and job.eval_seconds is not None:  # always set here: checked just above
         remaining += max(0.0, job.eval_seconds - _seconds(now, job.phase_started_at))
     if steps_left:
         per_step = _step_seconds(job)

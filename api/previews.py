@@ -107,7 +107,10 @@ class DatasetRowReader:
         with open_file(self.dataset_path, "rb") as handle:
             raw = _read_line(handle, offset)
         record = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
-        return Example(row=row, line=line, messages=normalise_record(record, detect_format(record)))
+        fmt = detect_format(record)
+        if fmt is None:  # validated on upload: every stored row is in a known format
+            raise ValueError(f"row {row} (line {line}) of {self.dataset_path} is in no known format")
+        return Example(row=row, line=line, messages=normalise_record(record, fmt))
 
 
 def _read_line(handle, offset: int) -> bytes:

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import types
 import typing
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -29,8 +29,9 @@ class ListPage(BaseModel, Generic[T]):
     @classmethod
     def page(cls, data: list[T], has_more: bool) -> "ListPage[T]":
         """A page of objects with an `id`; first_id/last_id are the cursors a client passes as `after`."""
-        return cls(data=data, has_more=has_more, first_id=data[0].id if data else None,
-                   last_id=data[-1].id if data else None)
+        items: list[Any] = data  # T is unbounded (pydantic validates against it); every page's objects have an id
+        return cls(data=data, has_more=has_more, first_id=items[0].id if items else None,
+                   last_id=items[-1].id if items else None)
 
 
 class ErrorDetail(BaseModel):
@@ -187,17 +188,24 @@ def _words_as_str(annotation: Any) -> Any:
 TRAIN_SETTINGS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in HOST_FIELDS and f.name != "model"
 )
-JobCreate = create_model(
-    "JobCreate",
-    __base__=JobRequest,
-    __doc__=(
-        "Every TrainConfig setting but the host paths may be given; omitted ones take the `recipe`'s value if one is "
-        "named, else the TrainConfig default (and checkpoint_every the server's UDS_CHECKPOINT_EVERY). Resolution and "
-        "validation are TrainConfig.from_dict's. `alpha` is a number, \"paper\" or \"auto\"; `candidate_batch_size` "
-        "is one selection group (B), and `train_batch_size` the selected examples per optimizer step."
-    ),
-    **{name: _setting_field(name, typing.get_type_hints(TrainConfig)[name]) for name in TRAIN_SETTINGS},
-)
+if TYPE_CHECKING:
+    class JobCreate(JobRequest):
+        """JobRequest and every TrainConfig setting (optional), as built below; the settings are typed Any here."""
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    JobCreate = create_model(
+        "JobCreate",
+        __base__=JobRequest,
+        __doc__=(
+            "Every TrainConfig setting but the host paths may be given; omitted ones take the `recipe`'s value if "
+            "one is named, else the TrainConfig default (and checkpoint_every the server's UDS_CHECKPOINT_EVERY). "
+            "Resolution and validation are TrainConfig.from_dict's. `alpha` is a number, \"paper\" or \"auto\"; "
+            "`candidate_batch_size` is one selection group (B), and `train_batch_size` the selected examples per "
+            "optimizer step."
+        ),
+        **{name: _setting_field(name, typing.get_type_hints(TrainConfig)[name]) for name in TRAIN_SETTINGS},
+    )
 
 
 

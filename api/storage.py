@@ -90,7 +90,8 @@ def tenant_usage(session: Session, tenant_id: int, reserved_per_job) -> int:
     datasets = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
     adapters = session.scalar(select(func.coalesce(func.sum(Job.adapter_bytes), 0)).where(Job.tenant_id == tenant_id))
     active = session.scalars(select(Job.config).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES)))
-    return int(datasets) + int(adapters) + sum(reserved_per_job(config or {}) for config in active)
+    # coalesce(sum, 0) is never NULL; `or 0` only tells the type checker so.
+    return int(datasets or 0) + int(adapters or 0) + sum(reserved_per_job(config or {}) for config in active)
 
 
 def check_quota(settings: Settings, session: Session, tenant_id: int, adding: int, what: str, param: str,

@@ -50,7 +50,7 @@ def resolve(host: str, port: int | None) -> list[str]:
     # An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is judged as the IPv4 address it carries.
     addresses = []
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # the host of an AF_INET/AF_INET6 sockaddr
         mapped = getattr(address, "ipv4_mapped", None)
         addresses.append(str(mapped or address))
     return addresses

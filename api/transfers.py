@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import FileResponse
@@ -100,7 +100,7 @@ class Pace:
         self.started = time.monotonic()
         self.bytes = 0
 
-    async def step(self, operation: Awaitable, nbytes: Callable[[object], int] = lambda _: 0):
+    async def step(self, operation: Awaitable, nbytes: Callable[[Any], int] = lambda _: 0):
         """Await one receive or send, at most `idle` seconds; then check the average rate so far."""
         try:
             result = await asyncio.wait_for(operation, self.idle)

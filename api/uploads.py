@@ -12,6 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -80,7 +81,7 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     out = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     # `filename` is the file part's name, kept once set: a field after the file must not reset it.
-    state = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
+    state: dict[str, Any] = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
              "value": bytearray(), "seen_file": False, "n_fields": 0,
              "fields_size": 0}
     fields: dict[str, str] = {}

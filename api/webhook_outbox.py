@@ -20,9 +20,9 @@ EVENT_OF_STATUS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancel
 
 def record_status_event(session: Session, job_id: str, status: str | None) -> int:
     """One pending delivery per webhook of the job's tenant that subscribed to this status. Returns how many."""
-    event = EVENT_OF_STATUS.get(status or "")
-    if event is None:
+    if status is None or status not in EVENT_OF_STATUS:
         return 0
+    event = EVENT_OF_STATUS[status]
     # Columns, not session.get: the status change is usually a bulk UPDATE the identity map has not seen.
     job = session.execute(select(Job.id, Job.tenant_id, Job.status, Job.name, Job.model, Job.fine_tuned_model,
                                  Job.error_code, Job.error_message, Job.finished_at, Job.metadata_)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.models import Webhook, WebhookDelivery
 
 WebhookEvent = Literal["job.succeeded", "job.failed", "job.cancelled", "job.running"]
-DEFAULT_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
+DEFAULT_EVENTS: list[WebhookEvent] = ["job.succeeded", "job.failed", "job.cancelled"]
 
 
 class WebhookCreate(BaseModel):

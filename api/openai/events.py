@@ -76,7 +76,7 @@ def list_events(session: Session, job: Job, limit: int, after: str | None) -> tu
         else:
             events = events.where(JobEvent.created_at < at)
             steps = steps.where(or_(StepMetric.created_at < at, and_(StepMetric.created_at == at, StepMetric.step < key)))
-    rows = [((e.created_at, 1, e.id), e) for e in
+    rows: list[tuple[tuple[Any, int, int], JobEvent | StepMetric]] = [((e.created_at, 1, e.id), e) for e in
             session.scalars(events.order_by(JobEvent.created_at.desc(), JobEvent.id.desc()).limit(limit + 1))]
     rows += [((m.created_at, 0, m.step), m) for m in
              session.scalars(steps.order_by(StepMetric.created_at.desc(), StepMetric.step.desc()).limit(limit + 1))]

@@ -38,10 +38,12 @@ def file_object(row: Dataset | ResultFile) -> FileObject:
 
 
 def lookup(session: Session, tenant_id: int, file_id: str) -> Dataset | ResultFile:
-    for model in (Dataset, ResultFile):
-        row = session.scalar(select(model).where(model.id == file_id, model.tenant_id == tenant_id))
-        if row is not None:
-            return row
+    dataset = session.scalar(select(Dataset).where(Dataset.id == file_id, Dataset.tenant_id == tenant_id))
+    if dataset is not None:
+        return dataset
+    result = session.scalar(select(ResultFile).where(ResultFile.id == file_id, ResultFile.tenant_id == tenant_id))
+    if result is not None:
+        return result
     raise not_found("file", file_id)
 
 
@@ -111,7 +113,7 @@ def file_content(file_id: FileId, request: Request, session: SessionDep, tenant:
     if path is None:
         raise APIError(404, f"The content of {file_id} is missing from the artifact store.", code="file_not_found",
                        param="file_id")
-    media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(getattr(row, "kind", None),
+    media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(getattr(row, "kind", ""),
                                                                                  "application/octet-stream")
     # Streamed in chunks (never loaded into memory), with no database connection held, under the download caps.
     return transfers.file_response(request, settings, path, media_type=media_type, filename=row.filename)

@@ -98,11 +98,10 @@ def job_checkpoints(job: JobDep, session: SessionDep, tenant: CurrentTenant, set
     data = []
     for c in page.data:
         m = c.metrics or {}
+        extra = {"valid_exact_match": m["eval_accuracy"]} if m.get("eval_accuracy") is not None else {}
         metrics = CheckpointMetrics(step=c.step, train_loss=m.get("loss"),
                                     train_mean_token_accuracy=m.get("token_accuracy"),
-                                    valid_loss=m.get("eval_loss"), full_valid_loss=m.get("eval_loss"))
-        if m.get("eval_accuracy") is not None:
-            metrics.valid_exact_match = m["eval_accuracy"]
+                                    valid_loss=m.get("eval_loss"), full_valid_loss=m.get("eval_loss"), **extra)
         data.append(JobCheckpoint(id=c.id, created_at=unix(c.created_at), fine_tuned_model_checkpoint=
                                   f"{name}:ckpt-step-{c.step}", fine_tuning_job_id=job.id, metrics=metrics,
                                   step_number=c.step, available=c.available))

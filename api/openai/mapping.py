@@ -39,7 +39,7 @@ from api.openai.schemas import (
 from api.schemas import JobCreate, job_public
 from uds.config import TrainConfig, selected_count
 
-BASE_LEARNING_RATE: float = TrainConfig.__dataclass_fields__["learning_rate"].default
+BASE_LEARNING_RATE: float = TrainConfig.learning_rate  # the class attribute is the field's default
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 # Where a native field comes from in an OpenAI request, for error messages (`param`).
@@ -122,8 +122,8 @@ def to_native(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
         return JobCreate.model_validate(request), sources
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error.get("loc") else None
-        param = sources.get(field, field) if field else None
+        failed = str(error["loc"][0]) if error.get("loc") else None
+        param = sources.get(failed, failed) if failed else None
         if error.get("type") == "extra_forbidden":
             raise APIError(400, f"{param}: unknown parameter. UDS settings that may be sent next to the OpenAI fields: "
                            f"selection_method, {', '.join(sorted(uds_setting_names()))}.",

@@ -4,7 +4,7 @@ the job-creation request, with the field names of the OpenAI API reference. Time
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
@@ -68,12 +68,22 @@ def auto_or(kind: type, low: float, high: float | None = None, low_inclusive: bo
     return Annotated[Auto | kind, PlainValidator(check, json_schema_input_type=Auto | kind)]
 
 
+if TYPE_CHECKING:  # a call is no type for a checker: what each validator accepts
+    AutoEpochs = Auto | int
+    AutoBatchSize = Auto | int
+    AutoMultiplier = Auto | float
+else:
+    AutoEpochs = auto_or(int, 1, 1000)
+    AutoBatchSize = auto_or(int, 1, 4096)
+    AutoMultiplier = auto_or(float, 0, low_inclusive=False)
+
+
 class HyperparametersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: auto_or(int, 1, 1000) | None = None
-    batch_size: auto_or(int, 1, 4096) | None = None
-    learning_rate_multiplier: auto_or(float, 0, low_inclusive=False) | None = None
+    n_epochs: AutoEpochs | None = None
+    batch_size: AutoBatchSize | None = None
+    learning_rate_multiplier: AutoMultiplier | None = None
 
 
 class SupervisedIn(BaseModel):

@@ -54,8 +54,8 @@ def request_generation(session: Session, dispatcher: Dispatcher, settings: Setti
     if params["max_new_tokens"] > settings.generate_max_new_tokens:
         raise APIError(400, f"max_new_tokens {params['max_new_tokens']} is above this server's limit of "
                        f"{settings.generate_max_new_tokens}.", code="invalid_value", param="max_new_tokens")
-    unfinished = session.scalar(select(func.count()).select_from(JobTask).where(
-        JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED)))
+    unfinished = session.execute(select(func.count()).select_from(JobTask).where(
+        JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED))).scalar_one()
     if unfinished >= settings.generate_per_tenant:
         raise APIError(429, f"{unfinished} try-it requests of yours are still running (at most "
                        f"{settings.generate_per_tenant}); wait for one or cancel it.", code="too_many_generations")

@@ -26,7 +26,7 @@ def create_webhook(session: Session, tenant: Tenant, settings: Settings, body: W
         check_url(body.url, settings.private_targets_allowed)
     except TargetError as exc:
         raise APIError(400, f"url: {exc}.", code="invalid_url", param="url") from None
-    count = session.scalar(select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id))
+    count = session.execute(select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id)).scalar_one()
     if count >= settings.max_webhooks_per_tenant:
         raise APIError(400, f"You have {count} webhooks, the most this server keeps per tenant "
                        f"(UDS_MAX_WEBHOOKS_PER_TENANT); delete one first.", code="too_many_webhooks")
