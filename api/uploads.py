@@ -59,6 +59,89 @@ def clean_filename(raw: bytes) -> str:
     return name or "upload.jsonl"
 
 
+class _MultipartReceiver:
+    """python-multipart's callbacks for one upload: the `field_name` part streamed to `out` and hashed, every other
+    part kept as a small form field. Each callback enforces the limits on what it has just seen."""
+
+    def __init__(self, out, field_name: str, settings: Settings):
+        self.out = out
+        self.field_name = field_name
+        self.settings = settings
+        self.digest = hashlib.sha256()
+        self.fields: dict[str, str] = {}
+        self.file_bytes = 0
+        self.field_bytes = 0
+        self.n_fields = 0
+        self.seen_file = False
+        self.filename: str | None = None  # the file part's name, kept once set: a field after it must not reset it
+        self.part_name: str | None = None
+        self.part_headers: dict[bytes, bytes] = {}
+        self.part_value = bytearray()
+        self.header_field = b""
+        self.header_value = b""
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.part_headers, self.part_name, self.part_value = {}, None, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.part_headers[self.header_field.lower()] = self.header_value
+        self.header_field = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self.part_headers.get(b"content-disposition"))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        self.part_name = name
+        if name != self.field_name:
+            self.n_fields += 1
+        if self.n_fields > self.settings.max_form_fields:
+            raise APIError(400, f"Too many form fields: at most {self.settings.max_form_fields} besides "
+                           f"{self.field_name!r} (UDS_MAX_FORM_FIELDS).", code="too_many_form_fields",
+                           param=name[:64] or None)
+        if name == self.field_name:
+            if self.seen_file:
+                raise APIError(400, "Send exactly one 'file' part.", code="invalid_value", param="file")
+            self.seen_file = True
+            self.filename = clean_filename(disposition.get(b"filename", b"") or b"upload.jsonl")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.part_name == self.field_name:
+            self.file_bytes += len(chunk)
+            self._check_total()
+            self.digest.update(chunk)
+            self.out.write(chunk)
+            return
+        self.field_bytes += len(chunk)
+        self._check_total()  # fields count against the limit too: 300 MB of them costs what a file does
+        self.part_value += chunk
+        if len(self.part_value) > self.settings.max_form_field_bytes:
+            name = (self.part_name or "")[:64]
+            raise APIError(400, f"Form field {name!r} is longer than {self.settings.max_form_field_bytes} bytes "
+                           "(UDS_MAX_FORM_FIELD_BYTES).", code="invalid_value", param=name)
+
+    def on_part_end(self) -> None:
+        if self.part_name and self.part_name != self.field_name:
+            self.fields[self.part_name] = self.part_value.decode("utf-8", "replace")
+
+    def _check_total(self) -> None:
+        if self.file_bytes + self.field_bytes > self.settings.max_upload_bytes:
+            raise _TooLarge()
+
+
 async def receive_file(request: Request, settings: Settings, field_name: str = "file") -> ReceivedFile:
     """Stream the multipart body: the `field_name` part to a temp file, the other parts as small form fields.
 
@@ -79,71 +162,8 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=tmp_dir)
     lock_part(fd)
     out = os.fdopen(fd, "wb")
-    digest = hashlib.sha256()
-    # `filename` is the file part's name, kept once set: a field after the file must not reset it.
-    state: dict[str, Any] = {"size": 0, "name": None, "filename": None, "header_field": b"", "header_value": b"", "headers": {},
-             "value": bytearray(), "seen_file": False, "n_fields": 0,
-             "fields_size": 0}
-    fields: dict[str, str] = {}
-
-    def on_part_begin():
-        state["headers"] = {}
-        state["name"] = None
-        state["value"] = bytearray()
-
-    def on_header_field(data, start, end):
-        state["header_field"] += data[start:end]
-
-    def on_header_value(data, start, end):
-        state["header_value"] += data[start:end]
-
-    def on_header_end():
-        state["headers"][state["header_field"].lower()] = state["header_value"]
-        state["header_field"] = b""
-        state["header_value"] = b""
-
-    def on_headers_finished():
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition"))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        state["name"] = name
-        if name != field_name:
-            state["n_fields"] += 1
-        if state["n_fields"] > settings.max_form_fields:
-            raise APIError(400, f"Too many form fields: at most {settings.max_form_fields} besides {field_name!r} "
-                           "(UDS_MAX_FORM_FIELDS).", code="too_many_form_fields", param=name[:64] or None)
-        if name == field_name:
-            if state["seen_file"]:
-                raise APIError(400, "Send exactly one 'file' part.", code="invalid_value", param="file")
-            state["seen_file"] = True
-            raw = disposition.get(b"filename", b"") or b"upload.jsonl"
-            state["filename"] = clean_filename(raw)
-
-    def on_part_data(data, start, end):
-        chunk = data[start:end]
-        if state["name"] == field_name:
-            state["size"] += len(chunk)
-            if state["size"] + state["fields_size"] > max_bytes:
-                raise _TooLarge()
-            digest.update(chunk)
-            out.write(chunk)
-        else:
-            state["fields_size"] += len(chunk)
-            if state["size"] + state["fields_size"] > max_bytes:
-                raise _TooLarge()  # fields count against the limit too: 300 MB of them costs what a file does
-            state["value"] += chunk
-            if len(state["value"]) > settings.max_form_field_bytes:
-                raise APIError(400, f"Form field {state['name'][:64]!r} is longer than {settings.max_form_field_bytes} "
-                               "bytes (UDS_MAX_FORM_FIELD_BYTES).", code="invalid_value", param=state["name"][:64])
-
-    def on_part_end():
-        if state["name"] and state["name"] != field_name:
-            fields[state["name"]] = state["value"].decode("utf-8", "replace")
-
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-    })
+    receiver = _MultipartReceiver(out, field_name, settings)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]  # a TypedDict of the same keys
     received = 0
     try:
         try:
@@ -156,7 +176,7 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
             parser.finalize()
         finally:
             out.close()
-        if not state["seen_file"]:
+        if not receiver.seen_file:
             raise APIError(400, "Missing the 'file' part (multipart/form-data).", code="missing_required_parameter",
                            param="file")
     except _TooLarge:
@@ -171,4 +191,5 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     except Exception as exc:  # malformed multipart, client disconnect
         os.unlink(tmp_name)
         raise APIError(400, f"Could not read the multipart body: {exc}", code="invalid_multipart", param="file") from None
-    return ReceivedFile(Path(tmp_name), state["filename"], state["size"], digest.hexdigest(), fields)
+    return ReceivedFile(Path(tmp_name), receiver.filename or "upload.jsonl", receiver.file_bytes,
+                        receiver.digest.hexdigest(), receiver.fields)
