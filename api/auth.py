@@ -37,8 +37,8 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
     except IntegrityError:
         # Another process created it between our SELECT and INSERT.
         tenant = session.scalar(select(Tenant).where(Tenant.name == name))
-        if tenant is None:
-            raise RuntimeError(f"tenant {name!r}: the insert conflicted but no such row is visible")
+    if tenant is None:
+        raise RuntimeError(f"tenant {name!r}: the insert conflicted but no such row is visible")
     return tenant
 
 

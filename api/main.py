@@ -9,19 +9,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from api import errors, ids
+from api import dashboard, errors, ids, limits, storage
+from api import openai as openai_api
 from api.auth import add_key, get_or_create_tenant
 from api.db import PoolSize, migrate, session_factory
 from api.dispatch import make_dispatcher
-from api import dashboard
-from api import limits
-from api import openai as openai_api
-from api import storage
 from api.origin import LoopbackGuardMiddleware
-from api.validation import URLValidationMiddleware
 from api.routes import datasets, exports, generations, health, jobs, models, webhooks
 from api.settings import Settings, bootstrap_key_problem, get_settings
 from api.transfers import TransferLimits
+from api.validation import URLValidationMiddleware
 
 log = logging.getLogger(__name__)
 

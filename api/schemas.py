@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from api.eta import eta_seconds
 from api.ids import checkpoint_public_id, event_public_id
 from api.integration_schemas import Integration
+from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from uds.config import TrainConfig, setting_choices, setting_help
 
 T = TypeVar("T")

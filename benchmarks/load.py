@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -337,7 +336,7 @@ def write_report(report: dict, path: Path) -> None:
     command = (f".venv/bin/python benchmarks/load.py --clients {a['clients']} --uploaders {a['uploaders']} "
                f"--interval {a['interval']} --upload-every {a['upload_every']} --steps {a['steps']} "
                f"--api-workers {a['api_workers']}")
-    b, l = report["baseline"], report["loaded"]
+    b, loaded = report["baseline"], report["loaded"]
     lines = [
         "# Load: polling and uploads against the distributed mode on loopback",
         "",
@@ -361,8 +360,8 @@ def write_report(report: dict, path: Path) -> None:
     for r in report["endpoints"]:
         lines.append(f"| `{r['endpoint']}` | {r['requests']} | {r['per_s']:.1f} | {r['errors']} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
-    slowdown_compute = l["median_step_compute_s"] / b["median_step_compute_s"] - 1
-    slowdown_wall = l["wall_s"] / b["wall_s"] - 1
+    slowdown_compute = loaded["median_step_compute_s"] / b["median_step_compute_s"] - 1
+    slowdown_wall = loaded["wall_s"] / b["wall_s"] - 1
     lines += [
         "",
         "Training slowdown (the same job, same seed, with and without the load):",
@@ -370,8 +369,8 @@ def write_report(report: dict, path: Path) -> None:
         "| | without load | with load | change |",
         "|---|---:|---:|---:|",
         f"| median step compute (scoring + training), s | {b['median_step_compute_s']:.3f} | "
-        f"{l['median_step_compute_s']:.3f} | {slowdown_compute:+.0%} |",
-        f"| job wall time ({b['steps']} steps, start to finish), s | {b['wall_s']:.1f} | {l['wall_s']:.1f} | "
+        f"{loaded['median_step_compute_s']:.3f} | {slowdown_compute:+.0%} |",
+        f"| job wall time ({b['steps']} steps, start to finish), s | {b['wall_s']:.1f} | {loaded['wall_s']:.1f} | "
         f"{slowdown_wall:+.0%} |",
         "",
         f"Job under load: {report['job_status']}. Goals: zero errors, p99 of the polling endpoints under 50 ms.",

@@ -70,7 +70,7 @@ class Timed:
 
     def step_durations(self) -> list[float]:
         t = self.step_times
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
 
 def main() -> int:
@@ -168,13 +168,13 @@ def main() -> int:
 
         null_step = statistics.median(pooled("null"))
         db_step = statistics.median(pooled("db"))
-        db_in_logger = sum(l.in_logger for l in results["db"]) / sum(l.steps for l in results["db"])
-        null_in_logger = sum(l.in_logger for l in results["null"]) / sum(l.steps for l in results["null"])
+        db_in_logger = sum(r.in_logger for r in results["db"]) / sum(r.steps for r in results["db"])
+        null_in_logger = sum(r.in_logger for r in results["null"]) / sum(r.steps for r in results["null"])
         direct = (db_in_logger - null_in_logger) / null_step
-        db_steps = sum(l.steps for l in results["db"])
-        methods = sorted({m for l in results["db"] for m in l.by_method})
+        db_steps = sum(r.steps for r in results["db"])
+        methods = sorted({m for r in results["db"] for m in r.by_method})
         split_rows = "\n".join(
-            f"| {m} | {sum(l.by_method.get(m, 0.0) for l in results['db']) / db_steps * 1000:.3f} ms |" for m in methods)
+            f"| {m} | {sum(r.by_method.get(m, 0.0) for r in results['db']) / db_steps * 1000:.3f} ms |" for m in methods)
         ratio = db_step / null_step
         print(f"\nmedian step: NullLogger {null_step * 1000:.1f} ms, DbLogger {db_step * 1000:.1f} ms, ratio {ratio:.4f}")
         print(f"time in DbLogger: {db_in_logger * 1000:.3f} ms/step = {direct:.2%} of a step (goal < 2%)")

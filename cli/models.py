@@ -11,8 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-from uds.registry import RegistryError, download_hub_model, list_registered, looks_like_hub_id, remove_registration, \
-    save_registration  # torch-free, like everything imported here: `uds models` must start fast
+from uds.registry import (
+    RegistryError,
+    download_hub_model,
+    list_registered,
+    looks_like_hub_id,
+    remove_registration,
+    save_registration,  # torch-free, like everything imported here: `uds models` must start fast
+)
 from uds.tiny import TINY_MODEL
 
 

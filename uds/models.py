@@ -80,7 +80,7 @@ def _ensure_tiny_model(models_dir) -> str:
             build_tiny_model(folder)
         except FileExistsError:
             # A folder without config.json is not one of ours (builds appear atomically): do not overwrite it.
-            raise ModelLoadError(f"{folder} exists but is not a complete uds-tiny model; remove it to rebuild")
+            raise ModelLoadError(f"{folder} exists but is not a complete uds-tiny model; remove it to rebuild") from None
     return str(folder)
 
 

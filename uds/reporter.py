@@ -10,7 +10,6 @@ import json
 import os
 from typing import Any, Protocol
 
-
 # loading: model and data; training: steps; evaluating: the eval file (minutes on a large one); saving: the final
 # checkpoint and adapter.
 PHASES = ("loading", "training", "evaluating", "saving")

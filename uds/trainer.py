@@ -17,6 +17,7 @@ import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -29,7 +30,8 @@ from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoc
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
 from uds.diagnostics import length_bias
-from uds.engine import loss_token_count, measure_batch, token_weights as _token_weights
+from uds.engine import loss_token_count, measure_batch
+from uds.engine import token_weights as _token_weights
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
 from uds.model_card import CardInfo, finalize_adapter
@@ -112,7 +114,7 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             logger.log_event("cancelled", f"Stopped before step {step} of {run.total_steps}.")
             logger.flush()
             return TrainResult("cancelled", step - 1, run.total_steps, None, _summary(run))
-        metrics = _guarded(lambda: _step(run, step))
+        metrics = _guarded(partial(_step, run, step))
         if _eval_due(config, step, run.total_steps) and run.eval_set is not None:
             report_phase(logger, "evaluating", {"step": step, "examples": len(run.eval_set.items)})
             metrics.update(evaluate(run.model, run.tokenizer, run.eval_set, run.device))
@@ -127,7 +129,7 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
         if step % config.checkpoint_every == 0 or step == run.total_steps:
             # Metrics first: a checkpoint must never be newer than the steps the logger has stored.
             logger.flush()
-            path = _guarded(lambda: _save(run, checkpoints_root, step))
+            path = _guarded(partial(_save, run, checkpoints_root, step))
             logger.log_checkpoint(step, path, {key: metrics[key] for key in ("loss", "token_accuracy", "eval_loss", "eval_accuracy")})
 
     adapter_dir = _guarded(lambda: _export_adapter(run))
@@ -361,7 +363,7 @@ def answer_masks(examples, tokenizer, max_seq_len: int, items: list[TokenizedExa
     """By dataset row, 1 on the tokens of weighted assistant turns: the answer-only labels of the same tokens."""
     answers = tokenize_examples(examples, tokenizer, max_seq_len, loss_on="answer")
     masks = {}
-    for item, answer in zip(items, answers):
+    for item, answer in zip(items, answers, strict=False):
         if answer.input_ids != item.input_ids:
             raise TrainingError("tokenisation_mismatch", f"row {item.row}: answer-only tokenisation differs; use score_on='all'")
         masks[item.row] = [int(label != -100) for label in answer.labels]

@@ -19,9 +19,9 @@ from api.openai import results
 from api.openai.errors import openai_errors
 from api.openai.mapping import unix
 from api.openai.schemas import CursorList, FileDeleted, FileObject
+from api.query import KNOWN_QUERY
 from api.routes.datasets import UPLOAD_BODY
 from api.services import datasets as dataset_service
-from api.query import KNOWN_QUERY
 
 router = APIRouter(prefix="/files", tags=["openai: files"])
 

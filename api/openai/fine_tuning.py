@@ -24,8 +24,8 @@ from api.openai.schemas import (
     JobEvent,
 )
 from api.pagination import newest_first
-from api.services import jobs as job_service
 from api.query import KNOWN_QUERY, known_query_only
+from api.services import jobs as job_service
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["openai: fine-tuning"])
 

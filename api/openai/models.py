@@ -10,8 +10,8 @@ from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import APIError
 from api.openai.mapping import unix
 from api.openai.schemas import CursorList, ModelObject
-from api.routes import models as native_models
 from api.query import KNOWN_QUERY
+from api.routes import models as native_models
 
 router = APIRouter(prefix="/models", tags=["openai: models"])
 

@@ -12,10 +12,10 @@ from api.deps import CurrentTenant, DatasetDep, SessionDep, SettingsDep
 from api.limits import RateLimited
 from api.models import Dataset
 from api.pagination import AfterParam, LimitParam, newest_first
+from api.query import KNOWN_QUERY
 from api.schemas import DatasetDeleted, DatasetPublic, DatasetRow, DatasetRows, ListPage, dataset_public
 from api.services import datasets as dataset_service
 from api.services.datasets import PURPOSES
-from api.query import KNOWN_QUERY
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

@@ -17,10 +17,10 @@ from api import transfers
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
 from api.limits import RateLimited
+from api.query import KNOWN_QUERY
 from api.schemas import ListPage
 from api.services import job_tasks
 from api.task_schemas import ExportCreate, ExportPublic, export_public
-from api.query import KNOWN_QUERY
 
 router = APIRouter(tags=["exports"])
 ExportId = Annotated[str, Path(max_length=64)]

@@ -3,14 +3,14 @@ chooses by, and the tenant's finished fine-tunes."""
 
 from __future__ import annotations
 
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.models import Job
+from api.query import KNOWN_QUERY
 from api.schemas import ListPage, ModelPublic
 from api.services.models import base_models
-from api.query import KNOWN_QUERY
-from fastapi import APIRouter
 
 router = APIRouter(prefix="/models", tags=["models"])
 

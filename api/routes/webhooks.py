@@ -19,8 +19,14 @@ from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.pagination import AfterParam, LimitParam
 from api.schemas import ListPage
 from api.services import webhooks
-from api.webhook_schemas import (DeliveryPublic, WebhookCreate, WebhookDeleted, WebhookPublic, delivery_public,
-                                 webhook_public)
+from api.webhook_schemas import (
+    DeliveryPublic,
+    WebhookCreate,
+    WebhookDeleted,
+    WebhookPublic,
+    delivery_public,
+    webhook_public,
+)
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 WebhookId = Annotated[str, Path(max_length=64)]

@@ -48,7 +48,7 @@ def test_keys_list_shows_prefix_tenant_and_status_never_the_key(database_url, tm
     capsys.readouterr()
     assert keys_list(settings=settings) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if key[:10] in l)
+    line = next(text for text in out.splitlines() if key[:10] in text)
     assert "list-tenant" in line and "laptop" in line and "revoked" in line
     assert key not in out
 

@@ -7,7 +7,6 @@ import inspect
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -142,7 +141,7 @@ def test_the_worker_trains_on_n_distinct_gpus():
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     device = environment("worker")["UDS_DEVICE"]
     for gpus in (1, 2, 4, 8):  # as many processes as the reservation gives GPUs, each its own cuda:i
-        assert worker_concurrency(concurrency, device, count_gpus=lambda: gpus) == gpus
+        assert worker_concurrency(concurrency, device, count_gpus=lambda: gpus) == gpus  # noqa: B023 (called before the loop moves on)
     assert "replicas" not in SERVICES["worker"].get("deploy", {})
     assert "--scale worker" not in (REPO / "docker-compose.yml").read_text().replace("Do not `--scale worker", "")
 

@@ -11,7 +11,9 @@ import random
 import zipfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.utils.factories import bearer, chat_rows, jsonl
 

@@ -4,10 +4,10 @@ ids that showed it would tell a tenant how busy the others are. Cursors still wo
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
 from api import ids
 from api.main import create_app
-from fastapi.testclient import TestClient
 from tests.utils.factories import bearer, chat_rows, create_job, jsonl, upload
 
 

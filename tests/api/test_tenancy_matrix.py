@@ -165,8 +165,8 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
 
 
 def test_revoked_key_stops_working_at_once(client, settings, database_url, capsys):
-    from cli.keys import keys_create, keys_revoke
     from api.settings import Settings
+    from cli.keys import keys_create, keys_revoke
 
     cli_settings = Settings(database_url=database_url, data_dir=settings.data_dir)
     assert keys_create("revocation", settings=cli_settings) == 0

@@ -5,7 +5,6 @@ running job; kill the server mid-job and check that a restart resumes it from it
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 

@@ -86,7 +86,7 @@ def test_a_lost_message_is_sent_again_and_the_job_trains_once(tmp_path, tiny_mod
                     # Re-sent at most once per period (it may wait behind the other job for a while).
                     sent_again = [dt.datetime.fromisoformat(e["created_at"].replace("Z", "+00:00"))
                                   for e in history if e["type"] == "dispatch"]
-                    gaps = [(b - a).total_seconds() for a, b in zip(sent_again, sent_again[1:])]
+                    gaps = [(b - a).total_seconds() for a, b in zip(sent_again, sent_again[1:], strict=False)]
                     assert all(gap >= PERIOD * 0.9 for gap in gaps), (sent_again, history)
                     if job_id == lost:
                         assert sent_again and sent_again[0] < dt.datetime.fromisoformat(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 
-import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings as hypothesis_settings
+from hypothesis import HealthCheck, Phase
+from hypothesis import settings as hypothesis_settings
 from schemathesis import checks
 from sqlalchemy import update
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
+from tests.uds.test_trainer import RecordingLogger, _config, dataset  # noqa: F401 (dataset is a fixture)
 from uds.checkpoint import list_checkpoints, save_checkpoint
 from uds.trainer import train
-from tests.uds.test_trainer import RecordingLogger, _config, dataset  # noqa: F401 (dataset is a fixture)
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: no process has it
 

@@ -81,7 +81,7 @@ def test_loss_on_all_trains_everything_but_weight_zero_turns(tokenizer):
         "<|im_start|>assistant\n你 olléh<|im_end|>\n<|endoftext|>"
     )
     # Where there is loss, the label is the token itself (the model shifts internally).
-    assert all(label in (token, IGNORE_INDEX) for token, label in zip(item.input_ids, item.labels))
+    assert all(label in (token, IGNORE_INDEX) for token, label in zip(item.input_ids, item.labels, strict=True))
 
 
 def test_loss_on_answer_trains_weight_one_assistant_turns_only(tokenizer):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.uds.official_reference import FastJLReference, OfficialSelectorReference
-from uds.scoring import nuclear_norms_from_factor, gram_factor, gram_matrix, official_distance_scale, paper_alpha
+from uds.scoring import gram_factor, gram_matrix, nuclear_norms_from_factor, official_distance_scale, paper_alpha
 from uds.selectors import ScoringInputs, UDSSelector, select_groups
 
 VOCAB, D, MAX_LEN, LENGTH = 2048, 32, 64, 12

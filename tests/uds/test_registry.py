@@ -11,7 +11,13 @@ import pytest
 from tests.utils.models import build_model_folder
 from uds.models import ModelNotAllowed, load_model_and_tokenizer, output_head, resolve_model
 from uds.registry import (
-    HUB_FILES, RegistryError, download_hub_model, get_registered, list_registered, read_facts, remove_registration,
+    HUB_FILES,
+    RegistryError,
+    download_hub_model,
+    get_registered,
+    list_registered,
+    read_facts,
+    remove_registration,
     save_registration,
 )
 

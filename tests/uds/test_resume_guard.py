@@ -78,7 +78,6 @@ def test_cli_summary_wall_time_is_the_whole_run(tmp_path, datasets, tiny_model_d
     import time
 
     import uds.trainer as trainer
-
     from cli.main import main
 
     first, _ = datasets
@@ -91,5 +90,5 @@ def test_cli_summary_wall_time_is_the_whole_run(tmp_path, datasets, tiny_model_d
     monkeypatch.setattr(trainer, "_setup", slow_setup)
     assert main(["train", "--data", first, "--model", tiny_model_dir, "--output-dir", str(tmp_path),
                  "--max-steps", "1", "--max-seq-len", "48", "--quiet"]) == 0
-    line = next(l for l in capsys.readouterr().err.splitlines() if l.startswith("wall time"))
+    line = next(text for text in capsys.readouterr().err.splitlines() if text.startswith("wall time"))
     assert float(line.split()[2]) >= 1.5

@@ -9,11 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from uds.config import TrainConfig
-from uds.reporter import NullLogger
-from uds.config import groups_per_step, steps_per_epoch, total_steps
-from uds.trainer import TrainingError, _token_weights, epoch_groups, lr_multiplier, train
 from tests.utils.datasets import write_dataset
+from uds.config import TrainConfig, groups_per_step, steps_per_epoch, total_steps
+from uds.reporter import NullLogger
+from uds.trainer import TrainingError, _token_weights, epoch_groups, lr_multiplier, train
 
 
 class RecordingLogger(NullLogger):
@@ -145,7 +144,7 @@ def test_length_grouped_epochs_cover_every_row_once_in_groups_of_near_equal_leng
     assert groups != epoch_groups(lengths, 8, seed=4, epoch=0, group_by_length=True)
     # Group order is shuffled: neighbouring groups are not neighbours in length.
     means = [sum(lengths[r] for r in g) / 8 for g in groups]
-    assert sum(a < b for a, b in zip(means, means[1:])) not in (0, len(means) - 1)
+    assert sum(a < b for a, b in zip(means, means[1:], strict=False)) not in (0, len(means) - 1)
 
 
 def test_partial_last_group_and_random_order():
@@ -185,10 +184,10 @@ def test_example_weighting_averages_each_examples_token_mean():
     counts = [3, 1, 0, 4]  # the third has no loss token: it counts for nothing, not for a share of the mean
     example = _token_weights("example", counts, loss_tokens=8, examples_with_loss=3)
     per_token_loss = [torch.full((c,), float(i + 1)) for i, c in enumerate(counts)]
-    objective = sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, example.tolist()))
+    objective = sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, example.tolist(), strict=True))
     assert objective == pytest.approx((1 + 2 + 4) / 3)
     token = _token_weights("token", counts, loss_tokens=8, examples_with_loss=3)
-    assert sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, token.tolist())) == pytest.approx((3 + 2 + 16) / 8)
+    assert sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, token.tolist(), strict=True)) == pytest.approx((3 + 2 + 16) / 8)
 
 
 @pytest.mark.parametrize("weighting", ["example", "token"])
@@ -217,7 +216,7 @@ def test_warmup_then_cosine_decay():
     multiplier = lr_multiplier(config, 10)
     values = [multiplier(i) for i in range(10)]
     assert values[0] < values[1] < values[2] == 1.0
-    assert all(a >= b for a, b in zip(values[2:], values[3:]))
+    assert all(a >= b for a, b in zip(values[2:], values[3:], strict=False))
     assert values[-1] < 0.05
 
 
@@ -293,7 +292,6 @@ def test_selectors_that_do_not_look_skip_the_scoring_pass(tmp_path, dataset, tin
 
 
 def test_score_on_answer_scores_only_the_answer_tokens(tmp_path, dataset, tiny_model_dir, monkeypatch):
-    import uds.trainer as trainer_module
     from uds.selectors import UDSSelector
 
     seen_masks = []

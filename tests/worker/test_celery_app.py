@@ -28,6 +28,6 @@ def test_pool_process_i_gets_gpu_i(monkeypatch):
     for device, index, expected in (("cuda", 2, "cuda:2"), ("cuda", 0, "cuda:0"), ("cpu", 3, "cpu"),
                                     ("cuda:1", 3, "cuda:1")):
         monkeypatch.setattr(celery_app.settings, "device", device)
-        monkeypatch.setattr(billiard.process, "current_process", lambda: SimpleNamespace(index=index))
+        monkeypatch.setattr(billiard.process, "current_process", lambda: SimpleNamespace(index=index))  # noqa: B023 (called before the loop moves on)
         celery_app._after_fork()
         assert celery_app.settings.device == expected

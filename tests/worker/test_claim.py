@@ -10,11 +10,11 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from api.models import Job, JobEvent, utcnow
+from api.models import JobEvent, utcnow
+from tests.utils.factories import job_row, set_job
 from worker.identity import owner_is_dead, worker_id
 from worker.recovery import recover_jobs
 from worker.runner import claim, run_job
-from tests.utils.factories import job_row, set_job
 
 
 def test_claim_queued_once(sessions, make_job, settings):

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from api.models import Job, JobEvent
+from tests.utils.factories import job_row
 from tests.utils.service import migrated_sqlite
 from worker.runner import run_job
-from tests.utils.factories import job_row
 
 pytestmark = pytest.mark.slow
 

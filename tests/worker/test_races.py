@@ -14,20 +14,18 @@ The API-level single-request cases (cancel twice, cancel after success) are in t
 
 from __future__ import annotations
 
-import time
-
 import datetime as dt
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.events import add_event
 from api.models import Dataset, Job, JobEvent, StepMetric, utcnow
+from tests.utils.factories import job_row, set_job
 from worker.recovery import recover_jobs
 from worker.runner import _finish, claim, run_job
-from tests.utils.factories import job_row, set_job
 
 
 def together(*calls):
@@ -133,9 +131,9 @@ def test_cancel_racing_the_claim(sessions, make_job, settings):
 
         def cancel():
             with sessions() as session:
-                return cancel_job(session, session.get(Job, job_id)).status
+                return cancel_job(session, session.get(Job, job_id)).status  # noqa: B023 (together() joins both before the loop moves on)
 
-        _, claimed = together(cancel, lambda: claim(sessions, job_id, f"w:{i}:race", settings.stale_after_seconds))
+        _, claimed = together(cancel, lambda: claim(sessions, job_id, f"w:{i}:race", settings.stale_after_seconds))  # noqa: B023 (together() joins both before the loop moves on)
         job = job_row(sessions, job_id)
         if claimed is None:
             assert job.status == "cancelled" and job.attempts == 0  # cancelled before it started
@@ -159,12 +157,12 @@ def test_cancel_racing_success(sessions, make_job, settings):
         def cancel():
             with sessions() as session:
                 try:
-                    return cancel_job(session, session.get(Job, job_id)).status
+                    return cancel_job(session, session.get(Job, job_id)).status  # noqa: B023 (together() joins both before the loop moves on)
                 except APIError as exc:
                     return exc.code
 
         def succeed():
-            return _finish(sessions, job_id, owner, "succeeded", "done", finished_at=utcnow(),
+            return _finish(sessions, job_id, owner, "succeeded", "done", finished_at=utcnow(),  # noqa: B023 (together() joins both before the loop moves on)
                            adapter_path="jobs/x/adapter.tar.gz")
 
         outcome, finished = together(cancel, succeed)
@@ -185,8 +183,8 @@ def test_deleting_a_dataset_while_a_job_is_created_on_it(sessions, settings, dat
             dataset = upload(client, key, jsonl(chat_rows(4))).json()
             created, deleted = together(
                 lambda: client.post("/api/v1/jobs", headers=bearer(key),
-                                    json={"dataset_id": dataset["id"], "model": "uds-tiny"}),
-                lambda: client.delete(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)),
+                                    json={"dataset_id": dataset["id"], "model": "uds-tiny"}),  # noqa: B023 (together() joins both before the loop moves on)
+                lambda: client.delete(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)),  # noqa: B023 (together() joins both before the loop moves on)
             )
             with sessions() as session:
                 exists = session.get(Dataset, dataset["id"]) is not None

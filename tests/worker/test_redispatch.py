@@ -10,8 +10,8 @@ import threading
 from sqlalchemy import select
 
 from api.models import Job, JobEvent, utcnow
-from worker.recovery import RecoveryLoop, recover_jobs, redispatch_queued
 from tests.utils.factories import set_job
+from worker.recovery import RecoveryLoop, recover_jobs, redispatch_queued
 
 
 def dispatched_at(sessions, job_id):

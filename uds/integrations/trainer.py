@@ -215,10 +215,10 @@ class UDSMixin(_MixinBase):
         for group in groups:
             offsets.append(offsets[-1] + int(group["input_ids"].shape[0]))
         per_group = [[i - offsets[g] for i in chosen if offsets[g] <= i < offsets[g + 1]] for g in range(len(groups))]
-        batches = [_take(group, index) for group, index in zip(groups, per_group)]
+        batches = [_take(group, index) for group, index in zip(groups, per_group, strict=True)]
         counts = [loss_token_count(labels) for batch in batches for labels in batch["labels"]]  # padding is -100 already
         weights = step_token_weights(self.uds_config.loss_weighting, counts).split([len(index) for index in per_group])
-        for batch, weight in zip(batches, weights):
+        for batch, weight in zip(batches, weights, strict=True):
             batch[WEIGHTS_KEY] = weight
         self._uds_record(groups, selection, batches)
         for batch in batches:
