@@ -121,7 +121,6 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model: Mapped[str] = mapped_column(String(512))
     method: Mapped[str] = mapped_column(String(32))
-    budget: Mapped[float] = mapped_column(Float)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the resolved TrainConfig, minus host paths
     # No foreign keys to datasets: deleting a dataset must not delete (or be blocked by) finished jobs.
     dataset_id: Mapped[str] = mapped_column(String(32))
@@ -167,6 +166,11 @@ class Job(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
     # Trackers the job's step metrics are mirrored to (worker/integrations.py), as the request gave them.
     integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+
+    @property
+    def budget(self) -> float:
+        """The fraction of candidates trained on: stored once, in the resolved configuration."""
+        return float(self.config["budget"])
 
 
 class JobEvent(Base):

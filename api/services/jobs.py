@@ -87,7 +87,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
                 "keep_checkpoints", checkpoint_state_bytes)
     job = Job(
         id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
-        cancel_requested=False, model=config.model, method=config.method, budget=config.budget, config=resolved,
+        cancel_requested=False, model=config.model, method=config.method, config=resolved,
         dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
         integrations=integrations,
         created_at=utcnow(), total_steps=shape.total_steps, current_step=0,
