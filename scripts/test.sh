@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs the dev dependencies and Chromium, then pytest.
+# Runs the whole test suite on a fresh machine: installs the dev dependencies and Chromium, lints and type-checks
+# (ruff, mypy: either failing fails the run), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh dev
@@ -8,4 +9,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; browser tests will fail" >&2
 fi
+.venv/bin/ruff check .
+.venv/bin/mypy uds api
 exec .venv/bin/python -m pytest "$@"
