@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterable
+from typing import Any, cast
 
-from sqlalchemy import JSON, Select, case, delete, func, or_, select, update
+from sqlalchemy import JSON, CursorResult, Result, Select, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found, param_error
 from api.events import add_event
-from api.integration_schemas import check_integrations
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
+from api.integration_schemas import check_integrations
 from api.models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -135,8 +136,8 @@ def _check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> 
     if not settings.max_active_jobs:
         return
     session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
-    active = session.scalar(select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id,
-                                                                         Job.status.in_(ACTIVE_STATUSES)))
+    active = session.execute(select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id,
+                                                                          Job.status.in_(ACTIVE_STATUSES))).scalar_one()
     if active > settings.max_active_jobs:
         session.rollback()
         # 400, not 409 or 429: clients retry those at once, and this clears only when a job finishes.
@@ -151,17 +152,17 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in FINISHED_STATUSES:
         raise _not_cancellable(job)
     # Conditional updates, so a worker claiming or finishing the job at the same moment is never overwritten.
-    before_start = session.execute(
+    before_start = _rowcount(session.execute(
         update(Job).where(Job.id == job.id, Job.status.in_(("validating_files", "queued")))
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
-    ).rowcount
+    ))
     if before_start:
         add_event(session, job.id, "status", "Job cancelled before it started.", data={"status": "cancelled"})
     else:
-        flagged = session.execute(
+        flagged = _rowcount(session.execute(
             update(Job).where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
             .values(cancel_requested=True)
-        ).rowcount
+        ))
         if flagged:
             add_event(session, job.id, "cancel_requested", "Cancellation requested; the job stops at the next step.")
     session.commit()
@@ -169,6 +170,11 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in ("succeeded", "failed"):  # it finished between our read and our update
         raise _not_cancellable(job)
     return job
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE matched: its Result is a CursorResult, though Session.execute is typed as a plain Result."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _not_cancellable(job: Job) -> APIError:
@@ -186,8 +192,8 @@ def delete_job(session: Session, settings: Settings, job: Job) -> None:
     session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
     # The status check is a conditional UPDATE and the transaction's first write: SQLite has no FOR UPDATE and takes
     # its write lock only here, so no claim, cancel or task can come between this check and the commit.
-    finished = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
-                               .values(status=Job.status)).rowcount
+    finished = _rowcount(session.execute(update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
+                                         .values(status=Job.status)))
     if not finished:
         current = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
         session.rollback()
