@@ -8,7 +8,7 @@ stored in UTC and always come back timezone-aware.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -27,7 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 ACTIVE_STATUSES = ("validating_files", "queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 

@@ -12,24 +12,26 @@ from sqlalchemy import and_, case, func, or_, select
 from api import previews, transfers
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
-from api.limits import RateLimited
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
+from api.limits import RateLimited
 from api.models import (
-    JOB_STATUSES,
     Dataset,
     Job,
     JobEvent,
+    JobStatus,
     Selection,
     StepMetric,
     utcnow,
 )
 from api.pagination import AfterParam, LimitParam, fetch_page, newest_first
+from api.query import KNOWN_QUERY, known_query_only
 from api.schemas import (
     CheckpointPublic,
     EventPublic,
     JobCreate,
     JobDeleted,
     JobPublic,
+    LengthBiasPublic,
     ListPage,
     MetricsPage,
     RowSummary,
@@ -40,9 +42,7 @@ from api.schemas import (
     metric_public,
 )
 from api.services import jobs as job_service
-from api.schemas import LengthBiasPublic
 from api.services.length_bias import job_length_bias
-from api.query import KNOWN_QUERY, known_query_only
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -53,7 +53,7 @@ def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: C
     return job_public(job_service.create_job(session, tenant, settings, request.app.state.dispatcher, body))
 
 
-StatusFilter = Annotated[Literal[JOB_STATUSES] | None, Query(description="Only jobs in this status.")]
+StatusFilter = Annotated[JobStatus | None, Query(description="Only jobs in this status.")]
 
 
 @router.get("", response_model=ListPage[JobPublic], dependencies=[known_query_only("metadata")])
