@@ -33,7 +33,7 @@ def _reject_unknown(request: Request, patterns: tuple[str, ...]) -> None:
     if not unknown:
         return
     hints = [f" (did you mean {hint!r}?)" if (hint := closest(name, known)) else "" for name in unknown]
-    listed = ", ".join(f"{name!r}{hint}" for name, hint in zip(unknown, hints))
+    listed = ", ".join(f"{name!r}{hint}" for name, hint in zip(unknown, hints, strict=True))
     accepted = ", ".join(sorted(known | {f"{p}..." for p in patterns})) or "none"
     raise APIError(400, f"unknown query parameter{'s' if len(unknown) > 1 else ''} {listed}; this endpoint accepts: "
                    f"{accepted}.", code="unknown_parameter", param=unknown[0])
