@@ -133,7 +133,7 @@ def main() -> int:
                                     status="processed", storage_path="train.jsonl"))
                 job_id = "ftjob-" + secrets.token_hex(12)
                 session.add(Job(id=job_id, tenant_id=tenant.id, status="running", cancel_requested=False,
-                                model=TINY_MODEL, method="uds", budget=0.125, config={}, dataset_id=dataset_id, seed=0,
+                                model=TINY_MODEL, method="uds", config={"budget": 0.125}, dataset_id=dataset_id, seed=0,
                                 created_at=utcnow(), current_step=0, examples_scored=0, examples_trained=0,
                                 tokens_trained=0, attempts=1, attempt_start_step=0, worker_id="bench",
                                 heartbeat_at=utcnow()))

@@ -52,7 +52,7 @@ def make_job(settings, sessions):
                                 storage_path=relative))
             job_id = new_job_id()
             session.add(Job(id=job_id, tenant_id=tenant.id, status=status, cancel_requested=False, model="uds-tiny",
-                            method=resolved["method"], budget=resolved["budget"], config=resolved, dataset_id=dataset_id,
+                            method=resolved["method"], config=resolved, dataset_id=dataset_id,
                             seed=0, created_at=utcnow(), current_step=0, total_steps=None, examples_scored=0,
                             examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0))
         made.append(job_id)
