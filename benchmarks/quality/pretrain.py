@@ -19,11 +19,10 @@ import math
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-
-from functools import partial
 
 from uds.tiny import build_model as build_tiny_shaped_model
 
@@ -44,9 +43,8 @@ def build_model(tokenizer, seed: int, shape: dict | None = None):
 
 
 def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128, batch: int = 16, lr: float = 3e-3, shape: dict | None = None, log=partial(print, flush=True), text_chars: int | None = None) -> Path:
-    from uds.tiny import build_tokenizer
-
     from benchmarks.quality.dataset import pretraining_text
+    from uds.tiny import build_tokenizer
 
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists() and (out_dir / "pretrain.json").exists():

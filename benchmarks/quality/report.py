@@ -255,7 +255,7 @@ def _plots(results, out):
             if not seed0:
                 continue
             points = [(s["step"], s["eval_loss"]) for s in seed0[0]["curve"] if s["eval_loss"] is not None]
-            ax.plot(*zip(*points), marker="o", label=f"{label} {b:.1%}", color=METHOD_COLORS[label], ls="--" if label == "full" else "-")
+            ax.plot(*zip(*points, strict=True), marker="o", label=f"{label} {b:.1%}", color=METHOD_COLORS[label], ls="--" if label == "full" else "-")
         ax.set_title(f"held-out answer loss, budget {budget:.1%} (seed 0)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -273,7 +273,7 @@ def _plots(results, out):
     cost = results.get("cost") or []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     if cost:
-        depth = max(set(r["layers"] for r in cost), key=lambda l: sum(1 for r in cost if r["layers"] == l))
+        depth = max(set(r["layers"] for r in cost), key=lambda n: sum(1 for r in cost if r["layers"] == n))
         by_vocab = sorted((r for r in cost if r["layers"] == depth), key=lambda r: r["vocab"])
         vocab = max(set(r["vocab"] for r in cost), key=lambda v: sum(1 for r in cost if r["vocab"] == v))
         by_depth = sorted((r for r in cost if r["vocab"] == vocab), key=lambda r: r["layers"])

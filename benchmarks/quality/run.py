@@ -149,11 +149,10 @@ def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]
     """uds 12.5% vs full on random-weight models (same data, same process): time split scoring / training."""
     import torch
 
+    from benchmarks.quality.pretrain import BASE_SHAPE, build_model
     from uds.config import TrainConfig
     from uds.tiny import build_tokenizer
     from uds.trainer import train
-
-    from benchmarks.quality.pretrain import BASE_SHAPE, build_model
 
     rows = []
     tokenizer = build_tokenizer()
