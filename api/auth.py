@@ -59,7 +59,7 @@ def add_key(session: Session, tenant_name: str, key: str | None = None, name: st
 
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
     return session.scalar(
-        select(Tenant).join(ApiKey, ApiKey.tenant_id == Tenant.id).where(
-            ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
-        )
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )

@@ -60,45 +60,93 @@ def checkpoint_state_bytes(config: dict[str, Any]) -> int:
     return per_checkpoint * config.get("keep_checkpoints", 1)
 
 
-def _refuse(param: str, what: str, cost: int | float, limit: int, variable: str, unit: str = "",
-            advice: str = "Lower") -> APIError:
-    return param_error(param, f"{what} would be {cost:,}{unit}, over this server's limit of {limit:,}{unit} "
-                       f"({variable}). {advice} it.", code="job_too_costly")
+def _refuse(
+    param: str, what: str, cost: int | float, limit: int, variable: str, unit: str = "", advice: str = "Lower"
+) -> APIError:
+    return param_error(
+        param,
+        f"{what} would be {cost:,}{unit}, over this server's limit of {limit:,}{unit} ({variable}). {advice} it.",
+        code="job_too_costly",
+    )
 
 
 def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) -> None:
     """Raise APIError 400 `job_too_costly` for the first cost over its limit."""
     if config["max_seq_len"] > settings.max_seq_len:
-        raise _refuse("max_seq_len", "the sequence length", config["max_seq_len"], settings.max_seq_len,
-                      "UDS_MAX_SEQ_LEN", " tokens")
+        raise _refuse(
+            "max_seq_len",
+            "the sequence length",
+            config["max_seq_len"],
+            settings.max_seq_len,
+            "UDS_MAX_SEQ_LEN",
+            " tokens",
+        )
     memory = selector_memory_bytes(config, settings.cost_vocab_size)
     if memory > settings.max_selector_memory_bytes:
         # Name what dominates: the buffer (buffer_size x r_seq x r_voc) or the vocabulary-side projection (r_voc).
-        param = "buffer_size" if buffer_bytes(config) >= projection_bytes(config, settings.cost_vocab_size) else "proj_r_voc"
-        raise _refuse(param, "the UDS memory buffer and projection matrices (buffer_size x proj_r_seq x proj_r_voc "
-                      "float64 + vocabulary x proj_r_voc float32)", memory, settings.max_selector_memory_bytes,
-                      "UDS_MAX_SELECTOR_MEMORY_BYTES", " bytes")
+        param = (
+            "buffer_size"
+            if buffer_bytes(config) >= projection_bytes(config, settings.cost_vocab_size)
+            else "proj_r_voc"
+        )
+        raise _refuse(
+            param,
+            "the UDS memory buffer and projection matrices (buffer_size x proj_r_seq x proj_r_voc "
+            "float64 + vocabulary x proj_r_voc float32)",
+            memory,
+            settings.max_selector_memory_bytes,
+            "UDS_MAX_SELECTOR_MEMORY_BYTES",
+            " bytes",
+        )
     if config.get("keep_checkpoints", 1) > settings.max_keep_checkpoints:
-        raise _refuse("keep_checkpoints", "the checkpoints kept", config["keep_checkpoints"],
-                      settings.max_keep_checkpoints, "UDS_MAX_KEEP_CHECKPOINTS")
+        raise _refuse(
+            "keep_checkpoints",
+            "the checkpoints kept",
+            config["keep_checkpoints"],
+            settings.max_keep_checkpoints,
+            "UDS_MAX_KEEP_CHECKPOINTS",
+        )
     state = checkpoint_state_bytes(config)
     if state > settings.max_checkpoint_state_bytes:
-        raise _refuse("keep_checkpoints", "the selector state kept on disk (buffer x keep_checkpoints)", state,
-                      settings.max_checkpoint_state_bytes, "UDS_MAX_CHECKPOINT_STATE_BYTES", " bytes")
+        raise _refuse(
+            "keep_checkpoints",
+            "the selector state kept on disk (buffer x keep_checkpoints)",
+            state,
+            settings.max_checkpoint_state_bytes,
+            "UDS_MAX_CHECKPOINT_STATE_BYTES",
+            " bytes",
+        )
     if shape.total_steps > settings.max_job_steps:
         param = "max_steps" if config.get("max_steps") is not None else "epochs"
-        raise _refuse(param, "the number of optimizer steps", shape.total_steps, settings.max_job_steps,
-                      "UDS_MAX_JOB_STEPS")
+        raise _refuse(
+            param, "the number of optimizer steps", shape.total_steps, settings.max_job_steps, "UDS_MAX_JOB_STEPS"
+        )
     if shape.candidates_per_step > settings.max_step_candidates:
         param = "groups_per_step" if config.get("groups_per_step") else "candidate_batch_size"
-        raise _refuse(param, "the candidates scored in one step (candidate_batch_size x groups_per_step)",
-                      shape.candidates_per_step, settings.max_step_candidates, "UDS_MAX_STEP_CANDIDATES")
+        raise _refuse(
+            param,
+            "the candidates scored in one step (candidate_batch_size x groups_per_step)",
+            shape.candidates_per_step,
+            settings.max_step_candidates,
+            "UDS_MAX_STEP_CANDIDATES",
+        )
     total = shape.total_steps * shape.candidates_per_step
     if total > settings.max_job_candidates:
         param = "max_steps" if config.get("max_steps") is not None else "epochs"
-        raise _refuse(param, "the candidates scored over the job (steps x candidates per step, one selections row "
-                      "each)", total, settings.max_job_candidates, "UDS_MAX_JOB_CANDIDATES")
+        raise _refuse(
+            param,
+            "the candidates scored over the job (steps x candidates per step, one selections row each)",
+            total,
+            settings.max_job_candidates,
+            "UDS_MAX_JOB_CANDIDATES",
+        )
     written = math.ceil(shape.total_steps / config["checkpoint_every"])
     if written > settings.max_checkpoints_per_job:
-        raise _refuse("checkpoint_every", "the number of checkpoints written (steps / checkpoint_every)", written,
-                      settings.max_checkpoints_per_job, "UDS_MAX_CHECKPOINTS_PER_JOB", advice="Raise")
+        raise _refuse(
+            "checkpoint_every",
+            "the number of checkpoints written (steps / checkpoint_every)",
+            written,
+            settings.max_checkpoints_per_job,
+            "UDS_MAX_CHECKPOINTS_PER_JOB",
+            advice="Raise",
+        )

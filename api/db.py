@@ -51,8 +51,13 @@ def _make_engine(url: str, size: PoolSize) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # The API's thread pool and the embedded worker thread share the file.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=size.size, max_overflow=size.overflow, pool_timeout=size.timeout)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=size.size,
+            max_overflow=size.overflow,
+            pool_timeout=size.timeout,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -65,8 +70,9 @@ def _make_engine(url: str, size: PoolSize) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=size.size, max_overflow=size.overflow,
-                         pool_timeout=size.timeout)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=size.size, max_overflow=size.overflow, pool_timeout=size.timeout
+    )
 
 
 def session_factory(url: str, pool: str = "default", size: PoolSize | None = None) -> sessionmaker[Session]:

@@ -53,20 +53,32 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
         scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise APIError(401, "Malformed Authorization header; expected 'Authorization: Bearer uds-...'.",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "Malformed Authorization header; expected 'Authorization: Bearer uds-...'.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         tenant = tenant_for_key(session, token)
         if tenant is not None:
             # Limits count per key, on the key as parsed: `bearer K`, `BEARER K` and `Bearer  K` are one key.
             request.state.principal = "key:" + hash_key(token)
         if tenant is None:
             shown = token[:8] + "..." + token[-4:] if len(token) > 16 else "***"
-            raise APIError(401, f"Incorrect API key provided: {shown}. Create one with `uds keys create --tenant NAME`.",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                f"Incorrect API key provided: {shown}. Create one with `uds keys create --tenant NAME`.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return tenant
     if auth_required_for(settings, request):
-        raise APIError(401, "Missing API key: send 'Authorization: Bearer uds-...'.", code="missing_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "Missing API key: send 'Authorization: Bearer uds-...'.",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     tenant = session.get(Tenant, request.app.state.local_tenant_id)
     if tenant is None:  # deleted under us; recreate rather than fail every request
         from api.auth import get_or_create_tenant

@@ -75,12 +75,22 @@ class CeleryDispatcher:
 
     def enqueue(self, job_id: str) -> None:
         # Bounded retries: a broker that is down must turn into an error response, not a hung request.
-        self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue, retry=True,
-                           retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
+        self.app.send_task(
+            TASK_NAME,
+            args=[job_id],
+            queue=self.queue,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        )
 
     def enqueue_task(self, task_id: str) -> None:
-        self.app.send_task(SHORT_TASK_NAME, args=[task_id], queue=self.queue, retry=True,
-                           retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
+        self.app.send_task(
+            SHORT_TASK_NAME,
+            args=[task_id],
+            queue=self.queue,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        )
 
     def ping(self) -> None:
         with self.app.connection_for_write() as connection:

@@ -63,8 +63,13 @@ def not_found(kind: str, object_id: str, param: str = "id") -> APIError:
     return APIError(404, f"No {kind} with id {object_id!r}.", code=f"{kind}_not_found", param=param)
 
 
-def error_body(status_code: int, message: str, code: str | None = None, param: str | None = None,
-               problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    status_code: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    problems: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     error: dict[str, Any] = {
         "message": message,
         "type": TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error"),
@@ -77,9 +82,17 @@ def error_body(status_code: int, message: str, code: str | None = None, param: s
     return body
 
 
-def error_response(status_code: int, message: str, code: str | None = None, param: str | None = None,
-                   problems: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status_code, message, code, param, problems), status_code=status_code, headers=headers)
+def error_response(
+    status_code: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    problems: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(status_code, message, code, param, problems), status_code=status_code, headers=headers
+    )
 
 
 async def send_error(send, status_code: int, message: str, code: str, close: bool = False) -> None:
@@ -181,8 +194,12 @@ def install(app: FastAPI) -> None:
     async def _pool_exhausted(_request: Request, exc: SQLAlchemyTimeoutError):
         # Every pooled connection is busy (load, not a bug): a retryable 503, never a 500.
         log.warning("database pool exhausted: %s", exc)
-        return error_response(503, "The server is busy (no database connection free); retry shortly.", "server_busy",
-                              headers={"Retry-After": "1"})
+        return error_response(
+            503,
+            "The server is busy (no database connection free); retry shortly.",
+            "server_busy",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

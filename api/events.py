@@ -28,9 +28,11 @@ def tenant_safe(text: str) -> str:
     return _SOURCE_PATH.sub("<server file>", text)
 
 
-def add_event(session: Session, job_id: str, type: str, message: str, level: str = "info",
-              data: dict[str, Any] | None = None) -> None:
-    session.add(JobEvent(job_id=job_id, created_at=utcnow(), level=level, type=type, message=tenant_safe(message),
-                         data=data))
+def add_event(
+    session: Session, job_id: str, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None
+) -> None:
+    session.add(
+        JobEvent(job_id=job_id, created_at=utcnow(), level=level, type=type, message=tenant_safe(message), data=data)
+    )
     if type == "status":  # every status transition passes here: the webhooks' outbox row joins its transaction
         record_status_event(session, job_id, (data or {}).get("status"))

@@ -25,8 +25,6 @@ def fine_tuned_model_name(model: str, organization: str, suffix: str | None, job
     return f"ft:{model}:{organization}:{suffix or ''}:{job_id}"
 
 
-
-
 # The widest integer a row key or step may hold (Postgres integer). A larger value from a query string or a
 # cursor would overflow the database driver's bind (a 500), so it is refused as invalid input instead.
 MAX_INT = 2**31 - 1

@@ -18,8 +18,10 @@ from api.targets import TargetError, check_url
 class MlflowIntegration(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["mlflow"]
-    tracking_uri: str = Field(max_length=2048, description="http(s)://... of an MLflow server (file:... where "
-                              "UDS_ALLOW_PRIVATE_TARGETS allows it).")
+    tracking_uri: str = Field(
+        max_length=2048,
+        description="http(s)://... of an MLflow server (file:... where UDS_ALLOW_PRIVATE_TARGETS allows it).",
+    )
     experiment: str = Field(default="uds", min_length=1, max_length=256)
     run_name: str | None = Field(default=None, max_length=256, description="Default: the job's id.")
 
@@ -34,6 +36,7 @@ class WandbSettings(BaseModel):
 
 class WandbIntegration(BaseModel):
     """Runs in W&B offline mode (the run is written under the job's folder; `wandb sync` uploads it)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["wandb"]
     wandb: WandbSettings
@@ -51,6 +54,10 @@ def check_integrations(integrations: list | None, settings: Settings) -> list[di
             try:
                 check_url(integration.tracking_uri, settings.private_targets_allowed, ("http", "https", "file"))
             except TargetError as exc:
-                raise APIError(400, f"integrations[{i}].tracking_uri: {exc}.", code="invalid_url",
-                               param=f"integrations[{i}].tracking_uri") from None
+                raise APIError(
+                    400,
+                    f"integrations[{i}].tracking_uri: {exc}.",
+                    code="invalid_url",
+                    param=f"integrations[{i}].tracking_uri",
+                ) from None
     return [integration.model_dump() for integration in integrations]

@@ -80,7 +80,9 @@ class RedisBuckets:
         try:
             # Redis TIME, not ours: API hosts with skewed clocks still share one refill rate.
             seconds, micros = self.client.time()
-            return float(self.script(keys=[f"uds:ratelimit:{key}"], args=[self.rate, self.burst, seconds + micros / 1e6]))
+            return float(
+                self.script(keys=[f"uds:ratelimit:{key}"], args=[self.rate, self.burst, seconds + micros / 1e6])
+            )
         except Exception as exc:
             log.warning("rate limiter: Redis unreachable (%s); limiting in this process only", exc)
             return self.fallback.take(key)
@@ -106,10 +108,14 @@ def rate_limit_creations(request: Request, tenant: CurrentTenant, settings: Sett
     wait = buckets.take(who)
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
-        raise APIError(429, f"Too many jobs or uploads created with this key: at most {settings.create_burst} at once "
-                       f"and {settings.create_rate_per_minute:g} per minute (UDS_CREATE_RATE_PER_MINUTE). "
-                       f"Retry in {retry_after} s.", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(retry_after)})
+        raise APIError(
+            429,
+            f"Too many jobs or uploads created with this key: at most {settings.create_burst} at once "
+            f"and {settings.create_rate_per_minute:g} per minute (UDS_CREATE_RATE_PER_MINUTE). "
+            f"Retry in {retry_after} s.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 RateLimited = Depends(rate_limit_creations)
@@ -137,8 +143,13 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), self.idle_timeout)
             except asyncio.TimeoutError:
-                return await send_error(send, 408, f"The request body stalled for {self.idle_timeout:g} s "
-                                        "(UDS_CLIENT_IDLE_TIMEOUT_SECONDS).", "client_too_slow", close=True)
+                return await send_error(
+                    send,
+                    408,
+                    f"The request body stalled for {self.idle_timeout:g} s (UDS_CLIENT_IDLE_TIMEOUT_SECONDS).",
+                    "client_too_slow",
+                    close=True,
+                )
             if message["type"] != "http.request":
                 return  # the client went away
             size += len(message.get("body", b""))
@@ -159,8 +170,20 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        await send_error(send, 413, f"The request body is larger than {self.max_bytes} bytes (UDS_MAX_REQUEST_BYTES).",
-                         "request_too_large", close=True)
+        await send_error(
+            send,
+            413,
+            f"The request body is larger than {self.max_bytes} bytes (UDS_MAX_REQUEST_BYTES).",
+            "request_too_large",
+            close=True,
+        )
 
 
-__all__ = ["BodyLimitMiddleware", "MemoryBuckets", "RateLimited", "RedisBuckets", "make_buckets", "rate_limit_creations"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "MemoryBuckets",
+    "RateLimited",
+    "RedisBuckets",
+    "make_buckets",
+    "rate_limit_creations",
+]

@@ -48,6 +48,7 @@ RETENTION_SWEEP_SECONDS = 600
 
 async def retention_sweeps(app: FastAPI) -> None:
     """UDS_CHECKPOINT_RETENTION for succeeded jobs, at start and every RETENTION_SWEEP_SECONDS (api/storage.py)."""
+
     def sweep() -> None:
         with app.state.sessionmaker() as session:
             pruned = storage.prune_finished_checkpoints(app.state.settings, session)
@@ -82,16 +83,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     # The API's own pool: the embedded worker's training writer uses another, so neither can starve the other.
-    app.state.sessionmaker = session_factory(settings.sqlalchemy_url, "api", PoolSize(
-        settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds))
+    app.state.sessionmaker = session_factory(
+        settings.sqlalchemy_url,
+        "api",
+        PoolSize(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds),
+    )
     app.state.dispatcher = make_dispatcher(settings)
     app.state.create_buckets = limits.make_buckets(settings)
     app.state.transfers = TransferLimits(settings)
     errors.install(app)
     # Uploads stream to disk under their own limit (api/uploads.py); every other body is small JSON.
-    app.add_middleware(limits.BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
-                       idle_timeout=settings.client_idle_timeout_seconds,
-                       exempt={("POST", "/api/v1/datasets"), ("POST", "/v1/files")})
+    app.add_middleware(
+        limits.BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        idle_timeout=settings.client_idle_timeout_seconds,
+        exempt={("POST", "/api/v1/datasets"), ("POST", "/v1/files")},
+    )
     app.add_middleware(URLValidationMiddleware)  # a NUL or a 5,000-character path never reaches a route
     if not settings.auth_required:
         app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF

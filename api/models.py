@@ -273,8 +273,10 @@ class JobTask(Base):
     Claimed with one conditional UPDATE (queued -> running), so a redelivered message runs it once."""
 
     __tablename__ = "job_tasks"
-    __table_args__ = (Index("ix_job_tasks_job_kind", "job_id", "kind", "created_at"),
-                      Index("ix_job_tasks_status", "status", "created_at"))
+    __table_args__ = (
+        Index("ix_job_tasks_job_kind", "job_id", "kind", "created_at"),
+        Index("ix_job_tasks_status", "status", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # export-<24 hex> | gen-<24 hex>
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -322,8 +324,10 @@ class WebhookDelivery(Base):
     the same bytes under the same webhook-id (receivers deduplicate on it)."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
-                      Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"))
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<24 hex>, sent as webhook-id
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))

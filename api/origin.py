@@ -43,16 +43,28 @@ def refusal(headers: dict[bytes, bytes], method: str) -> tuple[int, str, str] | 
         return None
     host = headers.get(b"host", b"").decode("latin-1")
     if not loopback_name(host_of(host)):
-        return 400, (f"Host {host[:100]!r} is not a loopback name. Without API keys this server answers only to "
-                     "localhost / 127.0.0.1 / [::1]."), "invalid_host"
+        return (
+            400,
+            (
+                f"Host {host[:100]!r} is not a loopback name. Without API keys this server answers only to "
+                "localhost / 127.0.0.1 / [::1]."
+            ),
+            "invalid_host",
+        )
     if method in SAFE_METHODS:
         return None
     origin = headers.get(b"origin", b"").decode("latin-1")
     site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
     cross = site == "cross-site" or (origin and not loopback_name(urlsplit(origin).hostname or ""))
     if cross:
-        return 403, (f"Cross-origin {method} from {origin[:100] or 'another site'} refused: without API keys only "
-                     "pages served by this server may change state."), "cross_origin_request"
+        return (
+            403,
+            (
+                f"Cross-origin {method} from {origin[:100] or 'another site'} refused: without API keys only "
+                "pages served by this server may change state."
+            ),
+            "cross_origin_request",
+        )
     return None
 
 

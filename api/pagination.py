@@ -24,10 +24,13 @@ def newest_first(session: Session, model, stmt: Select, after: str | None, limit
             select(model.created_at, model.id).where(model.id == after, model.tenant_id == tenant_id)
         ).first()
         if cursor is None:
-            raise APIError(400, f"after: no object with id {after!r} to continue from.", code="invalid_cursor",
-                           param="after")
+            raise APIError(
+                400, f"after: no object with id {after!r} to continue from.", code="invalid_cursor", param="after"
+            )
         created_at, cursor_id = cursor
-        stmt = stmt.where(or_(model.created_at < created_at, and_(model.created_at == created_at, model.id < cursor_id)))
+        stmt = stmt.where(
+            or_(model.created_at < created_at, and_(model.created_at == created_at, model.id < cursor_id))
+        )
     return fetch_page(session, stmt.order_by(model.created_at.desc(), model.id.desc()), limit)
 
 

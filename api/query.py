@@ -28,20 +28,24 @@ def _reject_unknown(request: Request, patterns: tuple[str, ...]) -> None:
     if route is None or not hasattr(route, "dependant"):
         return
     known = declared_query_names(route.dependant)
-    unknown = [k for k in dict.fromkeys(request.query_params.keys())
-               if k not in known and not k.startswith(patterns)]
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in known and not k.startswith(patterns)]
     if not unknown:
         return
     hints = [f" (did you mean {hint!r}?)" if (hint := closest(name, known)) else "" for name in unknown]
     listed = ", ".join(f"{name!r}{hint}" for name, hint in zip(unknown, hints, strict=True))
     accepted = ", ".join(sorted(known | {f"{p}..." for p in patterns})) or "none"
-    raise APIError(400, f"unknown query parameter{'s' if len(unknown) > 1 else ''} {listed}; this endpoint accepts: "
-                   f"{accepted}.", code="unknown_parameter", param=unknown[0])
+    raise APIError(
+        400,
+        f"unknown query parameter{'s' if len(unknown) > 1 else ''} {listed}; this endpoint accepts: {accepted}.",
+        code="unknown_parameter",
+        param=unknown[0],
+    )
 
 
 def known_query_only(*patterns: str):
     """A route dependency: 400 for query parameters the route does not declare. `patterns` are prefixes the route
     reads from the request itself (the OpenAI job list's `metadata[key]=value`)."""
+
     def check(request: Request) -> None:
         _reject_unknown(request, tuple(patterns))
 

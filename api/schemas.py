@@ -30,8 +30,12 @@ class ListPage(BaseModel, Generic[T]):
     def page(cls, data: list[T], has_more: bool) -> "ListPage[T]":
         """A page of objects with an `id`; first_id/last_id are the cursors a client passes as `after`."""
         items: list[Any] = data  # T is unbounded (pydantic validates against it); every page's objects have an id
-        return cls(data=data, has_more=has_more, first_id=items[0].id if items else None,
-                   last_id=items[-1].id if items else None)
+        return cls(
+            data=data,
+            has_more=has_more,
+            first_id=items[0].id if items else None,
+            last_id=items[-1].id if items else None,
+        )
 
 
 class ErrorDetail(BaseModel):
@@ -53,6 +57,7 @@ class ErrorResponse(BaseModel):
 
 # ---- datasets -----------------------------------------------------------------------------------------------
 
+
 class DatasetPublic(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
@@ -67,8 +72,17 @@ class DatasetPublic(BaseModel):
 
 
 def dataset_public(d: Dataset) -> DatasetPublic:
-    return DatasetPublic(id=d.id, filename=d.filename, purpose=d.purpose, format=d.format, bytes=d.bytes,
-                         sha256=d.sha256, n_examples=d.n_examples, status=d.status, created_at=d.created_at)
+    return DatasetPublic(
+        id=d.id,
+        filename=d.filename,
+        purpose=d.purpose,
+        format=d.format,
+        bytes=d.bytes,
+        sha256=d.sha256,
+        n_examples=d.n_examples,
+        status=d.status,
+        created_at=d.created_at,
+    )
 
 
 class DatasetDeleted(BaseModel):
@@ -98,6 +112,7 @@ class DatasetRows(BaseModel):
 
 
 # ---- models ------------------------------------------------------------------------------------------------
+
 
 class ModelPublic(BaseModel):
     id: str
@@ -143,9 +158,14 @@ class JobRequest(BaseModel):
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
     # Not a TrainConfig setting: where the worker mirrors the step metrics (api/integration_schemas.py).
-    integrations: list[Integration] | None = Field(default=None, max_length=4, description=(
-        'Trackers the step metrics are mirrored to: {"type": "mlflow", "tracking_uri", "experiment"} or OpenAI\'s '
-        '{"type": "wandb", "wandb": {"project", ...}} (offline mode). A tracker outage never fails the job.'))
+    integrations: list[Integration] | None = Field(
+        default=None,
+        max_length=4,
+        description=(
+            'Trackers the step metrics are mirrored to: {"type": "mlflow", "tracking_uri", "experiment"} or OpenAI\'s '
+            '{"type": "wandb", "wandb": {"project", ...}} (offline mode). A tracker outage never fails the job.'
+        ),
+    )
 
     def train_settings(self) -> dict[str, Any]:
         config_fields = {"model", *TRAIN_SETTINGS}
@@ -166,7 +186,9 @@ def _setting_field(name: str, annotation: Any) -> tuple[Any, Any]:
         extra["examples"] = [default]  # the value an omitted setting takes (the field's own default is null)
     if choices:
         extra["x-choices"] = list(choices)  # for forms (the dashboard's selects); not a JSON-schema constraint
-    return _words_as_str(annotation) | None, Field(default=None, description=description, json_schema_extra=extra or None)
+    return _words_as_str(annotation) | None, Field(
+        default=None, description=description, json_schema_extra=extra or None
+    )
 
 
 def _words_as_str(annotation: Any) -> Any:
@@ -189,6 +211,7 @@ TRAIN_SETTINGS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in HOST_FIELDS and f.name != "model"
 )
 if TYPE_CHECKING:
+
     class JobCreate(JobRequest):
         """JobRequest and every TrainConfig setting (optional), as built below; the settings are typed Any here."""
 
@@ -200,13 +223,12 @@ else:
         __doc__=(
             "Every TrainConfig setting but the host paths may be given; omitted ones take the `recipe`'s value if "
             "one is named, else the TrainConfig default (and checkpoint_every the server's UDS_CHECKPOINT_EVERY). "
-            "Resolution and validation are TrainConfig.from_dict's. `alpha` is a number, \"paper\" or \"auto\"; "
+            'Resolution and validation are TrainConfig.from_dict\'s. `alpha` is a number, "paper" or "auto"; '
             "`candidate_batch_size` is one selection group (B), and `train_batch_size` the selected examples per "
             "optimizer step."
         ),
         **{name: _setting_field(name, typing.get_type_hints(TrainConfig)[name]) for name in TRAIN_SETTINGS},
     )
-
 
 
 class Progress(BaseModel):
@@ -277,21 +299,43 @@ def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
     if job.status == "succeeded" and job.adapter_path:
         adapter = AdapterInfo(bytes=job.adapter_bytes, sha256=job.adapter_sha256, url=f"/api/v1/jobs/{job.id}/adapter")
     return JobPublic(
-        id=job.id, name=job.name, suffix=job.suffix, status=job.status, cancel_requested=bool(job.cancel_requested),
-        model=job.model, method=job.method, budget=job.budget, dataset_id=job.dataset_id,
-        eval_dataset_id=job.eval_dataset_id, config=job.config, metadata=job.metadata_, seed=job.seed,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        id=job.id,
+        name=job.name,
+        suffix=job.suffix,
+        status=job.status,
+        cancel_requested=bool(job.cancel_requested),
+        model=job.model,
+        method=job.method,
+        budget=job.budget,
+        dataset_id=job.dataset_id,
+        eval_dataset_id=job.eval_dataset_id,
+        config=job.config,
+        metadata=job.metadata_,
+        seed=job.seed,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
         progress=Progress(step=job.current_step, total_steps=job.total_steps, epoch=job.epoch, fraction=fraction),
-        eta_seconds=eta_seconds(job, now), phase=job.phase if job.status == "running" else None,
-        phase_started_at=job.phase_started_at if job.status == "running" else None, eval_seconds=job.eval_seconds,
-        examples_scored=job.examples_scored, examples_trained=job.examples_trained,
-        tokens_trained=job.tokens_trained, backward_saved_fraction=saved, alpha_used=job.alpha_used,
-        latest_loss=job.latest_loss, attempts=job.attempts, error=error, adapter=adapter,
-        fine_tuned_model=job.fine_tuned_model, integrations=job.integrations,
+        eta_seconds=eta_seconds(job, now),
+        phase=job.phase if job.status == "running" else None,
+        phase_started_at=job.phase_started_at if job.status == "running" else None,
+        eval_seconds=job.eval_seconds,
+        examples_scored=job.examples_scored,
+        examples_trained=job.examples_trained,
+        tokens_trained=job.tokens_trained,
+        backward_saved_fraction=saved,
+        alpha_used=job.alpha_used,
+        latest_loss=job.latest_loss,
+        attempts=job.attempts,
+        error=error,
+        adapter=adapter,
+        fine_tuned_model=job.fine_tuned_model,
+        integrations=job.integrations,
     )
 
 
 # ---- metrics, selections, events, checkpoints --------------------------------------------------------------
+
 
 class MetricPublic(BaseModel):
     step: int
@@ -314,10 +358,22 @@ class MetricPublic(BaseModel):
 
 def metric_public(m: StepMetric) -> MetricPublic:
     return MetricPublic(
-        step=m.step, epoch=m.epoch, loss=m.loss, token_accuracy=m.token_accuracy, learning_rate=m.learning_rate,
-        grad_norm=m.grad_norm, tokens_trained=m.tokens_trained, candidates=m.candidates, selected=m.selected,
-        time_scoring=m.time_scoring, time_training=m.time_training, alpha=m.alpha, eval_loss=m.eval_loss,
-        eval_accuracy=m.eval_accuracy, stats=m.stats, created_at=m.created_at,
+        step=m.step,
+        epoch=m.epoch,
+        loss=m.loss,
+        token_accuracy=m.token_accuracy,
+        learning_rate=m.learning_rate,
+        grad_norm=m.grad_norm,
+        tokens_trained=m.tokens_trained,
+        candidates=m.candidates,
+        selected=m.selected,
+        time_scoring=m.time_scoring,
+        time_training=m.time_training,
+        alpha=m.alpha,
+        eval_loss=m.eval_loss,
+        eval_accuracy=m.eval_accuracy,
+        stats=m.stats,
+        created_at=m.created_at,
     )
 
 
@@ -389,8 +445,9 @@ class EventPublic(BaseModel):
 
 
 def event_public(e: JobEvent) -> EventPublic:
-    return EventPublic(id=event_public_id(e.id), created_at=e.created_at, level=e.level, type=e.type,
-                       message=e.message, data=e.data)
+    return EventPublic(
+        id=event_public_id(e.id), created_at=e.created_at, level=e.level, type=e.type, message=e.message, data=e.data
+    )
 
 
 class CheckpointPublic(BaseModel):
@@ -404,8 +461,14 @@ class CheckpointPublic(BaseModel):
 
 
 def checkpoint_public(c: Checkpoint, available: bool) -> CheckpointPublic:
-    return CheckpointPublic(id=checkpoint_public_id(c.id), job_id=c.job_id, step=c.step, metrics=c.metrics,
-                            created_at=c.created_at, available=available)
+    return CheckpointPublic(
+        id=checkpoint_public_id(c.id),
+        job_id=c.job_id,
+        step=c.step,
+        metrics=c.metrics,
+        created_at=c.created_at,
+        available=available,
+    )
 
 
 class Info(BaseModel):

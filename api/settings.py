@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UDS_", extra="ignore", validate_default=True)
 
     # Where state lives.
-    data_dir: Path = Field(default_factory=default_data_dir, description="Datasets, job outputs, models and the SQLite file.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Datasets, job outputs, models and the SQLite file."
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/uds.db.")
     broker_url: str | None = Field(default=None, description="Celery broker (redis://...); unset = in-process worker.")
     queue: str = Field(default="gpu", description="Celery queue the API sends jobs to and workers consume.")
@@ -47,7 +49,9 @@ class Settings(BaseSettings):
     require_auth: Literal["auto"] | bool = Field(
         default="auto", description="auto: keys required unless the server is bound to a loopback address."
     )
-    bootstrap_api_key: SecretStr | None = Field(default=None, description="A key (uds-...) created at start for bootstrap_tenant.")
+    bootstrap_api_key: SecretStr | None = Field(
+        default=None, description="A key (uds-...) created at start for bootstrap_tenant."
+    )
     bootstrap_tenant: str = "default"
     local_tenant: str = Field(default="local", description="Tenant of key-less requests when auth is not required.")
 
@@ -60,7 +64,9 @@ class Settings(BaseSettings):
     max_problems: int = Field(default=100, ge=1, description="Validation stops listing problems after this many.")
 
     # Limits (api/limits.py).
-    create_rate_per_minute: float = Field(default=60, ge=0, description="Jobs + uploads per API key per minute; 0 = off.")
+    create_rate_per_minute: float = Field(
+        default=60, ge=0, description="Jobs + uploads per API key per minute; 0 = off."
+    )
     create_burst: int = Field(default=30, ge=1, description="Jobs + uploads an API key may create at once.")
     max_active_jobs: int = Field(default=32, ge=0, description="Unfinished jobs per tenant; 0 = no cap.")
     max_request_bytes: int = Field(default=1024 * 1024, gt=0, description="Request bodies other than uploads.")
@@ -73,39 +79,52 @@ class Settings(BaseSettings):
     max_uploads: int = Field(default=64, ge=1, description="Uploads in flight in one API process, all keys.")
     max_downloads: int = Field(default=256, ge=1, description="Downloads in flight in one API process, all keys.")
     client_idle_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="A client that sends or reads nothing this long is cut off.")
+        default=30.0, gt=0, description="A client that sends or reads nothing this long is cut off."
+    )
     min_transfer_bytes_per_second: int = Field(
-        default=1024, ge=0, description="After the idle timeout, slower uploads/downloads are cut off; 0 = off.")
+        default=1024, ge=0, description="After the idle timeout, slower uploads/downloads are cut off; 0 = off."
+    )
     db_pool_size: int = Field(default=10, ge=1, description="The API's own database pool (the worker has another).")
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, description="Wait for a pooled connection, then 503.")
 
     # What one job may cost (api/costs.py); refused at submit time with 400 naming the setting.
     max_selector_memory_bytes: int = Field(
-        default=1024**3, gt=0, description="UDS memory buffer plus projection matrices of one job.")
+        default=1024**3, gt=0, description="UDS memory buffer plus projection matrices of one job."
+    )
     cost_vocab_size: int = Field(
-        default=262_144, ge=1, description="Vocabulary assumed for the projection's cost (an upper bound).")
+        default=262_144, ge=1, description="Vocabulary assumed for the projection's cost (an upper bound)."
+    )
     max_checkpoint_state_bytes: int = Field(
-        default=4 * 1024**3, gt=0, description="Selector state kept on disk by one job: buffer x keep_checkpoints.")
+        default=4 * 1024**3, gt=0, description="Selector state kept on disk by one job: buffer x keep_checkpoints."
+    )
     max_checkpoints_per_job: int = Field(default=1000, ge=1, description="Checkpoints one job may write.")
     max_keep_checkpoints: int = Field(default=10, ge=1)
     max_job_steps: int = Field(default=200_000, ge=1, le=2**31 - 1, description="Optimizer steps of one job.")
     max_step_candidates: int = Field(default=4096, ge=1, description="Candidates scored in one step.")
     max_job_candidates: int = Field(
-        default=20_000_000, ge=1, description="Candidates one job scores in all (each is a selections row).")
+        default=20_000_000, ge=1, description="Candidates one job scores in all (each is a selections row)."
+    )
     max_seq_len: int = Field(default=8192, ge=1, description="Largest max_seq_len a job may ask for.")
     tenant_storage_bytes: int = Field(
-        default=0, ge=0, description="Per tenant: datasets + adapters + estimated checkpoint state; 0 = no quota.")
+        default=0, ge=0, description="Per tenant: datasets + adapters + estimated checkpoint state; 0 = no quota."
+    )
     checkpoint_retention: Literal["final", "all"] = Field(
-        default="final", description="final: a succeeded job's intermediate checkpoints are deleted; all: kept.")
+        default="final", description="final: a succeeded job's intermediate checkpoints are deleted; all: kept."
+    )
 
     # Fair turns across tenants (worker/fairness.py, docs/API.md "Queueing and limits").
     max_job_seconds: float = Field(
-        default=24 * 3600, ge=0, description="Wall time from a job's first start; then it fails with "
-        "time_limit_exceeded (checkpoints kept). 0 = no limit.")
+        default=24 * 3600,
+        ge=0,
+        description="Wall time from a job's first start; then it fails with "
+        "time_limit_exceeded (checkpoints kept). 0 = no limit.",
+    )
     max_running_jobs_per_tenant: int = Field(
-        default=4, ge=0, description="Distributed mode: jobs one tenant may run while another tenant's job is "
-        "queued; 0 = no cap.")
+        default=4,
+        ge=0,
+        description="Distributed mode: jobs one tenant may run while another tenant's job is queued; 0 = no cap.",
+    )
 
     # Try-it (POST /api/v1/jobs/{id}/generate): short generations run by a worker, bounded here.
     generate_max_new_tokens: int = Field(default=256, ge=1, description="Largest max_new_tokens of one try-it request.")
@@ -114,28 +133,37 @@ class Settings(BaseSettings):
 
     # Webhooks (api/webhooks_targets.py, worker/webhooks.py) and tracker integrations (worker/integrations.py).
     allow_private_targets: bool | None = Field(
-        default=None, description="Webhook URLs and tracker URIs may name loopback, private or link-local addresses "
-        "(and file: trackers). Unset: only on an embedded server bound to loopback (SSRF on a shared deployment).")
+        default=None,
+        description="Webhook URLs and tracker URIs may name loopback, private or link-local addresses "
+        "(and file: trackers). Unset: only on an embedded server bound to loopback (SSRF on a shared deployment).",
+    )
     max_webhooks_per_tenant: int = Field(default=16, ge=1)
     webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts of one delivery before it is failed.")
-    webhook_retry_base_seconds: float = Field(default=10.0, gt=0, description="Wait after the first failed "
-                                              "attempt; doubled after each further one.")
+    webhook_retry_base_seconds: float = Field(
+        default=10.0, gt=0, description="Wait after the first failed attempt; doubled after each further one."
+    )
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery attempt's HTTP timeout.")
     webhook_poll_seconds: float = Field(default=1.0, gt=0, description="How often a worker looks for due deliveries.")
     task_stale_after_seconds: float = Field(
-        default=3600.0, gt=0, description="An export or try-it task running this long (or whose worker on this host "
-        "is gone) is re-queued once, then failed.")
+        default=3600.0,
+        gt=0,
+        description="An export or try-it task running this long (or whose worker on this host "
+        "is gone) is re-queued once, then failed.",
+    )
 
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")
     heartbeat_seconds: float = Field(default=10.0, gt=0)
-    stale_after_seconds: float = Field(default=120.0, gt=0, description="A running job whose heartbeat is older is re-queued.")
+    stale_after_seconds: float = Field(
+        default=120.0, gt=0, description="A running job whose heartbeat is older is re-queued."
+    )
     metrics_flush_steps: int = Field(default=20, ge=1)
     metrics_flush_seconds: float = Field(default=2.0, gt=0)
     redispatch_after_seconds: float = Field(
-        default=600.0, gt=0, description="A queued job not taken this long after its message was sent is sent again.")
+        default=600.0, gt=0, description="A queued job not taken this long after its message was sent is sent again."
+    )
     visibility_timeout_seconds: int = Field(default=24 * 3600, ge=60)
     embedded_worker: bool = Field(default=True, description="Run jobs in-process when no broker is configured.")
     embedded_poll_seconds: float = Field(default=1.0, gt=0)
@@ -253,10 +281,14 @@ def bootstrap_key_problem(settings: Settings) -> str | None:
     key = settings.bootstrap_api_key.get_secret_value()
     how = "generate one with: python -c \"import secrets; print('uds-' + secrets.token_urlsafe(32))\""
     if any(mark in key.lower() for mark in PLACEHOLDER_MARKS):
-        return f"UDS_BOOTSTRAP_API_KEY is the placeholder from .env.example; refusing to serve on {settings.host}; {how}"
+        return (
+            f"UDS_BOOTSTRAP_API_KEY is the placeholder from .env.example; refusing to serve on {settings.host}; {how}"
+        )
     if len(key) < MIN_EXPOSED_KEY_CHARS:
-        return (f"UDS_BOOTSTRAP_API_KEY has {len(key)} characters; serving on {settings.host} needs at least "
-                f"{MIN_EXPOSED_KEY_CHARS}; {how}")
+        return (
+            f"UDS_BOOTSTRAP_API_KEY has {len(key)} characters; serving on {settings.host} needs at least "
+            f"{MIN_EXPOSED_KEY_CHARS}; {how}"
+        )
     return None
 
 

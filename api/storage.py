@@ -94,13 +94,19 @@ def tenant_usage(session: Session, tenant_id: int, reserved_per_job) -> int:
     return int(datasets or 0) + int(adapters or 0) + sum(reserved_per_job(config or {}) for config in active)
 
 
-def check_quota(settings: Settings, session: Session, tenant_id: int, adding: int, what: str, param: str,
-                reserved_per_job) -> None:
+def check_quota(
+    settings: Settings, session: Session, tenant_id: int, adding: int, what: str, param: str, reserved_per_job
+) -> None:
     """400 `storage_quota_exceeded` when `adding` more bytes would take the tenant over UDS_TENANT_STORAGE_BYTES."""
     if not settings.tenant_storage_bytes:
         return
     used = tenant_usage(session, tenant_id, reserved_per_job)
     if used + adding > settings.tenant_storage_bytes:
-        raise APIError(400, f"Storage quota exceeded: this tenant uses {used} bytes, {what} needs {adding} more, and "
-                       f"the quota is {settings.tenant_storage_bytes} (UDS_TENANT_STORAGE_BYTES). Delete datasets or "
-                       "finished jobs' files first.", code="storage_quota_exceeded", param=param)
+        raise APIError(
+            400,
+            f"Storage quota exceeded: this tenant uses {used} bytes, {what} needs {adding} more, and "
+            f"the quota is {settings.tenant_storage_bytes} (UDS_TENANT_STORAGE_BYTES). Delete datasets or "
+            "finished jobs' files first.",
+            code="storage_quota_exceeded",
+            param=param,
+        )

@@ -28,8 +28,10 @@ def check_url(url: str, allow_private: bool, schemes: tuple[str, ...] = ("http",
         raise TargetError(f"the scheme must be {' or '.join(schemes)}, not {parts.scheme or 'missing'!r}")
     if parts.scheme == "file":
         if not allow_private:
-            raise TargetError("file: URIs write on the workers' disks; this deployment allows only remote trackers "
-                              "(UDS_ALLOW_PRIVATE_TARGETS)")
+            raise TargetError(
+                "file: URIs write on the workers' disks; this deployment allows only remote trackers "
+                "(UDS_ALLOW_PRIVATE_TARGETS)"
+            )
         return ""
     host = parts.hostname
     if not host:
@@ -37,8 +39,10 @@ def check_url(url: str, allow_private: bool, schemes: tuple[str, ...] = ("http",
     if not allow_private:
         for address in resolve(host, port):
             if not ipaddress.ip_address(address).is_global:
-                raise TargetError(f"{host} is a loopback, private or reserved address ({address}); this deployment "
-                                  "sends only to public addresses (UDS_ALLOW_PRIVATE_TARGETS)")
+                raise TargetError(
+                    f"{host} is a loopback, private or reserved address ({address}); this deployment "
+                    "sends only to public addresses (UDS_ALLOW_PRIVATE_TARGETS)"
+                )
     return host
 
 

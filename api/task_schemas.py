@@ -25,8 +25,11 @@ def _error(task: JobTask) -> TaskError | None:
 
 class ExportCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["merged"] = Field(default="merged", description="merged: base + adapter as one transformers folder. "
-                                    "The adapter itself is GET /api/v1/jobs/{id}/adapter.")
+    kind: Literal["merged"] = Field(
+        default="merged",
+        description="merged: base + adapter as one transformers folder. "
+        "The adapter itself is GET /api/v1/jobs/{id}/adapter.",
+    )
 
 
 class ExportPublic(BaseModel):
@@ -45,10 +48,18 @@ class ExportPublic(BaseModel):
 
 def export_public(task: JobTask) -> ExportPublic:
     done = task.status == "succeeded"
-    return ExportPublic(id=task.id, job_id=task.job_id, kind=task.params.get("kind", "merged"), status=task.status,
-                        bytes=task.bytes, sha256=task.sha256, error=_error(task), created_at=task.created_at,
-                        finished_at=task.finished_at,
-                        download_url=f"/api/v1/exports/{task.id}/content" if done else None)
+    return ExportPublic(
+        id=task.id,
+        job_id=task.job_id,
+        kind=task.params.get("kind", "merged"),
+        status=task.status,
+        bytes=task.bytes,
+        sha256=task.sha256,
+        error=_error(task),
+        created_at=task.created_at,
+        finished_at=task.finished_at,
+        download_url=f"/api/v1/exports/{task.id}/content" if done else None,
+    )
 
 
 class ChatMessage(BaseModel):
@@ -103,8 +114,17 @@ class GenerationPublic(BaseModel):
 
 def generation_public(task: JobTask) -> GenerationPublic:
     result = task.result or {}
-    return GenerationPublic(id=task.id, job_id=task.job_id, status=task.status, messages=task.params["messages"],
-                            max_new_tokens=task.params["max_new_tokens"], temperature=task.params["temperature"],
-                            fine_tuned=result.get("fine_tuned"), base=result.get("base"),
-                            cancel_requested=task.cancel_requested, error=_error(task), created_at=task.created_at,
-                            finished_at=task.finished_at)
+    return GenerationPublic(
+        id=task.id,
+        job_id=task.job_id,
+        status=task.status,
+        messages=task.params["messages"],
+        max_new_tokens=task.params["max_new_tokens"],
+        temperature=task.params["temperature"],
+        fine_tuned=result.get("fine_tuned"),
+        base=result.get("base"),
+        cancel_requested=task.cancel_requested,
+        error=_error(task),
+        created_at=task.created_at,
+        finished_at=task.finished_at,
+    )

@@ -65,11 +65,17 @@ class TransferLimits:
     def acquire(self, kind: Kind, who: str) -> Slot:
         with self.lock:
             if self.active[(kind, who)] >= self.per_key[kind]:
-                raise _busy(kind, f"this API key already has {self.per_key[kind]} {kind}s in flight, the most "
-                                  f"allowed (UDS_MAX_{kind.upper()}S_PER_KEY)")
+                raise _busy(
+                    kind,
+                    f"this API key already has {self.per_key[kind]} {kind}s in flight, the most "
+                    f"allowed (UDS_MAX_{kind.upper()}S_PER_KEY)",
+                )
             if self.active_total[kind] >= self.total[kind]:
-                raise _busy(kind, f"the server has {self.total[kind]} {kind}s in flight, the most it takes at once "
-                                  f"(UDS_MAX_{kind.upper()}S)")
+                raise _busy(
+                    kind,
+                    f"the server has {self.total[kind]} {kind}s in flight, the most it takes at once "
+                    f"(UDS_MAX_{kind.upper()}S)",
+                )
             self.active[(kind, who)] += 1
             self.active_total[kind] += 1
         return Slot(self, kind, who)
@@ -87,8 +93,12 @@ class TransferLimits:
 
 
 def _busy(kind: str, why: str) -> APIError:
-    return APIError(429, f"Too many {kind}s at once: {why}. Retry when one has finished.", code="too_many_transfers",
-                    headers={"Retry-After": "5"})
+    return APIError(
+        429,
+        f"Too many {kind}s at once: {why}. Retry when one has finished.",
+        code="too_many_transfers",
+        headers={"Retry-After": "5"},
+    )
 
 
 class Pace:
@@ -110,14 +120,21 @@ class Pace:
         elapsed = time.monotonic() - self.started
         # Only after a grace period: the first bytes of a healthy transfer may wait for TCP slow start.
         if self.min_rate and elapsed > self.idle and self.bytes < self.min_rate * elapsed:
-            raise SlowClient(f"{self.bytes / elapsed:.0f} bytes/s on average, under the minimum of {self.min_rate} "
-                             "(UDS_MIN_TRANSFER_BYTES_PER_SECOND)")
+            raise SlowClient(
+                f"{self.bytes / elapsed:.0f} bytes/s on average, under the minimum of {self.min_rate} "
+                "(UDS_MIN_TRANSFER_BYTES_PER_SECOND)"
+            )
         return result
 
 
 def too_slow(exc: SlowClient, param: str | None = None) -> APIError:
-    return APIError(408, f"The client is too slow: {exc}. The request was cut off.", code="client_too_slow",
-                    param=param, headers={"Connection": "close"})
+    return APIError(
+        408,
+        f"The client is too slow: {exc}. The request was cut off.",
+        code="client_too_slow",
+        param=param,
+        headers={"Connection": "close"},
+    )
 
 
 async def paced_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:

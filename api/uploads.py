@@ -38,8 +38,12 @@ class _TooLarge(Exception):
 
 
 def too_large(limit: int) -> APIError:
-    return APIError(413, f"The file is larger than the limit of {limit} bytes (UDS_MAX_UPLOAD_BYTES).",
-                    code="file_too_large", param="file")
+    return APIError(
+        413,
+        f"The file is larger than the limit of {limit} bytes (UDS_MAX_UPLOAD_BYTES).",
+        code="file_too_large",
+        param="file",
+    )
 
 
 def lock_part(fd: int) -> None:
@@ -82,9 +86,12 @@ class _MultipartReceiver:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
-            "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
-            "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
             "on_part_end": self.on_part_end,
         }
 
@@ -108,9 +115,13 @@ class _MultipartReceiver:
         if name != self.field_name:
             self.n_fields += 1
         if self.n_fields > self.settings.max_form_fields:
-            raise APIError(400, f"Too many form fields: at most {self.settings.max_form_fields} besides "
-                           f"{self.field_name!r} (UDS_MAX_FORM_FIELDS).", code="too_many_form_fields",
-                           param=name[:64] or None)
+            raise APIError(
+                400,
+                f"Too many form fields: at most {self.settings.max_form_fields} besides "
+                f"{self.field_name!r} (UDS_MAX_FORM_FIELDS).",
+                code="too_many_form_fields",
+                param=name[:64] or None,
+            )
         if name == self.field_name:
             if self.seen_file:
                 raise APIError(400, "Send exactly one 'file' part.", code="invalid_value", param="file")
@@ -130,8 +141,13 @@ class _MultipartReceiver:
         self.part_value += chunk
         if len(self.part_value) > self.settings.max_form_field_bytes:
             name = (self.part_name or "")[:64]
-            raise APIError(400, f"Form field {name!r} is longer than {self.settings.max_form_field_bytes} bytes "
-                           "(UDS_MAX_FORM_FIELD_BYTES).", code="invalid_value", param=name)
+            raise APIError(
+                400,
+                f"Form field {name!r} is longer than {self.settings.max_form_field_bytes} bytes "
+                "(UDS_MAX_FORM_FIELD_BYTES).",
+                code="invalid_value",
+                param=name,
+            )
 
     def on_part_end(self) -> None:
         if self.part_name and self.part_name != self.field_name:
@@ -152,8 +168,12 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
     content_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise APIError(400, "Send the dataset as multipart/form-data with a 'file' part.", code="invalid_content_type",
-                       param="file")
+        raise APIError(
+            400,
+            "Send the dataset as multipart/form-data with a 'file' part.",
+            code="invalid_content_type",
+            param="file",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + FRAMING_BYTES:
         raise too_large(max_bytes)  # refuse before reading a byte; 64 KiB covers the multipart framing
@@ -177,8 +197,9 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
         finally:
             out.close()
         if not receiver.seen_file:
-            raise APIError(400, "Missing the 'file' part (multipart/form-data).", code="missing_required_parameter",
-                           param="file")
+            raise APIError(
+                400, "Missing the 'file' part (multipart/form-data).", code="missing_required_parameter", param="file"
+            )
     except _TooLarge:
         os.unlink(tmp_name)
         raise too_large(max_bytes) from None
@@ -190,6 +211,13 @@ async def receive_file(request: Request, settings: Settings, field_name: str = "
         raise
     except Exception as exc:  # malformed multipart, client disconnect
         os.unlink(tmp_name)
-        raise APIError(400, f"Could not read the multipart body: {exc}", code="invalid_multipart", param="file") from None
-    return ReceivedFile(Path(tmp_name), receiver.filename or "upload.jsonl", receiver.file_bytes,
-                        receiver.digest.hexdigest(), receiver.fields)
+        raise APIError(
+            400, f"Could not read the multipart body: {exc}", code="invalid_multipart", param="file"
+        ) from None
+    return ReceivedFile(
+        Path(tmp_name),
+        receiver.filename or "upload.jsonl",
+        receiver.file_bytes,
+        receiver.digest.hexdigest(),
+        receiver.fields,
+    )

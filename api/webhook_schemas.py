@@ -16,8 +16,12 @@ DEFAULT_EVENTS: list[WebhookEvent] = ["job.succeeded", "job.failed", "job.cancel
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     url: str = Field(max_length=2048, description="http(s) endpoint that receives a POST per event.")
-    events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_EVENTS), min_length=1, max_length=4,
-                                       description="Default: the three final ones; job.running is opt-in.")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(DEFAULT_EVENTS),
+        min_length=1,
+        max_length=4,
+        description="Default: the three final ones; job.running is opt-in.",
+    )
     description: str | None = Field(default=None, max_length=256)
 
 
@@ -32,8 +36,14 @@ class WebhookPublic(BaseModel):
 
 
 def webhook_public(hook: Webhook, with_secret: bool = False) -> WebhookPublic:
-    return WebhookPublic(id=hook.id, url=hook.url, events=list(hook.events), description=hook.description,
-                         created_at=hook.created_at, secret=hook.secret if with_secret else None)
+    return WebhookPublic(
+        id=hook.id,
+        url=hook.url,
+        events=list(hook.events),
+        description=hook.description,
+        created_at=hook.created_at,
+        secret=hook.secret if with_secret else None,
+    )
 
 
 class WebhookDeleted(BaseModel):
@@ -62,7 +72,18 @@ class DeliveryPublic(BaseModel):
 def delivery_public(d: WebhookDelivery) -> DeliveryPublic:
     import json
 
-    return DeliveryPublic(id=d.id, webhook_id=d.webhook_id, event=d.event, job_id=d.job_id, status=d.status,
-                          attempts=d.attempts, next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
-                          last_status_code=d.last_status_code, last_error=d.last_error, log=list(d.log or []),
-                          payload=json.loads(d.payload), created_at=d.created_at, delivered_at=d.delivered_at)
+    return DeliveryPublic(
+        id=d.id,
+        webhook_id=d.webhook_id,
+        event=d.event,
+        job_id=d.job_id,
+        status=d.status,
+        attempts=d.attempts,
+        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        last_status_code=d.last_status_code,
+        last_error=d.last_error,
+        log=list(d.log or []),
+        payload=json.loads(d.payload),
+        created_at=d.created_at,
+        delivered_at=d.delivered_at,
+    )

@@ -11,8 +11,14 @@ from uds.toy_data import make_rows, to_jsonl
 
 log = logging.getLogger("uds.demo")
 
-DEMO_JOB = {"model": "uds-tiny", "budget": 0.25, "candidate_batch_size": 16, "epochs": 2, "max_seq_len": 64,
-            "learning_rate": 1e-3}
+DEMO_JOB = {
+    "model": "uds-tiny",
+    "budget": 0.25,
+    "candidate_batch_size": 16,
+    "epochs": 2,
+    "max_seq_len": 64,
+    "learning_rate": 1e-3,
+}
 METHODS = ("uds", "random")
 
 
@@ -33,8 +39,10 @@ def submit_demo_jobs(settings: Settings) -> None:
         body = to_jsonl(make_rows(256, task="mixed"))
         dataset = client.post("/api/v1/datasets", files={"file": ("demo.jsonl", body)}).json()
         for method in METHODS:
-            job = client.post("/api/v1/jobs", json={**DEMO_JOB, "dataset_id": dataset["id"], "method": method,
-                                                    "name": f"demo {method}"}).json()
+            job = client.post(
+                "/api/v1/jobs",
+                json={**DEMO_JOB, "dataset_id": dataset["id"], "method": method, "name": f"demo {method}"},
+            ).json()
             # The dashboard page, which a person opens; the API URL is one click away from it (Details).
             log.info("demo job %s (%s): %s/#/jobs/%s", job.get("id"), method, base, job.get("id"))
 

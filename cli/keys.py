@@ -19,8 +19,10 @@ def keys_create(tenant: str | None, name: str | None = None, settings: Settings 
     settings = settings or get_settings()
     if tenant is None:
         if settings.auth_required:
-            print("error: give --tenant NAME: this server requires keys, so there is no key-less tenant to default to",
-                  file=sys.stderr)
+            print(
+                "error: give --tenant NAME: this server requires keys, so there is no key-less tenant to default to",
+                file=sys.stderr,
+            )
             return 2
         tenant = settings.local_tenant
     if not tenant or len(tenant) > 128:
@@ -44,15 +46,20 @@ def keys_list(settings: Settings | None = None) -> int:
     settings = settings or get_settings()
     migrate(settings.sqlalchemy_url)
     with session_factory(settings.sqlalchemy_url)() as session:
-        rows = session.execute(select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
-                               .order_by(ApiKey.created_at, ApiKey.id)).all()
+        rows = session.execute(
+            select(ApiKey, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        ).all()
     if not rows:
         print("no keys; create one with `uds keys create`", file=sys.stderr)
         return 0
     print(f"{'KEY':<14} {'TENANT':<20} {'NAME':<16} {'CREATED':<20} STATUS")
     for key, tenant in rows:
         status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-        print(f"{key.prefix + '...':<14} {tenant:<20} {key.name or '-':<16} {key.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+        print(
+            f"{key.prefix + '...':<14} {tenant:<20} {key.name or '-':<16} {key.created_at:%Y-%m-%d %H:%M:%S}  {status}"
+        )
     return 0
 
 
@@ -83,5 +90,5 @@ def keys_revoke(key_or_prefix: str, settings: Settings | None = None) -> int:
             print(f"error: {len(ids)} active keys start with {value!r}; give the whole key", file=sys.stderr)
             return 2
         session.execute(update(ApiKey).where(ApiKey.id == ids[0]).values(revoked_at=utcnow()))
-    print(f"revoked key {value[:len(KEY_PREFIX) + 6]}...")
+    print(f"revoked key {value[: len(KEY_PREFIX) + 6]}...")
     return 0

@@ -1,14 +1,14 @@
 """The `uds` command (see cli/__init__.py for where each sub-command lives).
 
-    uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
-    uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
-    uds worker [--concurrency N|auto]                  a Celery GPU worker (distributed mode)
-    uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
-    uds keys list                                      every key's prefix, tenant and status
-    uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
-    uds models add|list|remove                         the base models jobs may use (hub ids or local folders)
-    uds demo                                           the service with a demo dataset and two jobs to watch
-    uds build-tiny PATH                                writes the uds-tiny test model to PATH
+uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
+uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
+uds worker [--concurrency N|auto]                  a Celery GPU worker (distributed mode)
+uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
+uds keys list                                      every key's prefix, tenant and status
+uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
+uds models add|list|remove                         the base models jobs may use (hub ids or local folders)
+uds demo                                           the service with a demo dataset and two jobs to watch
+uds build-tiny PATH                                writes the uds-tiny test model to PATH
 """
 
 from __future__ import annotations
@@ -54,29 +54,43 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uds", description="LoRA fine-tuning on the data that matters (UDS online batch selection).")
+    parser = argparse.ArgumentParser(
+        prog="uds", description="LoRA fine-tuning on the data that matters (UDS online batch selection)."
+    )
     parser.add_argument("--version", action="version", version=f"uds {_version()}")
     commands = parser.add_subparsers(title="commands")
     add_train_command(commands)
 
-    serve = commands.add_parser("serve", help="run the service (embedded default: SQLite, local files, in-process worker)")
-    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1; any other bind requires API keys)")
+    serve = commands.add_parser(
+        "serve", help="run the service (embedded default: SQLite, local files, in-process worker)"
+    )
+    serve.add_argument(
+        "--host", default=None, help="bind address (default 127.0.0.1; any other bind requires API keys)"
+    )
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run a Celery worker for the gpu queue (needs UDS_BROKER_URL)")
-    worker.add_argument("--concurrency", type=_concurrency, default="1", metavar="{N,auto}",
-                        help="jobs trained at once, one process per GPU (process i on cuda:i); auto: one per GPU "
-                             "visible with UDS_DEVICE=cuda, else 1")
+    worker.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default="1",
+        metavar="{N,auto}",
+        help="jobs trained at once, one process per GPU (process i on cuda:i); auto: one per GPU "
+        "visible with UDS_DEVICE=cuda, else 1",
+    )
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: UDS_QUEUE, else gpu)")
     worker.set_defaults(handler=_worker)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(title="keys commands")
     create = key_commands.add_parser("create", help="create a key for a tenant and print it")
-    create.add_argument("--tenant", default=None,
-                        help="the tenant the key acts as (default on a key-less loopback server: its local tenant, "
-                             "whose jobs the dashboard shows without a key)")
+    create.add_argument(
+        "--tenant",
+        default=None,
+        help="the tenant the key acts as (default on a key-less loopback server: its local tenant, "
+        "whose jobs the dashboard shows without a key)",
+    )
     create.add_argument("--name", default=None, help="a label to tell keys apart in `uds keys list`")
     create.set_defaults(handler=_keys_create)
     listing = key_commands.add_parser("list", help="list keys: prefix, tenant, name, created, revoked")
@@ -99,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # Each handler imports its sub-command only when it runs: `uds keys` must not load torch, `uds train` no database.
+
 
 def _serve(args: argparse.Namespace) -> int:
     from cli.service import serve

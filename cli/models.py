@@ -43,8 +43,9 @@ def _settings(settings):
     return settings or get_settings()
 
 
-def models_add(source: str, name: str | None = None, revision: str | None = None, settings=None,
-               snapshot_download=None) -> int:
+def models_add(
+    source: str, name: str | None = None, revision: str | None = None, settings=None, snapshot_download=None
+) -> int:
     """Register a local folder (checked, left in place) or download a hub id into the data folder and register it."""
     settings = _settings(settings)
     models_dir = settings.models_dir
@@ -72,14 +73,16 @@ def models_add(source: str, name: str | None = None, revision: str | None = None
         print(f"uds models add: could not download {source}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(f"registered {registration.name}: {describe(registration.facts)}")
-    print(f"use it with: uds train --model {registration.name} ...  or  \"model\": \"{registration.name}\" in a job")
+    print(f'use it with: uds train --model {registration.name} ...  or  "model": "{registration.name}" in a job')
     return 0
 
 
 def describe(facts) -> str:
     parts = [facts.architecture or "unknown architecture"]
     if facts.parameters:
-        parts.append(f"{facts.parameters / 1e6:.1f}M parameters" if facts.parameters >= 1e5 else f"{facts.parameters} parameters")
+        parts.append(
+            f"{facts.parameters / 1e6:.1f}M parameters" if facts.parameters >= 1e5 else f"{facts.parameters} parameters"
+        )
     if facts.vocab_size:
         parts.append(f"vocabulary {facts.vocab_size}")
     if facts.context_length:
@@ -92,8 +95,10 @@ def models_list(settings=None) -> int:
     settings = _settings(settings)
     print(f"{TINY_MODEL}\tbuiltin\ttest model, built on first use")
     for registration in list_registered(settings.models_dir):
-        print(f"{registration.name}\t{registration.source}\t{describe(registration.facts)}\t"
-              f"{registration.folder(settings.models_dir)}")
+        print(
+            f"{registration.name}\t{registration.source}\t{describe(registration.facts)}\t"
+            f"{registration.folder(settings.models_dir)}"
+        )
     return 0
 
 

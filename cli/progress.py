@@ -37,7 +37,9 @@ class ProgressLogger(JsonlLogger):
         # Evaluation can take minutes after the bar reached its end; say what is being waited on.
         if self.show_bar and name == "evaluating":
             examples = (data or {}).get("examples")
-            (self.bar.write if self.bar else tqdm.write)(f"Evaluating on {examples} examples..." if examples else "Evaluating...")
+            (self.bar.write if self.bar else tqdm.write)(
+                f"Evaluating on {examples} examples..." if examples else "Evaluating..."
+            )
 
     def close(self) -> None:
         if self.bar is not None:

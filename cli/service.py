@@ -18,8 +18,13 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def serve(host: str | None = None, port: int | None = None, settings: Settings | None = None,
-          log_level: str = "info", on_ready=None) -> int:
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    settings: Settings | None = None,
+    log_level: str = "info",
+    on_ready=None,
+) -> int:
     """Run the API (and, without UDS_BROKER_URL, the in-process worker) until interrupted.
 
     host/port default to UDS_HOST/UDS_PORT (127.0.0.1:8000). Binding anywhere but loopback requires API keys.
@@ -35,8 +40,10 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
         settings = settings.model_copy(update=updates)
     _configure_logging(log_level)
     if not is_loopback(settings.host) and settings.require_auth is False:
-        log.error("UDS_REQUIRE_AUTH=false is only allowed on a loopback address; refusing to serve on %s "
-                  "without API keys.", settings.host)
+        log.error(
+            "UDS_REQUIRE_AUTH=false is only allowed on a loopback address; refusing to serve on %s without API keys.",
+            settings.host,
+        )
         return 2
     problem = bootstrap_key_problem(settings)
     if problem:
@@ -47,12 +54,24 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     app = create_app(settings)
     workers = _start_embedded_worker(settings, app.state.dispatcher)
     mode = "embedded (SQLite/in-process worker)" if settings.embedded else f"distributed (queue {settings.queue})"
-    log.info("UDS service on http://%s:%s, %s, data in %s, API keys %s", settings.host, settings.port, mode,
-             settings.data_dir, "required" if settings.auth_required else "optional on loopback")
+    log.info(
+        "UDS service on http://%s:%s, %s, data in %s, API keys %s",
+        settings.host,
+        settings.port,
+        mode,
+        settings.data_dir,
+        "required" if settings.auth_required else "optional on loopback",
+    )
     if on_ready is not None:
         threading.Thread(target=on_ready, args=(settings,), daemon=True).start()
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            proxy_headers=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
     try:
         uvicorn.Server(config).run()
     finally:

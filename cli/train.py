@@ -18,12 +18,17 @@ _FILE_FIELDS = ("dataset_path", "eval_dataset_path")  # given as --data / --eval
 
 
 def add_train_command(commands) -> None:
-    train = commands.add_parser("train", help="train locally, no service",
-                                description="Train a LoRA adapter locally. Flags override the --config file.")
+    train = commands.add_parser(
+        "train",
+        help="train locally, no service",
+        description="Train a LoRA adapter locally. Flags override the --config file.",
+    )
     train.add_argument("--config", help="YAML or JSON file with any of the settings below")
     train.add_argument("--data", dest="dataset_path", help="training JSONL (chat, Alpaca or prompt/completion)")
     train.add_argument("--eval-data", dest="eval_dataset_path", help="held-out JSONL for eval loss and exact match")
-    train.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists in --output-dir")
+    train.add_argument(
+        "--no-resume", action="store_true", help="start over even if a checkpoint exists in --output-dir"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     types = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
@@ -32,11 +37,11 @@ def add_train_command(commands) -> None:
         flag = "--" + field.name.replace("_", "-")
         if types[field.name] is bool:
             # A flag: `--gradient-checkpointing` alone means true; `--group-by-length false` still turns one off.
-            train.add_argument(flag, dest=field.name, default=None, nargs="?", const="true", metavar="true|false",
-                               help=_help(field))
+            train.add_argument(
+                flag, dest=field.name, default=None, nargs="?", const="true", metavar="true|false", help=_help(field)
+            )
         else:
-            train.add_argument(flag, dest=field.name, default=None, help=_help(field),
-                               metavar=_metavar(field))
+            train.add_argument(flag, dest=field.name, default=None, help=_help(field), metavar=_metavar(field))
     train.set_defaults(handler=run_train)
 
 
@@ -142,7 +147,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(_failure(error), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("uds train: interrupted; run the same command again to resume from the newest checkpoint.", file=sys.stderr)
+        print(
+            "uds train: interrupted; run the same command again to resume from the newest checkpoint.", file=sys.stderr
+        )
         return 130
     finally:
         logger.close()

@@ -23,13 +23,20 @@ def worker_concurrency(concurrency: int | str, device: str, count_gpus=visible_g
             raise RuntimeError("UDS_DEVICE=cuda but no GPU is visible to this worker (--concurrency auto)")
         return gpus
     if int(concurrency) > gpus:
-        raise RuntimeError(f"--concurrency {concurrency} with UDS_DEVICE=cuda needs {concurrency} GPUs; "
-                           f"{gpus} are visible to this worker")
+        raise RuntimeError(
+            f"--concurrency {concurrency} with UDS_DEVICE=cuda needs {concurrency} GPUs; "
+            f"{gpus} are visible to this worker"
+        )
     return int(concurrency)
 
 
-def run_worker(concurrency: int | str = 1, queues: str | None = None, hostname: str | None = None,
-               loglevel: str = "INFO", pool: str | None = None) -> int:
+def run_worker(
+    concurrency: int | str = 1,
+    queues: str | None = None,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+    pool: str | None = None,
+) -> int:
     """Run a Celery worker until it is stopped. `queues` defaults to UDS_QUEUE ("gpu"); `concurrency` is the
     number of jobs trained at once on this host (one per GPU), or "auto" (worker_concurrency)."""
     from api.db import migrate
@@ -38,15 +45,22 @@ def run_worker(concurrency: int | str = 1, queues: str | None = None, hostname: 
     settings = get_settings()
     if settings.broker_url is None:
         logging.getLogger(__name__).error(
-            "UDS_BROKER_URL is not set: a worker needs a broker. Without one, `uds serve` runs jobs itself.")
+            "UDS_BROKER_URL is not set: a worker needs a broker. Without one, `uds serve` runs jobs itself."
+        )
         return 2
     concurrency = worker_concurrency(concurrency, settings.device)
     migrate(settings.sqlalchemy_url)  # before consuming: a task must never meet an old schema
 
     from worker.celery_app import app
 
-    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues or settings.queue}", f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--queues={queues or settings.queue}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     if pool:

@@ -45,7 +45,11 @@ def list_checkpoints(root: str) -> list[Checkpoint]:
     for name in os.listdir(root):
         match = _STEP_DIR.match(name)
         path = os.path.join(root, name)
-        if match and os.path.isfile(os.path.join(path, STATE_FILE)) and os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS)):
+        if (
+            match
+            and os.path.isfile(os.path.join(path, STATE_FILE))
+            and os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS))
+        ):
             found.append(Checkpoint(step=int(match.group(1)), path=path))
     return sorted(found, key=lambda c: c.step)
 
@@ -82,7 +86,9 @@ def remove_abandoned_writes(root: str) -> None:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def save_checkpoint(root: str, step: int, model, state: dict[str, Any], keep: int, fingerprint: dict[str, Any] | None = None) -> str:
+def save_checkpoint(
+    root: str, step: int, model, state: dict[str, Any], keep: int, fingerprint: dict[str, Any] | None = None
+) -> str:
     """Write the adapter, `state` and the run's `fingerprint`, then atomically publish the folder; prune to the
     newest `keep`."""
     os.makedirs(root, exist_ok=True)

@@ -92,14 +92,18 @@ class TrainConfig:
     output_dir: str = _setting("uds-output", "folder for checkpoints, metrics and the adapter")
 
     # A named set of settings applied under the ones given explicitly ("paper": the official script's).
-    recipe: str | None = _setting(None, "fill every setting not given with a named recipe: paper = the official script's", RECIPES)
+    recipe: str | None = _setting(
+        None, "fill every setting not given with a named recipe: paper = the official script's", RECIPES
+    )
 
     # Selection (DESIGN.md section 3). A selection group is B candidates of near-equal length, k of them picked;
     # one optimizer step accumulates the picks of `groups_per_step` groups.
     method: str = _setting("uds", "how each group's k are picked (full: no selection)", METHODS)
     budget: float = _setting(0.125, "fraction of candidates trained on: k = max(1, round(budget * B)) per group")
     candidate_batch_size: int = _setting(8, "B: candidates in one selection group (near-equal lengths)")
-    groups_per_step: int | None = _setting(None, "selection groups per optimizer step (default: about train_batch_size picks a step)")
+    groups_per_step: int | None = _setting(
+        None, "selection groups per optimizer step (default: about train_batch_size picks a step)"
+    )
     train_batch_size: int = _setting(32, "picks per optimizer step that groups_per_step aims at when not given")
     group_by_length: bool = _setting(True, "length-grouped candidate order, so a group compares examples, not lengths")
     equal_rows: bool = _setting(True, "score a group's candidates on the same number of tokens (its shortest length)")
@@ -115,7 +119,9 @@ class TrainConfig:
     learning_rate: float = _setting(1.5e-4, "peak learning rate (AdamW)")
     warmup_ratio: float = _setting(0.01, "share of the steps spent warming up (at least one step)")
     lr_schedule: str = _setting("linear", "decay after warm-up", SCHEDULES)
-    loss_weighting: str = _setting("example", "example: mean of each pick's token mean (the paper); token: every token alike", LOSS_WEIGHTINGS)
+    loss_weighting: str = _setting(
+        "example", "example: mean of each pick's token mean (the paper); token: every token alike", LOSS_WEIGHTINGS
+    )
     weight_decay: float = _setting(0.0, "AdamW weight decay")
     max_grad_norm: float = _setting(1.0, "gradient clipping norm")
     micro_batch_size: int = _setting(4, "examples per forward/backward (memory only: accumulation is exact)")
@@ -128,7 +134,9 @@ class TrainConfig:
     lora_targets: list[str] = field(
         default_factory=lambda: list(DEFAULT_LORA_TARGETS), metadata={"help": "module names that get LoRA adapters"}
     )
-    lora_init: str = _setting("gaussian", "LoRA A init: gaussian (the paper) or PEFT's default Kaiming-uniform", LORA_INITS)
+    lora_init: str = _setting(
+        "gaussian", "LoRA A init: gaussian (the paper) or PEFT's default Kaiming-uniform", LORA_INITS
+    )
 
     # Data.
     max_seq_len: int = _setting(512, "tokens kept per example (longer ones are truncated)")
@@ -169,7 +177,12 @@ class TrainConfig:
         if isinstance(self.alpha, str):
             if self.alpha not in ALPHA_MODES:
                 raise ConfigError("alpha", f'must be a non-negative number, "paper" or "auto", got {self.alpha!r}')
-        elif isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha < 0:
+        elif (
+            isinstance(self.alpha, bool)
+            or not isinstance(self.alpha, (int, float))
+            or not math.isfinite(self.alpha)
+            or self.alpha < 0
+        ):
             raise ConfigError("alpha", f'must be a non-negative number, "paper" or "auto", got {self.alpha!r}')
         _positive_int(self, "candidate_batch_size", maximum=4096)
         _positive_int(self, "train_batch_size", maximum=1_000_000)
@@ -206,8 +219,10 @@ class TrainConfig:
             raise ConfigError("lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError("device", f'must be "auto", "cpu", "cuda" or "cuda:N", got {self.device!r}')
-        if not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets or not all(
-            isinstance(t, str) and t for t in self.lora_targets
+        if (
+            not isinstance(self.lora_targets, (list, tuple))
+            or not self.lora_targets
+            or not all(isinstance(t, str) and t for t in self.lora_targets)
         ):
             raise ConfigError("lora_targets", "must be a non-empty list of module names")
         self.lora_targets = list(self.lora_targets)

@@ -184,7 +184,9 @@ def tokenize_example(example, tokenizer, max_seq_len: int, loss_on: str = "all")
         input_ids.append(eos_id)
         token_kinds.append(_message_kind(messages[-1]))
 
-    labels = [token if _has_loss(kind, loss_on) else IGNORE_INDEX for token, kind in zip(input_ids, token_kinds, strict=True)]
+    labels = [
+        token if _has_loss(kind, loss_on) else IGNORE_INDEX for token, kind in zip(input_ids, token_kinds, strict=True)
+    ]
     return TokenizedExample(row=example.row, input_ids=input_ids[:max_seq_len], labels=labels[:max_seq_len])
 
 

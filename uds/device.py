@@ -17,7 +17,7 @@ class DeviceUnavailable(ValueError):
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """"auto" (or None): CUDA when present, else the CPU. Asking for CUDA without it is an error, not a CPU run."""
+    """ "auto" (or None): CUDA when present, else the CPU. Asking for CUDA without it is an error, not a CPU run."""
     if isinstance(name, torch.device):
         return name
     if name in (None, "auto"):

@@ -18,8 +18,14 @@ from uds.selectors import Measures, ScoringInputs
 
 
 def measure_batch(
-    model, selector, head: Any, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
-    score_mask: Tensor | None = None, autocast=None,
+    model,
+    selector,
+    head: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    labels: Tensor | None,
+    score_mask: Tensor | None = None,
+    autocast=None,
 ) -> Measures:
     """One no-grad pass of the model body (no lm_head) over a right-padded batch, measured by `selector`.
 
@@ -27,7 +33,7 @@ def measure_batch(
     `autocast` is the caller's mixed-precision context for the body; the selector's own arithmetic always runs in
     full precision. The caller puts the model in eval mode (dropout off) and back.
     """
-    with torch.no_grad(), (autocast or contextlib.nullcontext()):
+    with torch.no_grad(), autocast or contextlib.nullcontext():
         hidden = body_hidden_states(model, input_ids, attention_mask).float()
     mask = attention_mask if score_mask is None else score_mask
     return selector.measure(ScoringInputs(hidden=hidden, attention_mask=mask, labels=labels, head=head))

@@ -68,7 +68,9 @@ def _answer_loss(model, tokenizer, eval_set: EvalSet, device: torch.device) -> f
         batch = {key: value.to(device) for key, value in collate(chunk, tokenizer.pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
-        summed += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+        summed += F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        ).item()
         count += int((labels != -100).sum())
     return summed / max(1, count)
 

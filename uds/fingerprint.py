@@ -23,11 +23,24 @@ from uds.config import TrainConfig
 # recipe: a label; the settings it filled in are compared themselves. The data is compared by content, not path.
 # epochs, max_steps: the run's length. Running the same command with more steps is how a run is trained longer
 # (the README's resume); a checkpoint past the new length is refused by the trainer on its own.
-BOOKKEEPING = frozenset({
-    "dataset_path", "eval_dataset_path", "output_dir", "models_dir", "recipe", "checkpoint_every",
-    "keep_checkpoints", "eval_every", "eval_max_new_tokens", "device", "gradient_checkpointing", "micro_batch_size",
-    "epochs", "max_steps",
-})
+BOOKKEEPING = frozenset(
+    {
+        "dataset_path",
+        "eval_dataset_path",
+        "output_dir",
+        "models_dir",
+        "recipe",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_every",
+        "eval_max_new_tokens",
+        "device",
+        "gradient_checkpointing",
+        "micro_batch_size",
+        "epochs",
+        "max_steps",
+    }
+)
 
 _CHUNK = 1 << 20
 

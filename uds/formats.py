@@ -34,15 +34,20 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 FORMATS = ("chat", "alpaca", "completion", "sharegpt")
-FORMAT_NAMES = {"chat": "chat (messages)", "alpaca": "Alpaca (instruction/output)", "completion": "prompt/completion",
-                "sharegpt": "ShareGPT (conversations)"}
+FORMAT_NAMES = {
+    "chat": "chat (messages)",
+    "alpaca": "Alpaca (instruction/output)",
+    "completion": "prompt/completion",
+    "sharegpt": "ShareGPT (conversations)",
+}
 ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"developer": "system"}
 # ShareGPT's speaker names; LLaMA-Factory also reads role names and "role"/"content" keys in the same shape.
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
-UNRECOGNISED = ("expected 'messages' (chat), 'conversations' (ShareGPT), 'instruction' and 'output' (Alpaca), "
-                "or 'prompt' and 'completion'")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+UNRECOGNISED = (
+    "expected 'messages' (chat), 'conversations' (ShareGPT), 'instruction' and 'output' (Alpaca), "
+    "or 'prompt' and 'completion'"
+)
 MAX_KEYS_NAMED = 8
 
 MAX_REASON_CHARS = 300
@@ -305,8 +310,7 @@ def _assistant(content: str) -> dict:
     return {"role": "assistant", "content": content, "weight": 1}
 
 
-CHECKERS = {"chat": _check_chat, "alpaca": _check_alpaca, "completion": _check_completion,
-            "sharegpt": _check_sharegpt}
+CHECKERS = {"chat": _check_chat, "alpaca": _check_alpaca, "completion": _check_completion, "sharegpt": _check_sharegpt}
 
 
 def normalise_record(record: dict, fmt: str) -> list[dict]:
@@ -400,7 +404,7 @@ class StreamValidator:
         self.n_problems += 1
         if len(self.problems) < self.max_problems:
             if len(reason) > MAX_REASON_CHARS:  # reasons quote the input; a 40 KB value is not echoed back whole
-                reason = reason[:MAX_REASON_CHARS - 25] + f"... ({len(reason)} characters)"
+                reason = reason[: MAX_REASON_CHARS - 25] + f"... ({len(reason)} characters)"
             self.problems.append(Problem(line, reason))
 
     def _check_line(self, raw: bytes) -> None:
@@ -470,15 +474,19 @@ def file_shape(first_line: str) -> str | None:
     unrelated "bad JSON" lines."""
     text = first_line.strip()
     if text.startswith("["):
-        return ("the file is a JSON array, not JSON Lines: write one example object per line, without the "
-                "enclosing [ ] (e.g. jq -c '.[]' data.json > data.jsonl)")
+        return (
+            "the file is a JSON array, not JSON Lines: write one example object per line, without the "
+            "enclosing [ ] (e.g. jq -c '.[]' data.json > data.jsonl)"
+        )
     if not text or text.startswith("{") or _is_json(text):
         return None  # JSON Lines, perhaps with bad lines: those are reported one by one
     for name, separator in (("TSV (tab-separated)", "\t"), ("CSV (comma-separated)", ",")):
         if separator in text:
             columns = ", ".join(c.strip().strip('"')[:40] for c in text.split(separator)[:MAX_KEYS_NAMED])
-            return (f"the file looks like {name} with columns {columns}: convert it to JSON Lines, one JSON "
-                    f"object per line (e.g. {{\"instruction\": ..., \"output\": ...}})")
+            return (
+                f"the file looks like {name} with columns {columns}: convert it to JSON Lines, one JSON "
+                f'object per line (e.g. {{"instruction": ..., "output": ...}})'
+            )
     return None
 
 
@@ -496,9 +504,7 @@ def _is_json(text: str) -> bool:
 READ_CHUNK = 1 << 20
 
 
-def validate_chunks(
-    chunks: Iterable[bytes], min_examples: int = 1, max_problems: int = 100
-) -> ValidationReport:
+def validate_chunks(chunks: Iterable[bytes], min_examples: int = 1, max_problems: int = 100) -> ValidationReport:
     validator = StreamValidator(min_examples=min_examples, max_problems=max_problems)
     for chunk in chunks:
         validator.feed(chunk)

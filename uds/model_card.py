@@ -54,8 +54,11 @@ def _number(value: float | None) -> str:
 
 
 def model_card(info: CardInfo) -> str:
-    method = ("UDS (utility-diversity online batch selection, arXiv 2510.16882)" if info.method == "uds"
-              else f"{info.method} selection")
+    method = (
+        "UDS (utility-diversity online batch selection, arXiv 2510.16882)"
+        if info.method == "uds"
+        else f"{info.method} selection"
+    )
     title = info.name or f"LoRA adapter for {info.base_model}"
     lora = f"r={info.lora_r}, alpha={info.lora_alpha}, targets {', '.join(info.lora_targets or [])}"
     return f"""---

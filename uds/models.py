@@ -39,8 +39,10 @@ class ModelNotAllowed(ValueError):
         self.name = name
         if reason is None:
             listed = ", ".join([TINY_MODEL, *[a for a in (allowed or []) if a != TINY_MODEL]])
-            reason = (f"model {name!r} is not in the allow-list (allowed: {listed}); an operator adds models with "
-                      "`uds models add <hub-id-or-folder>`")
+            reason = (
+                f"model {name!r} is not in the allow-list (allowed: {listed}); an operator adds models with "
+                "`uds models add <hub-id-or-folder>`"
+            )
         self.allowed = None if allowed is None else list(allowed)
         self.reason = reason
         super().__init__(reason)
@@ -80,7 +82,9 @@ def _ensure_tiny_model(models_dir) -> str:
             build_tiny_model(folder)
         except FileExistsError:
             # A folder without config.json is not one of ours (builds appear atomically): do not overwrite it.
-            raise ModelLoadError(f"{folder} exists but is not a complete uds-tiny model; remove it to rebuild") from None
+            raise ModelLoadError(
+                f"{folder} exists but is not a complete uds-tiny model; remove it to rebuild"
+            ) from None
     return str(folder)
 
 
@@ -102,8 +106,10 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
     if registered is not None:
         folder = registered.folder(models_dir or default_models_dir())
         if not (folder / "config.json").is_file():
-            raise ModelLoadError(f"model {name!r} is registered at {folder}, but that folder is not there on this "
-                                 "host; workers must share the data folder (or the registered folder's path)")
+            raise ModelLoadError(
+                f"model {name!r} is registered at {folder}, but that folder is not there on this "
+                "host; workers must share the data folder (or the registered folder's path)"
+            )
         return str(folder)
 
     local = os.path.expanduser(name)
@@ -117,9 +123,13 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
     if _looks_like_path(name):
         raise ModelLoadError(f"no model folder at {name}")
     if allowed is None or name not in allowed:
-        reason = None if allowed is not None else (
-            f"model {name!r} is neither a registered model nor a local folder; register a hub model once with "
-            f"`uds models add {name}` (it is downloaded into the data folder), then use it by name"
+        reason = (
+            None
+            if allowed is not None
+            else (
+                f"model {name!r} is neither a registered model nor a local folder; register a hub model once with "
+                f"`uds models add {name}` (it is downloaded into the data folder), then use it by name"
+            )
         )
         raise ModelNotAllowed(name, allowed, reason=reason)
     return name
@@ -172,7 +182,9 @@ def load_model_and_tokenizer(name_or_path: str, device="cpu", dtype=None):
         raise ModelLoadError(f"could not load the tokenizer of {name_or_path}: {error}") from error
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation="sdpa", **common)
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path, dtype=dtype, attn_implementation="sdpa", **common
+            )
         except ValueError as error:
             # transformers names SDPA either way in this refusal, depending on the architecture and version.
             if not any(word in str(error).lower() for word in ("sdpa", "scaled_dot_product_attention")):
@@ -196,7 +208,9 @@ def _present_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return [target for target in targets if target in leaf_names]
 
 
-def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: Sequence[str] = (), init: str = "gaussian"):
+def add_lora(
+    model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: Sequence[str] = (), init: str = "gaussian"
+):
     """Wrap `model` in a PeftModel with LoRA on those of `targets` (module names) that the model has.
 
     The base weights are frozen; only the LoRA matrices train. Raises ValueError if no target exists.
@@ -213,7 +227,12 @@ def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: 
             + ", ".join(linear_names)
         )
     config = LoraConfig(
-        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=present, bias="none",
+        task_type="CAUSAL_LM",
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=present,
+        bias="none",
         init_lora_weights="gaussian" if init == "gaussian" else True,
     )
     with warnings.catch_warnings():

@@ -28,8 +28,20 @@ HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktok
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 # A safetensors header is JSON; bigger than this is not a header (a corrupt or hostile file).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 
 class RegistryError(ValueError):
@@ -65,9 +77,17 @@ class Registration:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Registration":
-        facts = ModelFacts(**{k: v for k, v in (data.get("facts") or {}).items() if k in ModelFacts.__dataclass_fields__})
-        return cls(name=data["name"], path=data["path"], source=data.get("source", "folder"),
-                   revision=data.get("revision"), added_at=data.get("added_at", ""), facts=facts)
+        facts = ModelFacts(
+            **{k: v for k, v in (data.get("facts") or {}).items() if k in ModelFacts.__dataclass_fields__}
+        )
+        return cls(
+            name=data["name"],
+            path=data["path"],
+            source=data.get("source", "folder"),
+            revision=data.get("revision"),
+            added_at=data.get("added_at", ""),
+            facts=facts,
+        )
 
     def folder(self, models_dir: str | os.PathLike) -> Path:
         # Stored relative to the data folder (models_dir's parent) so the volume may be mounted anywhere.
@@ -140,15 +160,24 @@ def read_facts(folder: str | os.PathLike) -> ModelFacts:
     architectures = config.get("architectures") or [None]
     tied = config.get("tie_word_embeddings")
     return ModelFacts(
-        architecture=architectures[0], model_type=config.get("model_type"),
+        architecture=architectures[0],
+        model_type=config.get("model_type"),
         parameters=sum(_numel(shape) for shape in table.values()) if table else None,
         vocab_size=config.get("vocab_size"),
         context_length=next((config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int)), None),
-        hidden_size=config.get("hidden_size"), layers=config.get("num_hidden_layers"),
+        hidden_size=config.get("hidden_size"),
+        layers=config.get("num_hidden_layers"),
         tied_embeddings=bool(tied) if tied is not None else ("lm_head.weight" not in table if table else None),
-        linear_head=note is None, head_note=note,
-        linear_modules=sorted({n.rsplit(".", 2)[-2] for n, s in table.items() if n.endswith(".weight") and len(s) == 2
-                               and n.count(".") >= 1}) or None,
+        linear_head=note is None,
+        head_note=note,
+        linear_modules=sorted(
+            {
+                n.rsplit(".", 2)[-2]
+                for n, s in table.items()
+                if n.endswith(".weight") and len(s) == 2 and n.count(".") >= 1
+            }
+        )
+        or None,
     )
 
 
@@ -207,15 +236,22 @@ def _stored_path(folder: Path, models_dir) -> str:
     return str(folder.relative_to(data_dir)) if folder.is_relative_to(data_dir) else str(folder)
 
 
-def save_registration(models_dir, name: str, folder: str | os.PathLike, source: str,
-                      revision: str | None = None) -> Registration:
+def save_registration(
+    models_dir, name: str, folder: str | os.PathLike, source: str, revision: str | None = None
+) -> Registration:
     """Check `folder` (config.json, readable weights) and record it under `name`, replacing an older record."""
     folder = Path(folder).expanduser()
     facts = read_facts(folder)
     if not weight_files(folder) and not list(folder.glob("*.bin")):
         raise RegistryError(f"{folder} has a config.json but no weights (*.safetensors or *.bin)")
-    registration = Registration(name=name, path=_stored_path(folder, models_dir), source=source, revision=revision,
-                                added_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), facts=facts)
+    registration = Registration(
+        name=name,
+        path=_stored_path(folder, models_dir),
+        source=source,
+        revision=revision,
+        added_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        facts=facts,
+    )
     target = _record_path(models_dir, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
@@ -248,6 +284,5 @@ def download_hub_model(models_dir, repo_id: str, revision: str | None = None, sn
         from huggingface_hub import snapshot_download
     folder = Path(models_dir) / slug(repo_id)
     token = os.environ.get("HF_TOKEN") or None
-    snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(folder), allow_patterns=HUB_FILES,
-                      token=token)
+    snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(folder), allow_patterns=HUB_FILES, token=token)
     return folder

@@ -193,7 +193,12 @@ def _drop_padding_columns(hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]
 
 
 def projection_matrices(
-    vocab_size: int, max_len: int, r_voc: int = 128, r_seq: int = 8, seed: int = 0, device: torch.device | str | None = None
+    vocab_size: int,
+    max_len: int,
+    r_voc: int = 128,
+    r_seq: int = 8,
+    seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """R_seq [r_seq, max_len] ~ N(0, 1/r_seq) and R_voc [vocab_size, r_voc] ~ N(0, 1/r_voc), fixed by `seed`.
 
@@ -217,7 +222,10 @@ def head_projection(weight: Tensor, r_voc_matrix: Tensor, chunk_rows: int = _VOC
     out = torch.zeros(d, r_voc_matrix.shape[1], dtype=torch.float64, device=weight.device)
     r_voc_matrix = r_voc_matrix.to(weight.device)
     for start in range(0, vocab, chunk_rows):
-        out.addmm_(weight[start : start + chunk_rows].detach().to(torch.float64).T, r_voc_matrix[start : start + chunk_rows].to(torch.float64))
+        out.addmm_(
+            weight[start : start + chunk_rows].detach().to(torch.float64).T,
+            r_voc_matrix[start : start + chunk_rows].to(torch.float64),
+        )
     return out.to(torch.float32)
 
 
@@ -296,7 +304,13 @@ class MemoryBuffer:
         return squared.clamp_min(0).sqrt().mean(-1).to(device=p.device, dtype=torch.float32)
 
     def state_dict(self) -> dict:
-        return {"capacity": self.capacity, "dim": self.dim, "ptr": self.ptr, "count": self.count, "storage": self.storage.detach().cpu().clone()}
+        return {
+            "capacity": self.capacity,
+            "dim": self.dim,
+            "ptr": self.ptr,
+            "count": self.count,
+            "storage": self.storage.detach().cpu().clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["capacity"]) != self.capacity or int(state["dim"]) != self.dim:

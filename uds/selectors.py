@@ -101,7 +101,9 @@ class Selector(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def select_groups(selector: Selector, measures: Measures, group_sizes: Sequence[int], budget: float) -> GroupedSelection:
+def select_groups(
+    selector: Selector, measures: Measures, group_sizes: Sequence[int], budget: float
+) -> GroupedSelection:
     """Select k = max(1, round(budget * size)) of each consecutive group, in order (each may update the memory)."""
     if sum(group_sizes) != measures.count:
         raise ValueError(f"groups hold {sum(group_sizes)} candidates, the measures {measures.count}")
@@ -225,7 +227,9 @@ class UDSSelector(_Stateless):
 
     def _utility_and_projection(self, hidden: Tensor, mask: Tensor, head: Any) -> tuple[Tensor, Tensor]:
         if self.factor is not None and self.w_proj is not None:
-            return nuclear_norms_from_factor(hidden, mask, self.factor), project(hidden, mask, self.w_proj, self.r_seq_matrix)
+            return nuclear_norms_from_factor(hidden, mask, self.factor), project(
+                hidden, mask, self.w_proj, self.r_seq_matrix
+            )
         r_voc = required(self.r_voc_matrix, "the vocabulary projection")
         chunk = max(1, _LOGITS_BUDGET // (hidden.shape[1] * r_voc.shape[0]))
         norms, projections = explicit_scores(hidden, mask, head_logits_fn(head), chunk, r_voc, self.r_seq_matrix)

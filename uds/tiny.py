@@ -33,9 +33,7 @@ CHAT_TEMPLATE = (
 )
 
 # Same as transformers' Qwen2Tokenizer (see module docstring for why it must match).
-QWEN2_SPLIT_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_SPLIT_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 # ~2.1M parameters: big enough for LoRA to learn a copy/reverse task, small enough for CPU tests.
 MODEL_SHAPE = dict(

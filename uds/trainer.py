@@ -82,7 +82,9 @@ class _Run:
     epoch_groups: dict[int, list[list[int]]] = field(default_factory=dict)  # the last epochs' group orders
 
 
-def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool = True, allowed_models: list[str] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, logger: TrainLogger | None = None, resume: bool = True, allowed_models: list[str] | None = None
+) -> TrainResult:
     logger = logger or NullLogger()
     report_phase(logger, "loading")
     run = _setup(config, allowed_models)
@@ -96,16 +98,26 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
     if latest is not None:
         _check_fingerprint(run, latest)
         start_step = _restore(run, latest)
-        logger.log_event("resumed", f"Resumed from the checkpoint at step {start_step} of {run.total_steps}.", data={"step": start_step})
+        logger.log_event(
+            "resumed",
+            f"Resumed from the checkpoint at step {start_step} of {run.total_steps}.",
+            data={"step": start_step},
+        )
     else:
         logger.log_event(
             "started",
             f"Training {config.model} with {config.method} at budget {config.budget:g}: {run.total_steps} steps of "
             f"{run.groups_per_step} groups of {config.candidate_batch_size} candidates ({config.k} picked per group), "
             f"{len(run.items)} examples, on {run.device.type}.",
-            data={"total_steps": run.total_steps, "n_examples": len(run.items), "device": run.device.type,
-                  "groups_per_step": run.groups_per_step, "candidate_batch_size": config.candidate_batch_size, "k": config.k,
-                  "alpha_paper": run.counters["alpha_paper"]},
+            data={
+                "total_steps": run.total_steps,
+                "n_examples": len(run.items),
+                "device": run.device.type,
+                "groups_per_step": run.groups_per_step,
+                "candidate_batch_size": config.candidate_batch_size,
+                "k": config.k,
+                "alpha_paper": run.counters["alpha_paper"],
+            },
         )
 
     report_phase(logger, "training")
@@ -119,7 +131,11 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             report_phase(logger, "evaluating", {"step": step, "examples": len(run.eval_set.items)})
             metrics.update(evaluate(run.model, run.tokenizer, run.eval_set, run.device))
             report_phase(logger, "training")
-            logger.log_event("eval", f"Step {step}: eval loss {metrics['eval_loss']:.4f}, exact match {metrics['eval_accuracy']:.1%}.", data={"step": step, "eval_loss": metrics["eval_loss"], "eval_accuracy": metrics["eval_accuracy"]})
+            logger.log_event(
+                "eval",
+                f"Step {step}: eval loss {metrics['eval_loss']:.4f}, exact match {metrics['eval_accuracy']:.1%}.",
+                data={"step": step, "eval_loss": metrics["eval_loss"], "eval_accuracy": metrics["eval_accuracy"]},
+            )
         logger.log_step(metrics)
         run.counters["last_loss"] = metrics["loss"]
         if metrics.get("eval_loss") is not None:
@@ -130,7 +146,9 @@ def train(config: TrainConfig, logger: TrainLogger | None = None, resume: bool =
             # Metrics first: a checkpoint must never be newer than the steps the logger has stored.
             logger.flush()
             path = _guarded(partial(_save, run, checkpoints_root, step))
-            logger.log_checkpoint(step, path, {key: metrics[key] for key in ("loss", "token_accuracy", "eval_loss", "eval_accuracy")})
+            logger.log_checkpoint(
+                step, path, {key: metrics[key] for key in ("loss", "token_accuracy", "eval_loss", "eval_accuracy")}
+            )
 
     adapter_dir = _guarded(lambda: _export_adapter(run))
     result = TrainResult("succeeded", run.total_steps, run.total_steps, adapter_dir, _summary(run))
@@ -166,12 +184,23 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
 
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=config.lora_targets, init=config.lora_init)
+    model = add_lora(
+        model,
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        targets=config.lora_targets,
+        init=config.lora_init,
+    )
     model.to(device)
 
     items = tokenize_examples(examples, tokenizer, config.max_seq_len, config.loss_on)
     score_masks = answer_masks(examples, tokenizer, config.max_seq_len, items) if config.score_on == "answer" else None
-    eval_set = EvalSet.build(eval_examples, tokenizer, config.max_seq_len, config.eval_max_new_tokens) if eval_examples else None
+    eval_set = (
+        EvalSet.build(eval_examples, tokenizer, config.max_seq_len, config.eval_max_new_tokens)
+        if eval_examples
+        else None
+    )
 
     head = output_head(model)
     selector = make_selector(config, head, max_len=config.max_seq_len, device=device)
@@ -180,13 +209,32 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
     n_steps = total_steps(config, len(items))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_multiplier(config, n_steps))
     counters = {
-        "examples_scored": 0, "examples_trained": 0, "tokens_trained": 0, "time_scoring": 0.0, "time_training": 0.0,
-        "alpha": None, "alpha_paper": getattr(selector, "paper_alpha", None), **_LENGTH_COUNTERS,
+        "examples_scored": 0,
+        "examples_trained": 0,
+        "tokens_trained": 0,
+        "time_scoring": 0.0,
+        "time_training": 0.0,
+        "alpha": None,
+        "alpha_paper": getattr(selector, "paper_alpha", None),
+        **_LENGTH_COUNTERS,
     }
     return _Run(
-        config, device, model, tokenizer, items, [len(item.input_ids) for item in items], score_masks, eval_set,
-        optimizer, scheduler, selector, head, n_steps, steps_per_epoch(config, len(items)),
-        groups_per_step(config, len(items)), counters,
+        config,
+        device,
+        model,
+        tokenizer,
+        items,
+        [len(item.input_ids) for item in items],
+        score_masks,
+        eval_set,
+        optimizer,
+        scheduler,
+        selector,
+        head,
+        n_steps,
+        steps_per_epoch(config, len(items)),
+        groups_per_step(config, len(items)),
+        counters,
     )
 
 
@@ -214,7 +262,9 @@ def lr_multiplier(config: TrainConfig, n_steps: int):
 # ---------------------------------------------------------------------------------------------------- one step
 
 
-def epoch_groups(lengths: list[int], candidate_batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+def epoch_groups(
+    lengths: list[int], candidate_batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """The selection groups of one epoch, as lists of dataset rows, in the order they are drawn.
 
     Derived from (seed, epoch) alone, so the data position of a resumed run is just its step number. With
@@ -232,7 +282,11 @@ def epoch_groups(lengths: list[int], candidate_batch_size: int, seed: int, epoch
         # At least 4 mega-batches when the data allows it (as transformers does): one sorted mega-batch would make
         # the epoch's groups a fixed function of length.
         megabatch = size * max(1, min(50, n_groups // 4))
-        order = [row for start in range(0, n, megabatch) for row in sorted(order[start : start + megabatch], key=lambda r: -lengths[r])]
+        order = [
+            row
+            for start in range(0, n, megabatch)
+            for row in sorted(order[start : start + megabatch], key=lambda r: -lengths[r])
+        ]
     groups = [order[start : start + size] for start in range(0, n, size)]
     if group_by_length:
         groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
@@ -245,7 +299,9 @@ def step_groups(run: _Run, step: int) -> tuple[int, list[list[int]]]:
     epoch, index = divmod(step - 1, run.steps_per_epoch)
     if epoch not in run.epoch_groups:
         # Kept for the epochs in use only: one sort per epoch, not one per step.
-        run.epoch_groups = {epoch: epoch_groups(run.lengths, config.candidate_batch_size, config.seed, epoch, config.group_by_length)}
+        run.epoch_groups = {
+            epoch: epoch_groups(run.lengths, config.candidate_batch_size, config.seed, epoch, config.group_by_length)
+        }
     groups = run.epoch_groups[epoch]
     return epoch, groups[index * run.groups_per_step : (index + 1) * run.groups_per_step]
 
@@ -269,7 +325,9 @@ def _step(run: _Run, step: int) -> dict[str, Any]:
     selected_mask = torch.zeros(len(rows), dtype=torch.bool)
     selected_mask[selection.chosen] = True
     bias = length_bias(lengths, scores.utility, _informative(scores.total), selected_mask, selection.group_sizes)
-    _count(run, len(candidates), len(trained), tokens, scored - started, finished - scored, bias, lengths, selected_mask)
+    _count(
+        run, len(candidates), len(trained), tokens, scored - started, finished - scored, bias, lengths, selected_mask
+    )
     run.counters["alpha"] = scores.alpha
     return {
         "step": step,
@@ -323,8 +381,21 @@ def _measure(run: _Run, groups: list[list[int]]) -> Measures:
         batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
         score_mask = None if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
         if rows_scored is not None:
-            score_mask = _first_rows_only(batch["attention_mask"] if score_mask is None else score_mask, [rows_scored[row] for row in chunk])
-        parts.append(measure_batch(run.model, run.selector, run.head, batch["input_ids"], batch["attention_mask"], batch["labels"], score_mask, autocast(run.device)))
+            score_mask = _first_rows_only(
+                batch["attention_mask"] if score_mask is None else score_mask, [rows_scored[row] for row in chunk]
+            )
+        parts.append(
+            measure_batch(
+                run.model,
+                run.selector,
+                run.head,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["labels"],
+                score_mask,
+                autocast(run.device),
+            )
+        )
     return Measures.concat(parts)
 
 
@@ -365,7 +436,9 @@ def answer_masks(examples, tokenizer, max_seq_len: int, items: list[TokenizedExa
     masks = {}
     for item, answer in zip(items, answers, strict=False):
         if answer.input_ids != item.input_ids:
-            raise TrainingError("tokenisation_mismatch", f"row {item.row}: answer-only tokenisation differs; use score_on='all'")
+            raise TrainingError(
+                "tokenisation_mismatch", f"row {item.row}: answer-only tokenisation differs; use score_on='all'"
+            )
         masks[item.row] = [int(label != -100) for label in answer.labels]
     return masks
 
@@ -405,7 +478,9 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
         shift_logits = logits[:, :-1].float()
         shift_labels = micro["labels"][:, 1:]
         per_token = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
-        weights = _token_weights(config.loss_weighting, token_counts[start : start + len(micro_items)], loss_tokens, examples_with_loss)
+        weights = _token_weights(
+            config.loss_weighting, token_counts[start : start + len(micro_items)], loss_tokens, examples_with_loss
+        )
         weighted = (per_token * weights.to(per_token.device).unsqueeze(1)).sum()
         weighted.backward()
         total_loss += weighted.item()
@@ -441,20 +516,39 @@ def _selection_rows(rows: list[int], scores: Scores, chosen: torch.Tensor) -> li
         return None if values is None else float(values[i])
 
     return [
-        {"row": row, "selected": i in chosen_set, "utility": value(scores.utility, i), "diversity": value(scores.diversity, i), "score": float(scores.total[i])}
+        {
+            "row": row,
+            "selected": i in chosen_set,
+            "utility": value(scores.utility, i),
+            "diversity": value(scores.diversity, i),
+            "score": float(scores.total[i]),
+        }
         for i, row in enumerate(rows)
     ]
 
 
 # Running sums of the length diagnostic, kept with the other counters (and so in checkpoints).
 _LENGTH_COUNTERS = {
-    "rho_utility_sum": 0.0, "rho_utility_groups": 0, "rho_score_sum": 0.0, "rho_score_groups": 0,
-    "length_candidates_sum": 0, "length_selected_sum": 0,
+    "rho_utility_sum": 0.0,
+    "rho_utility_groups": 0,
+    "rho_score_sum": 0.0,
+    "rho_score_groups": 0,
+    "length_candidates_sum": 0,
+    "length_selected_sum": 0,
 }
 
 
-def _count(run: _Run, scored: int, trained: int, tokens: int, time_scoring: float, time_training: float,
-           bias: dict[str, Any], lengths: torch.Tensor, selected: torch.Tensor) -> None:
+def _count(
+    run: _Run,
+    scored: int,
+    trained: int,
+    tokens: int,
+    time_scoring: float,
+    time_training: float,
+    bias: dict[str, Any],
+    lengths: torch.Tensor,
+    selected: torch.Tensor,
+) -> None:
     counters = run.counters
     counters["examples_scored"] += scored
     counters["examples_trained"] += trained
@@ -489,8 +583,9 @@ def _save(run: _Run, root: str, step: int) -> str:
         "counters": dict(run.counters),
         "config": run.config.to_dict(),
     }
-    return ckpt.save_checkpoint(root, step, run.model, state, keep=run.config.keep_checkpoints,
-                                fingerprint=fp.fingerprint(run.config))
+    return ckpt.save_checkpoint(
+        root, step, run.model, state, keep=run.config.keep_checkpoints, fingerprint=fp.fingerprint(run.config)
+    )
 
 
 def _check_fingerprint(run: _Run, checkpoint: ckpt.Checkpoint) -> None:
@@ -514,8 +609,11 @@ def _restore(run: _Run, checkpoint: ckpt.Checkpoint) -> int:
         return int(state["step"])
     except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as error:
         # A checkpoint that does not fit this run (or is damaged) is the user's to resolve, not a crash.
-        raise TrainingError("checkpoint_incompatible", f"The checkpoint at step {checkpoint.step} cannot be resumed "
-                            f"({error}); start over with --no-resume (resume=False), or write to another --output-dir.") from error
+        raise TrainingError(
+            "checkpoint_incompatible",
+            f"The checkpoint at step {checkpoint.step} cannot be resumed "
+            f"({error}); start over with --no-resume (resume=False), or write to another --output-dir.",
+        ) from error
 
 
 def _export_adapter(run: _Run) -> str:
@@ -528,12 +626,22 @@ def _export_adapter(run: _Run) -> str:
     # PEFT records the folder the base was loaded from (a private path for uds-tiny or a registered model); the
     # adapter must name what the user asked for, and carry a real model card instead of PEFT's empty template.
     config = run.config
-    finalize_adapter(temp_dir, CardInfo(
-        base_model=config.model, dataset=os.path.basename(config.dataset_path), examples=len(run.items),
-        method=config.method, budget=config.budget, steps=run.total_steps, final_loss=run.counters.get("last_loss"),
-        final_eval_loss=run.counters.get("last_eval_loss"), lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-        lora_targets=list(config.lora_targets),
-    ))
+    finalize_adapter(
+        temp_dir,
+        CardInfo(
+            base_model=config.model,
+            dataset=os.path.basename(config.dataset_path),
+            examples=len(run.items),
+            method=config.method,
+            budget=config.budget,
+            steps=run.total_steps,
+            final_loss=run.counters.get("last_loss"),
+            final_eval_loss=run.counters.get("last_eval_loss"),
+            lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_targets=list(config.lora_targets),
+        ),
+    )
     shutil.rmtree(final_dir, ignore_errors=True)
     os.replace(temp_dir, final_dir)
     return final_dir
@@ -570,15 +678,26 @@ def _guarded(action):
     try:
         return action()
     except torch.cuda.OutOfMemoryError as error:
-        raise TrainingError("out_of_memory", "The GPU ran out of memory. Lower micro_batch_size, candidate_batch_size or max_seq_len, or enable gradient_checkpointing.") from error
+        raise TrainingError(
+            "out_of_memory",
+            "The GPU ran out of memory. Lower micro_batch_size, candidate_batch_size or max_seq_len, or enable gradient_checkpointing.",
+        ) from error
     except RuntimeError as error:
         if "out of memory" in str(error).lower():
-            raise TrainingError("out_of_memory", f"Out of memory: {error}. Lower micro_batch_size, candidate_batch_size or max_seq_len.") from error
+            raise TrainingError(
+                "out_of_memory", f"Out of memory: {error}. Lower micro_batch_size, candidate_batch_size or max_seq_len."
+            ) from error
         raise
     except OSError as error:
-        raise TrainingError("artifact_write_failed", f"Could not write training artifacts ({error.strerror or error}): check free disk space and that the data folder is writable.") from error
+        raise TrainingError(
+            "artifact_write_failed",
+            f"Could not write training artifacts ({error.strerror or error}): check free disk space and that the data folder is writable.",
+        ) from error
     except SafetensorError as error:  # safetensors reports a full disk or a read-only folder as its own error type
-        raise TrainingError("artifact_write_failed", f"Could not write training artifacts ({error}): check free disk space and that the data folder is writable.") from error
+        raise TrainingError(
+            "artifact_write_failed",
+            f"Could not write training artifacts ({error}): check free disk space and that the data folder is writable.",
+        ) from error
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -32,12 +32,14 @@ def package_folder(folder: str | Path, archive_path: str | Path, top: str) -> tu
     """Write `archive_path` with the files of `folder` under `top/`; returns (bytes, sha256 hex)."""
     adapter_dir, archive_path = Path(folder), Path(archive_path)
     temp = archive_path.with_name(archive_path.name + f".tmp-{os.getpid()}")
-    with open(temp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        open(temp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         tar.add(adapter_dir, arcname=top, recursive=False, filter=_normalise)
         for path in sorted(adapter_dir.rglob("*")):
-            tar.add(path, arcname=str(Path(top) / path.relative_to(adapter_dir)), recursive=False,
-                    filter=_normalise)
+            tar.add(path, arcname=str(Path(top) / path.relative_to(adapter_dir)), recursive=False, filter=_normalise)
     os.replace(temp, archive_path)
     digest = hashlib.sha256()
     with open(archive_path, "rb") as f:

@@ -40,8 +40,21 @@ from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens_trained", "candidates",
-                  "selected", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")
+METRIC_COLUMNS = (
+    "epoch",
+    "loss",
+    "token_accuracy",
+    "learning_rate",
+    "grad_norm",
+    "tokens_trained",
+    "candidates",
+    "selected",
+    "time_scoring",
+    "time_training",
+    "alpha",
+    "eval_loss",
+    "eval_accuracy",
+)
 MAX_QUEUED_BATCHES = 8
 
 
@@ -128,15 +141,26 @@ class DbLogger:
             # The rows kept (step <= `step`) are the ones the deletes below leave alone, so they can be read first
             # and the job row updated once.
             sums = session.execute(
-                select(func.coalesce(func.sum(StepMetric.candidates), 0), func.coalesce(func.sum(StepMetric.selected), 0),
-                       func.coalesce(func.sum(StepMetric.tokens_trained), 0))
-                .where(StepMetric.job_id == self.job_id, StepMetric.step <= step)
+                select(
+                    func.coalesce(func.sum(StepMetric.candidates), 0),
+                    func.coalesce(func.sum(StepMetric.selected), 0),
+                    func.coalesce(func.sum(StepMetric.tokens_trained), 0),
+                ).where(StepMetric.job_id == self.job_id, StepMetric.step <= step)
             ).one()
             totals = {"examples_scored": int(sums[0]), "examples_trained": int(sums[1]), "tokens_trained": int(sums[2])}
-            last = session.execute(select(StepMetric.loss, StepMetric.epoch, StepMetric.alpha)
-                                   .where(StepMetric.job_id == self.job_id, StepMetric.step == step)).first()
-            values: dict[str, Any] = {"current_step": step, "attempt_start_step": step, **totals,
-                                      "latest_loss": None, "epoch": None, "alpha_used": None}
+            last = session.execute(
+                select(StepMetric.loss, StepMetric.epoch, StepMetric.alpha).where(
+                    StepMetric.job_id == self.job_id, StepMetric.step == step
+                )
+            ).first()
+            values: dict[str, Any] = {
+                "current_step": step,
+                "attempt_start_step": step,
+                **totals,
+                "latest_loss": None,
+                "epoch": None,
+                "alpha_used": None,
+            }
             if last is not None:
                 values.update(latest_loss=last[0], epoch=last[1], alpha_used=last[2])
             # Ownership before the deletes: a worker that lost the job must not delete the new owner's rows.
@@ -166,14 +190,27 @@ class DbLogger:
             row[column] = clean(metrics.get(column))
         self._metrics.append(row)
         for s in metrics.get("selections") or ():
-            self._selections.append({"job_id": self.job_id, "step": step, "row": int(s["row"]),
-                                     "selected": bool(s["selected"]), "utility": clean(s.get("utility")),
-                                     "diversity": clean(s.get("diversity")), "score": clean(s.get("score"))})
+            self._selections.append(
+                {
+                    "job_id": self.job_id,
+                    "step": step,
+                    "row": int(s["row"]),
+                    "selected": bool(s["selected"]),
+                    "utility": clean(s.get("utility")),
+                    "diversity": clean(s.get("diversity")),
+                    "score": clean(s.get("score")),
+                }
+            )
         self._totals["examples_scored"] += int(metrics.get("candidates") or 0)
         self._totals["examples_trained"] += int(metrics.get("selected") or 0)
         self._totals["tokens_trained"] += int(metrics.get("tokens_trained") or 0)
-        self._progress = {"current_step": step, "epoch": row["epoch"], "latest_loss": row["loss"],
-                          "alpha_used": row["alpha"], **self._totals}
+        self._progress = {
+            "current_step": step,
+            "epoch": row["epoch"],
+            "latest_loss": row["loss"],
+            "alpha_used": row["alpha"],
+            **self._totals,
+        }
         if metrics.get("total_steps"):
             self._progress["total_steps"] = int(metrics["total_steps"])
         if self._first_step is None:
@@ -208,8 +245,9 @@ class DbLogger:
         def write():
             with self.sessions.begin() as session:
                 session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
-                session.add(Checkpoint(job_id=self.job_id, step=step, path=relative, metrics=metrics,
-                                       created_at=utcnow()))
+                session.add(
+                    Checkpoint(job_id=self.job_id, step=step, path=relative, metrics=metrics, created_at=utcnow())
+                )
                 add_event(session, self.job_id, "checkpoint", f"Checkpoint saved at step {step}.", data={"step": step})
 
         # Steps up to `step` were stored before the checkpoint was written (see log_step); the record of the

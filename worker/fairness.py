@@ -31,8 +31,12 @@ class QueuedJob:
     created_at: dt.datetime
 
 
-def next_job_order(queued: Iterable[QueuedJob], last_served: Mapping[int, dt.datetime],
-                   running: Mapping[int, int] | None = None, cap: int = 0) -> list[str]:
+def next_job_order(
+    queued: Iterable[QueuedJob],
+    last_served: Mapping[int, dt.datetime],
+    running: Mapping[int, int] | None = None,
+    cap: int = 0,
+) -> list[str]:
     """Job ids in fair order: round robin over tenants, least recently served first, each tenant's jobs oldest
     first. With `cap`, tenants with `cap` jobs running are left out (only the rounds still open to them remain)."""
     by_tenant: dict[int, list[QueuedJob]] = {}
@@ -40,10 +44,11 @@ def next_job_order(queued: Iterable[QueuedJob], last_served: Mapping[int, dt.dat
         by_tenant.setdefault(job.tenant_id, []).append(job)
     running = running or {}
     if cap:
-        by_tenant = {t: jobs[:max(0, cap - running.get(t, 0))] for t, jobs in by_tenant.items()}
+        by_tenant = {t: jobs[: max(0, cap - running.get(t, 0))] for t, jobs in by_tenant.items()}
     # A tenant's turn: least recently served first; ties (never served) by its oldest queued job.
-    tenants = sorted(by_tenant, key=lambda t: (_aware(last_served.get(t)), by_tenant[t][0].created_at
-                                               if by_tenant[t] else _NEVER, t))
+    tenants = sorted(
+        by_tenant, key=lambda t: (_aware(last_served.get(t)), by_tenant[t][0].created_at if by_tenant[t] else _NEVER, t)
+    )
     order: list[str] = []
     for round_ in range(max((len(jobs) for jobs in by_tenant.values()), default=0)):
         order += [by_tenant[t][round_].id for t in tenants if round_ < len(by_tenant[t])]
@@ -58,13 +63,23 @@ def _aware(value: dt.datetime | None) -> dt.datetime:
 
 def queue_snapshot(session: Session, where=()) -> tuple[list[QueuedJob], dict[int, dt.datetime], dict[int, int]]:
     """Queued jobs (matching `where`), each tenant's last start, and each tenant's running jobs, from the rows."""
-    queued = [QueuedJob(*row) for row in session.execute(
-        select(Job.id, Job.tenant_id, Job.created_at).where(Job.status == "queued", *where))]
+    queued = [
+        QueuedJob(*row)
+        for row in session.execute(select(Job.id, Job.tenant_id, Job.created_at).where(Job.status == "queued", *where))
+    ]
     tenants = {job.tenant_id for job in queued}
-    last_served = dict(session.execute(select(Job.tenant_id, func.max(Job.started_at))
-                                       .where(Job.tenant_id.in_(tenants)).group_by(Job.tenant_id)).all())
-    running = dict(session.execute(select(Job.tenant_id, func.count()).where(
-        Job.tenant_id.in_(tenants), Job.status == "running").group_by(Job.tenant_id)).all())
+    last_served = dict(
+        session.execute(
+            select(Job.tenant_id, func.max(Job.started_at)).where(Job.tenant_id.in_(tenants)).group_by(Job.tenant_id)
+        ).all()
+    )
+    running = dict(
+        session.execute(
+            select(Job.tenant_id, func.count())
+            .where(Job.tenant_id.in_(tenants), Job.status == "running")
+            .group_by(Job.tenant_id)
+        ).all()
+    )
     return queued, last_served, running
 
 

@@ -22,8 +22,21 @@ log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0  # at the end, how long the last steps may take to reach the trackers
 BATCH_STEPS = 40  # steps per tracker call (MLflow takes at most 1000 metrics a batch; a step has about 25)
-SCALARS = ("epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens_trained", "candidates",
-           "selected", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")
+SCALARS = (
+    "epoch",
+    "loss",
+    "token_accuracy",
+    "learning_rate",
+    "grad_norm",
+    "tokens_trained",
+    "candidates",
+    "selected",
+    "time_scoring",
+    "time_training",
+    "alpha",
+    "eval_loss",
+    "eval_accuracy",
+)
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -33,8 +46,11 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for name, summary in (groups or {}).items() if isinstance(groups, dict) else ():
             if isinstance(summary, dict) and "mean" in summary:
                 out[f"{who}_{name}_mean"] = summary["mean"]
-    return {k: float(v) for k, v in out.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in out.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class MlflowTracker:
@@ -51,11 +67,18 @@ class MlflowTracker:
 
         self.client = MlflowClient(tracking_uri=self.spec["tracking_uri"])
         experiment = self.client.get_experiment_by_name(self.spec["experiment"])
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.spec["experiment"])
+        experiment_id = (
+            experiment.experiment_id if experiment else self.client.create_experiment(self.spec["experiment"])
+        )
         # A resumed job continues its run (found by its tag) rather than starting a second one.
         found = self.client.search_runs([experiment_id], f"tags.uds_job_id = '{self.job_id}'", max_results=1)
-        self.run_id = found[0].info.run_id if found else self.client.create_run(
-            experiment_id, run_name=self.spec.get("run_name") or self.job_id, tags={"uds_job_id": self.job_id}).info.run_id
+        self.run_id = (
+            found[0].info.run_id
+            if found
+            else self.client.create_run(
+                experiment_id, run_name=self.spec.get("run_name") or self.job_id, tags={"uds_job_id": self.job_id}
+            ).info.run_id
+        )
 
     def log(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
@@ -81,10 +104,18 @@ class WandbTracker:
         import wandb
 
         os.makedirs(self.folder, exist_ok=True)
-        self.run = wandb.init(mode="offline", dir=self.folder, project=self.spec["project"],
-                              entity=self.spec.get("entity"), name=self.spec.get("name") or self.job_id,
-                              tags=self.spec.get("tags"), id=self.job_id.replace("ftjob-", ""), resume="allow",
-                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        self.run = wandb.init(
+            mode="offline",
+            dir=self.folder,
+            project=self.spec["project"],
+            entity=self.spec.get("entity"),
+            name=self.spec.get("name") or self.job_id,
+            tags=self.spec.get("tags"),
+            id=self.job_id.replace("ftjob-", ""),
+            resume="allow",
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
 
     def log(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         for step, values in steps:
@@ -123,8 +154,12 @@ class MirroredLogger:
     def report_failures(self) -> None:
         while not self.failures.empty():
             name, message = self.failures.get()
-            self.inner.log_event("integration", f"{name}: {message}; the job continues without mirroring to it.",
-                                 level="warning", data={"integration": name})
+            self.inner.log_event(
+                "integration",
+                f"{name}: {message}; the job continues without mirroring to it.",
+                level="warning",
+                data={"integration": name},
+            )
 
     def close(self, ok: bool) -> None:
         """Send what is queued (bounded by DRAIN_SECONDS), end the trackers' runs, report what failed."""

@@ -33,8 +33,12 @@ class TaskFailure(Exception):
         self.code, self.message = code, message
 
 
-def run_task(task_id: str, worker_id: str | None = None, settings: Settings | None = None,
-             stop_event: threading.Event | None = None) -> str | None:
+def run_task(
+    task_id: str,
+    worker_id: str | None = None,
+    settings: Settings | None = None,
+    stop_event: threading.Event | None = None,
+) -> str | None:
     """Run task `task_id`; returns its final status, or None when it was not ours to run.
 
     `stop_event`: set when this process shuts down; a generation stops at its next token and goes back to `queued`
@@ -55,16 +59,21 @@ def run_task(task_id: str, worker_id: str | None = None, settings: Settings | No
         log.exception("task %s crashed", task_id)
         status, values = "failed", {"error_code": "internal_error", "error_message": f"{type(exc).__name__}: {exc}"}
     with sessions.begin() as session:
-        session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "running")
-                        .values(status=status, finished_at=utcnow(), **values))
+        session.execute(
+            update(JobTask)
+            .where(JobTask.id == task_id, JobTask.status == "running")
+            .values(status=status, finished_at=utcnow(), **values)
+        )
     return status
 
 
 def _claim(sessions, task_id: str, worker_id: str):
     with sessions.begin() as session:
-        claimed = session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "queued")
-                                  .values(status="running", worker_id=worker_id, started_at=utcnow(),
-                                          attempts=JobTask.attempts + 1)).rowcount
+        claimed = session.execute(
+            update(JobTask)
+            .where(JobTask.id == task_id, JobTask.status == "queued")
+            .values(status="running", worker_id=worker_id, started_at=utcnow(), attempts=JobTask.attempts + 1)
+        ).rowcount
         if claimed != 1:
             return None, None
         task = session.get(JobTask, task_id)
@@ -76,8 +85,11 @@ def _claim(sessions, task_id: str, worker_id: str):
 
 def _requeue(sessions, task_id: str) -> str | None:
     with sessions.begin() as session:
-        matched = session.execute(update(JobTask).where(JobTask.id == task_id, JobTask.status == "running")
-                                  .values(status="queued", worker_id=None, started_at=None, result=None)).rowcount
+        matched = session.execute(
+            update(JobTask)
+            .where(JobTask.id == task_id, JobTask.status == "running")
+            .values(status="queued", worker_id=None, started_at=None, result=None)
+        ).rowcount
     return "queued" if matched else None
 
 
@@ -93,13 +105,16 @@ def _base_and_adapter(settings: Settings, job: Job) -> tuple[str, Path]:
     if not (adapter / "adapter_config.json").is_file():
         raise TaskFailure("adapter_missing", f"The adapter folder of job {job.id} is missing from the data folder.")
     try:
-        base = resolve_model(job.config.get("model", job.model), allowed=settings.models, models_dir=settings.models_dir)
+        base = resolve_model(
+            job.config.get("model", job.model), allowed=settings.models, models_dir=settings.models_dir
+        )
     except (ModelNotAllowed, ModelLoadError) as exc:
         raise TaskFailure("model_unavailable", f"The base model {job.model!r} is no longer available: {exc}") from exc
     return base, adapter
 
 
 # ---- the kinds ----------------------------------------------------------------------------------------------
+
 
 def export_task(settings: Settings, sessions, task: JobTask, job: Job, stop_event=None) -> dict:
     """The merged model as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/).
@@ -129,10 +144,16 @@ def generate_task(settings: Settings, sessions, task: JobTask, job: Job, stop_ev
     base, adapter = _base_and_adapter(settings, job)
     model, tokenizer = load_with_adapter(base, str(adapter), device=settings.device)
     params = task.params
-    result = generate_pair(model, tokenizer, params["messages"], max_new_tokens=params["max_new_tokens"],
-                           temperature=params["temperature"], seed=params.get("seed", 0),
-                           max_seconds=settings.generate_max_seconds,
-                           should_stop=_cancel_check(sessions, task.id, stop_event))
+    result = generate_pair(
+        model,
+        tokenizer,
+        params["messages"],
+        max_new_tokens=params["max_new_tokens"],
+        temperature=params["temperature"],
+        seed=params.get("seed", 0),
+        max_seconds=settings.generate_max_seconds,
+        should_stop=_cancel_check(sessions, task.id, stop_event),
+    )
     return {"result": result}
 
 
@@ -156,6 +177,7 @@ RUNNERS = {"export": export_task, "generate": generate_task}
 
 # ---- the embedded mode ----------------------------------------------------------------------------------------
 
+
 class TaskWorker(threading.Thread):
     """`uds serve` without a broker: runs queued tasks oldest first, woken by the dispatcher's task event."""
 
@@ -167,8 +189,9 @@ class TaskWorker(threading.Thread):
 
     def next_task(self) -> str | None:
         with session_factory(self.settings.sqlalchemy_url)() as session:
-            return session.scalar(select(JobTask.id).where(JobTask.status == "queued")
-                                  .order_by(JobTask.created_at, JobTask.id).limit(1))
+            return session.scalar(
+                select(JobTask.id).where(JobTask.status == "queued").order_by(JobTask.created_at, JobTask.id).limit(1)
+            )
 
     def run(self) -> None:
         migrate(self.settings.sqlalchemy_url)

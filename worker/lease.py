@@ -27,8 +27,15 @@ log = logging.getLogger(__name__)
 
 
 class JobLease:
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, worker_id: str, heartbeat_seconds: float = 30.0,
-                 poll_seconds: float = 0.25, shutdown: threading.Event | None = None):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: str,
+        worker_id: str,
+        heartbeat_seconds: float = 30.0,
+        poll_seconds: float = 0.25,
+        shutdown: threading.Event | None = None,
+    ):
         self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
         self.heartbeat_seconds = heartbeat_seconds
         self.poll_seconds = poll_seconds
@@ -68,10 +75,12 @@ class JobLease:
 
     def read(self) -> None:
         """Read the cancel flag and check ownership (one primary-key SELECT)."""
+
         def select_row():
             with self.sessions() as session:
-                return session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
-                                       .where(Job.id == self.job_id)).first()
+                return session.execute(
+                    select(Job.cancel_requested, Job.status, Job.worker_id).where(Job.id == self.job_id)
+                ).first()
 
         row = with_retries(select_row, f"job {self.job_id}: lease read")
         if row is None or row.status != "running" or row.worker_id != self.worker_id:

@@ -39,15 +39,21 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
     cutoff = utcnow() - dt.timedelta(seconds=settings.stale_after_seconds)
     requeued: list[str] = []
     with sessions() as session:
-        running = session.execute(select(Job.id, Job.worker_id, Job.heartbeat_at, Job.cancel_requested,
-                                         Job.current_step).where(Job.status == "running")).all()
+        running = session.execute(
+            select(Job.id, Job.worker_id, Job.heartbeat_at, Job.cancel_requested, Job.current_step).where(
+                Job.status == "running"
+            )
+        ).all()
         for job in running:
             stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
             if not (stale or owner_is_dead(job.worker_id)):
                 continue
             cancel = bool(job.cancel_requested)
-            values = ({"status": "cancelled", "finished_at": utcnow()} if cancel
-                      else {"status": "queued", "dispatched_at": utcnow()})
+            values = (
+                {"status": "cancelled", "finished_at": utcnow()}
+                if cancel
+                else {"status": "queued", "dispatched_at": utcnow()}
+            )
             matched = session.execute(
                 owned_update(job.id, job.worker_id).values(worker_id=None, heartbeat_at=None, **values)
             ).rowcount
@@ -55,11 +61,23 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
                 continue
             why = "stopped heartbeating" if stale else "is gone"
             if cancel:
-                add_event(session, job.id, "status", f"Worker {job.worker_id} {why}; the job was being cancelled, so it is "
-                          "now cancelled.", data={"status": "cancelled"})
+                add_event(
+                    session,
+                    job.id,
+                    "status",
+                    f"Worker {job.worker_id} {why}; the job was being cancelled, so it is now cancelled.",
+                    data={"status": "cancelled"},
+                )
             else:
-                add_event(session, job.id, "status", f"Worker {job.worker_id} {why} at step {job.current_step}; job "
-                          "re-queued to resume from its newest checkpoint.", level="warning", data={"status": "queued"})
+                add_event(
+                    session,
+                    job.id,
+                    "status",
+                    f"Worker {job.worker_id} {why} at step {job.current_step}; job "
+                    "re-queued to resume from its newest checkpoint.",
+                    level="warning",
+                    data={"status": "queued"},
+                )
                 requeued.append(job.id)
             session.commit()
     for job_id in requeued:
@@ -78,9 +96,10 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
     sent: list[str] = []
     with sessions() as session:
         due = session.execute(
-            select(Job.id, Job.dispatched_at).where(Job.status == "queued",
-                                                    or_(Job.dispatched_at.is_(None),
-                                                        Job.dispatched_at < utcnow() - dt.timedelta(seconds=period)))
+            select(Job.id, Job.dispatched_at).where(
+                Job.status == "queued",
+                or_(Job.dispatched_at.is_(None), Job.dispatched_at < utcnow() - dt.timedelta(seconds=period)),
+            )
         ).all()
         due = fair_dispatch_order(session, settings, due)[:limit]
         for job in due:
@@ -88,8 +107,9 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
             stamp = utcnow()
             # Only if nobody claimed or re-sent it since we looked: one sender per job per period.
             still_due = Job.dispatched_at.is_(None) if before is None else Job.dispatched_at == before
-            matched = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued", still_due)
-                                      .values(dispatched_at=stamp)).rowcount
+            matched = session.execute(
+                update(Job).where(Job.id == job.id, Job.status == "queued", still_due).values(dispatched_at=stamp)
+            ).rowcount
             if not matched:
                 session.rollback()
                 continue
@@ -98,13 +118,17 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
                 dispatch(job.id)
             except Exception as exc:
                 # Undo the stamp so the next sweep tries again, and stop: the broker is down for the others too.
-                session.execute(update(Job).where(Job.id == job.id, Job.dispatched_at == stamp)
-                                .values(dispatched_at=before))
+                session.execute(
+                    update(Job).where(Job.id == job.id, Job.dispatched_at == stamp).values(dispatched_at=before)
+                )
                 session.commit()
                 log.warning("could not re-send job %s (broker unreachable?): %s", job.id, exc)
                 break
-            why = ("the broker had not accepted it" if before is None
-                   else f"no worker had taken it within {period:g} s (all busy, or the message was lost)")
+            why = (
+                "the broker had not accepted it"
+                if before is None
+                else f"no worker had taken it within {period:g} s (all busy, or the message was lost)"
+            )
             add_event(session, job.id, "dispatch", f"Job message sent to the workers again: {why}.")
             session.commit()
             sent.append(job.id)

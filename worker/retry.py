@@ -31,8 +31,13 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
-def with_retries(work: Callable[[], T], what: str, attempts: int = ATTEMPTS, first_delay: float = FIRST_DELAY,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    work: Callable[[], T],
+    what: str,
+    attempts: int = ATTEMPTS,
+    first_delay: float = FIRST_DELAY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run `work()`; on a lost connection run it again after 0.1 s, 0.2 s, 0.4 s, ... (at most MAX_DELAY)."""
     delay = first_delay
     for attempt in range(1, attempts + 1):
@@ -41,8 +46,15 @@ def with_retries(work: Callable[[], T], what: str, attempts: int = ATTEMPTS, fir
         except Exception as error:
             if attempt == attempts or not is_transient(error):
                 raise
-            log.warning("%s: database unreachable (%s: %s); retry %d of %d in %.1f s", what, type(error).__name__,
-                        str(error).splitlines()[0][:200], attempt, attempts - 1, delay)
+            log.warning(
+                "%s: database unreachable (%s: %s); retry %d of %d in %.1f s",
+                what,
+                type(error).__name__,
+                str(error).splitlines()[0][:200],
+                attempt,
+                attempts - 1,
+                delay,
+            )
             sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
     raise AssertionError("unreachable")

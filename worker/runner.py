@@ -41,8 +41,9 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
     or if its tenant has `running_cap` jobs running while others wait (worker/fairness.py)."""
     now = utcnow()
     with sessions() as session:
-        current = session.execute(select(Job.status, Job.worker_id, Job.heartbeat_at, Job.tenant_id)
-                                  .where(Job.id == job_id)).first()
+        current = session.execute(
+            select(Job.status, Job.worker_id, Job.heartbeat_at, Job.tenant_id).where(Job.id == job_id)
+        ).first()
         if current is None:
             log.warning("job %s does not exist", job_id)
             return None
@@ -54,9 +55,12 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
                 log.info("job %s is running on %s; not claiming it", job_id, current.worker_id)
                 return None
             # The row must be exactly as we judged it: if the owner heartbeats in between, the claim fails.
-            condition += [Job.worker_id.is_(None) if current.worker_id is None else Job.worker_id == current.worker_id,
-                          Job.heartbeat_at.is_(None) if current.heartbeat_at is None
-                          else Job.heartbeat_at == current.heartbeat_at]
+            condition += [
+                Job.worker_id.is_(None) if current.worker_id is None else Job.worker_id == current.worker_id,
+                Job.heartbeat_at.is_(None)
+                if current.heartbeat_at is None
+                else Job.heartbeat_at == current.heartbeat_at,
+            ]
         elif current.status != "queued":
             log.info("job %s is %s; nothing to do", job_id, current.status)
             return None
@@ -65,8 +69,16 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
             log.info("job %s waits: its tenant is at its cap of running jobs while others wait", job_id)
             return None
         claimed = session.execute(
-            update(Job).where(*condition).values(status="running", worker_id=worker_id, heartbeat_at=now,
-                                                 attempts=Job.attempts + 1, attempt_started_at=now, progress_at=None)
+            update(Job)
+            .where(*condition)
+            .values(
+                status="running",
+                worker_id=worker_id,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+                attempt_started_at=now,
+                progress_at=None,
+            )
         ).rowcount
         if claimed != 1:
             session.rollback()
@@ -75,14 +87,20 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
         if job.started_at is None:
             job.started_at = now
         previous = f" (previous owner {current.worker_id} lost)" if current.status == "running" else ""
-        add_event(session, job_id, "status", f"Running on worker {worker_id}, attempt {job.attempts}{previous}.",
-                  data={"status": "running", "worker_id": worker_id, "attempt": job.attempts})
+        add_event(
+            session,
+            job_id,
+            "status",
+            f"Running on worker {worker_id}, attempt {job.attempts}{previous}.",
+            data={"status": "running", "worker_id": worker_id, "attempt": job.attempts},
+        )
         session.commit()
         return job
 
 
 def _finish(sessions, job_id: str, worker_id: str, status: str, message: str, level: str = "info", **values) -> bool:
     """The final transition, only if we still own the job. Retried through a lost database connection."""
+
     def transition() -> bool:
         with sessions.begin() as session:
             matched = session.execute(owned_update(job_id, worker_id).values(status=status, **values)).rowcount
@@ -152,13 +170,23 @@ class ClaimedJob:
         return status if _finish(self.sessions, self.id, self.worker_id, status, message, level, **values) else None
 
     def fail(self, failure: JobFailure) -> str | None:
-        return self.finish("failed", f"Failed: {failure.message}", level="error", error_code=failure.code,
-                           error_message=tenant_safe(failure.message), error_param=failure.param)
+        return self.finish(
+            "failed",
+            f"Failed: {failure.message}",
+            level="error",
+            error_code=failure.code,
+            error_message=tenant_safe(failure.message),
+            error_param=failure.param,
+        )
 
 
-def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
-            stop_event: threading.Event | None = None,
-            on_requeue: Callable[[str], None] | None = None) -> str | None:
+def run_job(
+    job_id: str,
+    worker_id: str,
+    settings: Settings | None = None,
+    stop_event: threading.Event | None = None,
+    on_requeue: Callable[[str], None] | None = None,
+) -> str | None:
     """Train job `job_id` as `worker_id`. Returns the job's final status, or None when it was not ours to run.
 
     `stop_event`: set when this process shuts down; the job stops at the next step boundary and goes back to
@@ -185,14 +213,18 @@ def run_job(job_id: str, worker_id: str, settings: Settings | None = None,
 
 # ---- prepare: inputs checked, folder made, configuration resolved ------------------------------------------------
 
+
 def prepare(claimed: ClaimedJob):
     """The job's TrainConfig with this host's paths, or JobFailure when the job cannot run here."""
     dataset, eval_dataset = _datasets(claimed)
     try:
         claimed.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # raised here, it would escape run_job and leave the job `running` until swept
-        raise JobFailure("artifact_write_failed", f"Cannot create the job's folder {claimed.output_dir} "
-                         f"({exc.strerror or exc}): check that the data folder is writable and has free space.") from exc
+        raise JobFailure(
+            "artifact_write_failed",
+            f"Cannot create the job's folder {claimed.output_dir} "
+            f"({exc.strerror or exc}): check that the data folder is writable and has free space.",
+        ) from exc
     return _train_config(claimed, dataset, eval_dataset)
 
 
@@ -207,9 +239,12 @@ def _datasets(claimed: ClaimedJob) -> tuple[Dataset, Dataset | None]:
         raise JobFailure("dataset_missing", f"Dataset {missing} no longer exists.", param="dataset_id")
     for record in (dataset, eval_dataset):
         if record is not None and not settings.resolve(record.storage_path).is_file():
-            raise JobFailure("dataset_missing", f"The file of dataset {record.id} is missing from the data folder "
-                             f"({settings.data_dir}); is the artifact volume shared with this worker?",
-                             param="dataset_id")
+            raise JobFailure(
+                "dataset_missing",
+                f"The file of dataset {record.id} is missing from the data folder "
+                f"({settings.data_dir}); is the artifact volume shared with this worker?",
+                param="dataset_id",
+            )
     return dataset, eval_dataset
 
 
@@ -218,17 +253,22 @@ def _train_config(claimed: ClaimedJob, dataset: Dataset, eval_dataset: Dataset |
 
     settings = claimed.settings
     try:
-        return TrainConfig.from_dict({
-            **claimed.job.config,
-            "dataset_path": str(settings.resolve(dataset.storage_path)),
-            "eval_dataset_path": str(settings.resolve(eval_dataset.storage_path)) if eval_dataset else None,
-            "output_dir": str(claimed.output_dir), "models_dir": str(settings.models_dir), "device": settings.device,
-        })
+        return TrainConfig.from_dict(
+            {
+                **claimed.job.config,
+                "dataset_path": str(settings.resolve(dataset.storage_path)),
+                "eval_dataset_path": str(settings.resolve(eval_dataset.storage_path)) if eval_dataset else None,
+                "output_dir": str(claimed.output_dir),
+                "models_dir": str(settings.models_dir),
+                "device": settings.device,
+            }
+        )
     except ConfigError as exc:  # a config stored by an older version that this one rejects
         raise JobFailure("invalid_config", f"{exc.param}: {exc.message}", param=exc.param) from exc
 
 
 # ---- train: the loop, under the job's lease, reporting into the database ----------------------------------------
+
 
 def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     """Run uds.trainer.train. Returns its result, or None when the job was taken from us meanwhile."""
@@ -243,12 +283,17 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
         raise JobFailure(exc.code, exc.message) from exc
     except Exception as exc:
         log.exception("job %s crashed", claimed.id)  # the traceback: the server log only, never the tenant's events
-        raise JobFailure("internal_error", f"Training stopped with an unexpected error: {type(exc).__name__}: "
-                         f"{exc} (details in the worker's log).") from exc
+        raise JobFailure(
+            "internal_error",
+            f"Training stopped with an unexpected error: {type(exc).__name__}: {exc} (details in the worker's log).",
+        ) from exc
     if limited.expired and result.status == "cancelled" and not logger.lost:
-        raise JobFailure("time_limit_exceeded", f"The job ran longer than this deployment's limit of "
-                         f"{claimed.settings.max_job_seconds:g} s (UDS_MAX_JOB_SECONDS) and was stopped after "
-                         f"{result.steps_done} of {result.total_steps} steps; its checkpoints are kept.")
+        raise JobFailure(
+            "time_limit_exceeded",
+            f"The job ran longer than this deployment's limit of "
+            f"{claimed.settings.max_job_seconds:g} s (UDS_MAX_JOB_SECONDS) and was stopped after "
+            f"{result.steps_done} of {result.total_steps} steps; its checkpoints are kept.",
+        )
     return None if logger.lost else result
 
 
@@ -256,13 +301,25 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
 def _reporting(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     """The job's lease and its DbLogger; on the way out the metric writer drains before the outcome is recorded."""
     settings = claimed.settings
-    lease = JobLease(claimed.sessions, claimed.id, claimed.worker_id, heartbeat_seconds=settings.heartbeat_seconds,
-                     shutdown=stop_event).start()
+    lease = JobLease(
+        claimed.sessions,
+        claimed.id,
+        claimed.worker_id,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        shutdown=stop_event,
+    ).start()
     data_dir = str(settings.data_dir)
-    logger = DbLogger(claimed.sessions, claimed.id, claimed.worker_id, lease=lease,
-                      resume_step=resume_step(claimed.output_dir), flush_steps=settings.metrics_flush_steps,
-                      flush_seconds=settings.metrics_flush_seconds, checkpoint_every=config.checkpoint_every,
-                      relative_path=lambda p: os.path.relpath(p, data_dir))
+    logger = DbLogger(
+        claimed.sessions,
+        claimed.id,
+        claimed.worker_id,
+        lease=lease,
+        resume_step=resume_step(claimed.output_dir),
+        flush_steps=settings.metrics_flush_steps,
+        flush_seconds=settings.metrics_flush_seconds,
+        checkpoint_every=config.checkpoint_every,
+        relative_path=lambda p: os.path.relpath(p, data_dir),
+    )
     try:
         yield logger
     finally:
@@ -272,8 +329,10 @@ def _reporting(claimed: ClaimedJob, config, stop_event: threading.Event | None):
 
 # ---- record: the outcome on the job row ------------------------------------------------------------------------
 
-def record(claimed: ClaimedJob, result, stop_event: threading.Event | None,
-           on_requeue: Callable[[str], None] | None) -> str | None:
+
+def record(
+    claimed: ClaimedJob, result, stop_event: threading.Event | None, on_requeue: Callable[[str], None] | None
+) -> str | None:
     if result.status != "cancelled":
         return _record_success(claimed, result)
     if stop_event is not None and stop_event.is_set():  # not the user's cancel: this process is shutting down
@@ -283,8 +342,12 @@ def record(claimed: ClaimedJob, result, stop_event: threading.Event | None,
 
 def _requeue_for_shutdown(claimed: ClaimedJob, on_requeue: Callable[[str], None] | None) -> str | None:
     step = resume_step(claimed.output_dir)
-    if not _requeue(claimed.sessions, claimed.id, claimed.worker_id,
-                    f"Worker shutting down; job re-queued, resumes from step {step}."):
+    if not _requeue(
+        claimed.sessions,
+        claimed.id,
+        claimed.worker_id,
+        f"Worker shutting down; job re-queued, resumes from step {step}.",
+    ):
         return None
     if on_requeue is not None:
         on_requeue(claimed.id)
@@ -299,15 +362,19 @@ def _record_success(claimed: ClaimedJob, result) -> str | None:
     archive = claimed.output_dir / ARCHIVE_NAME
     try:
         # Before packaging: adapter_config.json names the model the user asked for, and README is its model card.
-        finalize_adapter(result.adapter_dir, card_info(claimed.sessions, claimed.job, claimed.organization,
-                                                       result.steps_done))
+        finalize_adapter(
+            result.adapter_dir, card_info(claimed.sessions, claimed.job, claimed.organization, result.steps_done)
+        )
         size, digest = package_adapter(result.adapter_dir, archive)
     except OSError as exc:
         return claimed.fail(JobFailure("artifact_write_failed", f"Could not write the adapter archive: {exc}"))
     job = claimed.job
     return claimed.finish(
-        "succeeded", f"Succeeded: {result.steps_done} steps; adapter {size} bytes, sha256 {digest[:12]}...",
-        adapter_path=os.path.relpath(archive, claimed.settings.data_dir), adapter_bytes=size, adapter_sha256=digest,
+        "succeeded",
+        f"Succeeded: {result.steps_done} steps; adapter {size} bytes, sha256 {digest[:12]}...",
+        adapter_path=os.path.relpath(archive, claimed.settings.data_dir),
+        adapter_bytes=size,
+        adapter_sha256=digest,
         fine_tuned_model=fine_tuned_model_name(job.model, claimed.organization, job.suffix, job.id),
         current_step=result.steps_done,
     )

@@ -30,8 +30,11 @@ def recover_tasks(settings: Settings) -> dict[str, list[str]]:
     cutoff = utcnow() - dt.timedelta(seconds=settings.task_stale_after_seconds)
     outcome: dict[str, list[str]] = {"queued": [], "failed": [], "cancelled": []}
     with sessions() as session:
-        running = session.execute(select(JobTask.id, JobTask.worker_id, JobTask.started_at, JobTask.attempts,
-                                         JobTask.cancel_requested).where(JobTask.status == "running")).all()
+        running = session.execute(
+            select(JobTask.id, JobTask.worker_id, JobTask.started_at, JobTask.attempts, JobTask.cancel_requested).where(
+                JobTask.status == "running"
+            )
+        ).all()
     for task in running:
         stale = task.started_at is None or task.started_at < cutoff
         if not (stale or owner_is_dead(task.worker_id)):
@@ -39,8 +42,11 @@ def recover_tasks(settings: Settings) -> dict[str, list[str]]:
         status, values = _fate(task)
         with sessions.begin() as session:
             owner = JobTask.worker_id.is_(None) if task.worker_id is None else JobTask.worker_id == task.worker_id
-            matched = session.execute(update(JobTask).where(JobTask.id == task.id, JobTask.status == "running", owner)
-                                      .values(status=status, worker_id=None, **values)).rowcount
+            matched = session.execute(
+                update(JobTask)
+                .where(JobTask.id == task.id, JobTask.status == "running", owner)
+                .values(status=status, worker_id=None, **values)
+            ).rowcount
         if matched:
             outcome[status].append(task.id)
             log.warning("task %s of lost worker %s: %s", task.id, task.worker_id, status)
@@ -53,8 +59,11 @@ def _fate(task) -> tuple[str, dict]:
         return "cancelled", {"finished_at": utcnow()}
     if (task.attempts or 0) < MAX_CLAIMS:
         return "queued", {"started_at": None}
-    return "failed", {"finished_at": utcnow(), "error_code": "worker_lost", "error_message":
-                      f"The worker running this task stopped {task.attempts} times; it was not tried again."}
+    return "failed", {
+        "finished_at": utcnow(),
+        "error_code": "worker_lost",
+        "error_message": f"The worker running this task stopped {task.attempts} times; it was not tried again.",
+    }
 
 
 def _dispatch(settings: Settings, task_ids: list[str]) -> None:

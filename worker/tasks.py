@@ -13,14 +13,32 @@ from worker.runner import run_job as run_job_now
 
 # Retried only for a database that is briefly unreachable at claim or finish time; training errors are
 # recorded on the job (status failed) and never retried blindly.
-@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-          autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+)
 def run_job(self, job_id: str) -> str | None:
     return run_job_now(job_id, worker_id(), settings)
 
 
 # A merged export or a try-it generation: short, claimed by one conditional UPDATE, so acks_late is safe here too.
-@app.task(name=SHORT_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-          autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=5)
+@app.task(
+    name=SHORT_TASK_NAME,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+)
 def run_task(self, task_id: str) -> str | None:
     return run_task_now(task_id, worker_id(), settings)

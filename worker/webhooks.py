@@ -62,9 +62,17 @@ def send(client: httpx.Client, settings: Settings, url: str, secret: str, msg_id
     try:
         check_url(url, settings.private_targets_allowed)  # again at send time: DNS may point elsewhere by now
         timestamp = int(time.time())
-        response = client.post(url, content=body.encode(), headers={
-            "content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body), "user-agent": "uds-webhooks/1"})
+        response = client.post(
+            url,
+            content=body.encode(),
+            headers={
+                "content-type": "application/json",
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(secret, msg_id, timestamp, body),
+                "user-agent": "uds-webhooks/1",
+            },
+        )
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Attempt(response.status_code, error, _ms(started))
     except TargetError as exc:
@@ -81,9 +89,12 @@ def deliver_due(settings: Settings, client: httpx.Client, limit: int = 50) -> in
     """Send every delivery that is due now, once each. Returns how many attempts were made."""
     sessions = session_factory(settings.sqlalchemy_url)
     with sessions() as session:
-        due = session.execute(select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
-                              .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
-                              .order_by(WebhookDelivery.next_attempt_at).limit(limit)).all()
+        due = session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        ).all()
     attempts = 0
     for delivery_id, due_at in due:
         claimed = _claim(sessions, settings, delivery_id, due_at)
@@ -100,9 +111,15 @@ def _claim(sessions, settings: Settings, delivery_id: str, due_at: dt.datetime):
     """(delivery, url, secret) if this sender took the attempt, else None. The lease outlasts one attempt."""
     lease = utcnow() + dt.timedelta(seconds=settings.webhook_timeout_seconds * 3 + 30)
     with sessions.begin() as session:
-        taken = session.execute(update(WebhookDelivery).where(
-            WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-            WebhookDelivery.next_attempt_at == due_at).values(next_attempt_at=lease)).rowcount
+        taken = session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at == due_at,
+            )
+            .values(next_attempt_at=lease)
+        ).rowcount
         if taken != 1:
             return None
         delivery = session.get(WebhookDelivery, delivery_id)
@@ -114,10 +131,18 @@ def _claim(sessions, settings: Settings, delivery_id: str, due_at: dt.datetime):
 def _record(sessions, settings: Settings, delivery: WebhookDelivery, result: Attempt) -> None:
     now = utcnow()
     attempts = delivery.attempts + 1
-    entry = {"at": now.isoformat().replace("+00:00", "Z"), "status_code": result.status_code, "error": result.error,
-             "ms": result.ms}
-    values = {"attempts": attempts, "last_status_code": result.status_code, "last_error": result.error,
-              "log": [*(delivery.log or []), entry][-LOG_ENTRIES:]}
+    entry = {
+        "at": now.isoformat().replace("+00:00", "Z"),
+        "status_code": result.status_code,
+        "error": result.error,
+        "ms": result.ms,
+    }
+    values = {
+        "attempts": attempts,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+        "log": [*(delivery.log or []), entry][-LOG_ENTRIES:],
+    }
     if result.ok:
         values.update(status="delivered", delivered_at=now, next_attempt_at=None)
     elif attempts >= settings.webhook_max_attempts:
@@ -126,10 +151,18 @@ def _record(sessions, settings: Settings, delivery: WebhookDelivery, result: Att
         values["next_attempt_at"] = now + dt.timedelta(seconds=backoff_seconds(settings, attempts))
     with sessions.begin() as session:
         # Only while still pending: a deleted webhook took its deliveries with it.
-        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id,
-                                                      WebhookDelivery.status == "pending").values(**values))
-    log.info("webhook delivery %s (%s) attempt %d: %s", delivery.id, delivery.event, attempts,
-             "delivered" if result.ok else result.error)
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status == "pending")
+            .values(**values)
+        )
+    log.info(
+        "webhook delivery %s (%s) attempt %d: %s",
+        delivery.id,
+        delivery.event,
+        attempts,
+        "delivered" if result.ok else result.error,
+    )
 
 
 class WebhookSender(threading.Thread):
@@ -142,8 +175,9 @@ class WebhookSender(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(timeout=self.settings.webhook_timeout_seconds, follow_redirects=False,
-                          trust_env=False) as client:
+        with httpx.Client(
+            timeout=self.settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False
+        ) as client:
             while not self.done.is_set():
                 try:
                     deliver_due(self.settings, client)

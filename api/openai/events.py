@@ -34,8 +34,14 @@ def step_event_id(job_id: str, step: int) -> str:
 def _message(e: JobEvent) -> JobEventObject:
     data: dict[str, Any] = dict(e.data or {})
     data.setdefault("kind", e.type)  # the native event type: status, checkpoint, eval, started, ...
-    return JobEventObject(id=event_public_id(e.id), created_at=unix(e.created_at), level=LEVELS.get(e.level, "info"),
-                          message=e.message, data=data, type="message")
+    return JobEventObject(
+        id=event_public_id(e.id),
+        created_at=unix(e.created_at),
+        level=LEVELS.get(e.level, "info"),
+        message=e.message,
+        data=data,
+        type="message",
+    )
 
 
 def _metrics(job: Job, m: StepMetric) -> JobEventObject:
@@ -45,8 +51,14 @@ def _metrics(job: Job, m: StepMetric) -> JobEventObject:
         text += f", trained on {m.selected} of {m.candidates} candidates"
     if m.eval_loss is not None:
         text += f", validation loss={m.eval_loss:.4f}"
-    return JobEventObject(id=step_event_id(job.id, m.step), created_at=unix(m.created_at), level="info", message=text,
-                          data=record, type="metrics")
+    return JobEventObject(
+        id=step_event_id(job.id, m.step),
+        created_at=unix(m.created_at),
+        level="info",
+        message=text,
+        data=record,
+        type="metrics",
+    )
 
 
 def _cursor(session: Session, job: Job, after: str):
@@ -61,8 +73,9 @@ def _cursor(session: Session, job: Job, after: str):
         event = session.get(JobEvent, event_id)
         if event is not None and event.job_id == job.id:
             return event.created_at, 1, event.id
-    raise APIError(400, f"after: no event {after!r} in job {job.id} to continue from.", code="invalid_cursor",
-                   param="after")
+    raise APIError(
+        400, f"after: no event {after!r} in job {job.id} to continue from.", code="invalid_cursor", param="after"
+    )
 
 
 def list_events(session: Session, job: Job, limit: int, after: str | None) -> tuple[list[JobEventObject], bool]:
@@ -75,11 +88,17 @@ def list_events(session: Session, job: Job, limit: int, after: str | None) -> tu
             steps = steps.where(StepMetric.created_at <= at)
         else:
             events = events.where(JobEvent.created_at < at)
-            steps = steps.where(or_(StepMetric.created_at < at, and_(StepMetric.created_at == at, StepMetric.step < key)))
-    rows: list[tuple[tuple[Any, int, int], JobEvent | StepMetric]] = [((e.created_at, 1, e.id), e) for e in
-            session.scalars(events.order_by(JobEvent.created_at.desc(), JobEvent.id.desc()).limit(limit + 1))]
-    rows += [((m.created_at, 0, m.step), m) for m in
-             session.scalars(steps.order_by(StepMetric.created_at.desc(), StepMetric.step.desc()).limit(limit + 1))]
+            steps = steps.where(
+                or_(StepMetric.created_at < at, and_(StepMetric.created_at == at, StepMetric.step < key))
+            )
+    rows: list[tuple[tuple[Any, int, int], JobEvent | StepMetric]] = [
+        ((e.created_at, 1, e.id), e)
+        for e in session.scalars(events.order_by(JobEvent.created_at.desc(), JobEvent.id.desc()).limit(limit + 1))
+    ]
+    rows += [
+        ((m.created_at, 0, m.step), m)
+        for m in session.scalars(steps.order_by(StepMetric.created_at.desc(), StepMetric.step.desc()).limit(limit + 1))
+    ]
     rows.sort(key=lambda r: r[0], reverse=True)
     page = [_message(item) if isinstance(item, JobEvent) else _metrics(job, item) for _, item in rows[:limit]]
     return page, len(rows) > limit

@@ -30,11 +30,27 @@ FileId = Annotated[str, Path(max_length=64)]
 
 def file_object(row: Dataset | ResultFile) -> FileObject:
     if isinstance(row, Dataset):
-        return FileObject(id=row.id, bytes=row.bytes, created_at=unix(row.created_at), filename=row.filename,
-                          purpose=row.purpose, status="processed" if row.status == "processed" else "error",
-                          format=row.format, n_examples=row.n_examples, sha256=row.sha256)
-    return FileObject(id=row.id, bytes=row.bytes, created_at=unix(row.created_at), filename=row.filename,
-                      purpose=results.PURPOSE, status="processed", fine_tuning_job_id=row.job_id, kind=row.kind)
+        return FileObject(
+            id=row.id,
+            bytes=row.bytes,
+            created_at=unix(row.created_at),
+            filename=row.filename,
+            purpose=row.purpose,
+            status="processed" if row.status == "processed" else "error",
+            format=row.format,
+            n_examples=row.n_examples,
+            sha256=row.sha256,
+        )
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=unix(row.created_at),
+        filename=row.filename,
+        purpose=results.PURPOSE,
+        status="processed",
+        fine_tuning_job_id=row.job_id,
+        kind=row.kind,
+    )
 
 
 def lookup(session: Session, tenant_id: int, file_id: str) -> Dataset | ResultFile:
@@ -57,10 +73,15 @@ async def create_file(request: Request, session: SessionDep, tenant: CurrentTena
 
 
 @router.get("", response_model=CursorList[FileObject], dependencies=[KNOWN_QUERY])
-def list_files(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
-               after: Annotated[str | None, Query(max_length=64)] = None,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
-               order: Literal["asc", "desc"] = "desc", purpose: Annotated[str | None, Query(max_length=64)] = None):
+def list_files(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
+):
     """Training files and result files together, by creation time (`order`), `after` = the last id seen."""
     sources = [m for m, p in ((Dataset, "fine-tune"), (ResultFile, results.PURPOSE)) if purpose in (None, p)]
     if ResultFile in sources:
@@ -71,8 +92,9 @@ def list_files(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
         try:
             row = lookup(session, tenant.id, after)
         except APIError:
-            raise APIError(400, f"after: no file {after!r} to continue from.", code="invalid_cursor",
-                           param="after") from None
+            raise APIError(
+                400, f"after: no file {after!r} to continue from.", code="invalid_cursor", param="after"
+            ) from None
         cursor = (row.created_at, row.id)
     rows: list[Dataset | ResultFile] = []
     for model in sources:
@@ -99,21 +121,30 @@ def retrieve_file(file_id: FileId, session: SessionDep, tenant: CurrentTenant):
 def delete_file(file_id: FileId, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     row = lookup(session, tenant.id, file_id)
     if isinstance(row, ResultFile):
-        raise APIError(400, f"{file_id} is a result file of job {row.job_id}; result files stay with their job.",
-                       code="file_not_deletable", param="file_id")
+        raise APIError(
+            400,
+            f"{file_id} is a result file of job {row.job_id}; result files stay with their job.",
+            code="file_not_deletable",
+            param="file_id",
+        )
     dataset_service.delete_dataset(session, settings, row)
     return FileDeleted(id=file_id)
 
 
-@router.get("/{file_id}/content", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}})
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}},
+)
 def file_content(file_id: FileId, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     row = lookup(session, tenant.id, file_id)
     path = settings.served_file(row.storage_path)
     if path is None:
-        raise APIError(404, f"The content of {file_id} is missing from the artifact store.", code="file_not_found",
-                       param="file_id")
-    media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(getattr(row, "kind", ""),
-                                                                                 "application/octet-stream")
+        raise APIError(
+            404, f"The content of {file_id} is missing from the artifact store.", code="file_not_found", param="file_id"
+        )
+    media_type = {"step_metrics": "text/csv", "adapter": "application/gzip"}.get(
+        getattr(row, "kind", ""), "application/octet-stream"
+    )
     # Streamed in chunks (never loaded into memory), with no database connection held, under the download caps.
     return transfers.file_response(request, settings, path, media_type=media_type, filename=row.filename)

@@ -39,8 +39,9 @@ def render(session, settings, tenant: Tenant, jobs: list[Job]) -> list[FineTunin
 
 
 @router.post("", response_model=FineTuningJob, dependencies=[RateLimited])
-def create_job(body: FineTuningJobCreate, request: Request, session: SessionDep, tenant: CurrentTenant,
-               settings: SettingsDep):
+def create_job(
+    body: FineTuningJobCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+):
     """The OpenAI request; UDS settings (`selection_method`, `budget`, `alpha`, `candidate_batch_size`, LoRA
     settings, ...) as extra fields. The job is queued at once (training files are validated at upload)."""
     native, sources = to_native(body)
@@ -50,11 +51,18 @@ def create_job(body: FineTuningJobCreate, request: Request, session: SessionDep,
 
 
 @router.get("", response_model=CursorList[FineTuningJob], dependencies=[known_query_only("metadata")])
-def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, after: After = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20):
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    after: After = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+):
     """Newest first. Filter with `metadata[key]=value` (repeatable) or `metadata=null`."""
-    stmt = job_service.where_metadata(session, select(Job).where(Job.tenant_id == tenant.id),
-                                      request.query_params.multi_items())
+    stmt = job_service.where_metadata(
+        session, select(Job).where(Job.tenant_id == tenant.id), request.query_params.multi_items()
+    )
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
     data = render(session, settings, tenant, rows)
     return CursorList[FineTuningJob].page(data, has_more=has_more)
@@ -77,21 +85,30 @@ def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant, settings
 @router.post("/{job_id}/pause", response_model=FineTuningJob, include_in_schema=False)
 @router.post("/{job_id}/resume", response_model=FineTuningJob, include_in_schema=False)
 def pause_or_resume(job: JobDep):
-    raise APIError(400, "Pausing and resuming jobs is not supported; cancel the job instead (its checkpoints stay).",
-                   code="unsupported_operation", param="id")
+    raise APIError(
+        400,
+        "Pausing and resuming jobs is not supported; cancel the job instead (its checkpoints stay).",
+        code="unsupported_operation",
+        param="id",
+    )
 
 
 @router.get("/{job_id}/events", response_model=CursorList[JobEvent], dependencies=[KNOWN_QUERY])
-def job_events(job: JobDep, session: SessionDep, after: After = None,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 20):
+def job_events(job: JobDep, session: SessionDep, after: After = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20):
     """Newest first: status messages and one `metrics` event per step (loss, accuracy, selection statistics)."""
     data, has_more = list_events(session, job, limit, after)
     return CursorList[JobEvent].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CursorList[JobCheckpoint], dependencies=[KNOWN_QUERY])
-def job_checkpoints(job: JobDep, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
-                    after: After = None, limit: Annotated[int, Query(ge=1, le=100)] = 10):
+def job_checkpoints(
+    job: JobDep,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    after: After = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+):
     """Newest step first. `fine_tuned_model_checkpoint` names the checkpoint; its weights are in the job's folder."""
     page = job_service.checkpoint_page(session, job, settings, limit, after)
     name = job_service.fine_tuned_model_name(job.model, tenant.name, job.suffix, job.id)
@@ -99,10 +116,23 @@ def job_checkpoints(job: JobDep, session: SessionDep, tenant: CurrentTenant, set
     for c in page.data:
         m = c.metrics or {}
         extra = {"valid_exact_match": m["eval_accuracy"]} if m.get("eval_accuracy") is not None else {}
-        metrics = CheckpointMetrics(step=c.step, train_loss=m.get("loss"),
-                                    train_mean_token_accuracy=m.get("token_accuracy"),
-                                    valid_loss=m.get("eval_loss"), full_valid_loss=m.get("eval_loss"), **extra)
-        data.append(JobCheckpoint(id=c.id, created_at=unix(c.created_at), fine_tuned_model_checkpoint=
-                                  f"{name}:ckpt-step-{c.step}", fine_tuning_job_id=job.id, metrics=metrics,
-                                  step_number=c.step, available=c.available))
+        metrics = CheckpointMetrics(
+            step=c.step,
+            train_loss=m.get("loss"),
+            train_mean_token_accuracy=m.get("token_accuracy"),
+            valid_loss=m.get("eval_loss"),
+            full_valid_loss=m.get("eval_loss"),
+            **extra,
+        )
+        data.append(
+            JobCheckpoint(
+                id=c.id,
+                created_at=unix(c.created_at),
+                fine_tuned_model_checkpoint=f"{name}:ckpt-step-{c.step}",
+                fine_tuning_job_id=job.id,
+                metrics=metrics,
+                step_number=c.step,
+                available=c.available,
+            )
+        )
     return CursorList[JobCheckpoint](data=data, has_more=page.has_more, first_id=page.first_id, last_id=page.last_id)

@@ -66,19 +66,31 @@ def _hyperparameters(body: FineTuningJobCreate) -> dict[str, tuple[Any, str]]:
             given[name] = (value, f"hyperparameters.{name}")
     if body.method is not None:
         if body.method.type != "supervised":
-            raise APIError(400, f"method.type {body.method.type!r} is not supported here; this service trains "
-                           "LoRA adapters with supervised fine-tuning only (method.type \"supervised\").",
-                           code="unsupported_method", param="method.type")
+            raise APIError(
+                400,
+                f"method.type {body.method.type!r} is not supported here; this service trains "
+                'LoRA adapters with supervised fine-tuning only (method.type "supervised").',
+                code="unsupported_method",
+                param="method.type",
+            )
         if body.method.dpo is not None or body.method.reinforcement is not None:
-            raise APIError(400, "method: only the `supervised` configuration may be given with type \"supervised\".",
-                           code="invalid_value", param="method")
+            raise APIError(
+                400,
+                'method: only the `supervised` configuration may be given with type "supervised".',
+                code="invalid_value",
+                param="method",
+            )
         hyper = body.method.supervised.hyperparameters if body.method.supervised else None
         for name, value in (hyper.model_dump(exclude_none=True) if hyper else {}).items():
             source = f"method.supervised.hyperparameters.{name}"
             if name in given and given[name][0] != value:
-                raise APIError(400, f"{source} ({value!r}) disagrees with {given[name][1]} ({given[name][0]!r}); "
-                               "give it once (hyperparameters is the deprecated place).", code="invalid_value",
-                               param=source)
+                raise APIError(
+                    400,
+                    f"{source} ({value!r}) disagrees with {given[name][1]} ({given[name][0]!r}); "
+                    "give it once (hyperparameters is the deprecated place).",
+                    code="invalid_value",
+                    param=source,
+                )
             given[name] = (value, source)
     return given
 
@@ -86,13 +98,18 @@ def _hyperparameters(body: FineTuningJobCreate) -> dict[str, tuple[Any, str]]:
 def to_native(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
     """The native request for `body`, and native field -> request parameter (to name it in errors)."""
     if body.integrations:
-        raise APIError(400, "integrations are not supported by this service; follow the job's metrics events instead.",
-                       code="unsupported_parameter", param="integrations")
+        raise APIError(
+            400,
+            "integrations are not supported by this service; follow the job's metrics events instead.",
+            code="unsupported_parameter",
+            param="integrations",
+        )
     extras = dict(body.model_extra or {})
     for native, openai_name in RENAMED.items():
         if native in extras:
-            raise APIError(400, f"{native}: unknown parameter on /v1; use {openai_name}.", code="unknown_parameter",
-                           param=native)
+            raise APIError(
+                400, f"{native}: unknown parameter on /v1; use {openai_name}.", code="unknown_parameter", param=native
+            )
     sources = dict(BASE_SOURCES)
     for name, (value, source) in _hyperparameters(body).items():
         if value == "auto":
@@ -100,15 +117,25 @@ def to_native(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
         field = HYPERPARAMETERS[name]
         native_value = value * BASE_LEARNING_RATE if name == "learning_rate_multiplier" else value
         if field in extras:
-            same = (math.isclose(extras[field], native_value, rel_tol=1e-9)
-                    if isinstance(extras[field], (int, float)) and not isinstance(extras[field], bool)
-                    else extras[field] == native_value)
+            same = (
+                math.isclose(extras[field], native_value, rel_tol=1e-9)
+                if isinstance(extras[field], (int, float)) and not isinstance(extras[field], bool)
+                else extras[field] == native_value
+            )
             if not same:
-                raise APIError(400, f"{source} ({value!r}) disagrees with {field} ({extras[field]!r}); give one of them.",
-                               code="invalid_value", param=source)
+                raise APIError(
+                    400,
+                    f"{source} ({value!r}) disagrees with {field} ({extras[field]!r}); give one of them.",
+                    code="invalid_value",
+                    param=source,
+                )
         if OVERRIDDEN_BY.get(field) in extras and extras[OVERRIDDEN_BY[field]] is not None:
-            raise APIError(400, f"{source} ({value!r}) and {OVERRIDDEN_BY[field]} both size the optimizer step; give "
-                           "one of them.", code="invalid_value", param=source)
+            raise APIError(
+                400,
+                f"{source} ({value!r}) and {OVERRIDDEN_BY[field]} both size the optimizer step; give one of them.",
+                code="invalid_value",
+                param=source,
+            )
         extras[field] = native_value
         sources[field] = source
     request: dict[str, Any] = {"dataset_id": body.training_file, "model": body.model, **extras}
@@ -125,15 +152,28 @@ def to_native(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
         failed = str(error["loc"][0]) if error.get("loc") else None
         param = sources.get(failed, failed) if failed else None
         if error.get("type") == "extra_forbidden":
-            raise APIError(400, f"{param}: unknown parameter. UDS settings that may be sent next to the OpenAI fields: "
-                           f"selection_method, {', '.join(sorted(uds_setting_names()))}.",
-                           code="unknown_parameter", param=param) from None
-        raise APIError(400, f"{param}: {error.get('msg', 'invalid value')}", code="invalid_value", param=param) from None
+            raise APIError(
+                400,
+                f"{param}: unknown parameter. UDS settings that may be sent next to the OpenAI fields: "
+                f"selection_method, {', '.join(sorted(uds_setting_names()))}.",
+                code="unknown_parameter",
+                param=param,
+            ) from None
+        raise APIError(
+            400, f"{param}: {error.get('msg', 'invalid value')}", code="invalid_value", param=param
+        ) from None
 
 
 def uds_setting_names() -> set[str]:
-    return set(JobCreate.model_fields) - {"dataset_id", "eval_dataset_id", "model", "method", "seed", "suffix",
-                                          "metadata"}
+    return set(JobCreate.model_fields) - {
+        "dataset_id",
+        "eval_dataset_id",
+        "model",
+        "method",
+        "seed",
+        "suffix",
+        "metadata",
+    }
 
 
 def remap_error(exc: APIError, sources: dict[str, str]) -> APIError:
@@ -158,8 +198,9 @@ def hyperparameters(config: dict[str, Any]) -> Hyperparameters:
     batch_size = get("train_batch_size")
     if config.get("groups_per_step") is not None:  # it fixes the step, whatever train_batch_size says
         batch_size = config["groups_per_step"] * selected_count(get("budget"), get("candidate_batch_size"))
-    return Hyperparameters(n_epochs=get("epochs"), batch_size=batch_size,
-                           learning_rate_multiplier=float(f"{multiplier:.10g}"))
+    return Hyperparameters(
+        n_epochs=get("epochs"), batch_size=batch_size, learning_rate_multiplier=float(f"{multiplier:.10g}")
+    )
 
 
 def uds_settings(job: Job) -> dict[str, Any]:
@@ -180,18 +221,38 @@ def job_object(job: Job, organization: str, result_files: list[str], now: dt.dat
     if native.eta_seconds is not None:
         estimated_finish = int(now.timestamp() + native.eta_seconds)
     progress = {
-        "step": native.progress.step, "total_steps": native.progress.total_steps, "epoch": native.progress.epoch,
-        "fraction": native.progress.fraction, "examples_scored": native.examples_scored,
-        "examples_trained": native.examples_trained, "tokens_trained": native.tokens_trained,
-        "backward_saved_fraction": native.backward_saved_fraction, "alpha_used": native.alpha_used,
+        "step": native.progress.step,
+        "total_steps": native.progress.total_steps,
+        "epoch": native.progress.epoch,
+        "fraction": native.progress.fraction,
+        "examples_scored": native.examples_scored,
+        "examples_trained": native.examples_trained,
+        "tokens_trained": native.tokens_trained,
+        "backward_saved_fraction": native.backward_saved_fraction,
+        "alpha_used": native.alpha_used,
         "latest_loss": native.latest_loss,
     }
     return FineTuningJob(
-        id=job.id, created_at=unix(job.created_at), error=error, fine_tuned_model=job.fine_tuned_model,
-        finished_at=unix(job.finished_at), hyperparameters=hyper, model=job.model, organization_id=organization,
-        result_files=result_files, seed=job.seed, status=job.status,
+        id=job.id,
+        created_at=unix(job.created_at),
+        error=error,
+        fine_tuned_model=job.fine_tuned_model,
+        finished_at=unix(job.finished_at),
+        hyperparameters=hyper,
+        model=job.model,
+        organization_id=organization,
+        result_files=result_files,
+        seed=job.seed,
+        status=job.status,
         trained_tokens=job.tokens_trained if job.finished_at is not None else None,
-        training_file=job.dataset_id, validation_file=job.eval_dataset_id, estimated_finish=estimated_finish,
-        integrations=[], metadata=job.metadata_, method=Method(supervised=SupervisedMethod(hyperparameters=hyper)),
-        suffix=job.suffix, user_provided_suffix=job.suffix, **uds_settings(job), progress=progress,
+        training_file=job.dataset_id,
+        validation_file=job.eval_dataset_id,
+        estimated_finish=estimated_finish,
+        integrations=[],
+        metadata=job.metadata_,
+        method=Method(supervised=SupervisedMethod(hyperparameters=hyper)),
+        suffix=job.suffix,
+        user_provided_suffix=job.suffix,
+        **uds_settings(job),
+        progress=progress,
     )

@@ -18,8 +18,10 @@ router = APIRouter(prefix="/models", tags=["openai: models"])
 
 def all_models(session, tenant, settings) -> list[ModelObject]:
     # Base models have no creation time of their own here; 0 says "unknown" and keeps `created` an integer.
-    return [ModelObject(id=m.id, created=unix(m.created_at) or 0, owned_by=m.owned_by)
-            for m in native_models.list_models(session, tenant, settings).data]
+    return [
+        ModelObject(id=m.id, created=unix(m.created_at) or 0, owned_by=m.owned_by)
+        for m in native_models.list_models(session, tenant, settings).data
+    ]
 
 
 @router.get("", response_model=CursorList[ModelObject], dependencies=[KNOWN_QUERY])
@@ -29,10 +31,15 @@ def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDe
 
 
 @router.get("/{model_id:path}", response_model=ModelObject)
-def retrieve_model(model_id: Annotated[str, Path(max_length=600)], session: SessionDep, tenant: CurrentTenant,
-                   settings: SettingsDep):
+def retrieve_model(
+    model_id: Annotated[str, Path(max_length=600)], session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+):
     for model in all_models(session, tenant, settings):
         if model.id == model_id:
             return model
-    raise APIError(404, f"The model {model_id!r} does not exist on this server (GET /v1/models lists them).",
-                   code="model_not_found", param="model")
+    raise APIError(
+        404,
+        f"The model {model_id!r} does not exist on this server (GET /v1/models lists them).",
+        code="model_not_found",
+        param="model",
+    )

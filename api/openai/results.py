@@ -33,10 +33,24 @@ STAT_NAMES = ("mean", "std", "min", "max")
 # The step's length-bias diagnostic (stats["length"], uds/diagnostics.py): means over its selection groups.
 LENGTH_NAMES = ("spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected")
 CSV_COLUMNS = (
-    "step", "epoch", "train_loss", "train_mean_token_accuracy", "valid_loss", "full_valid_loss", "valid_exact_match",
-    "learning_rate", "grad_norm", "tokens_trained", "candidates", "selected", "alpha", "time_scoring", "time_training",
+    "step",
+    "epoch",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "full_valid_loss",
+    "valid_exact_match",
+    "learning_rate",
+    "grad_norm",
+    "tokens_trained",
+    "candidates",
+    "selected",
+    "alpha",
+    "time_scoring",
+    "time_training",
     *(f"{g}_{s}_{n}" for g in STAT_GROUPS for s in STAT_SCORES for n in STAT_NAMES),
-    "groups", *LENGTH_NAMES,  # last, so the columns before keep their places
+    "groups",
+    *LENGTH_NAMES,  # last, so the columns before keep their places
 )
 
 
@@ -48,21 +62,49 @@ def metrics_record(m: StepMetric, total_steps: int | None) -> dict[str, Any]:
     """One step under the OpenAI metric names, plus the UDS figures. Eval figures only where evaluated: the eval
     runs on the whole validation file, so `valid_loss` and `full_valid_loss` are the same number; the trainer
     measures greedy exact match there (`valid_exact_match`), not token accuracy."""
-    record: dict[str, Any] = {"step": m.step, "total_steps": total_steps, "train_loss": m.loss,
-                              "train_mean_token_accuracy": m.token_accuracy}
+    record: dict[str, Any] = {
+        "step": m.step,
+        "total_steps": total_steps,
+        "train_loss": m.loss,
+        "train_mean_token_accuracy": m.token_accuracy,
+    }
     if m.eval_loss is not None:
         record.update(valid_loss=m.eval_loss, full_valid_loss=m.eval_loss)
     if m.eval_accuracy is not None:
         record["valid_exact_match"] = m.eval_accuracy
-    record.update(epoch=m.epoch, learning_rate=m.learning_rate, grad_norm=m.grad_norm, tokens_trained=m.tokens_trained,
-                  candidates=m.candidates, selected=m.selected, alpha=m.alpha, time_scoring=m.time_scoring,
-                  time_training=m.time_training, selection_stats=m.stats)
+    record.update(
+        epoch=m.epoch,
+        learning_rate=m.learning_rate,
+        grad_norm=m.grad_norm,
+        tokens_trained=m.tokens_trained,
+        candidates=m.candidates,
+        selected=m.selected,
+        alpha=m.alpha,
+        time_scoring=m.time_scoring,
+        time_training=m.time_training,
+        selection_stats=m.stats,
+    )
     return record
 
 
 def _csv_row(m: StepMetric) -> list[Any]:
-    row = [m.step, m.epoch, m.loss, m.token_accuracy, m.eval_loss, m.eval_loss, m.eval_accuracy, m.learning_rate,
-           m.grad_norm, m.tokens_trained, m.candidates, m.selected, m.alpha, m.time_scoring, m.time_training]
+    row = [
+        m.step,
+        m.epoch,
+        m.loss,
+        m.token_accuracy,
+        m.eval_loss,
+        m.eval_loss,
+        m.eval_accuracy,
+        m.learning_rate,
+        m.grad_norm,
+        m.tokens_trained,
+        m.candidates,
+        m.selected,
+        m.alpha,
+        m.time_scoring,
+        m.time_training,
+    ]
     stats = m.stats or {}
     for group in STAT_GROUPS:
         for score in STAT_SCORES:
@@ -93,13 +135,31 @@ def _new_rows(session: Session, settings: Settings, job: Job) -> list[ResultFile
     data = step_metrics_csv(session, job.id)
     relative = os.path.relpath(settings.job_dir(job.id) / CSV_NAME, settings.data_dir)
     _write_atomically(settings.resolve(relative), data)
-    rows = [ResultFile(id=result_file_id(job.id, "step_metrics"), tenant_id=job.tenant_id, job_id=job.id,
-                       kind="step_metrics", filename=f"{job.id}-{CSV_NAME}", bytes=len(data), storage_path=relative,
-                       created_at=job.finished_at)]
+    rows = [
+        ResultFile(
+            id=result_file_id(job.id, "step_metrics"),
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            kind="step_metrics",
+            filename=f"{job.id}-{CSV_NAME}",
+            bytes=len(data),
+            storage_path=relative,
+            created_at=job.finished_at,
+        )
+    ]
     if job.adapter_path:
-        rows.append(ResultFile(id=result_file_id(job.id, "adapter"), tenant_id=job.tenant_id, job_id=job.id,
-                               kind="adapter", filename=f"{job.id}-adapter.tar.gz", bytes=job.adapter_bytes or 0,
-                               storage_path=job.adapter_path, created_at=job.finished_at))
+        rows.append(
+            ResultFile(
+                id=result_file_id(job.id, "adapter"),
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                kind="adapter",
+                filename=f"{job.id}-adapter.tar.gz",
+                bytes=job.adapter_bytes or 0,
+                storage_path=job.adapter_path,
+                created_at=job.finished_at,
+            )
+        )
     return rows
 
 
@@ -127,7 +187,12 @@ def result_files(session: Session, settings: Settings, jobs: list[Job]) -> dict[
 
 def record_all(session: Session, settings: Settings, tenant_id: int) -> None:
     """Record the result files of every succeeded job of the tenant that has none (before listing files)."""
-    jobs = list(session.scalars(select(Job).where(
-        Job.tenant_id == tenant_id, Job.status == "succeeded", ~exists().where(ResultFile.job_id == Job.id))))
+    jobs = list(
+        session.scalars(
+            select(Job).where(
+                Job.tenant_id == tenant_id, Job.status == "succeeded", ~exists().where(ResultFile.job_id == Job.id)
+            )
+        )
+    )
     if jobs:
         result_files(session, settings, jobs)

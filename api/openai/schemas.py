@@ -19,6 +19,7 @@ CursorList = ListPage
 
 # ---- files ----------------------------------------------------------------------------------------------
 
+
 class FileObject(BaseModel):
     model_config = ConfigDict(extra="allow")  # datasets add format, n_examples, sha256; result files their job
 
@@ -41,6 +42,7 @@ class FileDeleted(BaseModel):
 
 # ---- models ---------------------------------------------------------------------------------------------
 
+
 class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -50,8 +52,9 @@ class ModelObject(BaseModel):
 
 # ---- fine-tuning jobs: the request ----------------------------------------------------------------------
 
+
 def auto_or(kind: type, low: float, high: float | None = None, low_inclusive: bool = True):
-    """"auto" or a number in range, as one check, so an error names the field once (a plain union would report
+    """ "auto" or a number in range, as one check, so an error names the field once (a plain union would report
     one error per member, at paths like `n_epochs.literal['auto']`)."""
 
     def check(value: Any):
@@ -134,6 +137,7 @@ class FineTuningJobCreate(BaseModel):
 
 
 # ---- fine-tuning jobs: the objects ----------------------------------------------------------------------
+
 
 class Hyperparameters(BaseModel):
     n_epochs: int

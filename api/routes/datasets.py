@@ -22,20 +22,34 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {"type": "string", "format": "binary", "description": "JSONL: chat, Alpaca or prompt/completion"},
-                "purpose": {"type": "string", "default": "fine-tune", "enum": list(PURPOSES)},
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JSONL: chat, Alpaca or prompt/completion",
+                        },
+                        "purpose": {"type": "string", "default": "fine-tune", "enum": list(PURPOSES)},
+                    },
+                }
+            }
+        },
     }
 }
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY, dependencies=[RateLimited],
-             responses={413: {"description": "Over UDS_MAX_UPLOAD_BYTES"}, 422: {"description": "Invalid dataset"}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    openapi_extra=UPLOAD_BODY,
+    dependencies=[RateLimited],
+    responses={413: {"description": "Over UDS_MAX_UPLOAD_BYTES"}, 422: {"description": "Invalid dataset"}},
+)
 async def upload_dataset(request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     # Auth has already run (dependencies resolve before the body is read), so no bytes are stored for strangers.
     return dataset_public(await dataset_service.upload_dataset(request, session, tenant.id, settings))
@@ -61,13 +75,19 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsD
 
 
 @router.get("/{dataset_id}/rows", response_model=DatasetRows, dependencies=[KNOWN_QUERY])
-def dataset_rows(dataset: DatasetDep, settings: SettingsDep,
-                 offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 20):
+def dataset_rows(
+    dataset: DatasetDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+):
     examples = previews.examples_for(settings, dataset)
     if examples is None:
         return DatasetRows(data=[], has_more=False, total=0)
     from uds.formats import example_preview
 
-    data = [DatasetRow(row=e.row, line=e.line, preview=example_preview(e), messages=e.messages)
-            for e in examples.page(offset, limit)]
+    data = [
+        DatasetRow(row=e.row, line=e.line, preview=example_preview(e), messages=e.messages)
+        for e in examples.page(offset, limit)
+    ]
     return DatasetRows(data=data, has_more=offset + limit < len(examples), total=len(examples))

@@ -1,8 +1,8 @@
 """Try a succeeded job: a prompt answered by the base model with the job's adapter and without it, on a worker.
 
-    POST /api/v1/jobs/{job_id}/generate        {"prompt" | "messages", "max_new_tokens", "temperature", "seed"}  202
-    GET  /api/v1/generations/{generation_id}   queued | running | succeeded (both answers) | failed | cancelled
-    POST /api/v1/generations/{generation_id}/cancel
+POST /api/v1/jobs/{job_id}/generate        {"prompt" | "messages", "max_new_tokens", "temperature", "seed"}  202
+GET  /api/v1/generations/{generation_id}   queued | running | succeeded (both answers) | failed | cancelled
+POST /api/v1/generations/{generation_id}/cancel
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ GenerationId = Annotated[str, Path(max_length=64)]
 
 @router.post("/jobs/{job_id}/generate", status_code=202, response_model=GenerationPublic, dependencies=[RateLimited])
 def generate(job: JobDep, body: GenerateCreate, request: Request, session: SessionDep, settings: SettingsDep):
-    params = {"messages": body.chat(), "max_new_tokens": body.max_new_tokens, "temperature": body.temperature,
-              "seed": body.seed}
+    params = {
+        "messages": body.chat(),
+        "max_new_tokens": body.max_new_tokens,
+        "temperature": body.temperature,
+        "seed": body.seed,
+    }
     task = job_tasks.request_generation(session, request.app.state.dispatcher, settings, job, params)
     return generation_public(task)
 

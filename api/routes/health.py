@@ -44,18 +44,24 @@ async def readyz(request: Request):
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
     ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks,
-            "mode": request.app.state.dispatcher.mode}
+    body = {"status": "ready" if ready else "unavailable", "checks": checks, "mode": request.app.state.dispatcher.mode}
     if not ready:
         unavailable = ", ".join(k for k, v in checks.items() if v != "ok")
-        body["error"] = {"message": f"Not ready: {unavailable} unreachable.", "type": "service_unavailable",
-                         "param": None, "code": "not_ready"}
+        body["error"] = {
+            "message": f"Not ready: {unavailable} unreachable.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "not_ready",
+        }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @info_router.get("/info", response_model=Info)
 def info(request: Request, settings: SettingsDep):
-    return Info(version=package_version(), auth_required=auth_required_for(settings, request),
-                mode="embedded" if settings.embedded else "distributed",
-                models=[m.name for m in base_models(settings)],
-                max_upload_bytes=settings.max_upload_bytes)
+    return Info(
+        version=package_version(),
+        auth_required=auth_required_for(settings, request),
+        mode="embedded" if settings.embedded else "distributed",
+        models=[m.name for m in base_models(settings)],
+        max_upload_bytes=settings.max_upload_bytes,
+    )

@@ -57,12 +57,19 @@ StatusFilter = Annotated[JobStatus | None, Query(description="Only jobs in this 
 
 
 @router.get("", response_model=ListPage[JobPublic], dependencies=[known_query_only("metadata")])
-def list_jobs(request: Request, session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20,
-              after: AfterParam = None, status: StatusFilter = None):
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    limit: LimitParam = 20,
+    after: AfterParam = None,
+    status: StatusFilter = None,
+):
     """Newest first. Filter with `status`, and with `metadata[key]=value` (repeatable; all must match; a number or
     boolean matches its JSON text, `metadata[run]=3`) or `metadata=null` for jobs without metadata."""
-    stmt = job_service.where_metadata(session, select(Job).where(Job.tenant_id == tenant.id),
-                                      request.query_params.multi_items())
+    stmt = job_service.where_metadata(
+        session, select(Job).where(Job.tenant_id == tenant.id), request.query_params.multi_items()
+    )
     if status is not None:
         stmt = stmt.where(Job.status == status)
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
@@ -92,13 +99,17 @@ def cancel_job(job: JobDep, session: SessionDep):
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, dependencies=[KNOWN_QUERY])
-def job_metrics(job: JobDep, session: SessionDep,
-                after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+def job_metrics(
+    job: JobDep,
+    session: SessionDep,
+    after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+):
     stmt = select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step).order_by(StepMetric.step)
     rows, has_more = fetch_page(session, stmt, limit)
-    return MetricsPage(data=[metric_public(m) for m in rows], has_more=has_more,
-                       last_step=rows[-1].step if rows else after_step)
+    return MetricsPage(
+        data=[metric_public(m) for m in rows], has_more=has_more, last_step=rows[-1].step if rows else after_step
+    )
 
 
 @router.get("/{job_id}/length-bias", response_model=LengthBiasPublic)
@@ -111,16 +122,25 @@ def job_length_bias_route(job: JobDep, session: SessionDep):
 def _parse_selection_cursor(after: str) -> tuple[int, int]:
     step, _, row = after.partition(":")
     if parse_int(step) is None or parse_int(row) is None:
-        raise APIError(400, f"after: expected '<step>:<row>' (a selection id), got {after!r}.", code="invalid_cursor",
-                       param="after")
+        raise APIError(
+            400,
+            f"after: expected '<step>:<row>' (a selection id), got {after!r}.",
+            code="invalid_cursor",
+            param="after",
+        )
     return int(step), int(row)
 
 
 @router.get("/{job_id}/selections", response_model=ListPage[SelectionPublic], dependencies=[KNOWN_QUERY])
-def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
-                   selected: Annotated[bool | None, Query(description="Only trained-on (true) or skipped (false).")] = None,
-                   step: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                   after: AfterParam = None):
+def job_selections(
+    job: JobDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    selected: Annotated[bool | None, Query(description="Only trained-on (true) or skipped (false).")] = None,
+    step: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: AfterParam = None,
+):
     """Newest step first; within a step, by dataset row."""
     stmt = select(Selection).where(Selection.job_id == job.id)
     if selected is not None:
@@ -132,21 +152,39 @@ def job_selections(job: JobDep, session: SessionDep, settings: SettingsDep,
         stmt = stmt.where(or_(Selection.step < s, and_(Selection.step == s, Selection.row > r)))
     rows, has_more = fetch_page(session, stmt.order_by(Selection.step.desc(), Selection.row), limit)
     examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
-    data = [SelectionPublic(id=f"{s.step}:{s.row}", step=s.step, row=s.row, selected=s.selected, utility=s.utility,
-                            diversity=s.diversity, score=s.score, preview=previews.row_preview(examples, s.row))
-            for s in rows]
+    data = [
+        SelectionPublic(
+            id=f"{s.step}:{s.row}",
+            step=s.step,
+            row=s.row,
+            selected=s.selected,
+            utility=s.utility,
+            diversity=s.diversity,
+            score=s.score,
+            preview=previews.row_preview(examples, s.row),
+        )
+        for s in rows
+    ]
     return ListPage[SelectionPublic].page(data, has_more=has_more)
 
 
 @router.get("/{job_id}/selections/summary", response_model=SelectionSummary, dependencies=[KNOWN_QUERY])
-def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
-                      order: Literal["most", "least"] = "most", limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                      offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0):
+def selection_summary(
+    job: JobDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    order: Literal["most", "least"] = "most",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+):
     """Per dataset row: how often it was a candidate and how often it was picked (rows never drawn are absent)."""
     times_selected = func.sum(case((Selection.selected.is_(True), 1), else_=0)).label("times_selected")
     times_candidate = func.count().label("times_candidate")
-    stmt = (select(Selection.row, times_selected, times_candidate, func.avg(Selection.score), func.max(Selection.step))
-            .where(Selection.job_id == job.id).group_by(Selection.row))
+    stmt = (
+        select(Selection.row, times_selected, times_candidate, func.avg(Selection.score), func.max(Selection.step))
+        .where(Selection.job_id == job.id)
+        .group_by(Selection.row)
+    )
     if order == "most":
         stmt = stmt.order_by(times_selected.desc(), times_candidate.desc(), Selection.row)
     else:  # rows seen most often yet picked least: what the method judged redundant or unhelpful
@@ -156,9 +194,17 @@ def selection_summary(job: JobDep, session: SessionDep, settings: SettingsDep,
     rows = rows[:limit]
     rows_seen = session.scalar(select(func.count(func.distinct(Selection.row))).where(Selection.job_id == job.id))
     examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
-    data = [RowSummary(row=r, times_selected=int(ts or 0), times_candidate=int(tc), mean_score=avg,
-                       last_step=last, preview=previews.row_preview(examples, r))
-            for r, ts, tc, avg, last in rows]
+    data = [
+        RowSummary(
+            row=r,
+            times_selected=int(ts or 0),
+            times_candidate=int(tc),
+            mean_score=avg,
+            last_step=last,
+            preview=previews.row_preview(examples, r),
+        )
+        for r, ts, tc, avg, last in rows
+    ]
     return SelectionSummary(data=data, has_more=has_more, order=order, rows_seen=rows_seen or 0)
 
 
@@ -169,8 +215,12 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
     if after is not None:
         event_id = parse_event_id(after)
         if event_id is None:
-            raise APIError(400, f"after: expected an event id like 'ftevent-12', got {after!r}.", code="invalid_cursor",
-                           param="after")
+            raise APIError(
+                400,
+                f"after: expected an event id like 'ftevent-12', got {after!r}.",
+                code="invalid_cursor",
+                param="after",
+            )
         stmt = stmt.where(JobEvent.id < event_id)
     rows, has_more = fetch_page(session, stmt.order_by(JobEvent.id.desc()), limit)
     data = [event_public(e) for e in rows]
@@ -178,27 +228,44 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListPage[CheckpointPublic], dependencies=[KNOWN_QUERY])
-def job_checkpoints(job: JobDep, session: SessionDep, settings: SettingsDep, limit: LimitParam = 20,
-                    after: AfterParam = None):
+def job_checkpoints(
+    job: JobDep, session: SessionDep, settings: SettingsDep, limit: LimitParam = 20, after: AfterParam = None
+):
     """Newest step first; `after=<checkpoint id>` continues with older ones."""
     return job_service.checkpoint_page(session, job, settings, limit, after)
 
 
-@router.get("/{job_id}/adapter", response_class=FileResponse,
-            responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the PEFT folder"}})
+@router.get(
+    "/{job_id}/adapter",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the PEFT folder"}},
+)
 def job_adapter(job: JobDep, request: Request, settings: SettingsDep):
     """The PEFT adapter folder as .tar.gz; its sha256 is in `X-Checksum-SHA256` (and in the job's `adapter`)."""
     if job.status != "succeeded" or not job.adapter_path:
-        raise APIError(404, f"Job {job.id} has no adapter: it is {job.status}; an adapter exists once it has succeeded.",
-                       code="adapter_not_found", param="id")
+        raise APIError(
+            404,
+            f"Job {job.id} has no adapter: it is {job.status}; an adapter exists once it has succeeded.",
+            code="adapter_not_found",
+            param="id",
+        )
     path = settings.served_file(job.adapter_path)
     if path is None:
-        raise APIError(404, f"The adapter archive of job {job.id} is missing from the artifact store.",
-                       code="adapter_not_found", param="id")
+        raise APIError(
+            404,
+            f"The adapter archive of job {job.id} is missing from the artifact store.",
+            code="adapter_not_found",
+            param="id",
+        )
     # Streamed in chunks (never loaded into memory), with no database connection held, under the download caps.
-    return transfers.file_response(request, settings, path, media_type="application/gzip",
-                                   filename=f"{job.id}-adapter.tar.gz",
-                                   headers={"X-Checksum-SHA256": job.adapter_sha256 or ""})
+    return transfers.file_response(
+        request,
+        settings,
+        path,
+        media_type="application/gzip",
+        filename=f"{job.id}-adapter.tar.gz",
+        headers={"X-Checksum-SHA256": job.adapter_sha256 or ""},
+    )
 
 
 __all__ = ["router", "event_public_id"]

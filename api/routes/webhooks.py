@@ -56,8 +56,9 @@ def delete_webhook(webhook_id: WebhookId, session: SessionDep, tenant: CurrentTe
 
 
 @router.get("/{webhook_id}/deliveries", response_model=ListPage[DeliveryPublic])
-def list_deliveries(webhook_id: WebhookId, session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20,
-                    after: AfterParam = None):
+def list_deliveries(
+    webhook_id: WebhookId, session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None
+):
     hook = webhooks.tenant_webhook(session, tenant, webhook_id)
     rows, more = webhooks.list_deliveries(session, tenant, hook, after, limit)
     return ListPage[DeliveryPublic].page([delivery_public(d) for d in rows], has_more=more)

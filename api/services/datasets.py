@@ -37,15 +37,21 @@ async def upload_dataset(request: Request, session: Session, tenant_id: int, set
     try:
         purpose = received.fields.get("purpose", "fine-tune") or "fine-tune"
         if purpose not in PURPOSES:
-            raise APIError(400, f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}.",
-                           code="invalid_value", param="purpose")
+            raise APIError(
+                400,
+                f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}.",
+                code="invalid_value",
+                param="purpose",
+            )
         return await run_in_threadpool(store_dataset, session, tenant_id, settings, received, purpose)
     finally:
         if received.path.exists():
             received.path.unlink()  # failed validation or storage: nothing left behind
 
 
-def store_dataset(session: Session, tenant_id: int, settings: Settings, received: ReceivedFile, purpose: str) -> Dataset:
+def store_dataset(
+    session: Session, tenant_id: int, settings: Settings, received: ReceivedFile, purpose: str
+) -> Dataset:
     from uds.formats import validate_file
 
     report = validate_file(str(received.path), min_examples=settings.min_examples, max_problems=settings.max_problems)
@@ -54,8 +60,13 @@ def store_dataset(session: Session, tenant_id: int, settings: Settings, received
         first = problems[0] if problems else {"line": 0, "reason": "invalid"}
         where = f"line {first['line']}" if first["line"] else "file"
         more = f" ({len(problems)} problems listed in 'problems')" if len(problems) > 1 else ""
-        raise APIError(422, f"Invalid dataset {received.filename!r}: {where}: {first['reason']}{more}",
-                       code="invalid_dataset", param="file", problems=problems)
+        raise APIError(
+            422,
+            f"Invalid dataset {received.filename!r}: {where}: {first['reason']}{more}",
+            code="invalid_dataset",
+            param="file",
+            problems=problems,
+        )
     check_quota(settings, session, tenant_id, received.bytes, "this upload", "file", checkpoint_state_bytes)
     dataset_id = new_dataset_id()
     relative = f"datasets/{dataset_id}.jsonl"
@@ -64,9 +75,18 @@ def store_dataset(session: Session, tenant_id: int, settings: Settings, received
     os.replace(received.path, final)  # same filesystem (tmp_dir is under data_dir): atomic
     try:
         previews.write_index(final)  # row offsets, so a preview reads only the rows it shows
-        dataset = Dataset(id=dataset_id, tenant_id=tenant_id, filename=received.filename, purpose=purpose,
-                          format=report.format, bytes=received.bytes, sha256=received.sha256,
-                          n_examples=report.n_examples, status="processed", storage_path=relative)
+        dataset = Dataset(
+            id=dataset_id,
+            tenant_id=tenant_id,
+            filename=received.filename,
+            purpose=purpose,
+            format=report.format,
+            bytes=received.bytes,
+            sha256=received.sha256,
+            n_examples=report.n_examples,
+            status="processed",
+            storage_path=relative,
+        )
         session.add(dataset)
         session.commit()
     except BaseException:
@@ -86,13 +106,23 @@ def delete_dataset(session: Session, settings: Settings, dataset: Dataset) -> No
     path = settings.resolve(dataset.storage_path)
     session.delete(dataset)
     session.flush()
-    user = session.scalar(select(Job.id).where(
-        Job.tenant_id == dataset.tenant_id, Job.status.in_(ACTIVE_STATUSES),
-        or_(Job.dataset_id == dataset.id, Job.eval_dataset_id == dataset.id)).limit(1))
+    user = session.scalar(
+        select(Job.id)
+        .where(
+            Job.tenant_id == dataset.tenant_id,
+            Job.status.in_(ACTIVE_STATUSES),
+            or_(Job.dataset_id == dataset.id, Job.eval_dataset_id == dataset.id),
+        )
+        .limit(1)
+    )
     if user is not None:
         session.rollback()
-        raise APIError(400, f"Dataset {dataset.id} is used by job {user}, which has not finished; cancel it or wait.",
-                       code="dataset_in_use", param="id")
+        raise APIError(
+            400,
+            f"Dataset {dataset.id} is used by job {user}, which has not finished; cancel it or wait.",
+            code="dataset_in_use",
+            param="id",
+        )
     session.commit()
     path.unlink(missing_ok=True)
     previews.remove_index(path)

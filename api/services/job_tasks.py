@@ -20,30 +20,46 @@ UNFINISHED = ("queued", "running")
 
 def _require_succeeded(job: Job, what: str) -> None:
     if job.status != "succeeded":
-        raise APIError(409, f"Job {job.id} is {job.status}; {what} needs a job that has succeeded.",
-                       code="job_not_succeeded", param="job_id")
+        raise APIError(
+            409,
+            f"Job {job.id} is {job.status}; {what} needs a job that has succeeded.",
+            code="job_not_succeeded",
+            param="job_id",
+        )
 
 
 def create_task(session: Session, dispatcher: Dispatcher, job: Job, kind: str, params: dict) -> JobTask:
-    task = JobTask(id=PREFIXES[kind] + secrets.token_hex(12), tenant_id=job.tenant_id, job_id=job.id, kind=kind,
-                   status="queued", params=params, cancel_requested=False, created_at=utcnow())
+    task = JobTask(
+        id=PREFIXES[kind] + secrets.token_hex(12),
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        kind=kind,
+        status="queued",
+        params=params,
+        cancel_requested=False,
+        created_at=utcnow(),
+    )
     session.add(task)
     session.commit()
     try:
         dispatcher.enqueue_task(task.id)
     except Exception as exc:  # the row stays queued; a client sees it and may ask again
         log.warning("could not dispatch task %s: %s", task.id, exc)
-        raise APIError(503, "The workers' queue did not take the task; try again shortly.",
-                       code="queue_unavailable") from exc
+        raise APIError(
+            503, "The workers' queue did not take the task; try again shortly.", code="queue_unavailable"
+        ) from exc
     return task
 
 
 def request_export(session: Session, dispatcher: Dispatcher, job: Job, kind: str) -> tuple[JobTask, bool]:
     """(export, created): an unfinished or succeeded export of the same kind is returned instead of a second one."""
     _require_succeeded(job, "an export")
-    existing = session.scalar(select(JobTask).where(JobTask.job_id == job.id, JobTask.kind == "export",
-                                                    JobTask.status.in_((*UNFINISHED, "succeeded")))
-                              .order_by(JobTask.created_at.desc()).limit(1))
+    existing = session.scalar(
+        select(JobTask)
+        .where(JobTask.job_id == job.id, JobTask.kind == "export", JobTask.status.in_((*UNFINISHED, "succeeded")))
+        .order_by(JobTask.created_at.desc())
+        .limit(1)
+    )
     if existing is not None and existing.params.get("kind") == kind:
         return existing, False
     return create_task(session, dispatcher, job, "export", {"kind": kind}), True
@@ -52,27 +68,46 @@ def request_export(session: Session, dispatcher: Dispatcher, job: Job, kind: str
 def request_generation(session: Session, dispatcher: Dispatcher, settings: Settings, job: Job, params: dict) -> JobTask:
     _require_succeeded(job, "trying it")
     if params["max_new_tokens"] > settings.generate_max_new_tokens:
-        raise APIError(400, f"max_new_tokens {params['max_new_tokens']} is above this server's limit of "
-                       f"{settings.generate_max_new_tokens}.", code="invalid_value", param="max_new_tokens")
-    unfinished = session.execute(select(func.count()).select_from(JobTask).where(
-        JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED))).scalar_one()
+        raise APIError(
+            400,
+            f"max_new_tokens {params['max_new_tokens']} is above this server's limit of "
+            f"{settings.generate_max_new_tokens}.",
+            code="invalid_value",
+            param="max_new_tokens",
+        )
+    unfinished = session.execute(
+        select(func.count())
+        .select_from(JobTask)
+        .where(JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED))
+    ).scalar_one()
     if unfinished >= settings.generate_per_tenant:
-        raise APIError(429, f"{unfinished} try-it requests of yours are still running (at most "
-                       f"{settings.generate_per_tenant}); wait for one or cancel it.", code="too_many_generations")
+        raise APIError(
+            429,
+            f"{unfinished} try-it requests of yours are still running (at most "
+            f"{settings.generate_per_tenant}); wait for one or cancel it.",
+            code="too_many_generations",
+        )
     return create_task(session, dispatcher, job, "generate", params)
 
 
 def tenant_task(session: Session, tenant: Tenant, task_id: str, kind: str) -> JobTask:
-    task = session.scalar(select(JobTask).where(JobTask.id == task_id, JobTask.tenant_id == tenant.id,
-                                                JobTask.kind == kind))
+    task = session.scalar(
+        select(JobTask).where(JobTask.id == task_id, JobTask.tenant_id == tenant.id, JobTask.kind == kind)
+    )
     if task is None:
         raise not_found("export" if kind == "export" else "generation", task_id, "id")
     return task
 
 
 def job_tasks(session: Session, job: Job, kind: str) -> list[JobTask]:
-    return list(session.scalars(select(JobTask).where(JobTask.job_id == job.id, JobTask.kind == kind)
-                                .order_by(JobTask.created_at.desc(), JobTask.id.desc()).limit(100)))
+    return list(
+        session.scalars(
+            select(JobTask)
+            .where(JobTask.job_id == job.id, JobTask.kind == kind)
+            .order_by(JobTask.created_at.desc(), JobTask.id.desc())
+            .limit(100)
+        )
+    )
 
 
 def cancel_task(session: Session, task: JobTask) -> JobTask:
@@ -81,10 +116,14 @@ def cancel_task(session: Session, task: JobTask) -> JobTask:
     Conditional UPDATEs, so a worker claiming the task at the same moment is never overwritten: either the claim
     (queued -> running) or the cancel (queued -> cancelled) matches, never both."""
     now = utcnow()
-    session.execute(update(JobTask).where(JobTask.id == task.id, JobTask.status == "queued")
-                    .values(status="cancelled", cancel_requested=True, finished_at=now))
-    session.execute(update(JobTask).where(JobTask.id == task.id, JobTask.status == "running")
-                    .values(cancel_requested=True))
+    session.execute(
+        update(JobTask)
+        .where(JobTask.id == task.id, JobTask.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+    )
+    session.execute(
+        update(JobTask).where(JobTask.id == task.id, JobTask.status == "running").values(cancel_requested=True)
+    )
     session.commit()
     session.refresh(task)
     return task

@@ -44,13 +44,15 @@ log = logging.getLogger(__name__)
 
 def dataset_for_job(session: Session, tenant: Tenant, dataset_id: str, param: str) -> Dataset:
     # FOR UPDATE pairs with delete_dataset: the dataset cannot vanish between this check and the commit.
-    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id)
-                             .with_for_update())
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id).with_for_update()
+    )
     if dataset is None:
         raise not_found("dataset", dataset_id, param)
     if dataset.status != "processed":
-        raise APIError(400, f"Dataset {dataset_id} is not ready (status {dataset.status}).", code="dataset_not_ready",
-                       param=param)
+        raise APIError(
+            400, f"Dataset {dataset_id} is not ready (status {dataset.status}).", code="dataset_not_ready", param=param
+        )
     return dataset
 
 
@@ -81,18 +83,43 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
 
     integrations = check_integrations(body.integrations, settings)
     resolved = {k: v for k, v in config.to_dict().items() if k not in HOST_FIELDS}
-    shape = JobShape(total_steps=total_steps(config, dataset.n_examples),
-                     candidates_per_step=config.candidate_batch_size * groups_per_step(config, dataset.n_examples))
+    shape = JobShape(
+        total_steps=total_steps(config, dataset.n_examples),
+        candidates_per_step=config.candidate_batch_size * groups_per_step(config, dataset.n_examples),
+    )
     check_job_cost(resolved, shape, settings)
-    check_quota(settings, session, tenant.id, checkpoint_state_bytes(resolved), "this job's checkpoint state",
-                "keep_checkpoints", checkpoint_state_bytes)
+    check_quota(
+        settings,
+        session,
+        tenant.id,
+        checkpoint_state_bytes(resolved),
+        "this job's checkpoint state",
+        "keep_checkpoints",
+        checkpoint_state_bytes,
+    )
     job = Job(
-        id=new_job_id(), tenant_id=tenant.id, name=body.name, suffix=body.suffix, status="validating_files",
-        cancel_requested=False, model=config.model, method=config.method, config=resolved,
-        dataset_id=dataset.id, eval_dataset_id=body.eval_dataset_id, metadata_=body.metadata, seed=config.seed,
+        id=new_job_id(),
+        tenant_id=tenant.id,
+        name=body.name,
+        suffix=body.suffix,
+        status="validating_files",
+        cancel_requested=False,
+        model=config.model,
+        method=config.method,
+        config=resolved,
+        dataset_id=dataset.id,
+        eval_dataset_id=body.eval_dataset_id,
+        metadata_=body.metadata,
+        seed=config.seed,
         integrations=integrations,
-        created_at=utcnow(), total_steps=shape.total_steps, current_step=0,
-        examples_scored=0, examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0,
+        created_at=utcnow(),
+        total_steps=shape.total_steps,
+        current_step=0,
+        examples_scored=0,
+        examples_trained=0,
+        tokens_trained=0,
+        attempts=0,
+        attempt_start_step=0,
     )
     session.add(job)
     session.flush()
@@ -103,16 +130,26 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         if dataset_id is not None and session.scalar(select(Dataset.id).where(Dataset.id == dataset_id)) is None:
             session.rollback()
             raise not_found("dataset", dataset_id, param)
-    add_event(session, job.id, "status", f"Job created: {config.method} at budget {config.budget:g} on {config.model}, "
-              f"{job.total_steps} steps.", data={"status": "validating_files"})
+    add_event(
+        session,
+        job.id,
+        "status",
+        f"Job created: {config.method} at budget {config.budget:g} on {config.model}, {job.total_steps} steps.",
+        data={"status": "validating_files"},
+    )
     # Datasets are validated in full at upload, so the file check is a lookup; the state still exists so the
     # lifecycle matches the OpenAI one clients know.
     job.status = "queued"
     # Stamped before the send: if this process dies between the commit and the send, the sweep re-sends the job
     # UDS_REDISPATCH_AFTER_SECONDS later, as it does for a message the broker lost.
     job.dispatched_at = utcnow()
-    add_event(session, job.id, "status", f"Files validated ({dataset.n_examples} examples); job queued.",
-              data={"status": "queued"})
+    add_event(
+        session,
+        job.id,
+        "status",
+        f"Files validated ({dataset.n_examples} examples); job queued.",
+        data={"status": "queued"},
+    )
     session.commit()
     try:
         dispatcher.enqueue(job.id)
@@ -122,9 +159,14 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         # next sweep sends it as soon as the broker takes messages again.
         log.warning("could not dispatch %s now; the recovery sweep will send it: %s", job.id, exc)
         session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(dispatched_at=None))
-        add_event(session, job.id, "dispatch", f"The broker did not take the job's message ({type(exc).__name__}: "
-                  f"{str(exc)[:200]}); it stays queued and is sent again by the workers' next recovery sweep.",
-                  level="warning")
+        add_event(
+            session,
+            job.id,
+            "dispatch",
+            f"The broker did not take the job's message ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it stays queued and is sent again by the workers' next recovery sweep.",
+            level="warning",
+        )
         session.commit()
         session.refresh(job)
     return job
@@ -136,14 +178,18 @@ def _check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> 
     if not settings.max_active_jobs:
         return
     session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
-    active = session.execute(select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id,
-                                                                          Job.status.in_(ACTIVE_STATUSES))).scalar_one()
+    active = session.execute(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_STATUSES))
+    ).scalar_one()
     if active > settings.max_active_jobs:
         session.rollback()
         # 400, not 409 or 429: clients retry those at once, and this clears only when a job finishes.
-        raise APIError(400, f"This tenant already has {active - 1} unfinished jobs, the most allowed at once "
-                       f"(UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish or cancel one.",
-                       code="too_many_active_jobs")
+        raise APIError(
+            400,
+            f"This tenant already has {active - 1} unfinished jobs, the most allowed at once "
+            f"(UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish or cancel one.",
+            code="too_many_active_jobs",
+        )
 
 
 def cancel_job(session: Session, job: Job) -> Job:
@@ -152,17 +198,23 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in FINISHED_STATUSES:
         raise _not_cancellable(job)
     # Conditional updates, so a worker claiming or finishing the job at the same moment is never overwritten.
-    before_start = _rowcount(session.execute(
-        update(Job).where(Job.id == job.id, Job.status.in_(("validating_files", "queued")))
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
-    ))
+    before_start = _rowcount(
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status.in_(("validating_files", "queued")))
+            .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        )
+    )
     if before_start:
         add_event(session, job.id, "status", "Job cancelled before it started.", data={"status": "cancelled"})
     else:
-        flagged = _rowcount(session.execute(
-            update(Job).where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
-            .values(cancel_requested=True)
-        ))
+        flagged = _rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
+                .values(cancel_requested=True)
+            )
+        )
         if flagged:
             add_event(session, job.id, "cancel_requested", "Cancellation requested; the job stops at the next step.")
     session.commit()
@@ -178,8 +230,12 @@ def _rowcount(result: Result[Any]) -> int:
 
 
 def _not_cancellable(job: Job) -> APIError:
-    return APIError(400, f"Job {job.id} has already {job.status}; only queued or running jobs can be cancelled.",
-                    code="job_not_cancellable", param="id")
+    return APIError(
+        400,
+        f"Job {job.id} has already {job.status}; only queued or running jobs can be cancelled.",
+        code="job_not_cancellable",
+        param="id",
+    )
 
 
 def delete_job(session: Session, settings: Settings, job: Job) -> None:
@@ -192,31 +248,50 @@ def delete_job(session: Session, settings: Settings, job: Job) -> None:
     session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
     # The status check is a conditional UPDATE and the transaction's first write: SQLite has no FOR UPDATE and takes
     # its write lock only here, so no claim, cancel or task can come between this check and the commit.
-    finished = _rowcount(session.execute(update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
-                                         .values(status=Job.status)))
+    finished = _rowcount(
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES)).values(status=Job.status)
+        )
+    )
     if not finished:
         current = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
         session.rollback()
         if current is None:  # deleted meanwhile by another request
             raise not_found("job", job_id)
-        what = ("cancel it first, or wait for it to finish" if not current.cancel_requested
-                else "its cancellation was requested; wait for it to stop")
-        raise APIError(409, f"Job {job_id} is {current.status}; only finished jobs (succeeded, failed, cancelled) "
-                       f"can be deleted: {what}.", code="job_not_finished", param="id")
-    task = session.execute(select(JobTask.id, JobTask.kind).where(
-        JobTask.job_id == job_id, JobTask.status.in_(("queued", "running"))).limit(1)).first()
+        what = (
+            "cancel it first, or wait for it to finish"
+            if not current.cancel_requested
+            else "its cancellation was requested; wait for it to stop"
+        )
+        raise APIError(
+            409,
+            f"Job {job_id} is {current.status}; only finished jobs (succeeded, failed, cancelled) "
+            f"can be deleted: {what}.",
+            code="job_not_finished",
+            param="id",
+        )
+    task = session.execute(
+        select(JobTask.id, JobTask.kind)
+        .where(JobTask.job_id == job_id, JobTask.status.in_(("queued", "running")))
+        .limit(1)
+    ).first()
     if task is not None:
         session.rollback()
         what = "export" if task.kind == "export" else "try-it generation"
-        raise APIError(409, f"Job {job_id} has an unfinished {what} ({task.id}); wait for it (or cancel it) and "
-                       "delete the job then.", code="job_in_use", param="id")
+        raise APIError(
+            409,
+            f"Job {job_id} has an unfinished {what} ({task.id}); wait for it (or cancel it) and delete the job then.",
+            code="job_in_use",
+            param="id",
+        )
     # Explicit, not left to ON DELETE CASCADE alone: the rows go whatever the database's foreign-key setting.
     for model in (Selection, StepMetric, JobEvent, Checkpoint, ResultFile, JobTask):
         session.execute(delete(model).where(model.job_id == job_id))
     # Deliveries still pending announce a status change that did happen: they are still sent (their body is
     # stored on the row); the others are the webhook's log of this job.
-    session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id == job_id,
-                                                  WebhookDelivery.status != "pending"))
+    session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.job_id == job_id, WebhookDelivery.status != "pending")
+    )
     session.execute(delete(Job).where(Job.id == job_id))
     session.commit()
     # After the commit: a failed commit must leave the files of the rows that remain.
@@ -229,18 +304,30 @@ def metadata_filter(items: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, s
     for key, value in items:
         if key == "metadata":
             if value != "null":
-                raise APIError(400, "metadata: filter with metadata[key]=value, or metadata=null.",
-                               code="invalid_value", param="metadata")
+                raise APIError(
+                    400,
+                    "metadata: filter with metadata[key]=value, or metadata=null.",
+                    code="invalid_value",
+                    param="metadata",
+                )
             null = True
         elif key.startswith("metadata"):
-            name = key[len("metadata["):-1] if key.startswith("metadata[") and key.endswith("]") else ""
+            name = key[len("metadata[") : -1] if key.startswith("metadata[") and key.endswith("]") else ""
             if not name:
-                raise APIError(400, f"{key}: filter with metadata[key]=value (a key in the brackets), or "
-                               "metadata=null.", code="invalid_value", param=key)
+                raise APIError(
+                    400,
+                    f"{key}: filter with metadata[key]=value (a key in the brackets), or metadata=null.",
+                    code="invalid_value",
+                    param=key,
+                )
             pairs.append((name, value))
     if null and pairs:
-        raise APIError(400, "metadata: metadata=null cannot be combined with metadata[key]=value.",
-                       code="invalid_value", param="metadata")
+        raise APIError(
+            400,
+            "metadata: metadata=null cannot be combined with metadata[key]=value.",
+            code="invalid_value",
+            param="metadata",
+        )
     return pairs, null
 
 
@@ -270,15 +357,20 @@ def where_metadata(session: Session, stmt: Select, items: Iterable[tuple[str, st
     return stmt
 
 
-def checkpoint_page(session: Session, job: Job, settings: Settings, limit: int,
-                    after: str | None) -> ListPage[CheckpointPublic]:
+def checkpoint_page(
+    session: Session, job: Job, settings: Settings, limit: int, after: str | None
+) -> ListPage[CheckpointPublic]:
     """A job's checkpoints, newest step first; `after=<checkpoint id>` continues with older ones (both APIs)."""
     stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
     if after is not None:
         key = parse_checkpoint_id(after)
         if key is None:
-            raise APIError(400, f"after: expected a checkpoint id like 'ftckpt-5f0c2a9e41d7b3c8', got {after!r}.",
-                           code="invalid_cursor", param="after")
+            raise APIError(
+                400,
+                f"after: expected a checkpoint id like 'ftckpt-5f0c2a9e41d7b3c8', got {after!r}.",
+                code="invalid_cursor",
+                param="after",
+            )
         cursor = session.get(Checkpoint, key)
         if cursor is None or cursor.job_id != job.id:
             raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")

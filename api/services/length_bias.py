@@ -77,11 +77,19 @@ def aggregate_length_bias(steps: Iterable[StepLength]) -> dict[str, Any]:
 
 def job_length_bias(session: Session, job: Job) -> dict[str, Any]:
     """The aggregate over the job's recorded steps, with the alpha it ran with (see LengthBiasPublic)."""
-    rows = session.execute(select(StepMetric.candidates, StepMetric.selected, StepMetric.stats)
-                           .where(StepMetric.job_id == job.id).order_by(StepMetric.step))
+    rows = session.execute(
+        select(StepMetric.candidates, StepMetric.selected, StepMetric.stats)
+        .where(StepMetric.job_id == job.id)
+        .order_by(StepMetric.step)
+    )
     figures = aggregate_length_bias(StepLength(c, s, stats) for c, s, stats in rows)
-    return {**figures, "job_id": job.id, "alpha_setting": (job.config or {}).get("alpha"),
-            "alpha_used": job.alpha_used, "alpha_paper": _alpha_paper(session, job.id)}
+    return {
+        **figures,
+        "job_id": job.id,
+        "alpha_setting": (job.config or {}).get("alpha"),
+        "alpha_used": job.alpha_used,
+        "alpha_paper": _alpha_paper(session, job.id),
+    }
 
 
 def _alpha_paper(session: Session, job_id: str) -> float | None:

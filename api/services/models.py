@@ -35,8 +35,11 @@ def _tiny(settings: Settings) -> BaseModel:
 
 def base_models(settings: Settings) -> list[BaseModel]:
     models = [_tiny(settings)]
-    models += [BaseModel(r.name, r.source, r.facts, r.revision) for r in list_registered(settings.models_dir)
-               if r.name != TINY_MODEL]
+    models += [
+        BaseModel(r.name, r.source, r.facts, r.revision)
+        for r in list_registered(settings.models_dir)
+        if r.name != TINY_MODEL
+    ]
     known = {m.name for m in models}
     models += [BaseModel(name, "allow-list") for name in settings.allowed_models if name not in known]
     return models
@@ -48,24 +51,37 @@ def base_model(settings: Settings, name: str) -> BaseModel:
     for model in models:
         if model.name == name:
             return model
-    raise APIError(400, f"Model {name!r} is not available on this server; available: "
-                   f"{', '.join(m.name for m in models)}. An operator adds models with "
-                   "`uds models add <hub-id-or-folder>` (or lists hub ids in UDS_ALLOWED_MODELS).",
-                   code="model_not_found", param="model")
+    raise APIError(
+        400,
+        f"Model {name!r} is not available on this server; available: "
+        f"{', '.join(m.name for m in models)}. An operator adds models with "
+        "`uds models add <hub-id-or-folder>` (or lists hub ids in UDS_ALLOWED_MODELS).",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def check_job_fits_model(model: BaseModel, config, targets_given: bool) -> None:
     """400 now, naming the setting, for what would otherwise fail minutes later on a worker."""
     facts = model.facts
     if facts.context_length is not None and config.max_seq_len > facts.context_length:
-        raise APIError(400, f"max_seq_len {config.max_seq_len} is above the context length of {model.name} "
-                       f"({facts.context_length} tokens); use at most {facts.context_length}.",
-                       code="invalid_value", param="max_seq_len")
+        raise APIError(
+            400,
+            f"max_seq_len {config.max_seq_len} is above the context length of {model.name} "
+            f"({facts.context_length} tokens); use at most {facts.context_length}.",
+            code="invalid_value",
+            param="max_seq_len",
+        )
     if facts.linear_modules is None:
         return  # weights not in safetensors (or not registered yet): the worker checks when it loads them
     present = [t for t in config.lora_targets if t in facts.linear_modules]
     missing = [t for t in config.lora_targets if t not in facts.linear_modules]
     # Defaults are a Llama-family list: a model lacking some of them still trains on the rest, as in `uds train`.
     if (missing and targets_given) or not present:
-        raise APIError(400, f"lora_targets: {model.name} has no module named {', '.join(missing)}; its linear "
-                       f"layers are {', '.join(facts.linear_modules)}.", code="invalid_value", param="lora_targets")
+        raise APIError(
+            400,
+            f"lora_targets: {model.name} has no module named {', '.join(missing)}; its linear "
+            f"layers are {', '.join(facts.linear_modules)}.",
+            code="invalid_value",
+            param="lora_targets",
+        )

@@ -26,13 +26,25 @@ def create_webhook(session: Session, tenant: Tenant, settings: Settings, body: W
         check_url(body.url, settings.private_targets_allowed)
     except TargetError as exc:
         raise APIError(400, f"url: {exc}.", code="invalid_url", param="url") from None
-    count = session.execute(select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id)).scalar_one()
+    count = session.execute(
+        select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id)
+    ).scalar_one()
     if count >= settings.max_webhooks_per_tenant:
-        raise APIError(400, f"You have {count} webhooks, the most this server keeps per tenant "
-                       f"(UDS_MAX_WEBHOOKS_PER_TENANT); delete one first.", code="too_many_webhooks")
-    hook = Webhook(id="wh_" + secrets.token_hex(12), tenant_id=tenant.id, url=body.url,
-                   events=sorted(set(body.events)), secret=new_secret(), description=body.description,
-                   created_at=utcnow())
+        raise APIError(
+            400,
+            f"You have {count} webhooks, the most this server keeps per tenant "
+            f"(UDS_MAX_WEBHOOKS_PER_TENANT); delete one first.",
+            code="too_many_webhooks",
+        )
+    hook = Webhook(
+        id="wh_" + secrets.token_hex(12),
+        tenant_id=tenant.id,
+        url=body.url,
+        events=sorted(set(body.events)),
+        secret=new_secret(),
+        description=body.description,
+        created_at=utcnow(),
+    )
     session.add(hook)
     session.commit()
     return hook
@@ -46,8 +58,9 @@ def tenant_webhook(session: Session, tenant: Tenant, webhook_id: str) -> Webhook
 
 
 def list_webhooks(session: Session, tenant: Tenant, after: str | None, limit: int):
-    return newest_first(session, Webhook, select(Webhook).where(Webhook.tenant_id == tenant.id), after, limit,
-                        tenant.id)
+    return newest_first(
+        session, Webhook, select(Webhook).where(Webhook.tenant_id == tenant.id), after, limit, tenant.id
+    )
 
 
 def delete_webhook(session: Session, hook: Webhook) -> None:

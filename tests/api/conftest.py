@@ -11,8 +11,15 @@ from api.settings import Settings
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", broker_url=None, require_auth=True,
-                    min_examples=2, max_upload_bytes=64 * 1024, bootstrap_api_key=None)
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        broker_url=None,
+        require_auth=True,
+        min_examples=2,
+        max_upload_bytes=64 * 1024,
+        bootstrap_api_key=None,
+    )
 
 
 @pytest.fixture

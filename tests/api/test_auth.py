@@ -16,20 +16,36 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, new_tena
 LOCAL = "http://127.0.0.1:8000"  # key-less mode answers only to loopback Host names (api/origin.py)
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "missing_api_key"),
-    ({"Authorization": "Bearer uds-not-a-real-key-0000000000"}, "invalid_api_key"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_api_key"),
-    ({"Authorization": "Bearer"}, "invalid_api_key"),
-])
-@pytest.mark.parametrize("method, path", [("GET", "/api/v1/datasets"), ("POST", "/api/v1/jobs"),
-                                          ("GET", "/api/v1/jobs/ftjob-x"), ("POST", "/api/v1/datasets"),
-                                          ("GET", "/api/v1/models")])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer uds-not-a-real-key-0000000000"}, "invalid_api_key"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_api_key"),
+        ({"Authorization": "Bearer"}, "invalid_api_key"),
+    ],
+)
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/v1/datasets"),
+        ("POST", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs/ftjob-x"),
+        ("POST", "/api/v1/datasets"),
+        ("GET", "/api/v1/models"),
+    ],
+)
 def test_missing_or_wrong_key_is_401(client, headers, code, method, path):
     response = client.request(method, path, headers=headers)
     assert response.status_code == 401, response.text
-    assert response.json() == {"error": {"message": response.json()["error"]["message"], "type": "authentication_error",
-                                         "param": None, "code": code}}
+    assert response.json() == {
+        "error": {
+            "message": response.json()["error"]["message"],
+            "type": "authentication_error",
+            "param": None,
+            "code": code,
+        }
+    }
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -52,11 +68,16 @@ def test_tenants_see_only_their_own(client, database_url, settings):
         session.execute(update(Job).where(Job.id == job["id"]).values(status="succeeded", adapter_path="x.tar.gz"))
 
     for method, path in [
-        ("GET", f"/api/v1/datasets/{dataset['id']}"), ("DELETE", f"/api/v1/datasets/{dataset['id']}"),
-        ("GET", f"/api/v1/datasets/{dataset['id']}/rows"), ("GET", f"/api/v1/jobs/{job['id']}"),
-        ("POST", f"/api/v1/jobs/{job['id']}/cancel"), ("GET", f"/api/v1/jobs/{job['id']}/metrics"),
-        ("GET", f"/api/v1/jobs/{job['id']}/selections"), ("GET", f"/api/v1/jobs/{job['id']}/selections/summary"),
-        ("GET", f"/api/v1/jobs/{job['id']}/events"), ("GET", f"/api/v1/jobs/{job['id']}/checkpoints"),
+        ("GET", f"/api/v1/datasets/{dataset['id']}"),
+        ("DELETE", f"/api/v1/datasets/{dataset['id']}"),
+        ("GET", f"/api/v1/datasets/{dataset['id']}/rows"),
+        ("GET", f"/api/v1/jobs/{job['id']}"),
+        ("POST", f"/api/v1/jobs/{job['id']}/cancel"),
+        ("GET", f"/api/v1/jobs/{job['id']}/metrics"),
+        ("GET", f"/api/v1/jobs/{job['id']}/selections"),
+        ("GET", f"/api/v1/jobs/{job['id']}/selections/summary"),
+        ("GET", f"/api/v1/jobs/{job['id']}/events"),
+        ("GET", f"/api/v1/jobs/{job['id']}/checkpoints"),
         ("GET", f"/api/v1/jobs/{job['id']}/adapter"),
     ]:
         response = client.request(method, path, headers=bearer(key_b))
@@ -77,8 +98,13 @@ def test_tenants_see_only_their_own(client, database_url, settings):
 
 def test_bootstrap_key(database_url, tmp_path):
     key = "uds-bootstrap-key-for-tests-0123456789"
-    settings = Settings(database_url=database_url, data_dir=tmp_path, require_auth=True, bootstrap_api_key=key,
-                        bootstrap_tenant="compose")
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        require_auth=True,
+        bootstrap_api_key=key,
+        bootstrap_tenant="compose",
+    )
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/v1/datasets", headers=bearer(key)).status_code == 200
         assert client.get("/api/v1/info").json()["auth_required"] is True
@@ -87,8 +113,9 @@ def test_bootstrap_key(database_url, tmp_path):
 
 
 def test_loopback_default_needs_no_key(database_url, tmp_path):
-    settings = Settings(database_url=database_url, data_dir=tmp_path, require_auth="auto", host="127.0.0.1",
-                        min_examples=2)
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, require_auth="auto", host="127.0.0.1", min_examples=2
+    )
     assert settings.auth_required is False
     with TestClient(create_app(settings), client=("127.0.0.1", 50000), base_url=LOCAL) as local:
         dataset = upload(local, None, jsonl(chat_rows(3))).json()

@@ -87,6 +87,7 @@ def test_every_option_of_every_command_has_help():
                     yield from walk(sub)
             else:
                 yield parser.prog, action
+
     for prog, action in walk(_parser()):
         if action.option_strings or action.dest not in ("command",):
             assert action.help, f"{prog} {action.dest}"
@@ -119,8 +120,10 @@ def test_migrating_logs_no_alembic_plugin_lines(tmp_path):
     import sys
 
     # A fresh process, as `uds serve` is: alembic logs its plugins when first imported.
-    code = ("import logging; logging.basicConfig(level=logging.INFO); from api.db import migrate; "
-            f"migrate('sqlite:///{tmp_path / 'fresh.db'}')")
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO); from api.db import migrate; "
+        f"migrate('sqlite:///{tmp_path / 'fresh.db'}')"
+    )
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
     assert "plugin" not in err
     assert "0001" in err  # the migrations' own lines stay

@@ -76,14 +76,25 @@ def test_urls_point_at_the_other_services():
     db = make_url(env["UDS_DATABASE_URL"])
     postgres = {k: substitute(str(v)) for k, v in SERVICES["postgres"]["environment"].items()}
     assert (db.host, db.port, db.username, db.password, db.database) == (
-        "postgres", 5432, postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+        "postgres",
+        5432,
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        postgres["POSTGRES_DB"],
+    )
     assert env["UDS_BROKER_URL"].startswith("redis://redis:6379/")
     assert environment("worker")["UDS_DEVICE"] == "cuda"
 
 
 def cli_help(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "cli.main", *args, "--help"], cwd=REPO, env=child_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args, "--help"],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -167,8 +178,10 @@ def test_artifacts_volume_is_shared_at_the_data_dir():
     assert mounts["api"] == mounts["worker"] and mounts["api"][0] in COMPOSE["volumes"]
     for service in ("api", "worker"):
         assert SERVICES[service]["depends_on"]
-    assert SERVICES["api"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                             "redis": {"condition": "service_healthy"}}
+    assert SERVICES["api"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
 
 
 def test_env_example_covers_the_compose_variables():

@@ -15,6 +15,6 @@ def test_the_recipes_module_is_the_config_recipes(settings):
         response = client.get("/static/js/recipes.js")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
         text = response.text
-        assert json.loads(text[text.index("{"):text.rindex("}") + 1]) == RECIPE_SETTINGS
+        assert json.loads(text[text.index("{") : text.rindex("}") + 1]) == RECIPE_SETTINGS
         again = client.get("/static/js/recipes.js", headers={"If-None-Match": response.headers["etag"]})
         assert again.status_code == 304

@@ -27,8 +27,11 @@ def settings(settings):
 
 
 def stored(settings) -> list[str]:
-    return sorted(str(p.relative_to(settings.data_dir)) for p in settings.data_dir.rglob("*")
-                  if p.is_file() and p.suffix != ".db" and p.parent.name != "secrets")
+    return sorted(
+        str(p.relative_to(settings.data_dir))
+        for p in settings.data_dir.rglob("*")
+        if p.is_file() and p.suffix != ".db" and p.parent.name != "secrets"
+    )
 
 
 def post(client, key, data: bytes, api: str):
@@ -54,13 +57,25 @@ CASES = {
     # name: (bytes, line named in the problems, words the reason must contain)
     "truncated JSON": (f"{GOOD}\n{GOOD}\n{GOOD[:25]}".encode(), 3, "JSON"),
     "trailing garbage": (f"{GOOD}\n{GOOD}}}\n".encode(), 2, "JSON"),
-    "content is a number": (f'{GOOD}\n{{"messages": [{{"role": "user", "content": 5}}, '
-                            f'{{"role": "assistant", "content": "x"}}]}}\n'.encode(), 2, "content"),
+    "content is a number": (
+        f'{GOOD}\n{{"messages": [{{"role": "user", "content": 5}}, '
+        f'{{"role": "assistant", "content": "x"}}]}}\n'.encode(),
+        2,
+        "content",
+    ),
     "messages is a string": (f'{GOOD}\n{{"messages": "hello"}}\n'.encode(), 2, "messages"),
-    "weight is a string": (f'{GOOD}\n{{"messages": [{{"role": "user", "content": "a"}}, '
-                           f'{{"role": "assistant", "content": "b", "weight": "yes"}}]}}\n'.encode(), 2, "weight"),
-    "role is null": (f'{GOOD}\n{{"messages": [{{"role": null, "content": "a"}}, '
-                     f'{{"role": "assistant", "content": "b"}}]}}\n'.encode(), 2, "role"),
+    "weight is a string": (
+        f'{GOOD}\n{{"messages": [{{"role": "user", "content": "a"}}, '
+        f'{{"role": "assistant", "content": "b", "weight": "yes"}}]}}\n'.encode(),
+        2,
+        "weight",
+    ),
+    "role is null": (
+        f'{GOOD}\n{{"messages": [{{"role": null, "content": "a"}}, '
+        f'{{"role": "assistant", "content": "b"}}]}}\n'.encode(),
+        2,
+        "role",
+    ),
     "prompt is a list": (b'{"prompt": "a", "completion": "b"}\n{"prompt": ["a"], "completion": "b"}\n', 2, "prompt"),
     "binary with NUL": (b"\x00\x01\x02\x03" * 64, 0, "binary"),
     "invalid UTF-8 on line 3": (f"{GOOD}\n{GOOD}\n".encode() + b"\xc3\x28\n", 3, "UTF-8"),
@@ -69,13 +84,20 @@ CASES = {
     "gzip (not accepted)": (gzip.compress(((GOOD + "\n") * 4).encode()), 0, "gzip"),
     "zip (not accepted)": (zip_bytes(), 0, ""),
     # A 40 KB line: a huge role value must not be echoed back whole.
-    "huge line with a huge role": (f'{GOOD}\n{{"messages": [{{"role": "{"r" * 40000}", "content": "a"}}, '
-                                   f'{{"role": "assistant", "content": "b"}}]}}\n'.encode(), 2, "role"),
+    "huge line with a huge role": (
+        f'{GOOD}\n{{"messages": [{{"role": "{"r" * 40000}", "content": "a"}}, '
+        f'{{"role": "assistant", "content": "b"}}]}}\n'.encode(),
+        2,
+        "role",
+    ),
     "huge line of garbage": (f"{GOOD}\n".encode() + b"{" + b"x" * 50000 + b"\n", 2, "JSON"),
     "deeply nested JSON": (f"{GOOD}\n".encode() + b"[" * 20000 + b"]" * 20000 + b"\n", 2, ""),
     # Past Python's int-conversion limit (4,300 digits) json.loads raises a plain ValueError, not JSONDecodeError.
-    "integer of 5,000 digits": (f'{GOOD}\n{GOOD}\n{{"prompt": "a", "completion": "b", "n": {"7" * 5000}}}\n'.encode(),
-                                3, "digits"),
+    "integer of 5,000 digits": (
+        f'{GOOD}\n{GOOD}\n{{"prompt": "a", "completion": "b", "n": {"7" * 5000}}}\n'.encode(),
+        3,
+        "digits",
+    ),
 }
 
 
@@ -101,7 +123,7 @@ def mutate(rng: random.Random, data: bytearray, how: str) -> bytes:
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] = rng.randrange(256)
     elif how == "truncate":
-        del data[rng.randrange(1, len(data)):]
+        del data[rng.randrange(1, len(data)) :]
     elif how == "insert":
         at = rng.randrange(len(data))
         data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
@@ -111,8 +133,12 @@ def mutate(rng: random.Random, data: bytearray, how: str) -> bytes:
     return bytes(data)
 
 
-@hypothesis_settings(max_examples=40, deadline=None, derandomize=True,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(seed=st.integers(0, 2**32 - 1), how=st.sampled_from(["flip", "truncate", "insert", "duplicate line break"]))
 def test_random_mutations_are_201_or_a_4xx_naming_a_line(client, key, settings, seed, how):
     rng = random.Random(seed)

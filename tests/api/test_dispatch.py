@@ -60,7 +60,9 @@ def test_unreachable_broker_still_creates_the_job_and_the_sweep_sends_it(setting
     broken = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0", "queue": queue})
     with TestClient(create_app(broken)) as client:
         dataset = upload(client, key, jsonl(chat_rows(3))).json()
-        response = client.post("/api/v1/jobs", headers=bearer(key), json={"dataset_id": dataset["id"], "model": "uds-tiny"})
+        response = client.post(
+            "/api/v1/jobs", headers=bearer(key), json={"dataset_id": dataset["id"], "model": "uds-tiny"}
+        )
         assert response.status_code == 201, response.text
         job = response.json()
         assert job["status"] == "queued" and job["error"] is None

@@ -23,14 +23,26 @@ def assert_error(response, status: int, code: str | None = None, param: str | No
 def test_error_shapes(client, key):
     assert_error(client.get("/api/v1/nothing-here", headers=bearer(key)), 404, "not_found")
     assert_error(client.put("/api/v1/datasets", headers=bearer(key)), 405, "method_not_allowed")
-    assert_error(client.get("/api/v1/jobs/ftjob-000000000000000000000000", headers=bearer(key)), 404, "job_not_found", "id")
-    assert_error(client.get("/api/v1/datasets", headers=bearer(key), params={"limit": 0}), 400, "invalid_value", "limit")
-    assert_error(client.get("/api/v1/datasets", headers=bearer(key), params={"limit": "ten"}), 400, "invalid_value", "limit")
-    error = assert_error(client.post("/api/v1/jobs", headers={**bearer(key), "Content-Type": "application/json"},
-                                     content=b"{not json"), 400)
+    assert_error(
+        client.get("/api/v1/jobs/ftjob-000000000000000000000000", headers=bearer(key)), 404, "job_not_found", "id"
+    )
+    assert_error(
+        client.get("/api/v1/datasets", headers=bearer(key), params={"limit": 0}), 400, "invalid_value", "limit"
+    )
+    assert_error(
+        client.get("/api/v1/datasets", headers=bearer(key), params={"limit": "ten"}), 400, "invalid_value", "limit"
+    )
+    error = assert_error(
+        client.post("/api/v1/jobs", headers={**bearer(key), "Content-Type": "application/json"}, content=b"{not json"),
+        400,
+    )
     assert error["type"] == "invalid_request_error"
-    assert_error(client.post("/api/v1/jobs", headers=bearer(key), json={"model": "uds-tiny"}), 400,
-                 "missing_required_parameter", "dataset_id")
+    assert_error(
+        client.post("/api/v1/jobs", headers=bearer(key), json={"model": "uds-tiny"}),
+        400,
+        "missing_required_parameter",
+        "dataset_id",
+    )
 
 
 def test_unexpected_errors_are_500_with_the_shape(settings, key, monkeypatch):
@@ -53,10 +65,22 @@ def test_health_info_and_docs(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     info = client.get("/api/v1/info").json()
-    assert info["auth_required"] is True and info["version"] and info["mode"] == "embedded" and "uds-tiny" in info["models"]
+    assert (
+        info["auth_required"] is True
+        and info["version"]
+        and info["mode"] == "embedded"
+        and "uds-tiny" in info["models"]
+    )
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/datasets", "/api/v1/jobs", "/api/v1/jobs/{job_id}/metrics", "/api/v1/jobs/{job_id}/adapter",
-                 "/api/v1/jobs/{job_id}/selections/summary", "/api/v1/models", "/readyz"):
+    for path in (
+        "/api/v1/datasets",
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}/metrics",
+        "/api/v1/jobs/{job_id}/adapter",
+        "/api/v1/jobs/{job_id}/selections/summary",
+        "/api/v1/models",
+        "/readyz",
+    ):
         assert path in paths
     upload_body = paths["/api/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert "file" in upload_body["schema"]["properties"]
@@ -81,30 +105,49 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 def test_a_json_syntax_error_says_line_and_column_not_a_byte_offset(client, key):
     body = b'{\n  "dataset_id": "file-x",\n  "model": "uds-tiny"\n  "budget": 0.5\n}'
-    error = assert_error(client.post("/api/v1/jobs", headers={**bearer(key), **JSON_HEADERS}, content=body),
-                         400, "invalid_json")
+    error = assert_error(
+        client.post("/api/v1/jobs", headers={**bearer(key), **JSON_HEADERS}, content=body), 400, "invalid_json"
+    )
     assert error["message"] == "invalid JSON in the request body at line 4 column 3: Expecting ',' delimiter"
     assert error["param"] is None
-    error = assert_error(client.post("/v1/fine_tuning/jobs", headers={**bearer(key), **JSON_HEADERS},
-                                     content=b'{"model": "uds-tiny",}'), 400, "invalid_json")
+    error = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers={**bearer(key), **JSON_HEADERS}, content=b'{"model": "uds-tiny",}'),
+        400,
+        "invalid_json",
+    )
     assert error["message"].startswith("invalid JSON in the request body at line 1 column 22: ")
 
 
 def test_an_unknown_field_suggests_the_closest_known_name(client, key):
-    error = assert_error(client.post("/api/v1/jobs", headers=bearer(key),
-                                     json={"dataset_id": "file-x", "model": "uds-tiny", "n_epochs": 2}),
-                         400, "unknown_parameter", "n_epochs")
+    error = assert_error(
+        client.post(
+            "/api/v1/jobs", headers=bearer(key), json={"dataset_id": "file-x", "model": "uds-tiny", "n_epochs": 2}
+        ),
+        400,
+        "unknown_parameter",
+        "n_epochs",
+    )
     assert error["message"] == "n_epochs: Extra inputs are not permitted (did you mean 'epochs'?)"
-    error = assert_error(client.post("/api/v1/jobs", headers=bearer(key),
-                                     json={"dataset_id": "file-x", "model": "uds-tiny", "zzzz": 2}),
-                         400, "unknown_parameter", "zzzz")
+    error = assert_error(
+        client.post("/api/v1/jobs", headers=bearer(key), json={"dataset_id": "file-x", "model": "uds-tiny", "zzzz": 2}),
+        400,
+        "unknown_parameter",
+        "zzzz",
+    )
     assert "did you mean" not in error["message"]
 
 
 def test_unknown_query_parameters_on_list_endpoints_are_400s_naming_them(client, key):
-    error = assert_error(client.get("/api/v1/jobs", headers=bearer(key), params={"stauts": "failed", "limit": 5}),
-                         400, "unknown_parameter", "stauts")
-    assert "'stauts' (did you mean 'status'?)" in error["message"] and "after, limit, metadata..., status" in error["message"]
+    error = assert_error(
+        client.get("/api/v1/jobs", headers=bearer(key), params={"stauts": "failed", "limit": 5}),
+        400,
+        "unknown_parameter",
+        "stauts",
+    )
+    assert (
+        "'stauts' (did you mean 'status'?)" in error["message"]
+        and "after, limit, metadata..., status" in error["message"]
+    )
     for path in ("/api/v1/datasets", "/api/v1/models", "/v1/files", "/v1/fine_tuning/jobs", "/v1/models"):
         assert_error(client.get(path, headers=bearer(key), params={"limt": 5}), 400, "unknown_parameter", "limt")
     # What a route reads itself stays accepted: the metadata filter of both job lists.

@@ -11,9 +11,19 @@ T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _job(**values) -> Job:
-    base = dict(status="running", total_steps=10, current_step=4, attempt_start_step=1, config={"eval_every": None},
-                eval_dataset_id="file-x", attempt_started_at=T0, progress_at=T0 + dt.timedelta(seconds=30),
-                phase="training", phase_started_at=None, eval_seconds=None)
+    base = dict(
+        status="running",
+        total_steps=10,
+        current_step=4,
+        attempt_start_step=1,
+        config={"eval_every": None},
+        eval_dataset_id="file-x",
+        attempt_started_at=T0,
+        progress_at=T0 + dt.timedelta(seconds=30),
+        phase="training",
+        phase_started_at=None,
+        eval_seconds=None,
+    )
     return Job(**{**base, **values})
 
 
@@ -41,8 +51,14 @@ def test_a_measured_evaluation_is_added_and_counted_down_while_it_runs():
     # so 3 steps took 30 s: 6 steps (60 s) and 3 evaluations (60 s) are left.
     job = _job(config={"eval_every": 2}, eval_seconds=20.0, progress_at=T0 + dt.timedelta(seconds=70))
     assert eta_seconds(job, T0 + dt.timedelta(seconds=70)) == 120.0
-    evaluating = _job(config={"eval_every": 2}, eval_seconds=20.0, current_step=9, phase="evaluating",
-                      phase_started_at=T0 + dt.timedelta(seconds=100), progress_at=T0 + dt.timedelta(seconds=90))
+    evaluating = _job(
+        config={"eval_every": 2},
+        eval_seconds=20.0,
+        current_step=9,
+        phase="evaluating",
+        phase_started_at=T0 + dt.timedelta(seconds=100),
+        progress_at=T0 + dt.timedelta(seconds=90),
+    )
     assert eta_seconds(evaluating, T0 + dt.timedelta(seconds=105)) == 15.0
     assert eta_seconds(evaluating, T0 + dt.timedelta(seconds=200)) == 0.0
 

@@ -30,26 +30,34 @@ def refused(response, param: str, code: str = "job_too_costly") -> str:
 
 # ---- item 2: what a job may cost -----------------------------------------------------------------------------
 
+
 def test_the_reported_buffer_is_refused_naming_the_setting_and_the_limit(client, key, dataset):
-    message = refused(create_job(client, key, dataset["id"], expect=None, buffer_size=2000, proj_r_seq=512,
-                                 proj_r_voc=512), "buffer_size")
+    message = refused(
+        create_job(client, key, dataset["id"], expect=None, buffer_size=2000, proj_r_seq=512, proj_r_voc=512),
+        "buffer_size",
+    )
     assert "UDS_MAX_SELECTOR_MEMORY_BYTES" in message and "1,073,741,824" in message
 
 
 def test_the_maxima_are_refused_not_an_internal_error(client, key, dataset):
-    refused(create_job(client, key, dataset["id"], expect=None, buffer_size=1_000_000, proj_r_seq=512,
-                       proj_r_voc=4096), "buffer_size")
+    refused(
+        create_job(client, key, dataset["id"], expect=None, buffer_size=1_000_000, proj_r_seq=512, proj_r_voc=4096),
+        "buffer_size",
+    )
     refused(create_job(client, key, dataset["id"], expect=None, proj_r_voc=4096), "proj_r_voc")
 
 
-@pytest.mark.parametrize("fields, param", [
-    (dict(max_steps=10_000_000), "max_steps"),
-    (dict(max_steps=150_000, candidate_batch_size=512, checkpoint_every=1000), "max_steps"),  # 77 M selections
-    (dict(max_steps=5000, checkpoint_every=1), "checkpoint_every"),
-    (dict(keep_checkpoints=500), "keep_checkpoints"),
-    (dict(buffer_size=30_000, proj_r_voc=256, keep_checkpoints=10), "keep_checkpoints"),  # 0.5 GB x 10 on disk
-    (dict(max_seq_len=100_000), "max_seq_len"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        (dict(max_steps=10_000_000), "max_steps"),
+        (dict(max_steps=150_000, candidate_batch_size=512, checkpoint_every=1000), "max_steps"),  # 77 M selections
+        (dict(max_steps=5000, checkpoint_every=1), "checkpoint_every"),
+        (dict(keep_checkpoints=500), "keep_checkpoints"),
+        (dict(buffer_size=30_000, proj_r_voc=256, keep_checkpoints=10), "keep_checkpoints"),  # 0.5 GB x 10 on disk
+        (dict(max_seq_len=100_000), "max_seq_len"),
+    ],
+)
 def test_each_cost_is_bounded(client, key, dataset, fields, param):
     refused(create_job(client, key, dataset["id"], expect=None, **fields), param)
 
@@ -77,25 +85,36 @@ def test_storage_quota(client, key, settings):
 
 # ---- items 4 and 6: upload forms ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/v1/files"])
 def test_a_field_after_the_file_is_fine(client, key, path):
     boundary = "B0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"late.jsonl\"\r\n\r\n").encode() \
-        + jsonl(chat_rows(3)) + (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
-                                 f"fine-tune\r\n--{boundary}--\r\n").encode()
-    response = client.post(path, headers={**bearer(key), "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                           content=body)
+    body = (
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.jsonl"\r\n\r\n').encode()
+        + jsonl(chat_rows(3))
+        + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--{boundary}--\r\n'
+        ).encode()
+    )
+    response = client.post(
+        path, headers={**bearer(key), "Content-Type": f"multipart/form-data; boundary={boundary}"}, content=body
+    )
     assert response.status_code in (200, 201), response.text
     assert response.json()["filename"] == "late.jsonl"
 
 
 def test_form_fields_are_capped_in_number_and_size(client, key, settings):
     many = {f"f{i}": "x" for i in range(settings.max_form_fields + 1)}
-    response = client.post("/api/v1/datasets", headers=bearer(key), data=many,
-                           files={"file": ("a.jsonl", io.BytesIO(jsonl(chat_rows(3))))})
+    response = client.post(
+        "/api/v1/datasets", headers=bearer(key), data=many, files={"file": ("a.jsonl", io.BytesIO(jsonl(chat_rows(3))))}
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_form_fields"
-    response = client.post("/api/v1/datasets", headers=bearer(key), data={"note": "x" * 2000},
-                           files={"file": ("a.jsonl", io.BytesIO(jsonl(chat_rows(3))))})
+    response = client.post(
+        "/api/v1/datasets",
+        headers=bearer(key),
+        data={"note": "x" * 2000},
+        files={"file": ("a.jsonl", io.BytesIO(jsonl(chat_rows(3))))},
+    )
     assert response.status_code == 400 and "UDS_MAX_FORM_FIELD_BYTES" in response.json()["error"]["message"]
 
 
@@ -109,41 +128,53 @@ def test_form_fields_count_against_the_upload_limit(client, key, settings):
 
 
 def test_nul_in_the_file_name_is_dropped(client, key):
-    body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.jsonl"\r\n\r\n' + \
-        jsonl(chat_rows(3)) + b"\r\n--B--\r\n"
-    response = client.post("/api/v1/datasets", headers={**bearer(key), "Content-Type": "multipart/form-data; boundary=B"},
-                           content=body)
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.jsonl"\r\n\r\n'
+        + jsonl(chat_rows(3))
+        + b"\r\n--B--\r\n"
+    )
+    response = client.post(
+        "/api/v1/datasets", headers={**bearer(key), "Content-Type": "multipart/form-data; boundary=B"}, content=body
+    )
     assert response.status_code == 201 and response.json()["filename"] == "ab.jsonl", response.text
 
 
 # ---- item 9: unstorable values --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fields, param", [
-    (dict(seed=2**31), "seed"),
-    (dict(seed=2**62), "seed"),
-    (dict(seed=-1), "seed"),
-    (dict(name="a\x00b"), "name"),
-    (dict(metadata={"k": "v\x00"}), "metadata.k"),
-    (dict(metadata={"k\x00": "v"}), "metadata"),
-    (dict(lora_targets=["q_proj", "v\x00"]), "lora_targets.1"),
-])
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        (dict(seed=2**31), "seed"),
+        (dict(seed=2**62), "seed"),
+        (dict(seed=-1), "seed"),
+        (dict(name="a\x00b"), "name"),
+        (dict(metadata={"k": "v\x00"}), "metadata.k"),
+        (dict(metadata={"k\x00": "v"}), "metadata"),
+        (dict(lora_targets=["q_proj", "v\x00"]), "lora_targets.1"),
+    ],
+)
 def test_unstorable_job_values_are_400(client, key, dataset, fields, param):
     refused(create_job(client, key, dataset["id"], expect=None, **fields), param, "invalid_value")
 
 
-@pytest.mark.parametrize("raw, param", [
-    ('"name": "\\ud800"', "name"),
-    ('"metadata": {"x": NaN}', "metadata.x"),
-    ('"metadata": {"x": Infinity}', "metadata.x"),
-])
+@pytest.mark.parametrize(
+    "raw, param",
+    [
+        ('"name": "\\ud800"', "name"),
+        ('"metadata": {"x": NaN}', "metadata.x"),
+        ('"metadata": {"x": Infinity}', "metadata.x"),
+    ],
+)
 def test_lone_surrogates_and_nan_are_400(client, key, dataset, raw, param):
     body = '{"dataset_id": "%s", "model": "uds-tiny", %s}' % (dataset["id"], raw)
     response = client.post("/api/v1/jobs", headers={**bearer(key), "Content-Type": "application/json"}, content=body)
     refused(response, param, "invalid_value")
 
 
-@pytest.mark.parametrize("url", ["/api/v1/jobs?after=a%00b", "/api/v1/jobs/ftjob-%00", "/static/a%00b",
-                                 "/static/" + "a" * 5000])
+@pytest.mark.parametrize(
+    "url", ["/api/v1/jobs?after=a%00b", "/api/v1/jobs/ftjob-%00", "/static/a%00b", "/static/" + "a" * 5000]
+)
 def test_nul_and_huge_urls_are_4xx(client, key, url):
     response = client.get(url, headers=bearer(key))
     assert 400 <= response.status_code < 500, (url[:50], response.status_code)
@@ -151,10 +182,12 @@ def test_nul_and_huge_urls_are_4xx(client, key, url):
 
 # ---- item 7: the key-less loopback mode against other origins -----------------------------------------------
 
+
 @pytest.fixture
 def keyless(database_url, tmp_path):
-    settings = Settings(database_url=database_url, data_dir=tmp_path, require_auth="auto", host="127.0.0.1",
-                        min_examples=2)
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, require_auth="auto", host="127.0.0.1", min_examples=2
+    )
     with TestClient(create_app(settings), client=("127.0.0.1", 50000), base_url="http://127.0.0.1:8000") as client:
         yield client
 
@@ -169,17 +202,22 @@ def test_a_rebound_host_is_refused(keyless):
 def test_cross_origin_state_changes_are_refused(keyless):
     dataset = upload(keyless, None, jsonl(chat_rows(3))).json()
     job = create_job(keyless, None, dataset["id"]).json()
-    csrf = keyless.post(f"/api/v1/jobs/{job['id']}/cancel",
-                        headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    csrf = keyless.post(
+        f"/api/v1/jobs/{job['id']}/cancel", headers={"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    )
     assert csrf.status_code == 403 and csrf.json()["error"]["code"] == "cross_origin_request"
-    blind = keyless.post("/api/v1/datasets", headers={"Sec-Fetch-Site": "cross-site"},
-                         files={"file": ("a.jsonl", jsonl(chat_rows(3)))})
+    blind = keyless.post(
+        "/api/v1/datasets", headers={"Sec-Fetch-Site": "cross-site"}, files={"file": ("a.jsonl", jsonl(chat_rows(3)))}
+    )
     assert blind.status_code == 403
     # The dashboard (same origin) and tools (no Origin) still work.
-    assert keyless.post(f"/api/v1/jobs/{job['id']}/cancel", headers={"Origin": "http://127.0.0.1:8000"}).status_code == 200
+    assert (
+        keyless.post(f"/api/v1/jobs/{job['id']}/cancel", headers={"Origin": "http://127.0.0.1:8000"}).status_code == 200
+    )
 
 
 # ---- item 14 and retention: what stays on disk ------------------------------------------------------------------
+
 
 def test_start_up_removes_crash_leftovers_but_not_live_uploads(settings, client, key):
     tmp = settings.tmp_dir
@@ -188,9 +226,17 @@ def test_start_up_removes_crash_leftovers_but_not_live_uploads(settings, client,
     live = tmp / "upload-live.part"
     live.write_bytes(b"still coming")
     # Another process is writing `live`: it holds the lock, as api/uploads.py does.
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'rb'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(live)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1],'rb'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(live),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         job_dir = settings.job_dir("ftjob-gone") / "checkpoints"

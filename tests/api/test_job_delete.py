@@ -43,8 +43,10 @@ def dataset(client, key):
 
 def count_rows(settings, job_id: str) -> dict[str, int]:
     with session_factory(settings.sqlalchemy_url)() as session:
-        counts = {m.__tablename__: session.scalar(select(func.count()).select_from(m).where(m.job_id == job_id))
-                  for m in (*CHILD_TABLES, WebhookDelivery)}
+        counts = {
+            m.__tablename__: session.scalar(select(func.count()).select_from(m).where(m.job_id == job_id))
+            for m in (*CHILD_TABLES, WebhookDelivery)
+        }
         counts["jobs"] = session.scalar(select(func.count()).select_from(Job).where(Job.id == job_id))
     return counts
 
@@ -64,20 +66,49 @@ def finished_job_with_everything(client, key, dataset, settings) -> dict:
     (folder / "checkpoints" / "step-00000003").mkdir(parents=True)
     (folder / "checkpoints" / "step-00000003" / "state.pt").write_bytes(b"state")
     (folder / "adapter.tar.gz").write_bytes(b"archive")
-    set_job(settings, job["id"], status="succeeded", finished_at=utcnow(), adapter_path=f"jobs/{job['id']}/adapter.tar.gz",
-            adapter_bytes=7, adapter_sha256="0" * 64, fine_tuned_model=f"ft:uds-tiny:x::{job['id']}", current_step=3)
+    set_job(
+        settings,
+        job["id"],
+        status="succeeded",
+        finished_at=utcnow(),
+        adapter_path=f"jobs/{job['id']}/adapter.tar.gz",
+        adapter_bytes=7,
+        adapter_sha256="0" * 64,
+        fine_tuned_model=f"ft:uds-tiny:x::{job['id']}",
+        current_step=3,
+    )
     hook = client.post("/api/v1/webhooks", headers=bearer(key), json={"url": "http://127.0.0.1:9/hook"})
     assert hook.status_code == 201, hook.text
     files = client.get("/v1/files", headers=bearer(key)).json()["data"]  # records the OpenAI result files
     assert any(f["purpose"] == "fine-tune-results" for f in files)
     with session_factory(settings.sqlalchemy_url).begin() as session:
         tenant_id = session.get(Job, job["id"]).tenant_id
-        session.add(JobTask(id="export-" + secrets.token_hex(12), tenant_id=tenant_id, job_id=job["id"], kind="export",
-                            status="succeeded", params={"kind": "merged"}, cancel_requested=False, created_at=utcnow()))
+        session.add(
+            JobTask(
+                id="export-" + secrets.token_hex(12),
+                tenant_id=tenant_id,
+                job_id=job["id"],
+                kind="export",
+                status="succeeded",
+                params={"kind": "merged"},
+                cancel_requested=False,
+                created_at=utcnow(),
+            )
+        )
         for status in ("delivered", "pending"):
-            session.add(WebhookDelivery(id="msg_" + secrets.token_hex(12), webhook_id=hook.json()["id"],
-                                        tenant_id=tenant_id, job_id=job["id"], event="job.succeeded", payload="{}",
-                                        status=status, attempts=1, created_at=utcnow()))
+            session.add(
+                WebhookDelivery(
+                    id="msg_" + secrets.token_hex(12),
+                    webhook_id=hook.json()["id"],
+                    tenant_id=tenant_id,
+                    job_id=job["id"],
+                    event="job.succeeded",
+                    payload="{}",
+                    status=status,
+                    attempts=1,
+                    created_at=utcnow(),
+                )
+            )
     return job
 
 
@@ -124,7 +155,9 @@ def test_an_unfinished_job_is_a_409_naming_its_status(client, key, dataset, sett
     response = client.delete(f"/api/v1/jobs/{queued['id']}", headers=bearer(key))
     assert response.status_code == 409, response.text
     error = response.json()["error"]
-    assert error["code"] == "job_not_finished" and "queued" in error["message"] and "cancel it first" in error["message"]
+    assert (
+        error["code"] == "job_not_finished" and "queued" in error["message"] and "cancel it first" in error["message"]
+    )
 
     set_job(settings, queued["id"], status="running", worker_id="w", heartbeat_at=utcnow())
     response = client.delete(f"/api/v1/jobs/{queued['id']}", headers=bearer(key))
@@ -141,9 +174,18 @@ def test_a_job_with_an_unfinished_export_is_a_409(client, key, dataset, settings
     set_job(settings, job["id"], status="succeeded", finished_at=utcnow())
     export_id = "export-" + secrets.token_hex(12)
     with session_factory(settings.sqlalchemy_url).begin() as session:
-        session.add(JobTask(id=export_id, tenant_id=session.get(Job, job["id"]).tenant_id, job_id=job["id"],
-                            kind="export", status="running", params={"kind": "merged"}, cancel_requested=False,
-                            created_at=utcnow()))
+        session.add(
+            JobTask(
+                id=export_id,
+                tenant_id=session.get(Job, job["id"]).tenant_id,
+                job_id=job["id"],
+                kind="export",
+                status="running",
+                params={"kind": "merged"},
+                cancel_requested=False,
+                created_at=utcnow(),
+            )
+        )
     response = client.delete(f"/api/v1/jobs/{job['id']}", headers=bearer(key))
     assert response.status_code == 409 and response.json()["error"]["code"] == "job_in_use"
     assert export_id in response.json()["error"]["message"]
@@ -205,8 +247,12 @@ def test_a_delete_waits_for_a_cancel_in_flight_and_then_deletes(client, key, dat
         # Deterministic: let the cancel go only once the delete is waiting for the job's row lock.
         with sessions() as session:
             for _ in range(3000):
-                waiting = session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                              "AND datname = current_database()"))
+                waiting = session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                )
                 if waiting:
                     break
                 threading.Event().wait(0.01)
@@ -218,11 +264,15 @@ def test_a_delete_waits_for_a_cancel_in_flight_and_then_deletes(client, key, dat
     canceller.join(30)
     deleter.join(30)
     assert outcome == {"deleted": True}, outcome
-    assert count_rows(settings, job["id"]) == {**{m.__tablename__: 0 for m in CHILD_TABLES}, "webhook_deliveries": 0,
-                                               "jobs": 0}
+    assert count_rows(settings, job["id"]) == {
+        **{m.__tablename__: 0 for m in CHILD_TABLES},
+        "webhook_deliveries": 0,
+        "jobs": 0,
+    }
 
 
 # ---- the metadata filter on the native list (shared with /v1/fine_tuning/jobs) ----------------------------------
+
 
 def test_native_list_filters_by_metadata(client, key, dataset):
     metas = ({"team": "a", "run": 3}, {"team": "b"}, None, {"team": "a", "run": 4, "ok": True}, {"team": "a b/é"})
@@ -249,13 +299,16 @@ def test_native_list_filters_by_metadata(client, key, dataset):
     assert [j["id"] for j in openai["data"]] == [jobs[3], jobs[0]]
 
 
-@pytest.mark.parametrize("params, param", [
-    ({"metadata": "x"}, "metadata"),
-    ({"metadata[]": "x"}, "metadata[]"),
-    ({"metadataz": "x"}, "metadataz"),
-    ({"metadata": "null", "metadata[team]": "a"}, "metadata"),
-    ({"metdata[team]": "a"}, "metdata[team]"),
-])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"metadata": "x"}, "metadata"),
+        ({"metadata[]": "x"}, "metadata[]"),
+        ({"metadataz": "x"}, "metadataz"),
+        ({"metadata": "null", "metadata[team]": "a"}, "metadata"),
+        ({"metdata[team]": "a"}, "metdata[team]"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/api/v1/jobs", "/v1/fine_tuning/jobs"])
 def test_bad_metadata_filters_are_400(client, key, params, param, path):
     response = client.get(path, headers=bearer(key), params=params)
@@ -268,4 +321,7 @@ def test_metadata_keys_with_quotes_filter_without_error(client, key, dataset):
     response = client.get("/api/v1/jobs", headers=bearer(key), params={'metadata[we"ird\\key]': "v"})
     assert response.status_code == 200, response.text
     found = [j["id"] for j in response.json()["data"]]
-    assert found in ([job["id"]], [])  # Postgres finds it; SQLite's JSON path cannot name such a key: no match, no error
+    assert found in (
+        [job["id"]],
+        [],
+    )  # Postgres finds it; SQLite's JSON path cannot name such a key: no match, no error

@@ -17,16 +17,21 @@ def test_integrations_are_stored_and_shown(client, key):
     dataset = upload(client, key, jsonl(chat_rows(4))).json()["id"]
     job = create_job(client, key, dataset, integrations=[MLFLOW, WANDB]).json()
     shown = client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(key)).json()["integrations"]
-    assert shown == [{**MLFLOW, "run_name": None}, {"type": "wandb", "wandb": {"project": "p", "name": None,
-                                                                                 "entity": None, "tags": ["a"]}}]
+    assert shown == [
+        {**MLFLOW, "run_name": None},
+        {"type": "wandb", "wandb": {"project": "p", "name": None, "entity": None, "tags": ["a"]}},
+    ]
     assert "integrations" not in shown[0] and "integrations" not in job["config"]  # not a training setting
 
 
-@pytest.mark.parametrize("integration, param", [
-    ({"type": "neptune", "project": "x"}, "integrations.0"),
-    ({"type": "mlflow", "experiment": "e"}, "integrations.0.mlflow.tracking_uri"),
-    ({"type": "wandb", "wandb": {"project": "p", "api_key": "k"}}, "integrations.0.wandb.wandb.api_key"),
-])
+@pytest.mark.parametrize(
+    "integration, param",
+    [
+        ({"type": "neptune", "project": "x"}, "integrations.0"),
+        ({"type": "mlflow", "experiment": "e"}, "integrations.0.mlflow.tracking_uri"),
+        ({"type": "wandb", "wandb": {"project": "p", "api_key": "k"}}, "integrations.0.wandb.wandb.api_key"),
+    ],
+)
 def test_malformed_integrations_are_400_naming_the_field(client, key, integration, param):
     dataset = upload(client, key, jsonl(chat_rows(4))).json()["id"]
     response = create_job(client, key, dataset, expect=400, integrations=[integration])

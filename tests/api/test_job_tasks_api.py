@@ -17,9 +17,17 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, upload
 def settings(database_url, tmp_path):
     from api.settings import Settings
 
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", broker_url=None, require_auth=True,
-                    min_examples=2, bootstrap_api_key=None, generate_max_new_tokens=64, generate_per_tenant=1,
-                    embedded_poll_seconds=0.2)
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        broker_url=None,
+        require_auth=True,
+        min_examples=2,
+        bootstrap_api_key=None,
+        generate_max_new_tokens=64,
+        generate_per_tenant=1,
+        embedded_poll_seconds=0.2,
+    )
 
 
 @pytest.fixture
@@ -32,8 +40,11 @@ def jobs(client, key, database_url):
     yield done, queued
     with session_factory(database_url).begin() as session:  # nothing left for later tests' sweeps
         session.execute(update(Job).where(Job.id == queued).values(status="cancelled"))
-        session.execute(update(JobTask).where(JobTask.job_id.in_((done, queued)), JobTask.status.in_(
-            ("queued", "running"))).values(status="cancelled"))
+        session.execute(
+            update(JobTask)
+            .where(JobTask.job_id.in_((done, queued)), JobTask.status.in_(("queued", "running")))
+            .values(status="cancelled")
+        )
 
 
 def test_exports_are_asked_of_succeeded_jobs_once(client, key, jobs):
@@ -58,8 +69,7 @@ def test_exports_are_asked_of_succeeded_jobs_once(client, key, jobs):
 def test_try_it_is_bounded_and_cancellable(client, key, jobs):
     done, queued = jobs
     url = f"/api/v1/jobs/{done}/generate"
-    assert client.post(f"/api/v1/jobs/{queued}/generate", headers=bearer(key),
-                       json={"prompt": "hi"}).status_code == 409
+    assert client.post(f"/api/v1/jobs/{queued}/generate", headers=bearer(key), json={"prompt": "hi"}).status_code == 409
     both = client.post(url, headers=bearer(key), json={"prompt": "hi", "messages": [{"role": "user", "content": "x"}]})
     assert both.status_code in (400, 422) and "exactly one of prompt or messages" in both.text
     too_long = client.post(url, headers=bearer(key), json={"prompt": "hi", "max_new_tokens": 65})
@@ -68,12 +78,16 @@ def test_try_it_is_bounded_and_cancellable(client, key, jobs):
     first = client.post(url, headers=bearer(key), json={"prompt": "hi", "max_new_tokens": 8})
     assert first.status_code == 202, first.text
     assert first.json()["messages"] == [{"role": "user", "content": "hi"}] and first.json()["status"] == "queued"
-    busy = client.post(url, headers=bearer(key), json={"prompt": "again", "max_new_tokens": 8})  # one unfinished per tenant here
+    busy = client.post(
+        url, headers=bearer(key), json={"prompt": "again", "max_new_tokens": 8}
+    )  # one unfinished per tenant here
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "too_many_generations"
 
     cancelled = client.post(f"/api/v1/generations/{first.json()['id']}/cancel", headers=bearer(key)).json()
     assert cancelled["status"] == "cancelled" and cancelled["cancel_requested"] is True
-    assert client.post(url, headers=bearer(key), json={"prompt": "again", "max_new_tokens": 8}).status_code == 202  # the slot is free
+    assert (
+        client.post(url, headers=bearer(key), json={"prompt": "again", "max_new_tokens": 8}).status_code == 202
+    )  # the slot is free
 
 
 def test_the_embedded_task_thread_is_woken_by_the_api(client, key, jobs, settings):
@@ -86,7 +100,9 @@ def test_the_embedded_task_thread_is_woken_by_the_api(client, key, jobs, setting
         export = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key)).json()
         deadline = time.monotonic() + 60
         while (state := client.get(f"/api/v1/exports/{export['id']}", headers=bearer(key)).json())["status"] in (
-                "queued", "running") and time.monotonic() < deadline:
+            "queued",
+            "running",
+        ) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         worker.stop()

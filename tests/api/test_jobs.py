@@ -25,8 +25,19 @@ def set_job(settings, job_id: str, **values) -> None:
 
 
 def test_create_job_resolves_and_stores_the_full_config(client, key, dataset):
-    body = create_job(client, key, dataset["id"], budget=0.25, candidate_batch_size=8, epochs=2, name="first",
-                      suffix="mine", metadata={"team": "nlp", "run": 3}, alpha=0.5, lora_targets=["q_proj", "v_proj"]).json()
+    body = create_job(
+        client,
+        key,
+        dataset["id"],
+        budget=0.25,
+        candidate_batch_size=8,
+        epochs=2,
+        name="first",
+        suffix="mine",
+        metadata={"team": "nlp", "run": 3},
+        alpha=0.5,
+        lora_targets=["q_proj", "v_proj"],
+    ).json()
     assert body["id"].startswith("ftjob-") and body["object"] == "job"
     assert body["status"] == "queued" and body["name"] == "first" and body["metadata"] == {"team": "nlp", "run": 3}
     config = body["config"]
@@ -46,25 +57,28 @@ def test_full_method_forces_budget_one(client, key, dataset):
     assert body["budget"] == 1.0 and body["config"]["budget"] == 1.0
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"budget": 0}, "budget"),
-    ({"budget": 1.5}, "budget"),
-    ({"budget": "lots"}, "budget"),
-    ({"method": "best"}, "method"),
-    ({"candidate_batch_size": 0}, "candidate_batch_size"),
-    ({"candidate_batch_size": 2.5}, "candidate_batch_size"),
-    ({"alpha": "fast"}, "alpha"),
-    ({"alpha": -1}, "alpha"),
-    ({"learning_rate": 3}, "learning_rate"),
-    ({"lora_targets": []}, "lora_targets"),
-    ({"loss_on": "prompt"}, "loss_on"),
-    ({"max_steps": -5}, "max_steps"),
-    ({"epochs": 0}, "epochs"),
-    ({"suffix": "has space"}, "suffix"),
-    ({"learning_rates": 0.1}, "learning_rates"),
-    ({"dataset_id": None}, "dataset_id"),
-    ({"model": None}, "model"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"budget": 0}, "budget"),
+        ({"budget": 1.5}, "budget"),
+        ({"budget": "lots"}, "budget"),
+        ({"method": "best"}, "method"),
+        ({"candidate_batch_size": 0}, "candidate_batch_size"),
+        ({"candidate_batch_size": 2.5}, "candidate_batch_size"),
+        ({"alpha": "fast"}, "alpha"),
+        ({"alpha": -1}, "alpha"),
+        ({"learning_rate": 3}, "learning_rate"),
+        ({"lora_targets": []}, "lora_targets"),
+        ({"loss_on": "prompt"}, "loss_on"),
+        ({"max_steps": -5}, "max_steps"),
+        ({"epochs": 0}, "epochs"),
+        ({"suffix": "has space"}, "suffix"),
+        ({"learning_rates": 0.1}, "learning_rates"),
+        ({"dataset_id": None}, "dataset_id"),
+        ({"model": None}, "model"),
+    ],
+)
 def test_bad_job_fields_are_400_naming_the_field(client, key, dataset, fields, param):
     body = {"dataset_id": dataset["id"], "model": "uds-tiny", **fields}
     response = client.post("/api/v1/jobs", headers=bearer(key), json=body)
@@ -90,8 +104,13 @@ def test_allow_listed_models(database_url, tmp_path, key):
     from api.main import create_app
     from api.settings import Settings
 
-    settings = Settings(database_url=database_url, data_dir=tmp_path, require_auth=True, min_examples=2,
-                        allowed_models="Qwen/Qwen2.5-0.5B, /models/llama")
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        require_auth=True,
+        min_examples=2,
+        allowed_models="Qwen/Qwen2.5-0.5B, /models/llama",
+    )
     with TestClient(create_app(settings)) as client:
         models = client.get("/api/v1/models", headers=bearer(key)).json()["data"]
         assert [m["id"] for m in models] == ["uds-tiny", "Qwen/Qwen2.5-0.5B", "/models/llama"]
@@ -105,7 +124,9 @@ def test_list_filter_and_pagination(client, key, dataset, settings):
     set_job(settings, ids[3], status="succeeded")
     everything, after = [], None
     while True:
-        page = client.get("/api/v1/jobs", headers=bearer(key), params={"limit": 2, **({"after": after} if after else {})}).json()
+        page = client.get(
+            "/api/v1/jobs", headers=bearer(key), params={"limit": 2, **({"after": after} if after else {})}
+        ).json()
         everything += [j["id"] for j in page["data"]]
         if not page["has_more"]:
             break
@@ -146,14 +167,29 @@ def test_cancel_queued_running_and_finished(client, key, dataset, settings):
 def step_metrics(step: int, rows: list[int], selected: set[int], loss: float = 1.0) -> dict:
     summary = {"mean": 1.0, "std": 0.1, "min": 0.9, "max": 1.1}
     return {
-        "step": step, "total_steps": 10, "epoch": 1, "loss": loss, "token_accuracy": 0.5, "learning_rate": 1e-4,
-        "grad_norm": 0.3, "tokens_trained": 10 * len(selected), "candidates": len(rows), "selected": len(selected),
-        "time_scoring": 0.01, "time_training": 0.02, "alpha": 0.7,
-        "stats": {"candidates": {"utility": summary, "diversity": summary, "score": summary},
-                  "selected": {"utility": summary, "diversity": None, "score": summary}},
-        "eval_loss": None, "eval_accuracy": None,
-        "selections": [{"row": r, "selected": r in selected, "utility": float(r), "diversity": 0.5, "score": float(r) + 0.5}
-                       for r in rows],
+        "step": step,
+        "total_steps": 10,
+        "epoch": 1,
+        "loss": loss,
+        "token_accuracy": 0.5,
+        "learning_rate": 1e-4,
+        "grad_norm": 0.3,
+        "tokens_trained": 10 * len(selected),
+        "candidates": len(rows),
+        "selected": len(selected),
+        "time_scoring": 0.01,
+        "time_training": 0.02,
+        "alpha": 0.7,
+        "stats": {
+            "candidates": {"utility": summary, "diversity": summary, "score": summary},
+            "selected": {"utility": summary, "diversity": None, "score": summary},
+        },
+        "eval_loss": None,
+        "eval_accuracy": None,
+        "selections": [
+            {"row": r, "selected": r in selected, "utility": float(r), "diversity": 0.5, "score": float(r) + 0.5}
+            for r in rows
+        ],
     }
 
 
@@ -167,8 +203,9 @@ def trained_job(client, key, dataset, settings):
         rows = [(step * 3 + i) % 20 for i in range(4)]
         logger.log_step(step_metrics(step, rows, {rows[0]}, loss=2.0 / step))
         if step == 3:
-            logger.log_checkpoint(3, str(settings.data_dir / "jobs" / job["id"] / "checkpoints" / "step-00000003"),
-                                  {"loss": 0.5})
+            logger.log_checkpoint(
+                3, str(settings.data_dir / "jobs" / job["id"] / "checkpoints" / "step-00000003"), {"loss": 0.5}
+            )
     logger.flush()
     return job
 
@@ -229,8 +266,11 @@ def test_selection_summary(client, key, trained_job):
 def test_events_and_checkpoints(client, key, trained_job):
     events = client.get(f"/api/v1/jobs/{trained_job['id']}/events", headers=bearer(key), params={"limit": 2}).json()
     assert events["has_more"] is True and events["data"][0]["type"] == "checkpoint"
-    older = client.get(f"/api/v1/jobs/{trained_job['id']}/events", headers=bearer(key),
-                       params={"after": events["last_id"], "limit": 100}).json()
+    older = client.get(
+        f"/api/v1/jobs/{trained_job['id']}/events",
+        headers=bearer(key),
+        params={"after": events["last_id"], "limit": 100},
+    ).json()
     ids = [parse_event_id(e["id"]) for e in events["data"] + older["data"]]
     assert ids == sorted(ids, reverse=True) and older["has_more"] is False
     checkpoints = client.get(f"/api/v1/jobs/{trained_job['id']}/checkpoints", headers=bearer(key)).json()["data"]
@@ -246,7 +286,14 @@ def test_adapter_before_success_is_404(client, key, trained_job):
 def test_eta_from_observed_rate(client, key, dataset, settings):
     job = create_job(client, key, dataset["id"], candidate_batch_size=2, groups_per_step=1).json()  # 10 steps
     now = utcnow()
-    set_job(settings, job["id"], status="running", current_step=4, attempt_start_step=2,
-            attempt_started_at=now - dt.timedelta(seconds=20), progress_at=now)
+    set_job(
+        settings,
+        job["id"],
+        status="running",
+        current_step=4,
+        attempt_start_step=2,
+        attempt_started_at=now - dt.timedelta(seconds=20),
+        progress_at=now,
+    )
     eta = client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(key)).json()["eta_seconds"]
     assert eta == pytest.approx(60, abs=2)  # 10 s per step, 6 steps to go

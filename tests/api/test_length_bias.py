@@ -35,8 +35,10 @@ def fake_run(seed: int, n_steps: int = 12):
         length = {
             "spearman_utility_length": sum(present_u) / len(present_u) if present_u else None,
             "spearman_score_length": sum(present_s) / len(present_s) if present_s else None,
-            "groups_with_utility_rho": len(present_u), "groups_with_score_rho": len(present_s),
-            "mean_length_candidates": sum(lengths) / len(lengths), "mean_length_selected": sum(picked) / len(picked),
+            "groups_with_utility_rho": len(present_u),
+            "groups_with_score_rho": len(present_s),
+            "mean_length_candidates": sum(lengths) / len(lengths),
+            "mean_length_selected": sum(picked) / len(picked),
         }
         steps.append(StepLength(len(lengths), len(picked), {"groups": n_groups, "length": length}))
     naive = {
@@ -44,7 +46,8 @@ def fake_run(seed: int, n_steps: int = 12):
         "spearman_score_length": sum(groups_s) / len(groups_s),
         "mean_length_candidates": sum(cand_lengths) / len(cand_lengths),
         "mean_length_selected": sum(sel_lengths) / len(sel_lengths),
-        "groups_with_utility_rho": len(groups_u), "groups_with_score_rho": len(groups_s),
+        "groups_with_utility_rho": len(groups_u),
+        "groups_with_score_rho": len(groups_s),
     }
     return steps, naive
 
@@ -56,15 +59,29 @@ def test_aggregate_is_the_mean_over_all_groups_and_examples(seed):
     for name, value in naive.items():
         assert got[name] == pytest.approx(value, rel=1e-12), name
     assert got["steps"] == len(steps) and got["groups"] == sum(s.stats["groups"] for s in steps)
-    assert got["selected_to_candidates_length"] == pytest.approx(naive["mean_length_selected"] / naive["mean_length_candidates"])
+    assert got["selected_to_candidates_length"] == pytest.approx(
+        naive["mean_length_selected"] / naive["mean_length_candidates"]
+    )
 
 
 def test_steps_without_the_diagnostic_or_a_figure_are_left_out():
     steps, naive = fake_run(7, n_steps=3)
     older = [StepLength(8, 2, None), StepLength(8, 2, {"candidates": {}}), StepLength(None, None, None)]
-    no_scores = StepLength(8, 8, {"groups": 1, "length": {  # `full`: nothing ranked, so no correlation
-        "spearman_utility_length": None, "spearman_score_length": None, "groups_with_utility_rho": 0,
-        "groups_with_score_rho": 0, "mean_length_candidates": None, "mean_length_selected": None}})
+    no_scores = StepLength(
+        8,
+        8,
+        {
+            "groups": 1,
+            "length": {  # `full`: nothing ranked, so no correlation
+                "spearman_utility_length": None,
+                "spearman_score_length": None,
+                "groups_with_utility_rho": 0,
+                "groups_with_score_rho": 0,
+                "mean_length_candidates": None,
+                "mean_length_selected": None,
+            },
+        },
+    )
     got = aggregate_length_bias(older + steps + [no_scores])
     assert got["steps"] == 4 and got["spearman_utility_length"] == pytest.approx(naive["spearman_utility_length"])
     assert got["mean_length_candidates"] == pytest.approx(naive["mean_length_candidates"])
@@ -83,13 +100,23 @@ def test_the_endpoint_aggregates_the_stored_steps(client, key, settings):
 
     sessions = session_factory(settings.sqlalchemy_url)
     with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job["id"]).values(status="running", worker_id="w1",
-                                                                       heartbeat_at=utcnow()))
+        session.execute(
+            update(Job).where(Job.id == job["id"]).values(status="running", worker_id="w1", heartbeat_at=utcnow())
+        )
     steps, naive = fake_run(11, n_steps=6)
     logger = DbLogger(sessions, job["id"], "w1", flush_steps=100, flush_seconds=3600)
     for number, step in enumerate(steps, start=1):
-        logger.log_step({"step": number, "total_steps": 6, "candidates": step.candidates, "selected": step.selected,
-                         "alpha": 0.25, "stats": step.stats, "selections": []})
+        logger.log_step(
+            {
+                "step": number,
+                "total_steps": 6,
+                "candidates": step.candidates,
+                "selected": step.selected,
+                "alpha": 0.25,
+                "stats": step.stats,
+                "selections": [],
+            }
+        )
     logger.flush()
     logger.close()
     with sessions.begin() as session:  # the trainer's run summary, as its "succeeded" event carries it

@@ -28,12 +28,20 @@ def test_creations_are_rate_limited_per_key_with_retry_after(settings, database_
         _, other = new_tenant_key(database_url)
         dataset = upload(client, key, jsonl(chat_rows(4))).json()  # 1
         create_job(client, key, dataset["id"])  # 2
-        client.post("/v1/files", headers=bearer(key), files={"file": ("a.jsonl", jsonl(chat_rows(3)))},
-                    data={"purpose": "fine-tune"}).raise_for_status()  # 3: the bucket is shared by all four routes
+        client.post(
+            "/v1/files",
+            headers=bearer(key),
+            files={"file": ("a.jsonl", jsonl(chat_rows(3)))},
+            data={"purpose": "fine-tune"},
+        ).raise_for_status()  # 3: the bucket is shared by all four routes
         for method, path, kwargs in [
             ("POST", "/api/v1/jobs", {"json": {"dataset_id": dataset["id"], "model": "uds-tiny"}}),
             ("POST", "/api/v1/datasets", {"files": {"file": ("b.jsonl", jsonl(chat_rows(3)))}}),
-            ("POST", "/v1/files", {"files": {"file": ("c.jsonl", jsonl(chat_rows(3)))}, "data": {"purpose": "fine-tune"}}),
+            (
+                "POST",
+                "/v1/files",
+                {"files": {"file": ("c.jsonl", jsonl(chat_rows(3)))}, "data": {"purpose": "fine-tune"}},
+            ),
             ("POST", "/v1/fine_tuning/jobs", {"json": {"training_file": dataset["id"], "model": "uds-tiny"}}),
         ]:
             response = client.request(method, path, headers=bearer(key), **kwargs)
@@ -83,8 +91,9 @@ def test_cap_on_unfinished_jobs_per_tenant(settings, database_url):
         create_job(client, key, dataset["id"])
         refused = create_job(client, key, dataset["id"], expect=400).json()["error"]
         assert refused["code"] == "too_many_active_jobs" and "UDS_MAX_ACTIVE_JOBS=2" in refused["message"]
-        oai = client.post("/v1/fine_tuning/jobs", headers=bearer(key), json={"training_file": dataset["id"],
-                                                                            "model": "uds-tiny"})
+        oai = client.post(
+            "/v1/fine_tuning/jobs", headers=bearer(key), json={"training_file": dataset["id"], "model": "uds-tiny"}
+        )
         assert oai.status_code == 400 and oai.json()["error"]["code"] == "too_many_active_jobs"
         # Another tenant is not affected; a cancel frees a place.
         _, other = new_tenant_key(database_url)
@@ -125,12 +134,15 @@ def test_request_bodies_are_capped_except_uploads(settings, database_url):
                 yield b"x" * 1024
             yield b'"}'
 
-        response = client.post("/v1/fine_tuning/jobs", headers={**bearer(key), "Content-Type": "application/json"},
-                               content=chunks())
+        response = client.post(
+            "/v1/fine_tuning/jobs", headers={**bearer(key), "Content-Type": "application/json"}, content=chunks()
+        )
         assert response.status_code == 413, response.text
         # An upload larger than the JSON cap (and under its own limit) is fine.
-        line = (json.dumps({"messages": [{"role": "user", "content": "x" * 500},
-                                         {"role": "assistant", "content": "y"}]}) + "\n").encode()
+        line = (
+            json.dumps({"messages": [{"role": "user", "content": "x" * 500}, {"role": "assistant", "content": "y"}]})
+            + "\n"
+        ).encode()
         assert upload(client, key, line * 300).status_code == 201  # ~160 KB
         # Small JSON bodies pass through untouched.
         assert create_job(client, key, "file-" + "0" * 24, expect=404).json()["error"]["code"] == "dataset_not_found"

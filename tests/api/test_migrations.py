@@ -18,12 +18,20 @@ def check_round_trip(url: str) -> None:
     migrate(url)
     engine = get_engine(url)
     with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        assert (
+            compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        )
     inspector = inspect(engine)
     assert TABLES <= set(inspector.get_table_names())
     indexes = {i["name"] for t in TABLES for i in inspector.get_indexes(t)}
-    assert {"ix_jobs_tenant_created", "ix_jobs_status_heartbeat", "ix_job_events_job_id_id",
-            "ix_selections_job_selected_step", "ix_selections_job_row", "ix_datasets_tenant_created"} <= indexes
+    assert {
+        "ix_jobs_tenant_created",
+        "ix_jobs_status_heartbeat",
+        "ix_job_events_job_id_id",
+        "ix_selections_job_selected_step",
+        "ix_selections_job_row",
+        "ix_datasets_tenant_created",
+    } <= indexes
     downgrade(url, "base")
     engine.dispose()
     assert set(inspect(create_engine(url)).get_table_names()) <= {"alembic_version"}
@@ -60,8 +68,14 @@ def test_alembic_cli_reads_the_url_from_settings(tmp_path, monkeypatch):
     from tests.utils.service import REPO, child_env
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, capture_output=True,
-                            text=True, env=child_env(UDS_DATABASE_URL=url), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=child_env(UDS_DATABASE_URL=url),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert TABLES <= set(inspect(create_engine(url)).get_table_names())
 
@@ -76,8 +90,12 @@ def test_concurrent_migrations_do_not_collide(backend, tmp_path):
 
     def run_three(url: str) -> None:
         code = "from api.db import migrate; import sys; migrate(sys.argv[1])"
-        procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, env=child_env(),
-                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, url], cwd=REPO, env=child_env(), stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
         for proc in procs:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err

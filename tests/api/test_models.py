@@ -13,8 +13,10 @@ from tests.utils.models import build_model_folder
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("user-models")
-    return {"llama": build_model_folder(root / "llama-untied", "llama", tied=False),
-            "gemma": build_model_folder(root / "gemma2-capped", "gemma2", tied=True)}
+    return {
+        "llama": build_model_folder(root / "llama-untied", "llama", tied=False),
+        "gemma": build_model_folder(root / "gemma2-capped", "gemma2", tied=True),
+    }
 
 
 @pytest.fixture
@@ -22,6 +24,7 @@ def registered(settings, folders, monkeypatch, capsys):
     """Both folders registered through the real CLI, against the service's data folder."""
     monkeypatch.setenv("UDS_DATA_DIR", str(settings.data_dir))
     from api.settings import get_settings
+
     get_settings.cache_clear()
     try:
         assert uds(["models", "add", str(folders["llama"]), "--name", "acme-llama"]) == 0
@@ -87,8 +90,7 @@ def test_a_hub_model_is_registered_by_the_cli_with_its_revision(settings, folder
     def fake_snapshot_download(repo_id, revision, local_dir, allow_patterns, token):
         build_model_folder(local_dir, "llama", tied=True)
 
-    assert models_add("acme/chat-1b", revision="main", settings=settings,
-                      snapshot_download=fake_snapshot_download) == 0
+    assert models_add("acme/chat-1b", revision="main", settings=settings, snapshot_download=fake_snapshot_download) == 0
     from uds.registry import get_registered
 
     registration = get_registered(settings.models_dir, "acme/chat-1b")

@@ -47,7 +47,9 @@ def imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
                 base = f"{anchor}.{base}".rstrip(".")
             found += [(base, node.lineno)]
             # `from uds import tiny` imports the module uds.tiny
-            found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names if _is_module(f"{base}.{alias.name}")]
+            found += [
+                (f"{base}.{alias.name}", node.lineno) for alias in node.names if _is_module(f"{base}.{alias.name}")
+            ]
     return found
 
 
@@ -82,9 +84,12 @@ def package_files(package: str) -> list[Path]:
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_packages_import_only_what_the_layout_allows(package):
-    violations = [f"{path.relative_to(REPO)}:{line} imports {name}"
-                  for path in package_files(package) for name, line in imports(path)
-                  if name.split(".")[0] in FORBIDDEN[package]]
+    violations = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in package_files(package)
+        for name, line in imports(path)
+        if name.split(".")[0] in FORBIDDEN[package]
+    ]
     assert not violations, "\n".join(violations)
 
 
@@ -125,7 +130,13 @@ print(",".join(heavy))
 
 
 def test_api_does_not_import_torch_or_worker(tmp_path):
-    result = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], cwd=REPO, env=child_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1:] in ([""], []), f"imported: {result.stdout}"

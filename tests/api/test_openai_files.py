@@ -72,7 +72,9 @@ def test_invalid_training_file_is_refused_with_line_numbers_and_nothing_kept(oai
     assert error.status_code == 400 and error.code == "invalid_dataset" and error.param == "file"
     assert "line 4" in error.message and "2 problems" in error.message
     body = error.response.json()
-    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["type"] == "invalid_request_error"
+    assert (
+        set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["type"] == "invalid_request_error"
+    )
     assert [p["line"] for p in body["problems"]] == [4, 5]
     assert list(oai.files.list()) == []
     assert sorted(p.name for p in openai_server.settings.datasets_dir.glob("*")) == before
@@ -119,16 +121,24 @@ def test_wrong_or_missing_key_is_an_authentication_error(openai_server):
     assert response.status_code == 401 and response.json()["error"]["code"] == "missing_api_key"
 
 
-@pytest.mark.parametrize("method, path, kwargs, status, param", [
-    ("GET", "/v1/files", {"params": {"limit": "many"}}, 400, "limit"),
-    ("GET", "/v1/files", {"params": {"order": "sideways"}}, 400, "order"),
-    ("POST", "/v1/files", {"content": b"not multipart", "headers": {"content-type": "text/plain"}}, 400, "file"),
-    ("POST", "/v1/fine_tuning/jobs", {"content": b"{not json", "headers": {"content-type": "application/json"}},
-     400, None),
-    ("POST", "/v1/fine_tuning/jobs", {"json": {"model": "uds-tiny"}}, 400, "training_file"),
-    ("GET", "/v1/no-such-thing", {}, 404, None),
-    ("PUT", "/v1/files", {}, 405, None),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, param",
+    [
+        ("GET", "/v1/files", {"params": {"limit": "many"}}, 400, "limit"),
+        ("GET", "/v1/files", {"params": {"order": "sideways"}}, 400, "order"),
+        ("POST", "/v1/files", {"content": b"not multipart", "headers": {"content-type": "text/plain"}}, 400, "file"),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            None,
+        ),
+        ("POST", "/v1/fine_tuning/jobs", {"json": {"model": "uds-tiny"}}, 400, "training_file"),
+        ("GET", "/v1/no-such-thing", {}, 404, None),
+        ("PUT", "/v1/files", {}, 405, None),
+    ],
+)
 def test_every_failure_has_the_openai_error_shape(openai_server, oai, method, path, kwargs, status, param):
     headers = {**bearer(oai.api_key), **kwargs.pop("headers", {})}
     response = httpx.request(method, openai_server.url + path, headers=headers, **kwargs)

@@ -20,11 +20,21 @@ from tests.utils.factories import bearer, chat_rows, jsonl
 from tests.utils.openai_server import oai, openai_server  # noqa: F401 (fixtures)
 
 BASE_LR = 1.5e-4
-STATS = {group: {score: {"mean": 1.0, "std": 0.5, "min": 0.0, "max": 2.0} for score in ("utility", "diversity", "score")}
-         for group in ("candidates", "selected")}
-STATS.update(groups=4, length={  # a step's length diagnostic, as the trainer reports it (uds/diagnostics.py)
-    "spearman_utility_length": 0.25, "spearman_score_length": -0.5, "groups_with_utility_rho": 4,
-    "groups_with_score_rho": 3, "mean_length_candidates": 40.0, "mean_length_selected": 44.0})
+STATS = {
+    group: {score: {"mean": 1.0, "std": 0.5, "min": 0.0, "max": 2.0} for score in ("utility", "diversity", "score")}
+    for group in ("candidates", "selected")
+}
+STATS.update(
+    groups=4,
+    length={  # a step's length diagnostic, as the trainer reports it (uds/diagnostics.py)
+        "spearman_utility_length": 0.25,
+        "spearman_score_length": -0.5,
+        "groups_with_utility_rho": 4,
+        "groups_with_score_rho": 3,
+        "mean_length_candidates": 40.0,
+        "mean_length_selected": 44.0,
+    },
+)
 
 
 @pytest.fixture
@@ -42,9 +52,18 @@ def sessions(server):
 
 # ---- creation --------------------------------------------------------------------------------------------
 
+
 def test_auto_hyperparameters_resolve_to_the_defaults(oai, training_file):
-    job = create(oai, training_file, method={"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}}})
+    job = create(
+        oai,
+        training_file,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+            },
+        },
+    )
     assert job.hyperparameters.model_dump() == {"n_epochs": 1, "batch_size": 32, "learning_rate_multiplier": 1.0}
     assert job.method.supervised.hyperparameters.model_dump() == job.hyperparameters.model_dump()
     assert job.selection_method == "uds" and job.budget == 0.125 and job.alpha == "paper"  # the TrainConfig defaults
@@ -54,8 +73,12 @@ def test_auto_hyperparameters_resolve_to_the_defaults(oai, training_file):
 
 
 def test_auto_takes_the_uds_settings_when_given(oai, training_file):
-    job = create(oai, training_file, hyperparameters={"n_epochs": "auto", "batch_size": "auto"},
-                 extra_body={"epochs": 3, "train_batch_size": 4, "learning_rate": 3e-4})
+    job = create(
+        oai,
+        training_file,
+        hyperparameters={"n_epochs": "auto", "batch_size": "auto"},
+        extra_body={"epochs": 3, "train_batch_size": 4, "learning_rate": 3e-4},
+    )
     assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.batch_size == 4
     assert job.hyperparameters.learning_rate_multiplier == 2.0
     assert job.progress["total_steps"] == 3 * 2  # 12 examples: 2 groups of 8, one a step (too few for more), 3 epochs
@@ -71,8 +94,11 @@ def larger_file(oai):
 @pytest.mark.parametrize("place", ["method", "legacy"])
 def test_numbers_map_to_epochs_examples_per_step_and_learning_rate(oai, larger_file, place):
     hyper = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 0.5}
-    given = ({"method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}} if place == "method"
-             else {"hyperparameters": hyper})
+    given = (
+        {"method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}}
+        if place == "method"
+        else {"hyperparameters": hyper}
+    )
     job = create(oai, larger_file, **given, extra_body={"selection_method": "full", "candidate_batch_size": 2})
     assert job.hyperparameters.model_dump() == hyper
     assert job.epochs == 2 and job.train_batch_size == 8 and job.learning_rate == pytest.approx(0.5 * BASE_LR)
@@ -85,9 +111,19 @@ def test_numbers_map_to_epochs_examples_per_step_and_learning_rate(oai, larger_f
 
 
 def test_uds_settings_in_extra_body_are_echoed(oai, training_file):
-    settings = {"selection_method": "max_loss", "budget": 0.25, "alpha": 0.5, "lora_r": 4, "lora_alpha": 8,
-                "lora_targets": ["q_proj", "v_proj"], "max_seq_len": 128, "micro_batch_size": 2, "max_steps": 5,
-                "loss_on": "answer", "name": "my run"}
+    settings = {
+        "selection_method": "max_loss",
+        "budget": 0.25,
+        "alpha": 0.5,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_targets": ["q_proj", "v_proj"],
+        "max_seq_len": 128,
+        "micro_batch_size": 2,
+        "max_steps": 5,
+        "loss_on": "answer",
+        "name": "my run",
+    }
     job = create(oai, training_file, extra_body=settings)
     for name, value in settings.items():
         assert getattr(job, name) == value, name
@@ -112,31 +148,52 @@ def test_the_job_object_has_every_field_of_the_reference(oai, openai_server, tra
     assert FineTuningJob.model_validate(raw).model_dump(exclude_unset=True)  # the client's own type accepts it
 
 
-@pytest.mark.parametrize("kwargs, param, code", [
-    ({"model": "gpt-4o-mini"}, "model", "model_not_found"),
-    ({"training_file": "file-" + "0" * 24}, "training_file", "file_not_found"),
-    ({"validation_file": "file-" + "0" * 24}, "validation_file", "file_not_found"),
-    ({"method": {"type": "dpo"}}, "method.type", "unsupported_method"),
-    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
-     "method.supervised.hyperparameters.n_epochs", "invalid_value"),
-    ({"hyperparameters": {"batch_size": "big"}}, "hyperparameters.batch_size", "invalid_value"),
-    ({"hyperparameters": {"learning_rate_multiplier": 10_000}}, "hyperparameters.learning_rate_multiplier",
-     "invalid_value"),
-    ({"hyperparameters": {"n_epochs": 2}, "method": {"type": "supervised", "supervised": {
-        "hyperparameters": {"n_epochs": 3}}}}, "method.supervised.hyperparameters.n_epochs", "invalid_value"),
-    ({"hyperparameters": {"batch_size": 8}, "extra_body": {"train_batch_size": 16}}, "hyperparameters.batch_size",
-     "invalid_value"),
-    ({"hyperparameters": {"batch_size": 8}, "extra_body": {"groups_per_step": 2}}, "hyperparameters.batch_size",
-     "invalid_value"),
-    ({"extra_body": {"bugdet": 0.5}}, "bugdet", "unknown_parameter"),
-    ({"extra_body": {"dataset_id": "file-x"}}, "dataset_id", "unknown_parameter"),
-    ({"extra_body": {"selection_method": "best"}}, "selection_method", "invalid_value"),
-    ({"extra_body": {"budget": "half"}}, "budget", "invalid_value"),
-    ({"extra_body": {"budget": 1.5}}, "budget", "invalid_value"),
-    ({"suffix": "x" * 65}, "suffix", "invalid_value"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value"),
-    ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations", "unsupported_parameter"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param, code",
+    [
+        ({"model": "gpt-4o-mini"}, "model", "model_not_found"),
+        ({"training_file": "file-" + "0" * 24}, "training_file", "file_not_found"),
+        ({"validation_file": "file-" + "0" * 24}, "validation_file", "file_not_found"),
+        ({"method": {"type": "dpo"}}, "method.type", "unsupported_method"),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+            "method.supervised.hyperparameters.n_epochs",
+            "invalid_value",
+        ),
+        ({"hyperparameters": {"batch_size": "big"}}, "hyperparameters.batch_size", "invalid_value"),
+        (
+            {"hyperparameters": {"learning_rate_multiplier": 10_000}},
+            "hyperparameters.learning_rate_multiplier",
+            "invalid_value",
+        ),
+        (
+            {
+                "hyperparameters": {"n_epochs": 2},
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
+            },
+            "method.supervised.hyperparameters.n_epochs",
+            "invalid_value",
+        ),
+        (
+            {"hyperparameters": {"batch_size": 8}, "extra_body": {"train_batch_size": 16}},
+            "hyperparameters.batch_size",
+            "invalid_value",
+        ),
+        (
+            {"hyperparameters": {"batch_size": 8}, "extra_body": {"groups_per_step": 2}},
+            "hyperparameters.batch_size",
+            "invalid_value",
+        ),
+        ({"extra_body": {"bugdet": 0.5}}, "bugdet", "unknown_parameter"),
+        ({"extra_body": {"dataset_id": "file-x"}}, "dataset_id", "unknown_parameter"),
+        ({"extra_body": {"selection_method": "best"}}, "selection_method", "invalid_value"),
+        ({"extra_body": {"budget": "half"}}, "budget", "invalid_value"),
+        ({"extra_body": {"budget": 1.5}}, "budget", "invalid_value"),
+        ({"suffix": "x" * 65}, "suffix", "invalid_value"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value"),
+        ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations", "unsupported_parameter"),
+    ],
+)
 def test_invalid_requests_are_bad_requests_naming_the_parameter(oai, training_file, kwargs, param, code):
     body = {"model": "uds-tiny", "training_file": training_file.id, **kwargs}
     with pytest.raises(openai.BadRequestError) as caught:
@@ -154,6 +211,7 @@ def test_another_tenants_training_file_is_unknown(oai, openai_server, training_f
 
 # ---- listing, retrieving, cancelling ---------------------------------------------------------------------
 
+
 def test_list_with_limit_after_and_metadata(oai, openai_server, training_file):
     jobs = [create(oai, training_file, metadata=meta) for meta in ({"team": "a"}, {"team": "b"}, None, {"team": "a"})]
     newest_first = [j.id for j in reversed(jobs)]
@@ -166,8 +224,9 @@ def test_list_with_limit_after_and_metadata(oai, openai_server, training_file):
     assert full.has_more is False and full.first_id == newest_first[0] and full.last_id == newest_first[-1]
     assert [j.id for j in oai.fine_tuning.jobs.list(metadata={"team": "a"})] == [jobs[3].id, jobs[0].id]
     assert [j.id for j in oai.fine_tuning.jobs.list(metadata={"team": "c"})] == []
-    response = httpx.get(f"{openai_server.url}/v1/fine_tuning/jobs", params={"metadata": "null"},
-                         headers=bearer(oai.api_key))
+    response = httpx.get(
+        f"{openai_server.url}/v1/fine_tuning/jobs", params={"metadata": "null"}, headers=bearer(oai.api_key)
+    )
     assert [j["id"] for j in response.json()["data"]] == [jobs[2].id]
     with pytest.raises(openai.BadRequestError) as caught:
         oai.fine_tuning.jobs.list(after="ftjob-" + "0" * 24)
@@ -195,7 +254,11 @@ def test_a_failed_job_reports_its_error(oai, openai_server, training_file):
     with sessions(openai_server)() as session:
         row = session.get(Job, job.id)
         row.status, row.finished_at = "failed", row.created_at + dt.timedelta(seconds=5)
-        row.error_code, row.error_message, row.error_param = "dataset_missing", "Dataset x no longer exists.", "dataset_id"
+        row.error_code, row.error_message, row.error_param = (
+            "dataset_missing",
+            "Dataset x no longer exists.",
+            "dataset_id",
+        )
         session.commit()
     failed = oai.fine_tuning.jobs.retrieve(job.id)
     assert failed.status == "failed" and failed.result_files == [] and failed.fine_tuned_model is None
@@ -209,7 +272,12 @@ def test_a_running_job_has_an_estimated_finish(oai, openai_server, training_file
     with sessions(openai_server)() as session:
         row = session.get(Job, job.id)
         row.status, row.started_at, row.worker_id, row.heartbeat_at = "running", now, "w", now
-        row.attempt_started_at, row.progress_at, row.current_step, row.attempt_start_step = now - dt.timedelta(seconds=8), now, 4, 0
+        row.attempt_started_at, row.progress_at, row.current_step, row.attempt_start_step = (
+            now - dt.timedelta(seconds=8),
+            now,
+            4,
+            0,
+        )
         session.commit()
     running = oai.fine_tuning.jobs.retrieve(job.id)
     # 6 steps left at 2 s each.
@@ -219,14 +287,31 @@ def test_a_running_job_has_an_estimated_finish(oai, openai_server, training_file
 
 # ---- events, checkpoints, result files, models -----------------------------------------------------------
 
+
 def add_steps(server, job_id: str, steps, start: dt.datetime, every: float = 1.0, eval_at=()):
     with sessions(server)() as session:
         for step in steps:
-            session.add(StepMetric(
-                job_id=job_id, step=step, epoch=step / 10, loss=2.0 / step, token_accuracy=0.1 * step, learning_rate=1e-4,
-                grad_norm=1.0, tokens_trained=100, candidates=8, selected=2, time_scoring=0.1, time_training=0.2,
-                alpha=0.3, eval_loss=1.5 if step in eval_at else None, eval_accuracy=0.25 if step in eval_at else None,
-                stats=STATS, created_at=start + dt.timedelta(seconds=every * step)))
+            session.add(
+                StepMetric(
+                    job_id=job_id,
+                    step=step,
+                    epoch=step / 10,
+                    loss=2.0 / step,
+                    token_accuracy=0.1 * step,
+                    learning_rate=1e-4,
+                    grad_norm=1.0,
+                    tokens_trained=100,
+                    candidates=8,
+                    selected=2,
+                    time_scoring=0.1,
+                    time_training=0.2,
+                    alpha=0.3,
+                    eval_loss=1.5 if step in eval_at else None,
+                    eval_accuracy=0.25 if step in eval_at else None,
+                    stats=STATS,
+                    created_at=start + dt.timedelta(seconds=every * step),
+                )
+            )
         session.commit()
 
 
@@ -238,10 +323,26 @@ def test_events_merge_one_metrics_event_per_step_with_the_messages(oai, openai_s
     with sessions(openai_server)() as session:
         # Stored events at the same instants as steps 2 and 5: the order must still be total and stable.
         for step in (2, 5, 5):
-            session.add(JobEvent(job_id=job.id, created_at=start + dt.timedelta(seconds=step), level="info",
-                                 type="checkpoint", message=f"Checkpoint saved at step {step}.", data={"step": step}))
-        session.add(JobEvent(job_id=job.id, created_at=start + dt.timedelta(seconds=9), level="warning", type="note",
-                             message="careful", data=None))
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    created_at=start + dt.timedelta(seconds=step),
+                    level="info",
+                    type="checkpoint",
+                    message=f"Checkpoint saved at step {step}.",
+                    data={"step": step},
+                )
+            )
+        session.add(
+            JobEvent(
+                job_id=job.id,
+                created_at=start + dt.timedelta(seconds=9),
+                level="warning",
+                type="note",
+                message="careful",
+                data=None,
+            )
+        )
         session.commit()
 
     everything = oai.fine_tuning.jobs.list_events(job.id, limit=100)
@@ -283,14 +384,26 @@ def test_checkpoints(oai, openai_server, training_file):
     job = create(oai, training_file, suffix="s")
     with sessions(openai_server)() as session:
         for step, eval_loss in ((3, None), (6, 1.25)):
-            session.add(Checkpoint(job_id=job.id, step=step, path=f"jobs/{job.id}/checkpoints/step-{step:08d}",
-                                   metrics={"loss": 0.5, "token_accuracy": 0.75, "eval_loss": eval_loss,
-                                            "eval_accuracy": None if eval_loss is None else 0.5}))
+            session.add(
+                Checkpoint(
+                    job_id=job.id,
+                    step=step,
+                    path=f"jobs/{job.id}/checkpoints/step-{step:08d}",
+                    metrics={
+                        "loss": 0.5,
+                        "token_accuracy": 0.75,
+                        "eval_loss": eval_loss,
+                        "eval_accuracy": None if eval_loss is None else 0.5,
+                    },
+                )
+            )
         session.commit()
     page = oai.fine_tuning.jobs.checkpoints.list(job.id)
     assert [c.step_number for c in page.data] == [6, 3] and page.has_more is False
     six = page.data[0]
-    assert six.object == "fine_tuning.job.checkpoint" and six.id.startswith("ftckpt-") and isinstance(six.created_at, int)
+    assert (
+        six.object == "fine_tuning.job.checkpoint" and six.id.startswith("ftckpt-") and isinstance(six.created_at, int)
+    )
     assert six.fine_tuning_job_id == job.id and six.available is False  # nothing on disk in this test
     org = job.organization_id
     assert six.fine_tuned_model_checkpoint == f"ft:uds-tiny:{org}:s:{job.id}:ckpt-step-6"

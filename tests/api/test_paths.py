@@ -15,14 +15,28 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, upload
 
 SECRET = b"root:x:0:0:secret outside the data folder\n"
 
-TRAVERSALS = ["..", "../..", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "....//....//etc/passwd",
-              "%2Fetc%2Fpasswd", "file-..%2F..%2Fuds.db", "ftjob-..%5C..%5Cuds.db"]
+TRAVERSALS = [
+    "..",
+    "../..",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "....//....//etc/passwd",
+    "%2Fetc%2Fpasswd",
+    "file-..%2F..%2Fuds.db",
+    "ftjob-..%5C..%5Cuds.db",
+]
 
 
 @pytest.mark.parametrize("bad", TRAVERSALS)
 def test_traversal_in_ids_is_404(client, key, bad):
-    for path in (f"/api/v1/jobs/{bad}/adapter", f"/api/v1/datasets/{bad}", f"/api/v1/datasets/{bad}/rows",
-                 f"/v1/files/{bad}/content", f"/v1/fine_tuning/jobs/{bad}", f"/api/v1/jobs/{bad}/checkpoints"):
+    for path in (
+        f"/api/v1/jobs/{bad}/adapter",
+        f"/api/v1/datasets/{bad}",
+        f"/api/v1/datasets/{bad}/rows",
+        f"/v1/files/{bad}/content",
+        f"/v1/fine_tuning/jobs/{bad}",
+        f"/api/v1/jobs/{bad}/checkpoints",
+    ):
         response = client.get(path, headers=bearer(key))
         assert response.status_code in (404, 400), (path, response.status_code)
         assert SECRET not in response.content and b"root:" not in response.content
@@ -32,9 +46,13 @@ def test_traversal_in_ids_is_404(client, key, bad):
 def test_upload_file_names_never_become_paths(client, key, settings, name):
     dataset = upload(client, key, jsonl(chat_rows(3)), filename=name).json()
     assert "/" not in dataset["filename"] and "\\" not in dataset["filename"] and dataset["filename"] != ".."
-    files = [p for p in settings.data_dir.rglob("*") if p.is_file() and p.suffix != ".db" and p.parent.name != "secrets"]
-    assert sorted(str(p.relative_to(settings.data_dir)) for p in files) == [f"datasets/{dataset['id']}.jsonl",
-                                                                          f"datasets/{dataset['id']}.jsonl.rows"]
+    files = [
+        p for p in settings.data_dir.rglob("*") if p.is_file() and p.suffix != ".db" and p.parent.name != "secrets"
+    ]
+    assert sorted(str(p.relative_to(settings.data_dir)) for p in files) == [
+        f"datasets/{dataset['id']}.jsonl",
+        f"datasets/{dataset['id']}.jsonl.rows",
+    ]
     assert not (settings.data_dir.parent / "evil.jsonl").exists()
 
 
@@ -59,11 +77,22 @@ def test_symlinks_planted_in_the_data_folder_are_not_followed_out(client, key, s
     stored.unlink()
     os.symlink(outside, stored)
     with session_factory(database_url).begin() as session:
-        session.execute(update(Job).where(Job.id == job["id"]).values(
-            status="succeeded", finished_at=utcnow(), adapter_path=f"jobs/{job['id']}/adapter.tar.gz",
-            adapter_sha256="0" * 64, adapter_bytes=len(SECRET)))
-    for path in (f"/api/v1/jobs/{job['id']}/adapter", f"/v1/files/{dataset['id']}/content",
-                 f"/api/v1/datasets/{dataset['id']}/rows"):
+        session.execute(
+            update(Job)
+            .where(Job.id == job["id"])
+            .values(
+                status="succeeded",
+                finished_at=utcnow(),
+                adapter_path=f"jobs/{job['id']}/adapter.tar.gz",
+                adapter_sha256="0" * 64,
+                adapter_bytes=len(SECRET),
+            )
+        )
+    for path in (
+        f"/api/v1/jobs/{job['id']}/adapter",
+        f"/v1/files/{dataset['id']}/content",
+        f"/api/v1/datasets/{dataset['id']}/rows",
+    ):
         response = client.get(path, headers=bearer(key))
         assert SECRET not in response.content, path
         assert response.status_code == 404 or response.json()["data"] == [], (path, response.text)

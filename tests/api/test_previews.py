@@ -53,7 +53,7 @@ def rows(client, key, dataset_id, **params):
 
 
 def index_of(settings, dataset) -> object:
-    return (settings.data_dir / "datasets" / f"{dataset['id']}.jsonl.rows")
+    return settings.data_dir / "datasets" / f"{dataset['id']}.jsonl.rows"
 
 
 def test_a_one_row_preview_reads_one_line_not_the_file(client, key, settings, big_dataset, monkeypatch):
@@ -97,11 +97,16 @@ def test_an_index_of_another_file_is_rebuilt_not_trusted(client, key, settings):
 
 
 def test_bom_and_blank_lines_keep_rows_and_lines(client, key):
-    data = b"\xef\xbb\xbf" + jsonl(alpaca_rows(2)) + b"\n  \n" + json.dumps(alpaca_rows(3)[2]).encode()  # no final newline
+    data = (
+        b"\xef\xbb\xbf" + jsonl(alpaca_rows(2)) + b"\n  \n" + json.dumps(alpaca_rows(3)[2]).encode()
+    )  # no final newline
     dataset = upload(client, key, data).json()
     page = rows(client, key, dataset["id"])
     assert [(r["row"], r["line"]) for r in page["data"]] == [(0, 1), (1, 2), (2, 5)]
-    assert page["data"][0]["preview"].startswith("user: Add 0 and 1.") and page["data"][2]["messages"][-1]["content"] == "5"
+    assert (
+        page["data"][0]["preview"].startswith("user: Add 0 and 1.")
+        and page["data"][2]["messages"][-1]["content"] == "5"
+    )
 
 
 def test_deleting_a_dataset_deletes_its_index(client, key, settings):

@@ -40,8 +40,17 @@ def test_environment(monkeypatch, tmp_path):
     assert Settings().embedded
 
 
-@pytest.mark.parametrize("host, required", [("127.0.0.1", False), ("localhost", False), ("::1", False),
-                                            ("127.0.0.5", False), ("0.0.0.0", True), ("192.168.1.4", True)])
+@pytest.mark.parametrize(
+    "host, required",
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("127.0.0.5", False),
+        ("0.0.0.0", True),
+        ("192.168.1.4", True),
+    ],
+)
 def test_auth_auto_depends_on_the_bind(host, required):
     assert Settings(host=host, require_auth="auto").auth_required is required
     assert Settings(host=host, require_auth=True).auth_required is True
@@ -58,8 +67,14 @@ def test_invalid_values():
 EXAMPLE_KEY = "uds-change-me-to-a-long-random-string"
 
 
-@pytest.mark.parametrize("key, reason", [(EXAMPLE_KEY, "placeholder"), ("uds-CHANGEME-" + "x" * 40, "placeholder"),
-                                         ("uds-short-but-twenty-c", "22 characters")])
+@pytest.mark.parametrize(
+    "key, reason",
+    [
+        (EXAMPLE_KEY, "placeholder"),
+        ("uds-CHANGEME-" + "x" * 40, "placeholder"),
+        ("uds-short-but-twenty-c", "22 characters"),
+    ],
+)
 def test_a_placeholder_or_short_bootstrap_key_is_refused_outside_loopback(key, reason, tmp_path):
     from api.main import prepare
     from api.settings import bootstrap_key_problem

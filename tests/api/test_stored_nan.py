@@ -19,8 +19,10 @@ def poisoned_job(client, key, database_url):
     job = create_job(client, key, dataset["id"], metadata={"team": "a"}).json()
     client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(key))
     with session_factory(database_url)() as session:  # as an older version wrote it
-        session.execute(text("UPDATE jobs SET metadata = :raw WHERE id = :id"),
-                        {"raw": '{"team": "a", "score": NaN}', "id": job["id"]})
+        session.execute(
+            text("UPDATE jobs SET metadata = :raw WHERE id = :id"),
+            {"raw": '{"team": "a", "score": NaN}', "id": job["id"]},
+        )
         session.commit()
     return {"job": job, "dataset": dataset}
 

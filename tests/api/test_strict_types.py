@@ -13,14 +13,17 @@ def dataset(client, key):
     return upload(client, key, jsonl(chat_rows(4))).json()
 
 
-@pytest.mark.parametrize("fields, param", [
-    (dict(epochs=True), "epochs"),
-    (dict(budget="0.5"), "budget"),
-    (dict(max_steps="3"), "max_steps"),
-    (dict(seed=1.5), "seed"),
-    (dict(group_by_length="yes"), "group_by_length"),
-    (dict(gradient_checkpointing=1), "gradient_checkpointing"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        (dict(epochs=True), "epochs"),
+        (dict(budget="0.5"), "budget"),
+        (dict(max_steps="3"), "max_steps"),
+        (dict(seed=1.5), "seed"),
+        (dict(group_by_length="yes"), "group_by_length"),
+        (dict(gradient_checkpointing=1), "gradient_checkpointing"),
+    ],
+)
 def test_coercible_but_wrong_types_are_400(client, key, dataset, fields, param):
     response = create_job(client, key, dataset["id"], expect=None, **fields)
     assert response.status_code == 400, response.text

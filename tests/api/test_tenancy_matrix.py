@@ -17,12 +17,23 @@ from tests.utils.factories import bearer, chat_rows, create_job, jsonl, new_tena
 
 # Routes that take no id of an object: what A gets must mention nothing of B's.
 LISTS = {
-    ("GET", "/api/v1/datasets"), ("GET", "/api/v1/jobs"), ("GET", "/api/v1/models"), ("GET", "/api/v1/info"),
-    ("GET", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/models"), ("GET", "/api/v1/webhooks"),
+    ("GET", "/api/v1/datasets"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/models"),
+    ("GET", "/api/v1/info"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/fine_tuning/jobs"),
+    ("GET", "/v1/models"),
+    ("GET", "/api/v1/webhooks"),
 }
 # Routes that create objects of the caller's own tenant: given B's ids they must answer 404 (or not take ids).
-CREATES = {("POST", "/api/v1/datasets"), ("POST", "/v1/files"), ("POST", "/api/v1/jobs"), ("POST", "/v1/fine_tuning/jobs"),
-           ("POST", "/api/v1/webhooks")}
+CREATES = {
+    ("POST", "/api/v1/datasets"),
+    ("POST", "/v1/files"),
+    ("POST", "/api/v1/jobs"),
+    ("POST", "/v1/fine_tuning/jobs"),
+    ("POST", "/api/v1/webhooks"),
+}
 
 
 def api_routes(app) -> list[tuple[str, str]]:
@@ -36,8 +47,9 @@ def api_routes(app) -> list[tuple[str, str]]:
             if path.startswith("/api/v1/") or path.startswith("/v1/"):
                 found += [(method, path) for method in sorted(set(methods) - {"HEAD"})]
     # Cross-check with the OpenAPI document, so a change in FastAPI's internals cannot make this list short.
-    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops
-                  if p.startswith(("/api/v1/", "/v1/"))}
+    documented = {
+        (m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops if p.startswith(("/api/v1/", "/v1/"))
+    }
     normalised = {(m, re.sub(r":path\}", "}", p)) for m, p in found}
     assert documented <= normalised, documented - normalised
     return found
@@ -55,28 +67,72 @@ def make_victim(client, settings, database_url):
     model_name = f"ft:uds-tiny:{tenant_b}:secret:{done['id']}"
     sessions = session_factory(database_url)
     with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == done["id"]).values(
-            status="succeeded", finished_at=utcnow(), adapter_path=f"jobs/{done['id']}/adapter.tar.gz",
-            adapter_bytes=archive.stat().st_size, adapter_sha256="0" * 64, fine_tuned_model=model_name,
-            current_step=1))
-        session.execute(update(Job).where(Job.id == running["id"]).values(status="running", worker_id="w:1:a",
-                                                                           heartbeat_at=utcnow()))
-        session.add(Checkpoint(job_id=done["id"], step=1, path=f"jobs/{done['id']}/checkpoints/step-00000001",
-                               metrics={"loss": 1.0}, created_at=utcnow()))
+        session.execute(
+            update(Job)
+            .where(Job.id == done["id"])
+            .values(
+                status="succeeded",
+                finished_at=utcnow(),
+                adapter_path=f"jobs/{done['id']}/adapter.tar.gz",
+                adapter_bytes=archive.stat().st_size,
+                adapter_sha256="0" * 64,
+                fine_tuned_model=model_name,
+                current_step=1,
+            )
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == running["id"])
+            .values(status="running", worker_id="w:1:a", heartbeat_at=utcnow())
+        )
+        session.add(
+            Checkpoint(
+                job_id=done["id"],
+                step=1,
+                path=f"jobs/{done['id']}/checkpoints/step-00000001",
+                metrics={"loss": 1.0},
+                created_at=utcnow(),
+            )
+        )
         # A merged export and a try-it generation of B's finished job (issue 14), as a worker leaves them.
         export_id, generation_id = "export-" + secrets.token_hex(12), "gen-" + secrets.token_hex(12)
-        for task_id, kind, params in ((export_id, "export", {"kind": "merged"}), (generation_id, "generate", {
-                "messages": [{"role": "user", "content": "secret prompt"}], "max_new_tokens": 4, "temperature": 0})):
-            session.add(JobTask(id=task_id, tenant_id=session.get(Job, done["id"]).tenant_id, job_id=done["id"],
-                                kind=kind, status="running", params=params, cancel_requested=False, created_at=utcnow()))
+        for task_id, kind, params in (
+            (export_id, "export", {"kind": "merged"}),
+            (
+                generation_id,
+                "generate",
+                {"messages": [{"role": "user", "content": "secret prompt"}], "max_new_tokens": 4, "temperature": 0},
+            ),
+        ):
+            session.add(
+                JobTask(
+                    id=task_id,
+                    tenant_id=session.get(Job, done["id"]).tenant_id,
+                    job_id=done["id"],
+                    kind=kind,
+                    status="running",
+                    params=params,
+                    cancel_requested=False,
+                    created_at=utcnow(),
+                )
+            )
     webhook = client.post("/api/v1/webhooks", headers=bearer(key_b), json={"url": "http://127.0.0.1:9/b-secret-hook"})
     assert webhook.status_code == 201, webhook.text
     files = client.get("/v1/files", headers=bearer(key_b)).json()["data"]
     result_files = [f["id"] for f in files if f["purpose"] != "fine-tune"]
     assert result_files  # the succeeded job's metrics CSV and adapter, as OpenAI result files
-    return {"key": key_b, "tenant": tenant_b, "dataset": dataset["id"], "done": done["id"],
-            "running": running["id"], "model": model_name, "result_files": result_files,
-            "export": export_id, "generation": generation_id, "webhook": webhook.json()["id"]}
+    return {
+        "key": key_b,
+        "tenant": tenant_b,
+        "dataset": dataset["id"],
+        "done": done["id"],
+        "running": running["id"],
+        "model": model_name,
+        "result_files": result_files,
+        "export": export_id,
+        "generation": generation_id,
+        "webhook": webhook.json()["id"],
+    }
 
 
 def check_unknown_file(client, method, path, headers, body, victim_id) -> None:
@@ -86,8 +142,9 @@ def check_unknown_file(client, method, path, headers, body, victim_id) -> None:
     assert response.status_code == (404 if path.startswith("/api/") else 400), (method, path, response.text)
     assert response.json()["error"]["code"] in ("dataset_not_found", "file_not_found"), response.text
     never = "file-" + "0" * 24
-    other = client.request(method, path, headers=headers,
-                           json={k: (never if v == victim_id else v) for k, v in body.items()})
+    other = client.request(
+        method, path, headers=headers, json={k: (never if v == victim_id else v) for k, v in body.items()}
+    )
     assert other.status_code == response.status_code
     assert other.json()["error"]["message"] == response.json()["error"]["message"].replace(victim_id, never)
 
@@ -100,9 +157,22 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     b = make_victim(client, settings, database_url)
     _, key_a = new_tenant_key(database_url)
     a = bearer(key_a)
-    own = upload(client, key_a, jsonl(chat_rows(4))).json()  # A has things of its own, so its lists are not trivially empty
-    secrets = [b["dataset"], b["done"], b["running"], b["model"], b["tenant"], *b["result_files"], b["export"],
-               b["generation"], "secret prompt", b["webhook"], "b-secret-hook"]
+    own = upload(
+        client, key_a, jsonl(chat_rows(4))
+    ).json()  # A has things of its own, so its lists are not trivially empty
+    secrets = [
+        b["dataset"],
+        b["done"],
+        b["running"],
+        b["model"],
+        b["tenant"],
+        *b["result_files"],
+        b["export"],
+        b["generation"],
+        "secret prompt",
+        b["webhook"],
+        "b-secret-hook",
+    ]
 
     routes = api_routes(client.app)
     assert len(routes) >= 25, routes
@@ -116,8 +186,11 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
                 assert not any(s in response.text for s in secrets), (method, path, response.text)
             elif (method, path) in CREATES:
                 if path.endswith("jobs"):
-                    body = {"dataset_id": b["dataset"], "model": "uds-tiny"} if path.startswith("/api") else \
-                        {"training_file": b["dataset"], "model": "uds-tiny"}
+                    body = (
+                        {"dataset_id": b["dataset"], "model": "uds-tiny"}
+                        if path.startswith("/api")
+                        else {"training_file": b["dataset"], "model": "uds-tiny"}
+                    )
                     check_unknown_file(client, method, path, a, body, b["dataset"])
                     # B's dataset as the evaluation file of A's own job: 404 too.
                     body["validation_file" if path.startswith("/v1") else "eval_dataset_id"] = b["dataset"]
@@ -129,9 +202,13 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
             continue
         # Every id a route takes, set to each of B's objects of that kind.
         candidates = {
-            "dataset_id": [b["dataset"]], "file_id": [b["dataset"], *b["result_files"]],
-            "job_id": [b["done"], b["running"]], "model_id": [b["model"]],
-            "export_id": [b["export"]], "generation_id": [b["generation"]], "webhook_id": [b["webhook"]],
+            "dataset_id": [b["dataset"]],
+            "file_id": [b["dataset"], *b["result_files"]],
+            "job_id": [b["done"], b["running"]],
+            "model_id": [b["model"]],
+            "export_id": [b["export"]],
+            "generation_id": [b["generation"]],
+            "webhook_id": [b["webhook"]],
         }
         if not params <= set(candidates):
             unclassified.append((method, path))
@@ -142,9 +219,15 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
             assert response.status_code == 404, (method, path, value, response.text)
             assert not any(s in response.text for s in secrets if s not in value), (method, path, response.text)
             # Indistinguishable from an id that never existed (no existence oracle).
-            never = {"dataset_id": "file-" + "0" * 24, "file_id": "file-" + "0" * 24, "job_id": "ftjob-" + "0" * 24,
-                     "model_id": "ft:uds-tiny:x:y:ftjob-" + "0" * 24, "export_id": "export-" + "0" * 24,
-                     "generation_id": "gen-" + "0" * 24, "webhook_id": "wh_" + "0" * 24}[param]
+            never = {
+                "dataset_id": "file-" + "0" * 24,
+                "file_id": "file-" + "0" * 24,
+                "job_id": "ftjob-" + "0" * 24,
+                "model_id": "ft:uds-tiny:x:y:ftjob-" + "0" * 24,
+                "export_id": "export-" + "0" * 24,
+                "generation_id": "gen-" + "0" * 24,
+                "webhook_id": "wh_" + "0" * 24,
+            }[param]
             other = client.request(method, fill(path, {param: never}), headers=a)
             assert other.status_code == 404 and other.json()["error"]["code"] == response.json()["error"]["code"]
     assert not unclassified, f"routes missing from the tenancy matrix: {unclassified}"

@@ -26,9 +26,15 @@ from worker.webhooks import backoff_seconds, deliver_due
 @pytest.fixture
 def settings(settings):
     # Tests send to 127.0.0.1; retries after 50 ms so a retry needs no long wait.
-    return settings.model_copy(update={"allow_private_targets": True, "webhook_retry_base_seconds": 0.05,
-                                       "webhook_retry_max_seconds": 0.2, "webhook_max_attempts": 3,
-                                       "webhook_timeout_seconds": 5})
+    return settings.model_copy(
+        update={
+            "allow_private_targets": True,
+            "webhook_retry_base_seconds": 0.05,
+            "webhook_retry_max_seconds": 0.2,
+            "webhook_max_attempts": 3,
+            "webhook_timeout_seconds": 5,
+        }
+    )
 
 
 class Receiver:
@@ -124,19 +130,35 @@ def test_create_shows_the_secret_once_then_list_get_delete(client, tenant):
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "webhook_not_found"
 
 
-@pytest.mark.parametrize("url, words", [
-    ("ftp://example.com/h", "scheme must be http or https"), ("file:///etc/passwd", "scheme"),
-    ("javascript:alert(1)", "scheme"), ("http:///nohost", "no host"), ("http://example.com:99999/", "valid URL"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("ftp://example.com/h", "scheme must be http or https"),
+        ("file:///etc/passwd", "scheme"),
+        ("javascript:alert(1)", "scheme"),
+        ("http:///nohost", "no host"),
+        ("http://example.com:99999/", "valid URL"),
+    ],
+)
 def test_non_http_urls_are_refused(client, tenant, url, words):
     response = client.post("/api/v1/webhooks", headers=bearer(tenant[0]), json={"url": url})
     assert response.status_code == 400 and response.json()["error"]["param"] == "url", response.text
     assert words in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/h", "http://localhost/h", "http://10.1.2.3/h",
-                                 "http://169.254.169.254/latest/meta-data", "http://[::1]/h",
-                                 "http://[::ffff:127.0.0.1]/h", "http://192.168.0.1/h", "http://0.0.0.0/h"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/h",
+        "http://localhost/h",
+        "http://10.1.2.3/h",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/h",
+        "http://[::ffff:127.0.0.1]/h",
+        "http://192.168.0.1/h",
+        "http://0.0.0.0/h",
+    ],
+)
 def test_private_targets_are_refused_on_a_shared_deployment(database_url, settings, url):
     from fastapi.testclient import TestClient
 
@@ -152,8 +174,11 @@ def test_private_targets_are_refused_on_a_shared_deployment(database_url, settin
 
 
 def test_bad_events_and_unknown_fields_are_400(client, tenant):
-    for body in ({"url": "https://example.com", "events": ["job.exploded"]}, {"url": "https://example.com",
-                 "events": []}, {"url": "https://example.com", "secret": "mine"}):
+    for body in (
+        {"url": "https://example.com", "events": ["job.exploded"]},
+        {"url": "https://example.com", "events": []},
+        {"url": "https://example.com", "secret": "mine"},
+    ):
         assert client.post("/api/v1/webhooks", headers=bearer(tenant[0]), json=body).status_code == 400
 
 
@@ -174,8 +199,9 @@ def test_a_cancelled_job_is_delivered_signed_once(client, settings, tenant, rece
     assert event["data"]["status"] == "cancelled"
 
     log = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=bearer(key)).json()["data"]
-    assert [(d["id"], d["status"], d["attempts"], d["last_status_code"]) for d in log] == \
-        [(headers["webhook-id"], "delivered", 1, 200)]
+    assert [(d["id"], d["status"], d["attempts"], d["last_status_code"]) for d in log] == [
+        (headers["webhook-id"], "delivered", 1, 200)
+    ]
     deliver_due(settings, httpx.Client())
     assert len(r.requests) == 1  # delivered once: nothing left to send
 
@@ -218,17 +244,19 @@ def test_a_receiver_that_never_answers_fails_after_the_last_attempt(client, sett
 def test_only_subscribed_events_are_recorded(client, settings, tenant, receiver):
     key, dataset = tenant
     r = receiver()
-    running = client.post("/api/v1/webhooks", headers=bearer(key),
-                          json={"url": r.url, "events": ["job.running"]}).json()
+    running = client.post(
+        "/api/v1/webhooks", headers=bearer(key), json={"url": r.url, "events": ["job.running"]}
+    ).json()
     final = client.post("/api/v1/webhooks", headers=bearer(key), json={"url": r.url}).json()
     job = create_job(client, key, dataset).json()
     with session_factory(settings.sqlalchemy_url).begin() as session:
         session.execute(update(Job).where(Job.id == job["id"]).values(status="running"))
         add_event(session, job["id"], "status", "Running.", data={"status": "running"})
     finish_job(settings.sqlalchemy_url, job["id"], "succeeded")
-    deliveries = {h: [d["event"] for d in client.get(f"/api/v1/webhooks/{h}/deliveries",
-                                                      headers=bearer(key)).json()["data"]]
-                  for h in (running["id"], final["id"])}
+    deliveries = {
+        h: [d["event"] for d in client.get(f"/api/v1/webhooks/{h}/deliveries", headers=bearer(key)).json()["data"]]
+        for h in (running["id"], final["id"])
+    }
     assert deliveries == {running["id"]: ["job.running"], final["id"]: ["job.succeeded"]}  # none for queued
     deliver_until(settings, lambda: len(r.requests) == 2)
 

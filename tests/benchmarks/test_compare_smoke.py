@@ -10,12 +10,34 @@ import pytest
 
 from benchmarks.quality import base, compare, manpages
 
-TINY = ["--vocab", "400", "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--ffn", "64",
-        "--steps", "4", "--batch", "2", "--seq-len", "32", "--corpus-scale", "0.005"]
+TINY = [
+    "--vocab",
+    "400",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--kv-heads",
+    "1",
+    "--ffn",
+    "64",
+    "--steps",
+    "4",
+    "--batch",
+    "2",
+    "--seq-len",
+    "32",
+    "--corpus-scale",
+    "0.005",
+]
 
 
 def _spec() -> base.BaseSpec:
-    return base.BaseSpec(vocab=400, hidden=32, layers=1, heads=2, kv_heads=1, ffn=64, steps=4, batch=2, seq_len=32, corpus_scale=0.005)
+    return base.BaseSpec(
+        vocab=400, hidden=32, layers=1, heads=2, kv_heads=1, ffn=64, steps=4, batch=2, seq_len=32, corpus_scale=0.005
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +78,36 @@ def test_user_data_through_the_comparison_with_paired_statistics(built, tmp_path
     manpages.write(data, n_train=24, n_eval=3)
     out = tmp_path / "out"
     cache = built[0].parent
-    argv = ["--train", str(data / "train.jsonl"), "--eval", str(data / "eval.jsonl"), "--kinds", str(data / "train_meta.jsonl"),
-            "--seeds", "2", "--methods", "uds", "random", "--budgets", "0.25", "--cost-vocab", "1024", "--cost-rows", "16",
-            "--data-dir", str(cache), "--out", str(out), "--no-progress", *TINY]
+    argv = [
+        "--train",
+        str(data / "train.jsonl"),
+        "--eval",
+        str(data / "eval.jsonl"),
+        "--kinds",
+        str(data / "train_meta.jsonl"),
+        "--seeds",
+        "2",
+        "--methods",
+        "uds",
+        "random",
+        "--budgets",
+        "0.25",
+        "--cost-vocab",
+        "1024",
+        "--cost-rows",
+        "16",
+        "--data-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "--no-progress",
+        *TINY,
+    ]
     assert compare.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == sorted((m, s) for m in ("full", "uds", "random") for s in (0, 1))
+    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == sorted(
+        (m, s) for m in ("full", "uds", "random") for s in (0, 1)
+    )
     assert results["cost"][0]["vocab"] == 1024 and "uds@0.25" in results["cost"][0]["timings"]
     report = (out / "report.md").read_text()
     assert "| uds | 25.0% | random | held-out answer loss |" in report

@@ -14,12 +14,23 @@ METHODS = [("full", 1.0), ("uds", 0.125), ("random", 0.25), ("max_loss", 0.125),
 
 
 def _seen(model: str, data: str, out, method: str, budget: float, seed: int):
-    config = TrainConfig(model=model, dataset_path=data, output_dir=str(out / f"{method}-{budget}-{seed}"), method=method, budget=budget,
-                         seed=seed, device="cpu", epochs=2, max_seq_len=64)
+    config = TrainConfig(
+        model=model,
+        dataset_path=data,
+        output_dir=str(out / f"{method}-{budget}-{seed}"),
+        method=method,
+        budget=budget,
+        seed=seed,
+        device="cpu",
+        epochs=2,
+        max_seq_len=64,
+    )
     run = trainer._setup(config, None)
     lora = {name: p.detach().clone() for name, p in run.model.named_parameters() if "lora_" in name}
     # The candidates of every step, in order, as the loop draws them (step_groups is what _step uses).
-    order = [row for step in range(1, run.total_steps + 1) for group in trainer.step_groups(run, step)[1] for row in group]
+    order = [
+        row for step in range(1, run.total_steps + 1) for group in trainer.step_groups(run, step)[1] for row in group
+    ]
     return lora, order
 
 

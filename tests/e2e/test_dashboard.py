@@ -29,8 +29,14 @@ from tests.utils.service import REPO, Server, child_env, free_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("UDS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 WIDE, NARROW = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 # The first job is long enough (tens of steps at 0.1-0.8 s each on a 2-core CPU) that the 2 s polling sees it
@@ -46,8 +52,11 @@ def browser():
     except ImportError as exc:  # pragma: no cover - the dev extra installs it
         pytest.fail(f"playwright is not installed ({exc}); install the dev extra", pytrace=False)
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium) or set "
-                    "UDS_CHROMIUM; browser tests fail rather than skip without it", pytrace=False)
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium) or set "
+            "UDS_CHROMIUM; browser tests fail rather than skip without it",
+            pytrace=False,
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
@@ -56,8 +65,11 @@ def browser():
 
 def _start_server(tmp_path_factory, name: str, **env) -> Server:
     data = tmp_path_factory.mktemp(name)
-    server = Server(free_port(), child_env(UDS_DATA_DIR=str(data / "data"), UDS_METRICS_FLUSH_SECONDS="0.5", **env),
-                    data / "server.log")
+    server = Server(
+        free_port(),
+        child_env(UDS_DATA_DIR=str(data / "data"), UDS_METRICS_FLUSH_SECONDS="0.5", **env),
+        data / "server.log",
+    )
     server.wait_ready()
     return server
 
@@ -170,15 +182,24 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     assert page.locator("#f-alpha").input_value() == "paper" and page.locator("#f-group_by_length").is_checked()
     # The paper's recipe fills the form with the official script's settings; none restores the defaults.
     page.select_option("#f-recipe", "paper")
-    assert page.locator("#f-candidate_batch_size").input_value() == "4" and page.locator("#f-budget").input_value() == "25"
+    assert (
+        page.locator("#f-candidate_batch_size").input_value() == "4" and page.locator("#f-budget").input_value() == "25"
+    )
     assert page.locator("#budget-help").inner_text().startswith("Trains on k = 1 of every 4")
     page.select_option("#f-recipe", "")
     assert page.locator("#f-candidate_batch_size").input_value() == "8"
     page.fill("#f-name", "uds-e2e")
     page.select_option("#f-method", "uds")
     page.fill("#f-budget", "25")
-    for field, value in {"candidate_batch_size": "8", "max_steps": str(STEPS), "max_seq_len": "128",
-                         "micro_batch_size": "2", "lora_r": "4", "lora_alpha": "8", "learning_rate": "0.001"}.items():
+    for field, value in {
+        "candidate_batch_size": "8",
+        "max_steps": str(STEPS),
+        "max_seq_len": "128",
+        "micro_batch_size": "2",
+        "lora_r": "4",
+        "lora_alpha": "8",
+        "learning_rate": "0.001",
+    }.items():
         page.fill(f"#f-{field}", value)
     assert page.locator("#budget-help").inner_text().startswith("Trains on k = 2 of every 8")
     # 64 rows are 8 groups of 8: at least 4 steps an epoch, so 2 groups a step.
@@ -198,7 +219,11 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
         points = int(loss_chart.get_attribute("data-points"))
         if not seen or seen[-1] != (status, points):
             seen.append((status, points))
-            if status == "running" and 0 < points < STEPS and not any(s == "running" and 0 < p < STEPS for s, p in seen[:-1]):
+            if (
+                status == "running"
+                and 0 < points < STEPS
+                and not any(s == "running" and 0 < p < STEPS for s, p in seen[:-1])
+            ):
                 shot(page, "03-job-running")  # the first part-finished view
         if status in TERMINAL:
             break
@@ -238,7 +263,9 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     events = page.locator("ol.events li")
     events.first.wait_for()
     assert events.count() >= 3
-    assert "Succeeded" in page.locator("ol.events").inner_text() or "succeeded" in page.locator("ol.events").inner_text()
+    assert (
+        "Succeeded" in page.locator("ol.events").inner_text() or "succeeded" in page.locator("ol.events").inner_text()
+    )
 
     # What it trained on: selected rows with previews and scores, paginated; skipped; most picked; a full row.
     page.get_by_role("tab", name="Events").press("ArrowLeft")  # keyboard: the tab before Events
@@ -334,9 +361,20 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     both_widths(page, "09-dataset-rows")
 
     # Cancel a running job from its page.
-    long_job = api.post("/api/v1/jobs", json={"dataset_id": dataset_id, "model": "uds-tiny", "name": "to-cancel",
-                                              "candidate_batch_size": 8, "budget": 0.25, "max_steps": 5000,
-                                              "max_seq_len": 64, "micro_batch_size": 2, "lora_r": 4}).json()
+    long_job = api.post(
+        "/api/v1/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "model": "uds-tiny",
+            "name": "to-cancel",
+            "candidate_batch_size": 8,
+            "budget": 0.25,
+            "max_steps": 5000,
+            "max_seq_len": 64,
+            "micro_batch_size": 2,
+            "lora_r": 4,
+        },
+    ).json()
     page.goto(f"{server.url}/#/jobs/{long_job['id']}")
     wait_status(page, ("running",), timeout=60)
     page.click("#cancel-job")
@@ -348,8 +386,14 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     # A failed job shows its error readably (the API's shape, served for this job by the browser's router:
     # making a real job fail on purpose would take a broken model or disk).
     job = api.get(f"/api/v1/jobs/{long_job['id']}").json()
-    job.update(status="failed", error={"code": "out_of_memory", "param": None,
-                                       "message": "CUDA out of memory at step 7 (tried to allocate 2.1 GiB)."})
+    job.update(
+        status="failed",
+        error={
+            "code": "out_of_memory",
+            "param": None,
+            "message": "CUDA out of memory at step 7 (tried to allocate 2.1 GiB).",
+        },
+    )
     page.route(f"**/api/v1/jobs/{long_job['id']}", lambda route: route.fulfill(json=job))
     page.reload()
     error_box = page.locator("#job-error")
@@ -361,8 +405,9 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
 
 def test_bad_dataset_shows_line_numbered_problems(server, page, tmp_path):
     # A good dataset exists (whatever ran before), so the form's own checks pass and the server's are reached.
-    httpx.post(server.url + "/api/v1/datasets", files={"file": ("small.jsonl", jsonl(chat_rows(12)))},
-               timeout=30).raise_for_status()
+    httpx.post(
+        server.url + "/api/v1/datasets", files={"file": ("small.jsonl", jsonl(chat_rows(12)))}, timeout=30
+    ).raise_for_status()
     page.goto(server.url + "/#/new")
     page.locator("#f-file").wait_for()
     before = page.locator("#f-dataset_id option").count()
@@ -420,7 +465,10 @@ def test_api_key_is_asked_once_and_kept(browser, tmp_path_factory):
 def test_static_files_have_types_and_cache_headers(server):
     index = httpx.get(server.url + "/")
     assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
-    assert index.headers["cache-control"] == "no-cache" and "default-src 'self'" in index.headers["content-security-policy"]
+    assert (
+        index.headers["cache-control"] == "no-cache"
+        and "default-src 'self'" in index.headers["content-security-policy"]
+    )
     again = httpx.get(server.url + "/", headers={"If-None-Match": index.headers["etag"]})
     assert again.status_code == 304
     js = httpx.get(server.url + "/static/js/app.js")

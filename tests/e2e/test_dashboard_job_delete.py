@@ -23,10 +23,14 @@ def server(tmp_path_factory):
 
 
 def new_job(server, name: str, metadata: dict | None = None, cancel: bool = True) -> dict:
-    dataset = httpx.post(f"{server.url}/api/v1/datasets", files={"file": ("train.jsonl", jsonl(chat_rows(12)))},
-                         timeout=30).json()
-    response = httpx.post(f"{server.url}/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny",
-                                                             "name": name, "metadata": metadata}, timeout=30)
+    dataset = httpx.post(
+        f"{server.url}/api/v1/datasets", files={"file": ("train.jsonl", jsonl(chat_rows(12)))}, timeout=30
+    ).json()
+    response = httpx.post(
+        f"{server.url}/api/v1/jobs",
+        json={"dataset_id": dataset["id"], "model": "uds-tiny", "name": name, "metadata": metadata},
+        timeout=30,
+    )
     assert response.status_code == 201, response.text
     job = response.json()
     if cancel:
@@ -43,8 +47,12 @@ def test_a_finished_job_is_deleted_after_confirmation(server, page):
     button.wait_for()
     assert page.locator(f"[data-job-id='{queued['id']}']").count() == 1
     assert page.locator(f"[data-delete-job='{queued['id']}']").count() == 0  # unfinished: cancel it first
-    asked = delete_after_confirmation(page, button, f"{server.url}/api/v1/jobs/{done['id']}",
-                                      f"!document.querySelector(\"[data-job-id='{done['id']}']\")")
+    asked = delete_after_confirmation(
+        page,
+        button,
+        f"{server.url}/api/v1/jobs/{done['id']}",
+        f"!document.querySelector(\"[data-job-id='{done['id']}']\")",
+    )
     assert "to delete" in asked and "cannot be undone" in asked
     assert page.locator(f"[data-job-id='{queued['id']}']").count() == 1
     httpx.post(f"{server.url}/api/v1/jobs/{queued['id']}/cancel", timeout=30)
@@ -58,8 +66,11 @@ def test_the_metadata_filter_narrows_the_list(server, page):
     page.fill("#metadata-filter", "team=a")
     page.press("#metadata-filter", "Enter")
     # The filtered page is rendered (a's row) and b is not on it; the view re-renders from "Loading jobs" first.
-    wait_js(page, f"document.querySelector(\"[data-job-id='{a['id']}']\") && "
-                  f"!document.querySelector(\"[data-job-id='{b['id']}']\")")
+    wait_js(
+        page,
+        f"document.querySelector(\"[data-job-id='{a['id']}']\") && "
+        f"!document.querySelector(\"[data-job-id='{b['id']}']\")",
+    )
     assert page.locator("tr[data-job-id]").evaluate_all("rows => rows.map((r) => r.dataset.jobId)") == [a["id"]]
     assert "metadata=team%3Da" in page.evaluate("location.hash")
     page.reload()  # the filter lives in the address: a reload or a shared link keeps it

@@ -36,15 +36,18 @@ def server(tmp_path_factory, tiny_model_dir):
 
 
 def uds(server, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], env=server.env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=server.env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def submit(server, key: str, name: str) -> str:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=60)
-    data = client.files.create(file=("train.jsonl", to_jsonl(make_rows(16, task="reverse", seed=2))), purpose="fine-tune")
+    data = client.files.create(
+        file=("train.jsonl", to_jsonl(make_rows(16, task="reverse", seed=2))), purpose="fine-tune"
+    )
     return client.fine_tuning.jobs.create(model="uds-tiny", training_file=data.id, suffix=name, extra_body=SETTINGS).id
 
 

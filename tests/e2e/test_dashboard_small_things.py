@@ -54,16 +54,28 @@ def test_a_dataset_is_deleted_after_confirmation(server, page):
     page.goto(f"{server.url}/#/datasets")
     button = page.locator(f"[data-delete='{dataset['id']}']")
     button.wait_for()
-    asked = delete_after_confirmation(page, button, f"{server.url}/api/v1/datasets/{dataset['id']}",
-                                      f"!document.querySelector(\"[data-delete='{dataset['id']}']\")")
+    asked = delete_after_confirmation(
+        page,
+        button,
+        f"{server.url}/api/v1/datasets/{dataset['id']}",
+        f"!document.querySelector(\"[data-delete='{dataset['id']}']\")",
+    )
     assert "to-delete.jsonl" in asked and "cannot be undone" in asked
 
 
 def test_a_jobs_metadata_shows_on_its_page(server, page):
     dataset = upload_dataset(server)
-    response = httpx.post(f"{server.url}/api/v1/jobs", json={
-        "dataset_id": dataset["id"], "model": "uds-tiny", "budget": 0.5, "max_steps": 1,
-        "metadata": {"team": "nlp", "experiment": "e-7"}}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/api/v1/jobs",
+        json={
+            "dataset_id": dataset["id"],
+            "model": "uds-tiny",
+            "budget": 0.5,
+            "max_steps": 1,
+            "metadata": {"team": "nlp", "experiment": "e-7"},
+        },
+        timeout=30,
+    )
     assert response.status_code == 201, response.text
     page.goto(f"{server.url}/#/jobs/{response.json()['id']}")
     page.locator("#job-metadata").wait_for()

@@ -30,8 +30,12 @@ def release(tmp_path_factory):
 def server(tmp_path_factory, release):
     data = tmp_path_factory.mktemp("tryit")
     preload = f"import tests.utils.hold as h; h.install_generation_hold({str(release)!r})"
-    server = Server(free_port(), child_env(UDS_DATA_DIR=str(data / "data"), UDS_METRICS_FLUSH_SECONDS="0.5"),
-                    data / "server.log", preload=preload)
+    server = Server(
+        free_port(),
+        child_env(UDS_DATA_DIR=str(data / "data"), UDS_METRICS_FLUSH_SECONDS="0.5"),
+        data / "server.log",
+        preload=preload,
+    )
     server.wait_ready()
     yield server
     server.stop()
@@ -42,8 +46,10 @@ def server(tmp_path_factory, release):
 def job(server):
     api = server.url + "/api/v1"
     dataset = httpx.post(f"{api}/datasets", files={"file": ("t.jsonl", jsonl(chat_rows(16)))}).json()["id"]
-    job = httpx.post(f"{api}/jobs", json={"dataset_id": dataset, "model": "uds-tiny", **TINY_JOB, "max_steps": 2,
-                                          "checkpoint_every": 2}).json()
+    job = httpx.post(
+        f"{api}/jobs",
+        json={"dataset_id": dataset, "model": "uds-tiny", **TINY_JOB, "max_steps": 2, "checkpoint_every": 2},
+    ).json()
     deadline = time.monotonic() + 180
     while (job := httpx.get(f"{api}/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed", "cancelled"):
         assert time.monotonic() < deadline, job
@@ -56,9 +62,12 @@ def generate_and_wait(page, wanted="succeeded"):
     """Press Generate and wait until the new generation (not the one shown before) reaches `wanted`."""
     before = page.get_attribute("#tryit-status", "data-id") or ""
     page.click("#tryit-generate")
-    page.wait_for_function("([before, wanted]) => { const s = document.querySelector('#tryit-status');"
-                           " return s.dataset.id && s.dataset.id !== before && s.dataset.status === wanted; }",
-                           arg=[before, wanted], timeout=120_000)
+    page.wait_for_function(
+        "([before, wanted]) => { const s = document.querySelector('#tryit-status');"
+        " return s.dataset.id && s.dataset.id !== before && s.dataset.status === wanted; }",
+        arg=[before, wanted],
+        timeout=120_000,
+    )
     return page.get_attribute("#tryit-status", "data-id")
 
 
@@ -83,7 +92,10 @@ def test_try_it_answers_side_by_side_and_cancels(server, job, page, release):
     page.fill("#tryit-turns .tryit-turn >> nth=1 >> textarea", "Copy: xyz")
     chat_id = generate_and_wait(page)
     chat = httpx.get(f"{server.url}/api/v1/generations/{chat_id}").json()
-    assert chat["messages"] == [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Copy: xyz"}]
+    assert chat["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Copy: xyz"},
+    ]
     assert chat["fine_tuned"] is not None and chat["base"] is not None
 
     # Cancel: the generation is held running at its first token until the Cancel button stops it.

@@ -26,8 +26,16 @@ pytestmark = [pytest.mark.slow]
 STEPS = 6
 TERMINAL = ("succeeded", "failed", "cancelled")
 UDS_SETTINGS = {  # a few real steps of uds-tiny: seconds
-    "selection_method": "uds", "budget": 0.25, "max_steps": STEPS, "max_seq_len": 64, "micro_batch_size": 2,
-    "lora_r": 4, "lora_alpha": 8, "checkpoint_every": 3, "warmup_ratio": 0.0, "eval_every": 3,
+    "selection_method": "uds",
+    "budget": 0.25,
+    "max_steps": STEPS,
+    "max_seq_len": 64,
+    "micro_batch_size": 2,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "checkpoint_every": 3,
+    "warmup_ratio": 0.0,
+    "eval_every": 3,
     "eval_max_new_tokens": 4,
 }
 HYPERPARAMETERS = {"n_epochs": "auto", "batch_size": 8, "learning_rate_multiplier": 6}
@@ -38,10 +46,18 @@ def server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("openai")
     with_tiny_model(root / "data", tiny_model_dir)  # the session's uds-tiny, not built again
     key = "uds-" + secrets.token_urlsafe(24)
-    server = Server(free_port(), child_env(UDS_DATA_DIR=str(root / "data"), UDS_REQUIRE_AUTH="true",
-                                           UDS_BOOTSTRAP_API_KEY=key, UDS_BOOTSTRAP_TENANT="acme",
-                                           UDS_MIN_EXAMPLES="4", UDS_METRICS_FLUSH_SECONDS="0.5"),
-                    root / "server.log")
+    server = Server(
+        free_port(),
+        child_env(
+            UDS_DATA_DIR=str(root / "data"),
+            UDS_REQUIRE_AUTH="true",
+            UDS_BOOTSTRAP_API_KEY=key,
+            UDS_BOOTSTRAP_TENANT="acme",
+            UDS_MIN_EXAMPLES="4",
+            UDS_METRICS_FLUSH_SECONDS="0.5",
+        ),
+        root / "server.log",
+    )
     server.wait_ready()
     server.key = key
     yield server
@@ -86,12 +102,17 @@ def all_events(client, job_id: str, limit: int) -> list:
 def test_fine_tune_with_the_openai_client(client, server, training_file, tiny_model_dir, tmp_path):
     assert training_file.id.startswith("file-") and training_file.purpose == "fine-tune"
     assert training_file.status == "processed" and training_file.bytes > 0
-    validation = client.files.create(file=("valid.jsonl", jsonl(make_rows(4, task="reverse", seed=2))),
-                                     purpose="fine-tune")
+    validation = client.files.create(
+        file=("valid.jsonl", jsonl(make_rows(4, task="reverse", seed=2))), purpose="fine-tune"
+    )
 
     job = client.fine_tuning.jobs.create(
-        model="uds-tiny", training_file=training_file.id, validation_file=validation.id, suffix="reverser",
-        seed=7, metadata={"team": "search"},
+        model="uds-tiny",
+        training_file=training_file.id,
+        validation_file=validation.id,
+        suffix="reverser",
+        seed=7,
+        metadata={"team": "search"},
         method={"type": "supervised", "supervised": {"hyperparameters": HYPERPARAMETERS}},
         extra_body=UDS_SETTINGS,
     )
@@ -105,7 +126,9 @@ def test_fine_tune_with_the_openai_client(client, server, training_file, tiny_mo
     for name, value in UDS_SETTINGS.items():  # echoed back, resolved
         assert getattr(job, name) == value, name
     # batch_size is the examples trained per optimizer step; the selection group stays TrainConfig's 8.
-    assert job.train_batch_size == 8 and job.candidate_batch_size == 8 and job.learning_rate == pytest.approx(6 * 1.5e-4)
+    assert (
+        job.train_batch_size == 8 and job.candidate_batch_size == 8 and job.learning_rate == pytest.approx(6 * 1.5e-4)
+    )
 
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
@@ -220,8 +243,9 @@ def test_cancel_queued_and_running_jobs_and_list_with_limit_and_after(client, tr
             break
         after = page.data[-1].id
     assert ids == [j.id for j in everything.data] == [j.id for j in client.fine_tuning.jobs.list(limit=2)]
-    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "search"})] == \
-        [j.id for j in everything.data if j.metadata == {"team": "search"}]
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "search"})] == [
+        j.id for j in everything.data if j.metadata == {"team": "search"}
+    ]
 
 
 def test_failures_raise_the_matching_client_errors(client, server, training_file):

@@ -40,10 +40,20 @@ def stack(tmp_path_factory, tiny_model_dir):
     data_dir = with_tiny_model(tmp_path_factory.mktemp("distributed-data"), tiny_model_dir)
     logs = tmp_path_factory.mktemp("distributed-logs")
     with fresh_postgres_database("uds_e2e") as database_url:
-        env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=redis_url, UDS_QUEUE=queue,
-                        UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY, UDS_BOOTSTRAP_TENANT="e2e",
-                        UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8", UDS_HEARTBEAT_SECONDS="1",
-                        UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.5", UDS_DEVICE="cpu")
+        env = child_env(
+            UDS_DATABASE_URL=database_url,
+            UDS_BROKER_URL=redis_url,
+            UDS_QUEUE=queue,
+            UDS_DATA_DIR=str(data_dir),
+            UDS_BOOTSTRAP_API_KEY=KEY,
+            UDS_BOOTSTRAP_TENANT="e2e",
+            UDS_REQUIRE_AUTH="true",
+            UDS_MIN_EXAMPLES="8",
+            UDS_HEARTBEAT_SECONDS="1",
+            UDS_STALE_AFTER_SECONDS="30",
+            UDS_METRICS_FLUSH_SECONDS="0.5",
+            UDS_DEVICE="cpu",
+        )
         server = Server(free_port(), env, logs / "api.log")
         hold = StepHold(logs, step=1, engaged=False)  # engaged by a test that needs jobs to wait after step 1
         workers = [Worker(env, logs / f"worker{i}.log", queue, f"w{i}@%h", preload=hold.preload) for i in (1, 2)]
@@ -53,8 +63,7 @@ def stack(tmp_path_factory, tiny_model_dir):
             def logs_tail():
                 return "\n".join(f"--- {p.log_path.name}\n{p.log(3000)}" for p in (server, *workers))
 
-            yield {"url": server.url, "database_url": database_url, "logs": logs_tail, "workers": workers,
-                   "hold": hold}
+            yield {"url": server.url, "database_url": database_url, "logs": logs_tail, "workers": workers, "hold": hold}
         finally:
             for process in (*workers, server):
                 process.stop()
@@ -91,7 +100,9 @@ def test_flow_on_postgres_redis_and_celery(stack, dataset_file, tiny_model_dir, 
         created = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **TINY_JOB})
         assert created.status_code == 201, created.text
         job = poll_job(client, created.json()["id"], {"succeeded"}, timeout=300, on_timeout=stack["logs"])
-        check_succeeded_job(client, job, tmp_path, tiny_model_dir, steps=TINY_JOB["max_steps"], candidates=8, selected=2)
+        check_succeeded_job(
+            client, job, tmp_path, tiny_model_dir, steps=TINY_JOB["max_steps"], candidates=8, selected=2
+        )
         # The worker (not the API process) trained it: the running event names a celery worker process.
         events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
         running = [e for e in events if e["type"] == "status" and e["data"]["status"] == "running"]
@@ -104,23 +115,36 @@ def test_two_jobs_train_at_once_on_two_workers(stack, dataset_file):
     stack["hold"].engage()
     with client_for(stack) as client:
         dataset = upload(client, dataset_file)
-        ids = [client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", "seed": seed,
-                                                 **{**TINY_JOB, "max_steps": 12}}).json()["id"] for seed in (1, 2)]
+        ids = [
+            client.post(
+                "/api/v1/jobs",
+                json={"dataset_id": dataset["id"], "model": "uds-tiny", "seed": seed, **{**TINY_JOB, "max_steps": 12}},
+            ).json()["id"]
+            for seed in (1, 2)
+        ]
 
         def both_running_on_different_workers():
             with engine.connect() as connection:
-                rows = connection.execute(text("SELECT status, worker_id FROM jobs WHERE id IN (:a, :b)"),
-                                          {"a": ids[0], "b": ids[1]}).all()
+                rows = connection.execute(
+                    text("SELECT status, worker_id FROM jobs WHERE id IN (:a, :b)"), {"a": ids[0], "b": ids[1]}
+                ).all()
             owners = {w for s, w in rows if s == "running"}
             return len(owners) == 2
 
         try:
-            wait_for(both_running_on_different_workers, 300, "both jobs running at once", interval=0.1,
-                     on_timeout=stack["logs"])
+            wait_for(
+                both_running_on_different_workers,
+                300,
+                "both jobs running at once",
+                interval=0.1,
+                on_timeout=stack["logs"],
+            )
         finally:
             stack["hold"].release()
         for job_id in ids:
             final = poll_job(client, job_id, {"succeeded"}, timeout=300, on_timeout=stack["logs"])
-            steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]]
+            steps = [
+                m["step"] for m in client.get(f"/api/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]
+            ]
             assert steps == list(range(1, 13)) and final["attempts"] == 1
     engine.dispose()

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.slow
 
 
 def server_env(data_dir) -> dict[str, str]:
-    return child_env(UDS_DATA_DIR=str(data_dir), UDS_MIN_EXAMPLES="8", UDS_HEARTBEAT_SECONDS="1",
-                     UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.5", UDS_DEVICE="cpu")
+    return child_env(
+        UDS_DATA_DIR=str(data_dir),
+        UDS_MIN_EXAMPLES="8",
+        UDS_HEARTBEAT_SECONDS="1",
+        UDS_STALE_AFTER_SECONDS="30",
+        UDS_METRICS_FLUSH_SECONDS="0.5",
+        UDS_DEVICE="cpu",
+    )
 
 
 def start(data_dir, log_path, preload: str = "") -> Server:
@@ -68,26 +74,42 @@ def test_upload_train_poll_download_load(server, dataset_file, tiny_model_dir, t
         assert info["auth_required"] is False and info["mode"] == "embedded"
         dataset = upload(client, dataset_file)
         assert dataset["n_examples"] == 48 and dataset["format"] == "chat"
-        created = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **TINY_JOB,
-                                                    "name": "e2e", "suffix": "e2e"})
+        created = client.post(
+            "/api/v1/jobs",
+            json={"dataset_id": dataset["id"], "model": "uds-tiny", **TINY_JOB, "name": "e2e", "suffix": "e2e"},
+        )
         assert created.status_code == 201, created.text
         job = poll_job(client, created.json()["id"], {"succeeded"}, timeout=300, on_timeout=server.log)
-        check_succeeded_job(client, job, tmp_path, tiny_model_dir, steps=TINY_JOB["max_steps"], candidates=8, selected=2)
+        check_succeeded_job(
+            client, job, tmp_path, tiny_model_dir, steps=TINY_JOB["max_steps"], candidates=8, selected=2
+        )
 
 
 def test_cancel_mid_run(server, dataset_file):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         dataset = upload(client, dataset_file)
-        job = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny",
-                                                **{**TINY_JOB, "max_steps": 400, "checkpoint_every": 100}}).json()
-        wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, 300,
-                 "two steps", on_timeout=server.log)
+        job = client.post(
+            "/api/v1/jobs",
+            json={
+                "dataset_id": dataset["id"],
+                "model": "uds-tiny",
+                **{**TINY_JOB, "max_steps": 400, "checkpoint_every": 100},
+            },
+        ).json()
+        wait_for(
+            lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2,
+            300,
+            "two steps",
+            on_timeout=server.log,
+        )
         cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["cancel_requested"] is True
         final = poll_job(client, job["id"], {"cancelled"}, timeout=60, on_timeout=server.log)
         assert 2 <= final["progress"]["step"] < 400 and final["adapter"] is None and final["finished_at"]
-        steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job['id']}/metrics", params={"limit": 1000}).json()["data"]]
+        steps = [
+            m["step"] for m in client.get(f"/api/v1/jobs/{job['id']}/metrics", params={"limit": 1000}).json()["data"]
+        ]
         assert steps == list(range(1, final["progress"]["step"] + 1))
         again = client.post(f"/api/v1/jobs/{job['id']}/cancel")
         assert again.status_code == 400 and again.json()["error"]["code"] == "job_not_cancellable"
@@ -101,8 +123,14 @@ def test_restart_resumes_an_interrupted_job(data_dir, dataset_file, tmp_path, se
     try:
         with httpx.Client(base_url=first.url, timeout=60) as client:
             dataset = upload(client, dataset_file)
-            job = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny",
-                                                    **{**TINY_JOB, "max_steps": 10, "checkpoint_every": 2}}).json()
+            job = client.post(
+                "/api/v1/jobs",
+                json={
+                    "dataset_id": dataset["id"],
+                    "model": "uds-tiny",
+                    **{**TINY_JOB, "max_steps": 10, "checkpoint_every": 2},
+                },
+            ).json()
 
             def past_a_checkpoint():
                 checkpoints = client.get(f"/api/v1/jobs/{job['id']}/checkpoints").json()["data"]
@@ -118,18 +146,29 @@ def test_restart_resumes_an_interrupted_job(data_dir, dataset_file, tmp_path, se
         with httpx.Client(base_url=second.url, timeout=60) as client:
             final = poll_job(client, job["id"], {"succeeded"}, timeout=300, on_timeout=second.log)
             assert final["attempts"] == 2
-            steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job['id']}/metrics", params={"limit": 1000}).json()["data"]]
+            steps = [
+                m["step"]
+                for m in client.get(f"/api/v1/jobs/{job['id']}/metrics", params={"limit": 1000}).json()["data"]
+            ]
             assert steps == list(range(1, 11))  # no gap, no duplicate
             assert final["examples_scored"] == 80 and final["examples_trained"] == 20
             events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
             messages = " | ".join(e["message"] for e in events)
             assert "re-queued" in messages and "Resumed from the checkpoint" in messages
             # On CPU with a fixed seed, the resumed run's adapter equals the same job's run without interruption.
-            reference = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny",
-                                                          **{**TINY_JOB, "max_steps": 10, "checkpoint_every": 2}}).json()
+            reference = client.post(
+                "/api/v1/jobs",
+                json={
+                    "dataset_id": dataset["id"],
+                    "model": "uds-tiny",
+                    **{**TINY_JOB, "max_steps": 10, "checkpoint_every": 2},
+                },
+            ).json()
             poll_job(client, reference["id"], {"succeeded"}, timeout=300, on_timeout=second.log)
-            assert_same_tensors(adapter_tensors(client, reference["id"], tmp_path / "reference"),
-                                adapter_tensors(client, job["id"], tmp_path / "resumed"))
+            assert_same_tensors(
+                adapter_tensors(client, reference["id"], tmp_path / "reference"),
+                adapter_tensors(client, job["id"], tmp_path / "resumed"),
+            )
     finally:
         second.stop()
 
@@ -141,10 +180,12 @@ def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
 
     data = with_tiny_model(tmp_path / "data", tiny_model_dir)
     port = free_port()
-    demo = Process([sys.executable, "-c", f"from cli.demo import demo; demo(port={port})"], server_env(data),
-                   tmp_path / "demo.log")
+    demo = Process(
+        [sys.executable, "-c", f"from cli.demo import demo; demo(port={port})"], server_env(data), tmp_path / "demo.log"
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
             def two_jobs():
                 try:
                     jobs = client.get("/api/v1/jobs").json()["data"]

@@ -45,8 +45,21 @@ class RedisServer(Process):
 
     def __init__(self, port: int, log_path):
         self.port = port
-        super().__init__([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no"], os.environ.copy(), log_path)
+        super().__init__(
+            [
+                shutil.which("redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            os.environ.copy(),
+            log_path,
+        )
         self.wait()
 
     def wait(self) -> None:
@@ -70,11 +83,20 @@ def stack(tmp_path_factory, tiny_model_dir):
     redis_port = free_port()
     state = {"redis": RedisServer(redis_port, logs / "redis.log"), "workers": [], "logs": logs}
     with fresh_postgres_database("uds_faults") as database_url:
-        env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                        UDS_QUEUE="gpu-faults", UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY,
-                        UDS_BOOTSTRAP_TENANT="faults", UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8",
-                        UDS_HEARTBEAT_SECONDS="1", UDS_STALE_AFTER_SECONDS="30", UDS_METRICS_FLUSH_SECONDS="0.3",
-                        UDS_DEVICE="cpu")
+        env = child_env(
+            UDS_DATABASE_URL=database_url,
+            UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+            UDS_QUEUE="gpu-faults",
+            UDS_DATA_DIR=str(data_dir),
+            UDS_BOOTSTRAP_API_KEY=KEY,
+            UDS_BOOTSTRAP_TENANT="faults",
+            UDS_REQUIRE_AUTH="true",
+            UDS_MIN_EXAMPLES="8",
+            UDS_HEARTBEAT_SECONDS="1",
+            UDS_STALE_AFTER_SECONDS="30",
+            UDS_METRICS_FLUSH_SECONDS="0.3",
+            UDS_DEVICE="cpu",
+        )
         server = Server(free_port(), env, logs / "api.log")
         state.update(env=env, server=server, database_url=database_url, url=server.url)
 
@@ -85,7 +107,9 @@ def stack(tmp_path_factory, tiny_model_dir):
             return worker
 
         def tail():
-            return "\n".join(f"--- {p.log_path.name}\n{p.log(3000)}" for p in (server, *state["workers"], state["redis"]))
+            return "\n".join(
+                f"--- {p.log_path.name}\n{p.log(3000)}" for p in (server, *state["workers"], state["redis"])
+            )
 
         state.update(start_worker=start_worker, logs_tail=tail)
         try:
@@ -126,8 +150,9 @@ def selection_counts(database_url, job_id) -> dict[int, int]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT step, count(*) FROM selections WHERE job_id = :j GROUP BY step"),
-                                      {"j": job_id}).all()
+            rows = connection.execute(
+                text("SELECT step, count(*) FROM selections WHERE job_id = :j GROUP BY step"), {"j": job_id}
+            ).all()
     finally:
         engine.dispose()
     return dict(rows)
@@ -187,9 +212,15 @@ def terminate_backends(database_url) -> int:
     admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            return len(connection.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
-                "AND pid <> pg_backend_pid()"), {"name": name}).all())
+            return len(
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
+                        "AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                ).all()
+            )
     finally:
         admin.dispose()
 
@@ -198,8 +229,13 @@ def test_redis_restart_and_dropped_postgres_connections_mid_job(stack, client, d
     if not any(w.alive() for w in stack["workers"]):
         stack["start_worker"]()
     job_id = submit(client, dataset)
-    wait_for(lambda: client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] >= 2, 300, "two steps",
-             interval=0.05, on_timeout=stack["logs_tail"])
+    wait_for(
+        lambda: client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] >= 2,
+        300,
+        "two steps",
+        interval=0.05,
+        on_timeout=stack["logs_tail"],
+    )
 
     # Redis goes away (everything it held is lost: no persistence) and comes back on the same port.
     stack["redis"].kill()

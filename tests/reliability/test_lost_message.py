@@ -43,10 +43,18 @@ def test_a_lost_message_is_sent_again_and_the_job_trains_once(tmp_path, tiny_mod
     processes = [broker]
     try:
         with fresh_postgres_database("uds_lost") as database_url:
-            env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=f"redis://127.0.0.1:{broker.port}/0",
-                            UDS_QUEUE=QUEUE, UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY,
-                            UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8", UDS_DEVICE="cpu",
-                            UDS_REDISPATCH_AFTER_SECONDS=str(PERIOD), UDS_METRICS_FLUSH_SECONDS="0.3")
+            env = child_env(
+                UDS_DATABASE_URL=database_url,
+                UDS_BROKER_URL=f"redis://127.0.0.1:{broker.port}/0",
+                UDS_QUEUE=QUEUE,
+                UDS_DATA_DIR=str(data_dir),
+                UDS_BOOTSTRAP_API_KEY=KEY,
+                UDS_REQUIRE_AUTH="true",
+                UDS_MIN_EXAMPLES="8",
+                UDS_DEVICE="cpu",
+                UDS_REDISPATCH_AFTER_SECONDS=str(PERIOD),
+                UDS_METRICS_FLUSH_SECONDS="0.3",
+            )
             server = Server(free_port(), env, tmp_path / "api.log")
             processes.append(server)
             server.wait_ready()
@@ -61,7 +69,9 @@ def test_a_lost_message_is_sent_again_and_the_job_trains_once(tmp_path, tiny_mod
                     dataset = client.post("/api/v1/datasets", files={"file": (path.name, f)}).json()
 
                 def submit() -> str:
-                    response = client.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **JOB})
+                    response = client.post(
+                        "/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **JOB}
+                    )
                     assert response.status_code == 201, response.text
                     return response.json()["id"]
 
@@ -84,13 +94,17 @@ def test_a_lost_message_is_sent_again_and_the_job_trains_once(tmp_path, tiny_mod
                     running = [e for e in history if e["type"] == "status" and e["data"]["status"] == "running"]
                     assert len(running) == 1, history
                     # Re-sent at most once per period (it may wait behind the other job for a while).
-                    sent_again = [dt.datetime.fromisoformat(e["created_at"].replace("Z", "+00:00"))
-                                  for e in history if e["type"] == "dispatch"]
+                    sent_again = [
+                        dt.datetime.fromisoformat(e["created_at"].replace("Z", "+00:00"))
+                        for e in history
+                        if e["type"] == "dispatch"
+                    ]
                     gaps = [(b - a).total_seconds() for a, b in zip(sent_again, sent_again[1:], strict=False)]
                     assert all(gap >= PERIOD * 0.9 for gap in gaps), (sent_again, history)
                     if job_id == lost:
                         assert sent_again and sent_again[0] < dt.datetime.fromisoformat(
-                            running[0]["created_at"].replace("Z", "+00:00")), history
+                            running[0]["created_at"].replace("Z", "+00:00")
+                        ), history
     finally:
         for process in reversed(processes):
             process.stop()

@@ -30,9 +30,17 @@ def _build_app():
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="uds-fuzz-")
-    settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder}/fuzz.db", broker_url=None,
-                        require_auth=True, bootstrap_api_key=KEY, bootstrap_tenant="fuzz", min_examples=2,
-                        max_upload_bytes=64 * 1024, embedded_worker=False)
+    settings = Settings(
+        data_dir=folder,
+        database_url=f"sqlite:///{folder}/fuzz.db",
+        broker_url=None,
+        require_auth=True,
+        bootstrap_api_key=KEY,
+        bootstrap_tenant="fuzz",
+        min_examples=2,
+        max_upload_bytes=64 * 1024,
+        embedded_worker=False,
+    )
     app = create_app(settings)
     # Schemathesis calls the ASGI app without running its lifespan; do what the lifespan does.
     app.state.local_tenant_id = prepare(settings)
@@ -42,12 +50,19 @@ def _build_app():
     dataset = upload(client, KEY, jsonl(chat_rows(4))).json()
     job = create_job(client, KEY, dataset["id"]).json()
     with session_factory(settings.sqlalchemy_url).begin() as session:
-        session.execute(update(Job).where(Job.id == job["id"]).values(status="succeeded", finished_at=utcnow(),
-                                                                      fine_tuned_model=f"ft:uds-tiny:fuzz::{job['id']}"))
+        session.execute(
+            update(Job)
+            .where(Job.id == job["id"])
+            .values(status="succeeded", finished_at=utcnow(), fine_tuned_model=f"ft:uds-tiny:fuzz::{job['id']}")
+        )
     queued = create_job(client, KEY, dataset["id"]).json()  # and one still queued
     spare = upload(client, KEY, jsonl(chat_rows(3))).json()  # what generated DELETEs may remove
-    REAL.update(dataset=dataset["id"], jobs=[job["id"], queued["id"]], spare=spare["id"],
-                models=["uds-tiny", f"ft:uds-tiny:fuzz::{job['id']}"])
+    REAL.update(
+        dataset=dataset["id"],
+        jobs=[job["id"], queued["id"]],
+        spare=spare["id"],
+        models=["uds-tiny", f"ft:uds-tiny:fuzz::{job['id']}"],
+    )
     return app
 
 
@@ -77,14 +92,19 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP).include(path_regex
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                     phases=[Phase.explicit, Phase.generate],
-                     suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_conforms_to_its_openapi_document(case):
     aim_at_real_objects(case)
-    case.call_and_validate(headers=bearer(KEY),
-                           checks=[checks.not_a_server_error, checks.response_schema_conformance,
-                                   checks.content_type_conformance])
+    case.call_and_validate(
+        headers=bearer(KEY),
+        checks=[checks.not_a_server_error, checks.response_schema_conformance, checks.content_type_conformance],
+    )
 
 
 def test_the_document_covers_both_apis():

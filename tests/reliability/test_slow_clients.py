@@ -32,10 +32,21 @@ BIG = 32 * 1024 * 1024  # far more than the loopback socket buffers hold, so an 
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("slow")
     url = f"sqlite:///{data}/uds.db"
-    settings = Settings(data_dir=data, database_url=url, broker_url=None, require_auth=True, embedded_worker=False,
-                        min_examples=2, db_pool_size=2, db_max_overflow=0, db_pool_timeout_seconds=2,
-                        max_uploads_per_key=3, max_downloads_per_key=3, client_idle_timeout_seconds=IDLE,
-                        min_transfer_bytes_per_second=200)
+    settings = Settings(
+        data_dir=data,
+        database_url=url,
+        broker_url=None,
+        require_auth=True,
+        embedded_worker=False,
+        min_examples=2,
+        db_pool_size=2,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=2,
+        max_uploads_per_key=3,
+        max_downloads_per_key=3,
+        client_idle_timeout_seconds=IDLE,
+        min_transfer_bytes_per_second=200,
+    )
     port = free_port()
     app = create_app(settings)
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -48,8 +59,11 @@ def server(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     attacker, victim = new_tenant_key(url)[1], new_tenant_key(url)[1]
     with httpx.Client(base_url=base, timeout=30) as client:
-        big = client.post("/v1/files", headers=bearer(attacker),
-                          files={"file": ("big.jsonl", jsonl(chat_rows(3)))}).raise_for_status().json()
+        big = (
+            client.post("/v1/files", headers=bearer(attacker), files={"file": ("big.jsonl", jsonl(chat_rows(3)))})
+            .raise_for_status()
+            .json()
+        )
     (data / "datasets" / f"{big['id']}.jsonl").write_bytes(b"x" * BIG)  # its stored file, now big
     yield {"port": port, "base": base, "attacker": attacker, "victim": victim, "big": big["id"], "app": app}
     instance.should_exit = True
@@ -77,9 +91,13 @@ def _read_head(sock: socket.socket) -> bytes:
 def stalled_upload(port: int, key: str, path: str = "/api/v1/datasets") -> socket.socket:
     """An upload whose route is reading the body, and which will not send it."""
     sock = _connect(port)
-    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-                  "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n"
-                  "Expect: 100-continue\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n"
+            "Expect: 100-continue\r\n\r\n"
+        ).encode()
+    )
     head = _read_head(sock)
     assert head.startswith(b"HTTP/1.1 100"), head
     return sock
@@ -88,8 +106,9 @@ def stalled_upload(port: int, key: str, path: str = "/api/v1/datasets") -> socke
 def stalled_download(port: int, key: str, file_id: str) -> socket.socket:
     """A download that is streaming, read no further than its headers."""
     sock = _connect(port, rcvbuf=4096)
-    sock.sendall((f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  f"Authorization: Bearer {key}\r\n\r\n").encode())
+    sock.sendall(
+        (f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
+    )
     head = _read_head(sock)
     assert head.startswith(b"HTTP/1.1 200"), head
     return sock
@@ -121,15 +140,19 @@ def test_per_key_caps_refuse_one_more_transfer(server):
     try:
         with httpx.Client(base_url=server["base"], timeout=10) as client:
             # The same key spelled differently is still the same key.
-            refused = client.post("/api/v1/datasets", headers={"Authorization": f"BEARER   {attacker}"},
-                                  files={"file": ("x.jsonl", jsonl(chat_rows(3)))})
+            refused = client.post(
+                "/api/v1/datasets",
+                headers={"Authorization": f"BEARER   {attacker}"},
+                files={"file": ("x.jsonl", jsonl(chat_rows(3)))},
+            )
             assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_transfers"
             assert "UDS_MAX_UPLOADS_PER_KEY" in refused.json()["error"]["message"] and refused.headers["retry-after"]
             more = client.get(f"/v1/files/{server['big']}/content", headers=bearer(attacker))
             assert more.status_code == 429, more.status_code
             # Another tenant's transfers are counted on their own.
-            ok = client.post("/v1/files", headers=bearer(server["victim"]),
-                             files={"file": ("ok.jsonl", jsonl(chat_rows(3)))})
+            ok = client.post(
+                "/v1/files", headers=bearer(server["victim"]), files={"file": ("ok.jsonl", jsonl(chat_rows(3)))}
+            )
             assert ok.status_code == 200, ok.text
     finally:
         for sock in uploads + downloads:

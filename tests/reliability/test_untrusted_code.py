@@ -72,8 +72,9 @@ def test_a_checkpoint_carrying_a_pickled_payload_is_refused(tmp_path, tiny_model
 
     from uds.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])
+    )
     root = tmp_path / "checkpoints"
     save_checkpoint(str(root), 1, model, {"step": 1, "rng": torch.get_rng_state()}, keep=2)
     checkpoint = latest_checkpoint(str(root))
@@ -94,7 +95,9 @@ def test_sources_never_unpickle_or_trust_remote_code():
             text = path.read_text()
             for number, line in enumerate(text.splitlines(), 1):
                 code = line.split("#", 1)[0]
-                if re.search(r"\bpickle\.loads?\(|\bdill\.|\bjoblib\.load\(|\bnp\.load\(.*allow_pickle\s*=\s*True", code):
+                if re.search(
+                    r"\bpickle\.loads?\(|\bdill\.|\bjoblib\.load\(|\bnp\.load\(.*allow_pickle\s*=\s*True", code
+                ):
                     offenders.append(f"{path}:{number}: {line.strip()}")
                 if re.search(r"trust_remote_code\s*=\s*True", code):
                     offenders.append(f"{path}:{number}: {line.strip()}")

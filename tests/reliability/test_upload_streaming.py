@@ -22,15 +22,23 @@ from tests.utils.service import free_port
 LIMIT = 256 * 1024
 TOTAL = 256 * 1024 * 1024  # what the client would send if the server let it: 1000 x the limit
 CHUNK = 64 * 1024
-LINE = (json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x" * 200}]})
-        + "\n").encode()
+LINE = (
+    json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x" * 200}]}) + "\n"
+).encode()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("streaming")
-    settings = Settings(data_dir=data, database_url=f"sqlite:///{data}/uds.db", broker_url=None, require_auth=False,
-                        max_upload_bytes=LIMIT, embedded_worker=False, min_examples=2)
+    settings = Settings(
+        data_dir=data,
+        database_url=f"sqlite:///{data}/uds.db",
+        broker_url=None,
+        require_auth=False,
+        max_upload_bytes=LIMIT,
+        embedded_worker=False,
+        min_examples=2,
+    )
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     instance = uvicorn.Server(config)
@@ -46,8 +54,9 @@ def server(tmp_path_factory):
 
 
 def stored(data_dir) -> list[str]:
-    return [str(p) for p in (data_dir / "datasets").rglob("*") if p.is_file()] + \
-        [str(p) for p in (data_dir / "tmp").rglob("*") if p.is_file()]
+    return [str(p) for p in (data_dir / "datasets").rglob("*") if p.is_file()] + [
+        str(p) for p in (data_dir / "tmp").rglob("*") if p.is_file()
+    ]
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
@@ -68,11 +77,17 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/v1/files"])
 def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(server, path):
     boundary = "fuzzboundary"
-    preamble = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    preamble = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     sock = socket.create_connection(("127.0.0.1", server["port"]))
-    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                  f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+        ).encode()
+    )
     payload = LINE * (CHUNK // len(LINE))
     sent, answered = 0, False
     sock.sendall(b"%x\r\n%s\r\n" % (len(preamble), preamble))
@@ -95,7 +110,7 @@ def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(server, path):
     status, body = read_response(sock)
     sock.close()
     assert answered and status == 413, (status, body[:300])
-    assert json.loads(body[body.index(b"{"):body.rindex(b"}") + 1])["error"]["code"] == "file_too_large"
+    assert json.loads(body[body.index(b"{") : body.rindex(b"}") + 1])["error"]["code"] == "file_too_large"
     # The server stopped reading at the limit; what the client got out is the limit plus the loopback socket
     # buffers (a few MiB), nowhere near the quarter GiB it was going to send.
     assert sent < 32 * 1024 * 1024, sent
@@ -105,8 +120,12 @@ def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(server, path):
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/v1/files"])
 def test_declared_oversize_is_refused_before_any_body_byte(server, path):
     sock = socket.create_connection(("127.0.0.1", server["port"]))
-    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {10 * 1024 ** 3}\r\n"
-                  "Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {10 * 1024**3}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n\r\n"
+        ).encode()
+    )
     status, body = read_response(sock)  # not one byte of the 10 GiB body was sent
     sock.close()
     assert status == 413, body[:300]
@@ -114,6 +133,7 @@ def test_declared_oversize_is_refused_before_any_body_byte(server, path):
 
 
 def test_a_good_upload_still_works(server):
-    response = httpx.post(f"http://127.0.0.1:{server['port']}/api/v1/datasets",
-                          files={"file": ("ok.jsonl", LINE * 4)}, timeout=30)
+    response = httpx.post(
+        f"http://127.0.0.1:{server['port']}/api/v1/datasets", files={"file": ("ok.jsonl", LINE * 4)}, timeout=30
+    )
     assert response.status_code == 201, response.text

@@ -16,17 +16,36 @@ def _data(tmp_path, text="{}\n"):
 
 def test_the_same_run_matches_whatever_its_bookkeeping(tmp_path):
     data = _data(tmp_path)
-    first = fingerprint(TrainConfig(dataset_path=data, output_dir="a", checkpoint_every=5, device="cpu", micro_batch_size=2))
-    again = fingerprint(TrainConfig(dataset_path=data, output_dir="b", checkpoint_every=50, device="auto",
-                                    micro_batch_size=4, eval_every=3, keep_checkpoints=9, gradient_checkpointing=True))
+    first = fingerprint(
+        TrainConfig(dataset_path=data, output_dir="a", checkpoint_every=5, device="cpu", micro_batch_size=2)
+    )
+    again = fingerprint(
+        TrainConfig(
+            dataset_path=data,
+            output_dir="b",
+            checkpoint_every=50,
+            device="auto",
+            micro_batch_size=4,
+            eval_every=3,
+            keep_checkpoints=9,
+            gradient_checkpointing=True,
+        )
+    )
     assert differences(first, again) == []
 
 
 def test_each_result_changing_setting_is_named(tmp_path):
     data = _data(tmp_path)
     base = fingerprint(TrainConfig(dataset_path=data))
-    for name, value in [("budget", 0.5), ("method", "max_loss"), ("seed", 3), ("learning_rate", 1e-3),
-                        ("lora_targets", ["q_proj"]), ("alpha", "auto"), ("model", "other")]:
+    for name, value in [
+        ("budget", 0.5),
+        ("method", "max_loss"),
+        ("seed", 3),
+        ("learning_rate", 1e-3),
+        ("lora_targets", ["q_proj"]),
+        ("alpha", "auto"),
+        ("model", "other"),
+    ]:
         other = fingerprint(TrainConfig(dataset_path=data, **{name: value}))
         found = differences(base, other)
         assert len(found) == 1 and found[0].startswith(name + " "), (name, found)
@@ -55,7 +74,10 @@ def test_file_hash_follows_content_not_name(tmp_path):
 
 def test_a_setting_unknown_to_an_older_checkpoint_counts_only_when_not_default(tmp_path):
     current = fingerprint(TrainConfig(dataset_path=_data(tmp_path)))
-    older = {"settings": {k: v for k, v in current["settings"].items() if k != "score_on"}, "data_sha256": current["data_sha256"]}
+    older = {
+        "settings": {k: v for k, v in current["settings"].items() if k != "score_on"},
+        "data_sha256": current["data_sha256"],
+    }
     assert differences(older, current) == []
     changed = fingerprint(TrainConfig(dataset_path=_data(tmp_path), score_on="answer"))
     assert differences(older, changed) == ["score_on all -> answer"]

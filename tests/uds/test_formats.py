@@ -138,8 +138,12 @@ BAD_LINES = [
     pytest.param(chat({"content": "hi"}, assistant()), "message 1: missing key 'role'", id="missing-role"),
     pytest.param(chat({"role": "user"}, assistant()), "message 1 (user): missing key 'content'", id="missing-content"),
     pytest.param(chat({"role": 1, "content": "x"}, assistant()), "'role' must be a string, got number", id="role-type"),
-    pytest.param(chat(user(5), assistant()), "message 1 (user): 'content' must be a string, got number", id="content-type"),
-    pytest.param(chat(user(), {"role": "tool", "content": "x"}, assistant()), "message 2: unknown role 'tool'", id="role"),
+    pytest.param(
+        chat(user(5), assistant()), "message 1 (user): 'content' must be a string, got number", id="content-type"
+    ),
+    pytest.param(
+        chat(user(), {"role": "tool", "content": "x"}, assistant()), "message 2: unknown role 'tool'", id="role"
+    ),
     pytest.param(chat(user("   "), assistant()), "message 1 (user): 'content' is empty", id="empty-content"),
     pytest.param(chat(user(), assistant("")), "message 2 (assistant): 'content' is empty", id="empty-answer"),
     pytest.param(chat(user()), "no assistant message", id="no-assistant"),
@@ -316,31 +320,41 @@ def sharegpt(*turns, **extra):
 
 
 def test_sharegpt_becomes_chat_with_its_system_and_every_answer_trained(tmp_path):
-    rows = [sharegpt(("human", "hi"), ("gpt", "hello"), ("human", "again"), ("gpt", "yes"), system="Be brief."),
-            {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-            sharegpt(("system", "S"), ("user", "q"), ("assistant", "a"), system="")]
+    rows = [
+        sharegpt(("human", "hi"), ("gpt", "hello"), ("human", "again"), ("gpt", "yes"), system="Be brief."),
+        {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        sharegpt(("system", "S"), ("user", "q"), ("assistant", "a"), system=""),
+    ]
     path = tmp_path / "s.jsonl"
     path.write_bytes(jsonl(*rows))
     assert validate_file(path).format == "sharegpt"
     first, second, third = (e.messages for e in load_examples(path))
     assert [(m["role"], m["content"]) for m in first] == [
-        ("system", "Be brief."), ("user", "hi"), ("assistant", "hello"), ("user", "again"), ("assistant", "yes")]
+        ("system", "Be brief."),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "again"),
+        ("assistant", "yes"),
+    ]
     assert all(m["weight"] == 1 for m in first)
     assert [(m["role"], m["content"]) for m in second] == [("user", "q"), ("assistant", "a")]
     assert [m["role"] for m in third] == ["system", "user", "assistant"]
     assert detect_format(rows[0]) == "sharegpt"
 
 
-@pytest.mark.parametrize("row, expected", [
-    (sharegpt(("human", "hi")), "no gpt turn"),
-    (sharegpt(("human", "hi"), ("observation", "x"), ("gpt", "y")), "turn 2: unknown 'from' 'observation'"),
-    ({"conversations": "hi"}, "'conversations' must be an array of turns, got string"),
-    ({"conversations": []}, "'conversations' is empty"),
-    ({"conversations": [{"from": "human"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'value'"),
-    ({"conversations": [{"value": "x"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'from'"),
-    (sharegpt(("human", "hi"), ("gpt", ""), system="s"), "turn 2: 'value' is empty"),
-    (sharegpt(("human", "hi"), ("gpt", "y"), system=3), "'system' must be a string, got number"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (sharegpt(("human", "hi")), "no gpt turn"),
+        (sharegpt(("human", "hi"), ("observation", "x"), ("gpt", "y")), "turn 2: unknown 'from' 'observation'"),
+        ({"conversations": "hi"}, "'conversations' must be an array of turns, got string"),
+        ({"conversations": []}, "'conversations' is empty"),
+        ({"conversations": [{"from": "human"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'value'"),
+        ({"conversations": [{"value": "x"}, {"from": "gpt", "value": "y"}]}, "turn 1: missing key 'from'"),
+        (sharegpt(("human", "hi"), ("gpt", ""), system="s"), "turn 2: 'value' is empty"),
+        (sharegpt(("human", "hi"), ("gpt", "y"), system=3), "'system' must be a string, got number"),
+    ],
+)
 def test_a_bad_sharegpt_row_names_the_turn(row, expected):
     report = validate_bytes(jsonl(sharegpt(("human", "a"), ("gpt", "b")), row))
     assert any(expected in reason for reason in reasons_on(report, 2)), report.problems
@@ -358,13 +372,22 @@ def load_examples_from(data: bytes) -> list[Example]:
     return validator.examples
 
 
-@pytest.mark.parametrize("data, sentence", [
-    (b"instruction,input,output\nSay hi,,hi\n", "looks like CSV (comma-separated) with columns instruction, input, output"),
-    (b'"prompt","completion"\n"a","b"\n', "looks like CSV (comma-separated) with columns prompt, completion"),
-    (b"prompt\tcompletion\na\tb\n", "looks like TSV (tab-separated) with columns prompt, completion"),
-    (b'[{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]\n', "is a JSON array, not JSON Lines"),
-    (b'[\n  {\n    "prompt": "a",\n    "completion": "b"\n  }\n]\n', "is a JSON array, not JSON Lines"),
-])
+@pytest.mark.parametrize(
+    "data, sentence",
+    [
+        (
+            b"instruction,input,output\nSay hi,,hi\n",
+            "looks like CSV (comma-separated) with columns instruction, input, output",
+        ),
+        (b'"prompt","completion"\n"a","b"\n', "looks like CSV (comma-separated) with columns prompt, completion"),
+        (b"prompt\tcompletion\na\tb\n", "looks like TSV (tab-separated) with columns prompt, completion"),
+        (
+            b'[{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]\n',
+            "is a JSON array, not JSON Lines",
+        ),
+        (b'[\n  {\n    "prompt": "a",\n    "completion": "b"\n  }\n]\n', "is a JSON array, not JSON Lines"),
+    ],
+)
 def test_a_wrong_shape_is_said_in_one_sentence_before_the_line_problems(data, sentence):
     report = validate_bytes(data)
     assert report.problems[0].line == 0 and sentence in report.problems[0].reason, report.problems
@@ -379,8 +402,10 @@ def test_jsonl_with_bad_lines_gets_no_shape_sentence():
 
 def test_an_unrecognised_row_names_its_keys():
     report = validate_bytes(jsonl({"question": "a", "answer": "b"}, {}, {f"k{i}": i for i in range(12)}))
-    assert "unrecognised example with keys 'question', 'answer': expected 'messages' (chat), 'conversations' " \
-           "(ShareGPT)" in reasons_on(report, 1)[0]
+    assert (
+        "unrecognised example with keys 'question', 'answer': expected 'messages' (chat), 'conversations' "
+        "(ShareGPT)" in reasons_on(report, 1)[0]
+    )
     assert "(an empty object)" in reasons_on(report, 2)[0]
     assert "'k7' and 4 more" in reasons_on(report, 3)[0]
 

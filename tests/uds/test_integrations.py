@@ -65,10 +65,23 @@ def _pad_collator(pad_token_id: int):
 
 def _arguments(cls, output_dir, max_steps: int, save_steps: int | None = None, **extra):
     return cls(
-        output_dir=str(output_dir), per_device_train_batch_size=B, gradient_accumulation_steps=G, max_steps=max_steps,
-        lr_scheduler_type="linear", warmup_steps=0, optim="adamw_torch", seed=SEED, report_to="none", logging_steps=1,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, use_cpu=True,
-        dataloader_pin_memory=False, disable_tqdm=True, **OPTIMISATION, **extra,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=B,
+        gradient_accumulation_steps=G,
+        max_steps=max_steps,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        optim="adamw_torch",
+        seed=SEED,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        disable_tqdm=True,
+        **OPTIMISATION,
+        **extra,
     )
 
 
@@ -76,16 +89,29 @@ def _uds(**overrides) -> UDSConfig:
     return UDSConfig(**{"budget": BUDGET, "max_seq_len": MAX_LEN, "record_selections": True, **overrides})
 
 
-def _make_trainer(kind: str, tiny_model_dir, rows, output_dir, max_steps: int, save_steps: int | None = None, trainer_cls=None, **uds):
+def _make_trainer(
+    kind: str, tiny_model_dir, rows, output_dir, max_steps: int, save_steps: int | None = None, trainer_cls=None, **uds
+):
     model, tokenizer = _lora_model(tiny_model_dir)
     if kind == "trainer":
         cls = trainer_cls or UDSTrainer
-        return cls(model=model, args=_arguments(TrainingArguments, output_dir, max_steps, save_steps), train_dataset=rows,
-                   data_collator=_pad_collator(tokenizer.pad_token_id), uds=_uds(**uds))
+        return cls(
+            model=model,
+            args=_arguments(TrainingArguments, output_dir, max_steps, save_steps),
+            train_dataset=rows,
+            data_collator=_pad_collator(tokenizer.pad_token_id),
+            uds=_uds(**uds),
+        )
     cls = trainer_cls or UDSSFTTrainer
     # SFTConfig turns bf16 autocast on by default, on the CPU too; our loop is float32 there.
     arguments = _arguments(trl.SFTConfig, output_dir, max_steps, save_steps, max_length=MAX_LEN, bf16=False)
-    return cls(model=model, args=arguments, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, uds=_uds(**uds))
+    return cls(
+        model=model,
+        args=arguments,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        uds=_uds(**uds),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +123,24 @@ def our_steps(tmp_path_factory, data_path, tiny_model_dir) -> list[dict]:
 def _our_loop(tmp_path, data_path, tiny_model_dir, max_steps: int, **overrides):
     logger = _Steps()
     config = TrainConfig(
-        model=tiny_model_dir, dataset_path=data_path, output_dir=str(tmp_path / "ours"), budget=BUDGET,
-        candidate_batch_size=B, groups_per_step=G, micro_batch_size=B, max_steps=max_steps, warmup_ratio=0.0,
-        lr_schedule="linear", max_seq_len=MAX_LEN, seed=SEED, lora_r=4, lora_alpha=8, checkpoint_every=100,
-        device="cpu", **OPTIMISATION, **overrides,
+        model=tiny_model_dir,
+        dataset_path=data_path,
+        output_dir=str(tmp_path / "ours"),
+        budget=BUDGET,
+        candidate_batch_size=B,
+        groups_per_step=G,
+        micro_batch_size=B,
+        max_steps=max_steps,
+        warmup_ratio=0.0,
+        lr_schedule="linear",
+        max_seq_len=MAX_LEN,
+        seed=SEED,
+        lora_r=4,
+        lora_alpha=8,
+        checkpoint_every=100,
+        device="cpu",
+        **OPTIMISATION,
+        **overrides,
     )
     train(config, logger)
     return logger.steps
@@ -148,7 +188,9 @@ def run(request, tmp_path_factory, tiny_model_dir, rows):
     """(kind, trainer, output folder): STEPS steps of one trainer, saved at step 4 (inside the second epoch)."""
     kind = request.param
     output_dir = tmp_path_factory.mktemp(kind)
-    trainer = _make_trainer(kind, tiny_model_dir, rows, output_dir, max_steps=STEPS, save_steps=4, trainer_cls=COUNTING[kind])
+    trainer = _make_trainer(
+        kind, tiny_model_dir, rows, output_dir, max_steps=STEPS, save_steps=4, trainer_cls=COUNTING[kind]
+    )
     trainer.train()
     return kind, trainer, output_dir
 
@@ -204,7 +246,10 @@ def test_sft_trainer_on_chat_messages_with_a_peft_config(tmp_path, tiny_model_di
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir, device="cpu")
     arguments = _arguments(trl.SFTConfig, tmp_path, max_steps=2, max_length=MAX_LEN)
     trainer = _CountingSFTTrainer(
-        model=model, args=arguments, train_dataset=datasets.Dataset.from_list(make_rows(16, seed=1)), processing_class=tokenizer,
+        model=model,
+        args=arguments,
+        train_dataset=datasets.Dataset.from_list(make_rows(16, seed=1)),
+        processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
         uds=UDSConfig(budget=0.25, method="uds", alpha="auto"),
     )

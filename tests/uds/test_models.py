@@ -80,9 +80,10 @@ def test_tiny_model_shape(tiny):
 def test_loaded_tokenizer_encodes_like_the_built_one(tiny):
     _, loaded = tiny
     built = build_tokenizer()
-    assert loaded(TRICKY_TEXT, add_special_tokens=False)["input_ids"] == built(TRICKY_TEXT, add_special_tokens=False)[
-        "input_ids"
-    ]
+    assert (
+        loaded(TRICKY_TEXT, add_special_tokens=False)["input_ids"]
+        == built(TRICKY_TEXT, add_special_tokens=False)["input_ids"]
+    )
     # Byte-level: token id i < 256 is byte i, so any text round-trips.
     assert loaded("abc", add_special_tokens=False)["input_ids"] == [97, 98, 99]
     assert loaded.decode(loaded("héllo 你好", add_special_tokens=False)["input_ids"]) == "héllo 你好"

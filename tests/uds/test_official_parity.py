@@ -81,14 +81,19 @@ def _groups(steps: int, groups_per_step: int, seed: int) -> list[torch.Tensor]:
 def _run_both(official_alpha: float, our_alpha: float, steps_hidden: list[torch.Tensor], queue_size: int = 2):
     weight = _head_weight()
     reference = OfficialSelectorReference(
-        FastJLReference(MAX_LEN, VOCAB, 8, 128, torch.Generator().manual_seed(5)), official_alpha, k=1, queue_size=queue_size
+        FastJLReference(MAX_LEN, VOCAB, 8, 128, torch.Generator().manual_seed(5)),
+        official_alpha,
+        k=1,
+        queue_size=queue_size,
     )
     ours = UDSSelector(Head(weight), MAX_LEN, r_voc=128, r_seq=8, buffer_size=queue_size, alpha=our_alpha, seed=5)
     picks_reference, picks_ours, overturned, margins = [], [], 0, []
     for hidden in steps_hidden:
         n_groups = hidden.shape[0] // 4
         mask = torch.ones(hidden.shape[0], LENGTH)
-        result = select_groups(ours, ours.measure(ScoringInputs(hidden, mask, None, Head(weight))), [4] * n_groups, 0.25)
+        result = select_groups(
+            ours, ours.measure(ScoringInputs(hidden, mask, None, Head(weight))), [4] * n_groups, 0.25
+        )
         picks_ours += [int(i) % 4 for i in result.chosen]
         for g in range(n_groups):
             picked, u, v = reference.select(hidden[4 * g : 4 * g + 4] @ weight.T)
@@ -102,12 +107,16 @@ def _run_both(official_alpha: float, our_alpha: float, steps_hidden: list[torch.
 # Official alphas larger than the shipped 1.5e-3 so that, at this small scale, diversity decides often; memories
 # small so that a theme copy already remembered is clearly less diverse than a fresh example.
 @pytest.mark.parametrize(("official_alpha", "queue_size", "seed"), [(0.02, 2, 3), (0.02, 2, 4), (0.04, 3, 3)])
-def test_with_the_converted_alpha_our_selection_equals_the_official_one_group_by_group(official_alpha, queue_size, seed):
+def test_with_the_converted_alpha_our_selection_equals_the_official_one_group_by_group(
+    official_alpha, queue_size, seed
+):
     steps_hidden = _groups(steps=4, groups_per_step=4, seed=seed)
     converted = official_alpha * official_distance_scale(VOCAB, MAX_LEN)
     picks_reference, picks_ours, overturned, margins = _run_both(official_alpha, converted, steps_hidden, queue_size)
     assert picks_ours == picks_reference
-    assert overturned >= len(picks_reference) // 3, "diversity must overturn utility in many groups, or this proves little"
+    assert overturned >= len(picks_reference) // 3, (
+        "diversity must overturn utility in many groups, or this proves little"
+    )
     assert min(margins) > 0.05, "every decision clear of the projections' estimation noise"
     # The same alpha number without the conversion picks differently: the factor is what makes them agree.
     _, unconverted, _, _ = _run_both(official_alpha, official_alpha, steps_hidden, queue_size)

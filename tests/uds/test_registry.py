@@ -27,8 +27,10 @@ VARIANTS = [("qwen2", False), ("qwen2", True), ("llama", False), ("llama", True)
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {(arch, tied): build_model_folder(root / f"{arch}-{'tied' if tied else 'untied'}", arch, tied)
-            for arch, tied in VARIANTS}
+    return {
+        (arch, tied): build_model_folder(root / f"{arch}-{'tied' if tied else 'untied'}", arch, tied)
+        for arch, tied in VARIANTS
+    }
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[f"{a}-{'tied' if t else 'untied'}" for a, t in VARIANTS])
@@ -94,6 +96,13 @@ def test_hub_download_pins_the_revision_and_passes_the_token(folders, tmp_path, 
 
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     folder = download_hub_model(tmp_path / "models", "acme/llama", "v1.0", snapshot_download=fake_snapshot_download)
-    assert calls == [{"repo_id": "acme/llama", "revision": "v1.0", "local_dir": str(tmp_path / "models" / "acme--llama"),
-                      "allow_patterns": HUB_FILES, "token": "hf_test_token"}]
+    assert calls == [
+        {
+            "repo_id": "acme/llama",
+            "revision": "v1.0",
+            "local_dir": str(tmp_path / "models" / "acme--llama"),
+            "allow_patterns": HUB_FILES,
+            "token": "hf_test_token",
+        }
+    ]
     assert read_facts(folder).architecture == "LlamaForCausalLM"

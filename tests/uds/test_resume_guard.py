@@ -16,13 +16,26 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("data")
-    return (str(write_dataset(folder / "a.jsonl", 48, fmt="chat", seed=0)),
-            str(write_dataset(folder / "b.jsonl", 16, fmt="chat", seed=1)))
+    return (
+        str(write_dataset(folder / "a.jsonl", 48, fmt="chat", seed=0)),
+        str(write_dataset(folder / "b.jsonl", 16, fmt="chat", seed=1)),
+    )
 
 
 def _config(out, data, model, **overrides) -> TrainConfig:
-    values = dict(model=model, dataset_path=data, output_dir=str(out), budget=0.25, candidate_batch_size=8,
-                  micro_batch_size=4, max_steps=2, max_seq_len=48, checkpoint_every=1, lora_r=2, lora_alpha=4)
+    values = dict(
+        model=model,
+        dataset_path=data,
+        output_dir=str(out),
+        budget=0.25,
+        candidate_batch_size=8,
+        micro_batch_size=4,
+        max_steps=2,
+        max_seq_len=48,
+        checkpoint_every=1,
+        lora_r=2,
+        lora_alpha=4,
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -62,8 +75,24 @@ def test_cli_prints_one_line_and_exits_non_zero_on_another_method(tmp_path, data
     from cli.main import main
 
     first, _ = datasets
-    common = ["train", "--data", first, "--model", tiny_model_dir, "--output-dir", str(tmp_path), "--budget", "0.25",
-              "--max-steps", "2", "--max-seq-len", "48", "--checkpoint-every", "1", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        first,
+        "--model",
+        tiny_model_dir,
+        "--output-dir",
+        str(tmp_path),
+        "--budget",
+        "0.25",
+        "--max-steps",
+        "2",
+        "--max-seq-len",
+        "48",
+        "--checkpoint-every",
+        "1",
+        "--quiet",
+    ]
     assert main(common) == 0
     capsys.readouterr()
     assert main(common + ["--method", "max_loss"]) == 1
@@ -88,7 +117,24 @@ def test_cli_summary_wall_time_is_the_whole_run(tmp_path, datasets, tiny_model_d
         return real_setup(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "_setup", slow_setup)
-    assert main(["train", "--data", first, "--model", tiny_model_dir, "--output-dir", str(tmp_path),
-                 "--max-steps", "1", "--max-seq-len", "48", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                first,
+                "--model",
+                tiny_model_dir,
+                "--output-dir",
+                str(tmp_path),
+                "--max-steps",
+                "1",
+                "--max-seq-len",
+                "48",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     line = next(text for text in capsys.readouterr().err.splitlines() if text.startswith("wall time"))
     assert float(line.split()[2]) >= 1.5

@@ -50,7 +50,15 @@ def _assert_close_rel(got, ref, rtol=1e-4):
 
 
 # (B, L, d, V): d > L, L > d, V < d (singular W^T W), V < L, B = 1, L = 1.
-SHAPES = [(4, 12, 32, 50), (3, 40, 8, 60), (2, 20, 16, 6), (3, 30, 4, 10), (1, 17, 17, 40), (5, 1, 8, 9), (1, 64, 48, 300)]
+SHAPES = [
+    (4, 12, 32, 50),
+    (3, 40, 8, 60),
+    (2, 20, 16, 6),
+    (3, 30, 4, 10),
+    (1, 17, 17, 40),
+    (5, 1, 8, 9),
+    (1, 64, 48, 300),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B%d-L%d-d%d-V%d" % s)
@@ -63,7 +71,9 @@ def test_nuclear_norms_match_svdvals_of_explicit_logits(shape):
 def test_random_shapes_with_padding_and_an_all_padding_example():
     gen = torch.Generator().manual_seed(1234)
     for _ in range(12):
-        batch, length, d, vocab = (int(torch.randint(lo, hi, (1,), generator=gen)) for lo, hi in ((1, 6), (1, 48), (2, 48), (2, 120)))
+        batch, length, d, vocab = (
+            int(torch.randint(lo, hi, (1,), generator=gen)) for lo, hi in ((1, 6), (1, 48), (2, 48), (2, 120))
+        )
         hidden, mask, weight = _random_batch(gen, batch, length, d, vocab)
         mask[0] = 0  # an example that is all padding: its logits are zero, its nuclear norm 0
         ref = _reference_nuclear(hidden, mask, weight)

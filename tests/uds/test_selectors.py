@@ -101,14 +101,18 @@ def test_select_topk_is_stable_and_ranks_nan_last():
 
 def test_uds_scores_are_utility_plus_alpha_diversity_and_each_group_sees_the_previous_picks():
     head = _head()
-    selector = make_selector(_config("uds", alpha=0.5, buffer_size=5, proj_r_voc=16, proj_r_seq=4), head, MAX_LEN, "cpu")
+    selector = make_selector(
+        _config("uds", alpha=0.5, buffer_size=5, proj_r_voc=16, proj_r_seq=4), head, MAX_LEN, "cpu"
+    )
     first, second = _batches(head, 2)
     r_seq, r_voc = projection_matrices(VOCAB, MAX_LEN, 16, 4, seed=0)
     p = project(first.hidden, first.attention_mask, head.weight.T @ r_voc, r_seq)
 
     result = select_groups(selector, selector.measure(first), (4, 4), 0.5)
     scores = result.scores
-    torch.testing.assert_close(scores.utility, nuclear_norms(first.hidden, first.attention_mask, head.weight), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        scores.utility, nuclear_norms(first.hidden, first.attention_mask, head.weight), rtol=1e-4, atol=0
+    )
     assert scores.alpha == 0.5 and result.alphas == [0.5, 0.5]
     # Group 1 meets an empty memory: it ranks by utility alone.
     assert torch.equal(scores.diversity[:4], torch.zeros(4))
@@ -176,7 +180,10 @@ def test_measures_split_and_join_without_changing_the_selection():
     inputs = _batches(head, 1)[0]
     whole = make_selector(_config("uds"), head, MAX_LEN, "cpu")
     chunked = make_selector(_config("uds"), head, MAX_LEN, "cpu")
-    parts = [chunked.measure(ScoringInputs(inputs.hidden[i : i + 3], inputs.attention_mask[i : i + 3], None, head)) for i in (0, 3, 6)]
+    parts = [
+        chunked.measure(ScoringInputs(inputs.hidden[i : i + 3], inputs.attention_mask[i : i + 3], None, head))
+        for i in (0, 3, 6)
+    ]
     a = select_groups(whole, whole.measure(inputs), (4, 4), 0.25)
     b = select_groups(chunked, Measures.concat(parts), (4, 4), 0.25)
     torch.testing.assert_close(b.scores.total, a.scores.total, rtol=1e-5, atol=1e-5)
@@ -186,7 +193,9 @@ def test_measures_split_and_join_without_changing_the_selection():
 @pytest.mark.parametrize("method", ["uds", "random"])
 def test_same_seed_same_selections(method):
     head = _head()
-    runs = [_run(make_selector(_config(method, seed=seed), head, MAX_LEN, "cpu"), _batches(head, 4)) for seed in (3, 3, 4)]
+    runs = [
+        _run(make_selector(_config(method, seed=seed), head, MAX_LEN, "cpu"), _batches(head, 4)) for seed in (3, 3, 4)
+    ]
     assert runs[0] == runs[1]
     if method == "random":
         assert runs[0] != runs[2]

@@ -44,9 +44,21 @@ def dataset(tmp_path_factory) -> str:
 
 def _config(tmp_path, dataset, tiny_model_dir, **overrides) -> TrainConfig:
     values = dict(
-        model=tiny_model_dir, dataset_path=dataset, output_dir=str(tmp_path / "out"), method="uds", budget=0.25,
-        candidate_batch_size=16, micro_batch_size=2, max_steps=6, learning_rate=3e-3, warmup_ratio=0.1,
-        max_seq_len=64, checkpoint_every=3, seed=7, lora_r=4, lora_alpha=8,
+        model=tiny_model_dir,
+        dataset_path=dataset,
+        output_dir=str(tmp_path / "out"),
+        method="uds",
+        budget=0.25,
+        candidate_batch_size=16,
+        micro_batch_size=2,
+        max_steps=6,
+        learning_rate=3e-3,
+        warmup_ratio=0.1,
+        max_seq_len=64,
+        checkpoint_every=3,
+        seed=7,
+        lora_r=4,
+        lora_alpha=8,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -170,7 +182,12 @@ def test_groups_per_step_aims_at_32_picks_and_keeps_small_data_to_several_steps(
 def test_paper_recipe_fills_every_setting_not_given():
     config = TrainConfig.from_dict({"recipe": "paper", "dataset_path": "x"})
     assert (config.candidate_batch_size, config.k, config.alpha, config.lora_init) == (4, 1, "paper", "gaussian")
-    assert (config.lr_schedule, config.loss_weighting, config.learning_rate, config.max_seq_len) == ("linear", "example", 1.5e-4, 512)
+    assert (config.lr_schedule, config.loss_weighting, config.learning_rate, config.max_seq_len) == (
+        "linear",
+        "example",
+        1.5e-4,
+        512,
+    )
     assert groups_per_step(config, 100_000) == 32  # 128 candidates a step, as run_mmlu.sh
     # Given settings win, even one equal to the plain default (B 8, the paper's own statement).
     mine = TrainConfig.from_dict({"recipe": "paper", "dataset_path": "x", "candidate_batch_size": 8, "budget": 0.125})
@@ -187,7 +204,9 @@ def test_example_weighting_averages_each_examples_token_mean():
     objective = sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, example.tolist(), strict=True))
     assert objective == pytest.approx((1 + 2 + 4) / 3)
     token = _token_weights("token", counts, loss_tokens=8, examples_with_loss=3)
-    assert sum(float((loss * w).sum()) for loss, w in zip(per_token_loss, token.tolist(), strict=True)) == pytest.approx((3 + 2 + 16) / 8)
+    assert sum(
+        float((loss * w).sum()) for loss, w in zip(per_token_loss, token.tolist(), strict=True)
+    ) == pytest.approx((3 + 2 + 16) / 8)
 
 
 @pytest.mark.parametrize("weighting", ["example", "token"])
@@ -195,8 +214,19 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path, dataset, tiny_mod
     runs = []
     for micro in (1, 4):
         logger = RecordingLogger()
-        train(_config(tmp_path / f"{micro}", dataset, tiny_model_dir, candidate_batch_size=4, micro_batch_size=micro,
-                      loss_weighting=weighting, max_steps=2, checkpoint_every=100), logger)
+        train(
+            _config(
+                tmp_path / f"{micro}",
+                dataset,
+                tiny_model_dir,
+                candidate_batch_size=4,
+                micro_batch_size=micro,
+                loss_weighting=weighting,
+                max_steps=2,
+                checkpoint_every=100,
+            ),
+            logger,
+        )
         runs.append([m["loss"] for m in logger.steps])
     assert runs[0] == pytest.approx(runs[1], rel=1e-5)
 
@@ -205,7 +235,12 @@ def test_length_diagnostic_is_reported_per_step_and_per_job(tmp_path, dataset, t
     logger = RecordingLogger()
     result = train(_config(tmp_path, dataset, tiny_model_dir, candidate_batch_size=4, max_steps=2), logger)
     length = logger.steps[0]["stats"]["length"]
-    assert set(length) >= {"spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected"}
+    assert set(length) >= {
+        "spearman_utility_length",
+        "spearman_score_length",
+        "mean_length_candidates",
+        "mean_length_selected",
+    }
     assert length["mean_length_candidates"] > 0 and length["mean_length_selected"] > 0
     summary = result.summary
     assert summary["mean_length_candidates"] > 0 and summary["alpha_paper"] == pytest.approx(summary["alpha"])
@@ -233,7 +268,9 @@ def test_eval_file_reports_loss_and_exact_match(tmp_path, dataset, tiny_model_di
     eval_path = tmp_path / "eval.jsonl"
     write_dataset(eval_path, 8, fmt="chat", seed=99)
     logger = RecordingLogger()
-    train(_config(tmp_path, dataset, tiny_model_dir, eval_dataset_path=str(eval_path), eval_every=2, max_steps=4), logger)
+    train(
+        _config(tmp_path, dataset, tiny_model_dir, eval_dataset_path=str(eval_path), eval_every=2, max_steps=4), logger
+    )
     evaluated = [m["step"] for m in logger.steps if m["eval_loss"] is not None]
     assert evaluated == [2, 4]
     assert 0.0 <= logger.steps[-1]["eval_accuracy"] <= 1.0
@@ -244,8 +281,26 @@ def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_mo
     from cli.main import main
 
     out = tmp_path / "cli"
-    code = main(["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",
-                 "--candidate-batch-size", "8", "--max-steps", "3", "--max-seq-len", "64", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--data",
+            dataset,
+            "--model",
+            tiny_model_dir,
+            "--output-dir",
+            str(out),
+            "--budget",
+            "0.25",
+            "--candidate-batch-size",
+            "8",
+            "--max-steps",
+            "3",
+            "--max-seq-len",
+            "64",
+            "--quiet",
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
@@ -266,8 +321,24 @@ def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, data
     from cli.main import main
 
     out = tmp_path / "cli"
-    common = ["train", "--data", dataset, "--model", tiny_model_dir, "--output-dir", str(out), "--budget", "0.25",
-              "--candidate-batch-size", "8", "--max-seq-len", "64", "--checkpoint-every", "2", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        dataset,
+        "--model",
+        tiny_model_dir,
+        "--output-dir",
+        str(out),
+        "--budget",
+        "0.25",
+        "--candidate-batch-size",
+        "8",
+        "--max-seq-len",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+    ]
     assert main(common + ["--max-steps", "3"]) == 0
     # The same command with a longer run continues from the step-3 checkpoint; metrics hold each step once.
     assert main(common + ["--max-steps", "5"]) == 0
@@ -318,7 +389,9 @@ def test_score_on_answer_scores_only_the_answer_tokens(tmp_path, dataset, tiny_m
         TrainConfig(dataset_path="x", score_on="prompt")
 
 
-def test_equal_rows_scores_every_candidate_of_a_group_on_the_groups_shortest_length(tmp_path, dataset, tiny_model_dir, monkeypatch):
+def test_equal_rows_scores_every_candidate_of_a_group_on_the_groups_shortest_length(
+    tmp_path, dataset, tiny_model_dir, monkeypatch
+):
     from uds.selectors import UDSSelector
 
     scored_rows = []
@@ -337,7 +410,9 @@ def test_equal_rows_scores_every_candidate_of_a_group_on_the_groups_shortest_len
 
     _, tokenizer = load_model_and_tokenizer(tiny_model_dir)
     lengths = [len(item.input_ids) for item in tokenize_examples(load_examples(dataset), tokenizer, 64, "all")]
-    groups = epoch_groups(lengths, 4, seed=config.seed, epoch=0, group_by_length=True)[: groups_per_step(config, len(lengths))]
+    groups = epoch_groups(lengths, 4, seed=config.seed, epoch=0, group_by_length=True)[
+        : groups_per_step(config, len(lengths))
+    ]
     expected = [min(lengths[r] for r in group) for group in groups for _ in group]
     assert scored_rows == expected
     assert any(lengths[r] > min(lengths[x] for x in g) for g in groups for r in g), "some candidate lost trailing rows"

@@ -28,5 +28,6 @@ def assert_same_tensors(expected: dict, actual: dict) -> None:
 
     assert expected.keys() == actual.keys() and expected
     for name in expected:
-        assert torch.equal(expected[name], actual[name]), f"{name} differs: max |diff| " \
-            f"{(expected[name].float() - actual[name].float()).abs().max().item()}"
+        assert torch.equal(expected[name], actual[name]), (
+            f"{name} differs: max |diff| {(expected[name].float() - actual[name].float()).abs().max().item()}"
+        )

@@ -7,18 +7,41 @@ import json
 import secrets
 from typing import Any
 
-TOPICS = ["apples", "rivers", "binary search", "the moon", "tea", "volcanoes", "chess", "bread", "rain", "owls",
-          "bicycles", "prime numbers", "glaciers", "violins", "ants", "lighthouses"]
+TOPICS = [
+    "apples",
+    "rivers",
+    "binary search",
+    "the moon",
+    "tea",
+    "volcanoes",
+    "chess",
+    "bread",
+    "rain",
+    "owls",
+    "bicycles",
+    "prime numbers",
+    "glaciers",
+    "violins",
+    "ants",
+    "lighthouses",
+]
 
 
 def chat_rows(n: int = 24) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
-        rows.append({"messages": [
-            {"role": "user", "content": f"Tell me one fact about {topic} (#{i})."},
-            {"role": "assistant", "content": f"Fact {i}: {topic} are worth learning about; {'ab' * (i % 5 + 1)}."},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Tell me one fact about {topic} (#{i})."},
+                    {
+                        "role": "assistant",
+                        "content": f"Fact {i}: {topic} are worth learning about; {'ab' * (i % 5 + 1)}.",
+                    },
+                ]
+            }
+        )
     return rows
 
 
@@ -52,8 +75,9 @@ def bearer(key: str) -> dict[str, str]:
 
 def upload(client, key: str | None, data: bytes, filename: str = "train.jsonl", expect: int | None = 201, **fields):
     headers = bearer(key) if key else {}
-    response = client.post("/api/v1/datasets", headers=headers, files={"file": (filename, io.BytesIO(data))},
-                           data=fields or None)
+    response = client.post(
+        "/api/v1/datasets", headers=headers, files={"file": (filename, io.BytesIO(data))}, data=fields or None
+    )
     if expect is not None:
         assert response.status_code == expect, response.text
     return response
@@ -68,8 +92,16 @@ def create_job(client, key: str | None, dataset_id: str, expect: int | None = 20
 
 
 TINY_JOB = dict(  # a few real steps of uds-tiny on CPU: seconds, not minutes
-    candidate_batch_size=8, budget=0.25, max_steps=6, max_seq_len=64, micro_batch_size=2, lora_r=4, lora_alpha=8,
-    checkpoint_every=3, learning_rate=1e-3, warmup_ratio=0.0,
+    candidate_batch_size=8,
+    budget=0.25,
+    max_steps=6,
+    max_seq_len=64,
+    micro_batch_size=2,
+    lora_r=4,
+    lora_alpha=8,
+    checkpoint_every=3,
+    learning_rate=1e-3,
+    warmup_ratio=0.0,
 )
 
 

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=128, max_position_embeddings=512)
+SHAPE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=512,
+)
 
 # architecture -> (config class, model class); gemma2 soft-caps its logits, so its head needs the explicit route.
 ARCHITECTURES = {
@@ -22,8 +28,9 @@ ARCHITECTURES = {
 EXTRA = {"gemma2": dict(head_dim=16, final_logit_softcapping=30.0)}
 
 
-def build_model_folder(path: Path, architecture: str = "llama", tied: bool = False, seed: int = 0,
-                       **config_overrides) -> Path:
+def build_model_folder(
+    path: Path, architecture: str = "llama", tied: bool = False, seed: int = 0, **config_overrides
+) -> Path:
     """Write a transformers folder (config, safetensors, tokenizer) of `architecture` to `path` and return it."""
     import torch
     import transformers
@@ -34,8 +41,12 @@ def build_model_folder(path: Path, architecture: str = "llama", tied: bool = Fal
     config_name, model_name = ARCHITECTURES[architecture]
     overrides = {**SHAPE, **EXTRA.get(architecture, {}), **config_overrides}
     config = getattr(transformers, config_name)(
-        vocab_size=len(tokenizer), tie_word_embeddings=tied, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **overrides,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=tied,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

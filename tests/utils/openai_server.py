@@ -54,9 +54,15 @@ def openai_server(database_url, tmp_path_factory):
     from api.main import create_app
     from api.settings import Settings
 
-    settings = Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("openai") / "data",
-                        broker_url=None, require_auth=True, min_examples=2, max_upload_bytes=64 * 1024,
-                        bootstrap_api_key=None)
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("openai") / "data",
+        broker_url=None,
+        require_auth=True,
+        min_examples=2,
+        max_upload_bytes=64 * 1024,
+        bootstrap_api_key=None,
+    )
     with serve_in_thread(create_app(settings)) as url:
         yield OpenAIServer(url, settings, database_url)
 

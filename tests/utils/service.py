@@ -117,11 +117,17 @@ def free_port() -> int:
 def child_env(**overrides: str) -> dict[str, str]:
     """The environment for a server or worker process: the repo importable, one CPU thread (2-core machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UDS_")}
-    env.update({
-        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(overrides)
     return env
 
@@ -133,8 +139,9 @@ class Process:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         # A new session, so stop() can end the whole group (celery's prefork children included).
-        self.proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -188,12 +195,15 @@ class Worker(Process):
     """`uds worker` (one process) in a child process; `preload` as for Server."""
 
     def __init__(self, env: dict[str, str], log_path: Path, queue: str, name: str, preload: str = ""):
-        code = (f"{preload}\nfrom cli.worker import run_worker; "
-                f"run_worker(concurrency=1, queues={queue!r}, hostname={name!r})")
+        code = (
+            f"{preload}\nfrom cli.worker import run_worker; "
+            f"run_worker(concurrency=1, queues={queue!r}, hostname={name!r})"
+        )
         super().__init__([sys.executable, "-c", code], env, log_path)
 
 
 # ---- end-to-end checks over HTTP ---------------------------------------------------------------------------
+
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2, on_timeout=None):
     deadline = time.monotonic() + timeout
@@ -225,8 +235,9 @@ def poll_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: flo
     return job
 
 
-def check_succeeded_job(client: httpx.Client, job: dict, tmp_path: Path, base_model_dir: str,
-                        steps: int, candidates: int, selected: int) -> None:
+def check_succeeded_job(
+    client: httpx.Client, job: dict, tmp_path: Path, base_model_dir: str, steps: int, candidates: int, selected: int
+) -> None:
     """Everything a user gets from a finished job: metrics per step, selections, events, and an adapter that
     loads with PeftModel.from_pretrained on the base model and generates."""
     import hashlib

@@ -16,8 +16,15 @@ from tests.utils.service import with_tiny_model
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", heartbeat_seconds=0.5,
-                    stale_after_seconds=5, metrics_flush_steps=3, metrics_flush_seconds=60, device="cpu")
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        heartbeat_seconds=0.5,
+        stale_after_seconds=5,
+        metrics_flush_steps=3,
+        metrics_flush_seconds=60,
+        device="cpu",
+    )
 
 
 @pytest.fixture
@@ -47,21 +54,52 @@ def make_job(settings, sessions):
             resolved.pop(host_field)
         with sessions.begin() as session:
             tenant = get_or_create_tenant(session, "worker-tests")
-            session.add(Dataset(id=dataset_id, tenant_id=tenant.id, filename="d.jsonl", purpose="fine-tune",
-                                format="chat", bytes=len(data), sha256="0" * 64, n_examples=rows, status="processed",
-                                storage_path=relative))
+            session.add(
+                Dataset(
+                    id=dataset_id,
+                    tenant_id=tenant.id,
+                    filename="d.jsonl",
+                    purpose="fine-tune",
+                    format="chat",
+                    bytes=len(data),
+                    sha256="0" * 64,
+                    n_examples=rows,
+                    status="processed",
+                    storage_path=relative,
+                )
+            )
             job_id = new_job_id()
-            session.add(Job(id=job_id, tenant_id=tenant.id, status=status, cancel_requested=False, model="uds-tiny",
-                            method=resolved["method"], config=resolved, dataset_id=dataset_id,
-                            seed=0, created_at=utcnow(), current_step=0, total_steps=None, examples_scored=0,
-                            examples_trained=0, tokens_trained=0, attempts=0, attempt_start_step=0))
+            session.add(
+                Job(
+                    id=job_id,
+                    tenant_id=tenant.id,
+                    status=status,
+                    cancel_requested=False,
+                    model="uds-tiny",
+                    method=resolved["method"],
+                    config=resolved,
+                    dataset_id=dataset_id,
+                    seed=0,
+                    created_at=utcnow(),
+                    current_step=0,
+                    total_steps=None,
+                    examples_scored=0,
+                    examples_trained=0,
+                    tokens_trained=0,
+                    attempts=0,
+                    attempt_start_step=0,
+                )
+            )
         made.append(job_id)
         return job_id
 
     yield make
     with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id.in_(made), Job.status.in_(("queued", "running")))
-                        .values(status="cancelled", worker_id=None, heartbeat_at=None))
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(made), Job.status.in_(("queued", "running")))
+            .values(status="cancelled", worker_id=None, heartbeat_at=None)
+        )
 
 
 @pytest.fixture

@@ -25,8 +25,12 @@ def test_pool_process_i_gets_gpu_i(monkeypatch):
 
     from worker import celery_app
 
-    for device, index, expected in (("cuda", 2, "cuda:2"), ("cuda", 0, "cuda:0"), ("cpu", 3, "cpu"),
-                                    ("cuda:1", 3, "cuda:1")):
+    for device, index, expected in (
+        ("cuda", 2, "cuda:2"),
+        ("cuda", 0, "cuda:0"),
+        ("cpu", 3, "cpu"),
+        ("cuda:1", 3, "cuda:1"),
+    ):
         monkeypatch.setattr(celery_app.settings, "device", device)
         monkeypatch.setattr(billiard.process, "current_process", lambda: SimpleNamespace(index=index))  # noqa: B023 (called before the loop moves on)
         celery_app._after_fork()

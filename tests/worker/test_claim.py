@@ -43,8 +43,13 @@ def test_run_job_does_nothing_for_running_or_finished_jobs(sessions, make_job, s
 
 def test_stale_or_dead_owner_can_be_taken_over(sessions, make_job, settings):
     stale = make_job(status="running")
-    set_job(sessions, stale, worker_id="elsewhere:7:beef", attempts=1,
-            heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds + 1))
+    set_job(
+        sessions,
+        stale,
+        worker_id="elsewhere:7:beef",
+        attempts=1,
+        heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds + 1),
+    )
     assert claim(sessions, stale, "me:1:cafe", settings.stale_after_seconds) is not None
     assert job_row(sessions, stale).attempts == 2
 

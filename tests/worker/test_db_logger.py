@@ -16,24 +16,46 @@ ME = "host:1:me"
 
 def metrics(step: int, loss: float = 1.0, rows=(0, 1, 2, 3), picked=(0,)) -> dict:
     s = {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0}
-    return {"step": step, "total_steps": 10, "epoch": 1, "loss": loss, "token_accuracy": 0.1, "learning_rate": 1e-3,
-            "grad_norm": 0.5, "tokens_trained": 7, "candidates": len(rows), "selected": len(picked),
-            "time_scoring": 0.01, "time_training": 0.02, "alpha": 0.3,
-            "stats": {"candidates": {"utility": s, "diversity": s, "score": s}, "selected": {"utility": s, "diversity": s, "score": s}},
-            "eval_loss": None, "eval_accuracy": None,
-            "selections": [{"row": r, "selected": r in picked, "utility": 1.0, "diversity": 0.1, "score": 1.1} for r in rows]}
+    return {
+        "step": step,
+        "total_steps": 10,
+        "epoch": 1,
+        "loss": loss,
+        "token_accuracy": 0.1,
+        "learning_rate": 1e-3,
+        "grad_norm": 0.5,
+        "tokens_trained": 7,
+        "candidates": len(rows),
+        "selected": len(picked),
+        "time_scoring": 0.01,
+        "time_training": 0.02,
+        "alpha": 0.3,
+        "stats": {
+            "candidates": {"utility": s, "diversity": s, "score": s},
+            "selected": {"utility": s, "diversity": s, "score": s},
+        },
+        "eval_loss": None,
+        "eval_accuracy": None,
+        "selections": [
+            {"row": r, "selected": r in picked, "utility": 1.0, "diversity": 0.1, "score": 1.1} for r in rows
+        ],
+    }
 
 
 def running(sessions, make_job) -> str:
     job_id = make_job()
     with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(status="running", worker_id=ME, heartbeat_at=utcnow()))
+        session.execute(
+            update(Job).where(Job.id == job_id).values(status="running", worker_id=ME, heartbeat_at=utcnow())
+        )
     return job_id
 
 
 def steps_in_db(sessions, job_id) -> list[int]:
     with sessions() as session:
-        return list(session.scalars(select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)))
+        return list(
+            session.scalars(select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step))
+        )
 
 
 def count_commits(url: str) -> list[int]:
@@ -140,10 +162,13 @@ def test_resume_deletes_rows_after_the_checkpoint_and_rewrites_idempotently(sess
     resumed.flush()
     assert steps_in_db(sessions, job_id) == list(range(1, 9))
     with sessions() as session:
-        losses = dict(session.execute(select(StepMetric.step, StepMetric.loss).where(StepMetric.job_id == job_id)).all())
+        losses = dict(
+            session.execute(select(StepMetric.step, StepMetric.loss).where(StepMetric.job_id == job_id)).all()
+        )
         assert losses[4] == 14.0 and losses[5] == 25.0 and losses[8] == 30.0
-        per_step = session.execute(select(Selection.step, func.count()).where(Selection.job_id == job_id)
-                                   .group_by(Selection.step)).all()
+        per_step = session.execute(
+            select(Selection.step, func.count()).where(Selection.job_id == job_id).group_by(Selection.step)
+        ).all()
         assert dict(per_step) == {s: 4 for s in range(1, 9)}
         assert session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all() == [4]
         job = session.get(Job, job_id)

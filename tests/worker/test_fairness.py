@@ -44,11 +44,13 @@ def tenant_job(make_job, sessions):
             tenant_id = get_or_create_tenant(session, f"fairness-{tenant}-{suffix}").id
         set_job(sessions, job_id, tenant_id=tenant_id)
         return job_id
+
     return make
 
 
-def test_embedded_worker_runs_another_tenants_job_before_the_first_tenants_next(settings, sessions, tenant_job,
-                                                                               monkeypatch):
+def test_embedded_worker_runs_another_tenants_job_before_the_first_tenants_next(
+    settings, sessions, tenant_job, monkeypatch
+):
     long_job, a2, a3 = tenant_job("a"), tenant_job("a"), tenant_job("a")
     started: list[str] = []
     holding, release, all_done = threading.Event(), threading.Event(), threading.Event()

@@ -36,8 +36,9 @@ def losses(sessions, job_id) -> dict[int, float]:
 
 def warnings(sessions, job_id) -> list[str]:
     with sessions() as session:
-        return list(session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id,
-                                                                   JobEvent.type == "integration")))
+        return list(
+            session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id, JobEvent.type == "integration"))
+        )
 
 
 def test_step_metrics_reach_mlflow(sessions, make_job, tiny_in_data_dir, tmp_path):
@@ -45,8 +46,11 @@ def test_step_metrics_reach_mlflow(sessions, make_job, tiny_in_data_dir, tmp_pat
 
     uri = (tmp_path / "mlruns").as_uri()
     job_id = make_job(max_steps=4, checkpoint_every=2)
-    set_job(sessions, job_id, integrations=[{"type": "mlflow", "tracking_uri": uri, "experiment": "uds-tests",
-                                             "run_name": None}])
+    set_job(
+        sessions,
+        job_id,
+        integrations=[{"type": "mlflow", "tracking_uri": uri, "experiment": "uds-tests", "run_name": None}],
+    )
     assert run_job(job_id, "me:1:mlflow", tiny_in_data_dir) == "succeeded"
 
     client = MlflowClient(tracking_uri=uri)
@@ -61,8 +65,11 @@ def test_step_metrics_reach_mlflow(sessions, make_job, tiny_in_data_dir, tmp_pat
 
 def test_an_unreachable_tracker_never_fails_the_job(sessions, make_job, tiny_in_data_dir):
     job_id = make_job(max_steps=3)
-    set_job(sessions, job_id, integrations=[{"type": "mlflow", "tracking_uri": "http://127.0.0.1:9",
-                                             "experiment": "x", "run_name": None}])
+    set_job(
+        sessions,
+        job_id,
+        integrations=[{"type": "mlflow", "tracking_uri": "http://127.0.0.1:9", "experiment": "x", "run_name": None}],
+    )
     assert run_job(job_id, "me:1:down", tiny_in_data_dir) == "succeeded"
     assert sorted(losses(sessions, job_id)) == [1, 2, 3]
     (message,) = warnings(sessions, job_id)
@@ -96,8 +103,13 @@ def test_a_tracker_that_raises_mid_run_is_dropped_with_one_warning(sessions, mak
 def test_wandb_offline_run_is_written_under_the_job_folder(sessions, make_job, tiny_in_data_dir):
     pytest.importorskip("wandb")
     job_id = make_job(max_steps=3)
-    set_job(sessions, job_id, integrations=[{"type": "wandb", "wandb": {"project": "uds-tests", "name": None,
-                                                                         "entity": None, "tags": ["t"]}}])
+    set_job(
+        sessions,
+        job_id,
+        integrations=[
+            {"type": "wandb", "wandb": {"project": "uds-tests", "name": None, "entity": None, "tags": ["t"]}}
+        ],
+    )
     assert run_job(job_id, "me:1:wandb", tiny_in_data_dir) == "succeeded"
     assert warnings(sessions, job_id) == []
     runs = list((tiny_in_data_dir.job_dir(job_id) / "wandb" / "wandb").glob("offline-run-*"))
@@ -137,6 +149,13 @@ def test_a_slow_tracker_does_not_hold_the_training_thread():
 
 
 def test_flat_metrics_keep_finite_numbers_and_stat_means():
-    step = {"step": 3, "loss": 2.5, "alpha": None, "grad_norm": float("nan"), "selected": 8, "tokens_trained": True,
-            "stats": {"selected": {"utility": {"mean": 4.0, "std": 1.0}, "diversity": None}, "length": {"rho": 1}}}
+    step = {
+        "step": 3,
+        "loss": 2.5,
+        "alpha": None,
+        "grad_norm": float("nan"),
+        "selected": 8,
+        "tokens_trained": True,
+        "stats": {"selected": {"utility": {"mean": 4.0, "std": 1.0}, "diversity": None}, "length": {"rho": 1}},
+    }
     assert flat_metrics(step) == {"loss": 2.5, "selected": 8.0, "selected_utility_mean": 4.0}

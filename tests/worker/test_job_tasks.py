@@ -54,15 +54,23 @@ def test_the_adapter_names_the_users_model_and_has_a_model_card(settings, finish
     adapter = settings.job_dir(finished_job.id) / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == MODEL
     card = (adapter / "README.md").read_text()
-    for fact in (f"base_model: {MODEL}", "`d.jsonl`, 24 examples", "| budget | 0.25", "| optimizer steps | 6",
-                 "PeftModel.from_pretrained", "r=4, alpha=8"):
+    for fact in (
+        f"base_model: {MODEL}",
+        "`d.jsonl`, 24 examples",
+        "| budget | 0.25",
+        "| optimizer steps | 6",
+        "PeftModel.from_pretrained",
+        "r=4, alpha=8",
+    ):
         assert fact in card, fact
     assert re.search(r"final training loss \| \d+\.\d{4} \|", card)
     with tarfile.open(settings.data_dir / finished_job.adapter_path) as tar:  # the download carries both
         assert "adapter/README.md" in tar.getnames()
 
 
-def test_the_merged_export_has_the_logits_of_base_plus_adapter(settings, sessions, finished_job, llama_folder, tmp_path):
+def test_the_merged_export_has_the_logits_of_base_plus_adapter(
+    settings, sessions, finished_job, llama_folder, tmp_path
+):
     from transformers import AutoModelForCausalLM
 
     from uds.export import load_with_adapter
@@ -80,8 +88,9 @@ def test_the_merged_export_has_the_logits_of_base_plus_adapter(settings, session
     assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "tokenizer.json").is_file()
     assert f"base_model: {MODEL}" in (tmp_path / "merged" / "README.md").read_text()
 
-    unmerged, tokenizer = load_with_adapter(str(llama_folder), str(settings.job_dir(finished_job.id) / "adapter"),
-                                            dtype=torch.float32)
+    unmerged, tokenizer = load_with_adapter(
+        str(llama_folder), str(settings.job_dir(finished_job.id) / "adapter"), dtype=torch.float32
+    )
     ids = tokenizer(["Reverse: abcdef -> ", "Copy: hello world"], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = unmerged(**ids).logits
@@ -97,8 +106,9 @@ def test_try_it_answers_with_and_without_the_adapter(settings, sessions, finishe
     from uds.tryit import _answer, prompt_ids
 
     messages = [{"role": "user", "content": "Reverse: abc"}]
-    task_id = new_task(sessions, finished_job, "generate",
-                       {"messages": messages, "max_new_tokens": 12, "temperature": 0.0, "seed": 0})
+    task_id = new_task(
+        sessions, finished_job, "generate", {"messages": messages, "max_new_tokens": 12, "temperature": 0.0, "seed": 0}
+    )
     assert run_task(task_id, "w:tasks", settings) == "succeeded"
     with sessions() as session:
         result = session.get(JobTask, task_id).result
@@ -128,6 +138,7 @@ def test_try_it_stops_when_cancelled(settings, sessions, finished_job, monkeypat
             with sessions() as session:
                 job_tasks.cancel_task(session, session.get(JobTask, task_id))
             return check()
+
         return should_stop
 
     monkeypatch.setattr(module, "_cancel_check", cancel_at_first_token)

@@ -13,8 +13,14 @@ from worker.runner import run_job
 
 pytestmark = pytest.mark.slow
 
-LENGTH_KEYS = {"spearman_utility_length", "spearman_score_length", "groups_with_utility_rho", "groups_with_score_rho",
-               "mean_length_candidates", "mean_length_selected"}
+LENGTH_KEYS = {
+    "spearman_utility_length",
+    "spearman_score_length",
+    "groups_with_utility_rho",
+    "groups_with_score_rho",
+    "mean_length_candidates",
+    "mean_length_selected",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +34,18 @@ def test_steps_store_groups_and_length_and_the_job_figure_matches_the_trainer(se
     job_id = make_job(rows=48, groups_per_step=2, max_steps=3, alpha="auto", checkpoint_every=3)
     assert run_job(job_id, "me:1:len", tiny_in_data_dir) == "succeeded"
     with sessions() as session:
-        rows = session.execute(select(StepMetric.candidates, StepMetric.selected, StepMetric.stats)
-                               .where(StepMetric.job_id == job_id).order_by(StepMetric.step)).all()
-        summaries = [d for d in session.scalars(select(JobEvent.data).where(JobEvent.job_id == job_id,
-                                                                             JobEvent.type == "succeeded"))
-                     if d and "alpha_paper" in d]
+        rows = session.execute(
+            select(StepMetric.candidates, StepMetric.selected, StepMetric.stats)
+            .where(StepMetric.job_id == job_id)
+            .order_by(StepMetric.step)
+        ).all()
+        summaries = [
+            d
+            for d in session.scalars(
+                select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "succeeded")
+            )
+            if d and "alpha_paper" in d
+        ]
         figure = job_length_bias(session, session.get(Job, job_id))
     assert len(rows) == 3
     for candidates, selected, stats in rows:

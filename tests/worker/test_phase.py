@@ -52,7 +52,28 @@ def test_the_trainer_reports_each_phase_in_order(tmp_path, tiny_model_dir):
     data = write_dataset(tmp_path / "train.jsonl", 32, fmt="chat", seed=0)
     evals = write_dataset(tmp_path / "eval.jsonl", 4, fmt="chat", seed=1)
     logger = Phases()
-    train(TrainConfig(model=tiny_model_dir, dataset_path=str(data), eval_dataset_path=str(evals), eval_every=1,
-                      output_dir=str(tmp_path / "out"), max_steps=2, max_seq_len=48, lora_r=2, lora_alpha=4), logger)
-    assert logger.seen == ["loading", "training", "evaluating", "training", "step 1", "evaluating", "training",
-                           "step 2", "saving"]
+    train(
+        TrainConfig(
+            model=tiny_model_dir,
+            dataset_path=str(data),
+            eval_dataset_path=str(evals),
+            eval_every=1,
+            output_dir=str(tmp_path / "out"),
+            max_steps=2,
+            max_seq_len=48,
+            lora_r=2,
+            lora_alpha=4,
+        ),
+        logger,
+    )
+    assert logger.seen == [
+        "loading",
+        "training",
+        "evaluating",
+        "training",
+        "step 1",
+        "evaluating",
+        "training",
+        "step 2",
+        "saving",
+    ]

@@ -20,6 +20,7 @@ SOURCE = uds.trainer.__file__
 def crash_inside_the_library(*args, **kwargs):
     def deep():
         raise RuntimeError(f"tensor mismatch, see {SOURCE}:123 and /usr/lib/python3.11/site-packages/torch/nn.py")
+
     deep()
 
 
@@ -40,11 +41,14 @@ def test_a_crash_shows_no_traceback_nor_source_paths_to_the_tenant(sessions, mak
     assert "Traceback" in caplog.text and SOURCE in caplog.text  # the operator still has it all
 
 
-@pytest.mark.parametrize("raw, kept", [
-    ('Traceback (most recent call last):\n  File "/srv/app/worker/runner.py", line 3, in run\nValueError: x', ""),
-    ('bad value in C:\\srv\\app\\uds\\trainer.py', "bad value in "),
-    ("dataset file-abc has 3 rows; loss nan at step 2/10", "dataset file-abc has 3 rows; loss nan at step 2/10"),
-])
+@pytest.mark.parametrize(
+    "raw, kept",
+    [
+        ('Traceback (most recent call last):\n  File "/srv/app/worker/runner.py", line 3, in run\nValueError: x', ""),
+        ("bad value in C:\\srv\\app\\uds\\trainer.py", "bad value in "),
+        ("dataset file-abc has 3 rows; loss nan at step 2/10", "dataset file-abc has 3 rows; loss nan at step 2/10"),
+    ],
+)
 def test_tenant_safe_keeps_the_message_and_drops_server_internals(raw, kept):
     cleaned = tenant_safe(raw)
     assert cleaned.startswith(kept) and ".py" not in cleaned and "Traceback" not in cleaned

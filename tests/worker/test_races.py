@@ -52,8 +52,9 @@ def together(*calls):
 
 def status_events(sessions, job_id) -> list[str]:
     with sessions() as session:
-        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "status")
-                                 .order_by(JobEvent.id)).all()
+        events = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "status").order_by(JobEvent.id)
+        ).all()
     return [e.data["status"] for e in events]
 
 
@@ -61,13 +62,21 @@ def status_events(sessions, job_id) -> list[str]:
 def test_a_vanished_worker_is_taken_over_exactly_once(sessions, make_job, settings, round_):
     job_id = make_job(status="running")
     gone = "elsewhere:7:beef"  # another host: only its heartbeat can say it is gone
-    set_job(sessions, job_id, worker_id=gone, attempts=1, current_step=4,
-            heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds + 5))
+    set_job(
+        sessions,
+        job_id,
+        worker_id=gone,
+        attempts=1,
+        current_step=4,
+        heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds + 5),
+    )
     dispatched = []
     stale = settings.stale_after_seconds
     results = together(
-        lambda: recover_jobs(settings, dispatched.append), lambda: recover_jobs(settings, dispatched.append),
-        lambda: claim(sessions, job_id, "w1:1:aaaa", stale), lambda: claim(sessions, job_id, "w2:2:bbbb", stale),
+        lambda: recover_jobs(settings, dispatched.append),
+        lambda: recover_jobs(settings, dispatched.append),
+        lambda: claim(sessions, job_id, "w1:1:aaaa", stale),
+        lambda: claim(sessions, job_id, "w2:2:bbbb", stale),
     )
     claimed = [r for r in results[2:] if r is not None]
     if not claimed:  # the sweep re-queued it before either claim looked: the re-dispatched task claims it
@@ -93,7 +102,9 @@ def test_two_workers_receiving_the_same_job_train_it_once(sessions, make_job, ti
     job = job_row(sessions, job_id)
     assert job.status == "succeeded" and job.attempts == 1
     with sessions() as session:
-        steps = session.scalars(select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)).all()
+        steps = session.scalars(
+            select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)
+        ).all()
     assert steps == [1, 2, 3]
     assert status_events(sessions, job_id).count("running") == 1
 
@@ -161,9 +172,10 @@ def test_cancel_racing_success(sessions, make_job, settings):
                 except APIError as exc:
                     return exc.code
 
-        def succeed():
-            return _finish(sessions, job_id, owner, "succeeded", "done", finished_at=utcnow(),  # noqa: B023 (together() joins both before the loop moves on)
-                           adapter_path="jobs/x/adapter.tar.gz")
+        def succeed(job_id=job_id, owner=owner):
+            return _finish(
+                sessions, job_id, owner, "succeeded", "done", finished_at=utcnow(), adapter_path="jobs/x/adapter.tar.gz"
+            )
 
         outcome, finished = together(cancel, succeed)
         job = job_row(sessions, job_id)
@@ -182,9 +194,10 @@ def test_deleting_a_dataset_while_a_job_is_created_on_it(sessions, settings, dat
         for _ in range(4):
             dataset = upload(client, key, jsonl(chat_rows(4))).json()
             created, deleted = together(
-                lambda: client.post("/api/v1/jobs", headers=bearer(key),
-                                    json={"dataset_id": dataset["id"], "model": "uds-tiny"}),  # noqa: B023 (together() joins both before the loop moves on)
-                lambda: client.delete(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)),  # noqa: B023 (together() joins both before the loop moves on)
+                lambda dataset=dataset: client.post(
+                    "/api/v1/jobs", headers=bearer(key), json={"dataset_id": dataset["id"], "model": "uds-tiny"}
+                ),
+                lambda dataset=dataset: client.delete(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)),
             )
             with sessions() as session:
                 exists = session.get(Dataset, dataset["id"]) is not None

@@ -48,8 +48,9 @@ def test_sent_once_per_period_and_only_while_queued(sessions, make_job, settings
         set_job(sessions, job_id, dispatched_at=long_ago)
     assert sorted(sweep(settings, mine)) == sorted([never_sent, recent, overdue])
     with sessions() as session:
-        events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == overdue,
-                                                                JobEvent.type == "dispatch")).all()
+        events = session.scalars(
+            select(JobEvent.message).where(JobEvent.job_id == overdue, JobEvent.type == "dispatch")
+        ).all()
     assert len(events) == 2 and "sent to the workers again" in events[0]
 
 
@@ -92,8 +93,13 @@ def test_a_failed_send_is_tried_again_at_the_next_sweep(sessions, make_job, sett
 def test_a_requeued_lost_job_is_sent_once_not_twice(sessions, make_job, settings):
     """recover_jobs sends a job it re-queues and stamps it, so the same sweep's redispatch leaves it alone."""
     job_id = make_job(status="running")
-    set_job(sessions, job_id, worker_id="elsewhere:7:beef", dispatched_at=None,
-            heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds * 2))
+    set_job(
+        sessions,
+        job_id,
+        worker_id="elsewhere:7:beef",
+        dispatched_at=None,
+        heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds * 2),
+    )
     requeued: list[str] = []
     assert job_id in recover_jobs(settings, requeued.append) and job_id in requeued
     assert sweep(settings, {job_id}) == []

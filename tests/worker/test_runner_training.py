@@ -39,10 +39,13 @@ def test_success_records_metrics_selections_and_adapter(sessions, make_job, tiny
     assert run_job(job_id, "me:1:cafe", settings) == "succeeded"
     with sessions() as session:
         job = session.get(Job, job_id)
-        steps = session.scalars(select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)).all()
+        steps = session.scalars(
+            select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)
+        ).all()
         n_selections = session.scalar(select(func.count()).select_from(Selection).where(Selection.job_id == job_id))
-        picked = session.scalar(select(func.count()).select_from(Selection).where(Selection.job_id == job_id,
-                                                                                   Selection.selected.is_(True)))
+        picked = session.scalar(
+            select(func.count()).select_from(Selection).where(Selection.job_id == job_id, Selection.selected.is_(True))
+        )
         checkpoint_steps = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
         types = session.scalars(select(JobEvent.type).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
     assert steps == [1, 2, 3, 4] and n_selections == 32 and picked == 8 and sorted(checkpoint_steps) == [2, 4]
@@ -69,7 +72,10 @@ def test_shutdown_requeues_and_the_next_run_resumes_without_gaps(sessions, make_
     def stop_after_first_checkpoint():
         def has_checkpoint():
             with sessions() as session:
-                return session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id)) > 0
+                return (
+                    session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id)) > 0
+                )
+
         when(has_checkpoint)
         stop.set()
 
@@ -85,10 +91,17 @@ def test_shutdown_requeues_and_the_next_run_resumes_without_gaps(sessions, make_
     assert run_job(job_id, "me:1:cafe", settings) == "succeeded"
     with sessions() as session:
         job = session.get(Job, job_id)
-        steps = session.scalars(select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)).all()
-        per_step = dict(session.execute(select(Selection.step, func.count()).where(Selection.job_id == job_id)
-                                        .group_by(Selection.step)).all())
-        messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id, JobEvent.type == "resumed")).all()
+        steps = session.scalars(
+            select(StepMetric.step).where(StepMetric.job_id == job_id).order_by(StepMetric.step)
+        ).all()
+        per_step = dict(
+            session.execute(
+                select(Selection.step, func.count()).where(Selection.job_id == job_id).group_by(Selection.step)
+            ).all()
+        )
+        messages = session.scalars(
+            select(JobEvent.message).where(JobEvent.job_id == job_id, JobEvent.type == "resumed")
+        ).all()
     assert steps == [1, 2, 3, 4, 5, 6] and per_step == {s: 8 for s in range(1, 7)}
     assert job.attempts == 2 and job.examples_scored == 48 and job.examples_trained == 12
     assert messages and "Resumed from the checkpoint at step" in messages[0]
@@ -102,6 +115,7 @@ def test_cancel_mid_run(sessions, make_job, tiny_in_data_dir):
         def two_steps():
             with sessions() as session:
                 return session.scalar(select(Job.current_step).where(Job.id == job_id)) >= 2
+
         when(two_steps)
         with sessions.begin() as session:
             session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))

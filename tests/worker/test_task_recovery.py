@@ -29,10 +29,21 @@ def add_task(sessions, make_job):
         task_id = "gen-" + secrets.token_hex(12)
         with sessions.begin() as session:
             tenant = session.get(Job, job_id).tenant_id
-            session.add(JobTask(id=task_id, tenant_id=tenant, job_id=job_id, kind=kind, status=status,
-                                params=PARAMS if kind == "generate" else {"kind": "merged"}, cancel_requested=cancel,
-                                worker_id=owner, attempts=attempts, created_at=utcnow(),
-                                started_at=utcnow() - dt.timedelta(seconds=started_ago)))
+            session.add(
+                JobTask(
+                    id=task_id,
+                    tenant_id=tenant,
+                    job_id=job_id,
+                    kind=kind,
+                    status=status,
+                    params=PARAMS if kind == "generate" else {"kind": "merged"},
+                    cancel_requested=cancel,
+                    worker_id=owner,
+                    attempts=attempts,
+                    created_at=utcnow(),
+                    started_at=utcnow() - dt.timedelta(seconds=started_ago),
+                )
+            )
         made.append(task_id)
         return task_id
 

@@ -66,10 +66,19 @@ class UDSConfig:
     def train_config(self, candidate_batch_size: int, max_seq_len: int, seed: int) -> TrainConfig:
         """The same settings as a TrainConfig: validated by the one validator, and what `make_selector` takes."""
         return TrainConfig(
-            method=self.method, budget=self.budget, candidate_batch_size=candidate_batch_size,
-            group_by_length=self.group_by_length, equal_rows=self.equal_rows, alpha=self.alpha, alpha_window=self.alpha_window,
-            buffer_size=self.buffer_size, proj_r_voc=self.proj_r_voc, proj_r_seq=self.proj_r_seq,
-            loss_weighting=self.loss_weighting, max_seq_len=max_seq_len, seed=seed,
+            method=self.method,
+            budget=self.budget,
+            candidate_batch_size=candidate_batch_size,
+            group_by_length=self.group_by_length,
+            equal_rows=self.equal_rows,
+            alpha=self.alpha,
+            alpha_window=self.alpha_window,
+            buffer_size=self.buffer_size,
+            proj_r_voc=self.proj_r_voc,
+            proj_r_seq=self.proj_r_seq,
+            loss_weighting=self.loss_weighting,
+            max_seq_len=max_seq_len,
+            seed=seed,
         )
 
 
@@ -154,10 +163,18 @@ class UDSMixin(_MixinBase):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         dataset, collator = self._uds_dataset_and_collator()
-        sampler = GroupBatchSampler(self.uds_lengths, self.uds_config.candidate_batch_size, self.uds_config.seed, self.uds_config.group_by_length)
+        sampler = GroupBatchSampler(
+            self.uds_lengths,
+            self.uds_config.candidate_batch_size,
+            self.uds_config.seed,
+            self.uds_config.group_by_length,
+        )
         loader = DataLoader(
-            _WithRows(dataset), batch_sampler=sampler, collate_fn=_RowsCollator(collator),
-            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            _WithRows(dataset),
+            batch_sampler=sampler,
+            collate_fn=_RowsCollator(collator),
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
         )
         return self.accelerator.prepare(loader)
 
@@ -202,8 +219,14 @@ class UDSMixin(_MixinBase):
             mask = group["attention_mask"].to(device)
             score_mask = equal_rows_mask(mask) if self.uds_config.equal_rows else None
             return measure_batch(
-                model, self.uds_selector, self.uds_head, group["input_ids"].to(device), mask, group["labels"].to(device),
-                score_mask, autocast=self.compute_loss_context_manager(),
+                model,
+                self.uds_selector,
+                self.uds_head,
+                group["input_ids"].to(device),
+                mask,
+                group["labels"].to(device),
+                score_mask,
+                autocast=self.compute_loss_context_manager(),
             )
         finally:
             model.train(was_training)
@@ -216,7 +239,9 @@ class UDSMixin(_MixinBase):
             offsets.append(offsets[-1] + int(group["input_ids"].shape[0]))
         per_group = [[i - offsets[g] for i in chosen if offsets[g] <= i < offsets[g + 1]] for g in range(len(groups))]
         batches = [_take(group, index) for group, index in zip(groups, per_group, strict=True)]
-        counts = [loss_token_count(labels) for batch in batches for labels in batch["labels"]]  # padding is -100 already
+        counts = [
+            loss_token_count(labels) for batch in batches for labels in batch["labels"]
+        ]  # padding is -100 already
         weights = step_token_weights(self.uds_config.loss_weighting, counts).split([len(index) for index in per_group])
         for batch, weight in zip(batches, weights, strict=True):
             batch[WEIGHTS_KEY] = weight
@@ -229,7 +254,9 @@ class UDSMixin(_MixinBase):
         weights = inputs.pop(WEIGHTS_KEY, None)
         inputs.pop(ROWS_KEY, None)
         if weights is None:  # evaluation batches: the Trainer's own loss
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
         loss = weighted_token_loss(outputs.logits, inputs["labels"], weights)
         return (loss, outputs) if return_outputs else loss
@@ -248,12 +275,14 @@ class UDSMixin(_MixinBase):
         self.uds_counters["examples_trained"] += int(picked.sum())
         self._uds_pending.append(_step_stats(scores, selection.chosen, bias, len(rows), int(picked.sum())))
         if self.uds.record_selections:
-            self.selections.append({
-                "step": self.state.global_step + 1,
-                "groups": [group[ROWS_KEY].tolist() for group in groups],
-                "picked": [batch[ROWS_KEY].tolist() for batch in batches],
-                "score": scores.total.tolist(),
-            })
+            self.selections.append(
+                {
+                    "step": self.state.global_step + 1,
+                    "groups": [group[ROWS_KEY].tolist() for group in groups],
+                    "picked": [batch[ROWS_KEY].tolist() for batch in batches],
+                    "score": scores.total.tolist(),
+                }
+            )
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # Training logs carry "loss"; evaluation and the final summary are left as they are.
@@ -264,7 +293,11 @@ class UDSMixin(_MixinBase):
 
     def _uds_totals(self) -> dict[str, float]:
         scored, trained = self.uds_counters["examples_scored"], self.uds_counters["examples_trained"]
-        return {"uds/examples_scored": scored, "uds/examples_trained": trained, "uds/trained_fraction": trained / max(1, scored)}
+        return {
+            "uds/examples_scored": scored,
+            "uds/examples_trained": trained,
+            "uds/trained_fraction": trained / max(1, scored),
+        }
 
     # ------------------------------------------------------------------------------------------------ checkpoints
 
@@ -272,7 +305,11 @@ class UDSMixin(_MixinBase):
         super()._save_checkpoint(model, trial, *args, **kwargs)
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if os.path.isdir(folder) and self.args.should_save:
-            state = {"selector": self.uds_selector.state_dict(), "counters": dict(self.uds_counters), "config": self.uds_config.to_dict()}
+            state = {
+                "selector": self.uds_selector.state_dict(),
+                "counters": dict(self.uds_counters),
+                "config": self.uds_config.to_dict(),
+            }
             torch.save(state, os.path.join(folder, STATE_FILE))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
@@ -286,7 +323,9 @@ class UDSMixin(_MixinBase):
     def _uds_restore(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{checkpoint} holds no UDS selector state ({STATE_FILE}); it was not written by a UDS trainer")
+            raise FileNotFoundError(
+                f"{checkpoint} holds no UDS selector state ({STATE_FILE}); it was not written by a UDS trainer"
+            )
         state = torch.load(path, map_location="cpu", weights_only=True)
         _check_same_selection(state["config"], self.uds_config)
         self.uds_selector.load_state_dict(state["selector"])
@@ -298,21 +337,38 @@ class UDSTrainer(UDSMixin, Trainer):  # type: ignore[misc]  # the mixin sets los
 
 
 # Settings that must not change across a resume: they decide the data order and what the memory means.
-_RESUME_FIXED = ("method", "budget", "candidate_batch_size", "group_by_length", "proj_r_voc", "proj_r_seq", "buffer_size", "seed", "max_seq_len")
+_RESUME_FIXED = (
+    "method",
+    "budget",
+    "candidate_batch_size",
+    "group_by_length",
+    "proj_r_voc",
+    "proj_r_seq",
+    "buffer_size",
+    "seed",
+    "max_seq_len",
+)
 
 
 def _check_same_selection(saved: dict[str, Any], config: TrainConfig) -> None:
     current = config.to_dict()
     changed = [name for name in _RESUME_FIXED if saved.get(name) != current[name]]
     if changed:
-        raise ValueError(f"the checkpoint's UDS settings differ in {', '.join(changed)}: resume with the settings it was trained with")
+        raise ValueError(
+            f"the checkpoint's UDS settings differ in {', '.join(changed)}: resume with the settings it was trained with"
+        )
 
 
 def _take(batch: dict[str, Any], index: list[int]) -> dict[str, Any]:
     """Rows `index` of every per-example tensor of `batch`, padding trimmed to the longest of them."""
     size = int(batch["input_ids"].shape[0])
     rows = torch.tensor(index, dtype=torch.long)
-    taken = {key: value[rows.to(value.device)] if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == size else value for key, value in batch.items()}
+    taken = {
+        key: value[rows.to(value.device)]
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == size
+        else value
+        for key, value in batch.items()
+    }
     width = int(taken["attention_mask"].sum(dim=1).max()) if len(index) else 0
     for key in ("input_ids", "attention_mask", "labels"):
         taken[key] = taken[key][:, :width]
@@ -348,6 +404,6 @@ def _step_stats(scores, chosen: torch.Tensor, bias: dict[str, Any], candidates: 
 def _mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:
     """The mean of each statistic over the steps since the last log (a key missing in a step is not counted)."""
     keys = dict.fromkeys(key for step in steps for key in step)
-    return {key: sum(step[key] for step in steps if key in step) / sum(1 for step in steps if key in step) for key in keys}
-
-
+    return {
+        key: sum(step[key] for step in steps if key in step) / sum(1 for step in steps if key in step) for key in keys
+    }
