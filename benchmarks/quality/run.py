@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.quality.run --seeds 3          # the full benchmark (see README.md for run time)
     .venv/bin/python -m benchmarks.quality.run --quick            # seconds: a smoke run of every stage
     .venv/bin/python -m benchmarks.quality.run --report-only      # rewrite report.md and plots from results.json
+    .venv/bin/python -m benchmarks.quality.run --train my.jsonl --eval my_eval.jsonl   # any user's data (compare.py)
 
 Stages: (1) the dataset (benchmarks/quality/data, built if missing), (2) the base model (pretrained once, cached
 under --data-dir), (3) the comparison: every method and budget, same base, same candidate steps, same learning
@@ -194,6 +195,13 @@ def _num(value) -> str:
 
 
 def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(arg.split("=")[0] in ("--train", "--eval") for arg in args):
+        # A user's data: every method at the chosen budgets, paired seeds and intervals, on the BPE base by default
+        # (benchmarks.quality.compare takes the same command line; `--help` there lists its flags).
+        from benchmarks.quality import compare
+
+        return compare.main(args)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training rows per run")

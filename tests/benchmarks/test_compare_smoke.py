@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.quality import base, compare, manpages
+from benchmarks.quality import base, compare, manpages, run
 
 TINY = [
     "--vocab",
@@ -103,7 +103,7 @@ def test_user_data_through_the_comparison_with_paired_statistics(built, tmp_path
         "--no-progress",
         *TINY,
     ]
-    assert compare.main(argv) == 0
+    assert run.main(argv) == 0  # `python -m benchmarks.quality.run --train ... --eval ...` hands over to compare.py
     results = json.loads((out / "results.json").read_text())
     assert sorted((r["method"], r["seed"]) for r in results["runs"]) == sorted(
         (m, s) for m in ("full", "uds", "random") for s in (0, 1)
@@ -119,3 +119,4 @@ def test_invalid_user_data_is_refused_with_line_numbers(tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(SystemExit, match="line"):
         compare.main(["--train", str(bad), "--eval", str(bad), "--out", str(tmp_path / "o")])
+
