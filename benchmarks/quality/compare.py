@@ -164,6 +164,8 @@ def parse_args(argv=None):
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.25])
     parser.add_argument("--methods", nargs="+", default=list(SELECTORS), choices=SELECTORS)
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training rows (every method sees each candidate this often)")
+    parser.add_argument("--full-epochs", type=int, default=None, help="epochs of the full run (default --epochs); e.g. to compare "
+                        "selectors at as many optimizer steps as full takes")
     parser.add_argument("--learning-rate", type=float, default=5e-3, help="the same for every method (not tuned per method)")
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--cost-vocab", type=int, nargs="*", default=[32768], help="also time every method at these vocabulary sizes")
@@ -172,6 +174,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="rewrite report.md from --out/results.json")
     return parser.parse_args(argv)
 
 
@@ -185,6 +188,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        compare_report.write(json.loads((out / "results.json").read_text()), out)
+        return 0
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="uds-compare-"))
     data = prepare_data(args, work)
@@ -197,6 +203,7 @@ def main(argv=None) -> int:
         "n_eval": sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip()),
         "train_kinds": {k: data["kinds"].count(k) for k in dict.fromkeys(data["kinds"])},
         "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"}, "seeds": args.seeds, "budgets": args.budgets,
+        "full_epochs": args.full_epochs or args.epochs,
     }
     results = {"command": " ".join(["python -m benchmarks.quality.compare", *(argv if argv is not None else sys.argv[1:])]),
                "settings": settings, "runs": [], "cost": [], "date": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": args.threads}
@@ -208,7 +215,8 @@ def main(argv=None) -> int:
 
     for seed in range(args.seeds):
         for method, budget in grid(args.methods, args.budgets):
-            row = run_one(settings, method, method, budget, {}, seed, data["kinds"], curves=False)
+            extra = {"epochs": args.full_epochs} if method == "full" and args.full_epochs else {}
+            row = run_one(settings, method, method, budget, extra, seed, data["kinds"], curves=False)
             row.pop("curve", None)
             results["runs"].append(row)
             log(f"seed {seed} {method:>8} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "

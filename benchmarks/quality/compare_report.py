@@ -81,6 +81,7 @@ def cost_rows(runs: list[dict]) -> list[dict]:
 
 def write(results: dict, out: Path) -> None:
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     runs, settings = results["runs"], results["settings"]
     p = settings["pretrain"]
     seeds = sorted({r["seed"] for r in runs})
@@ -94,7 +95,7 @@ def write(results: dict, out: Path) -> None:
         + (f"; {p['seconds'] / 60:.1f} min to build." if "seconds" in p else "."),
         f"- **Data**: {settings['n_train']} training rows" + (f" ({', '.join(f'{k} {v}' for k, v in settings['train_kinds'].items())})" if settings["train_kinds"] else "")
         + f", {settings['n_eval']} held-out rows; `{Path(settings['train']).name}` / `{Path(settings['eval']).name}`.",
-        f"- **Runs**: {settings['epochs']} epoch(s), lr {settings['learning_rate']:g} ({settings['warmup_ratio']:.0%} warm-up), max length "
+        f"- **Runs**: {settings['epochs']} epoch(s)" + (f" ({settings['full_epochs']} for full)" if settings.get("full_epochs", settings["epochs"]) != settings["epochs"] else "") + f", lr {settings['learning_rate']:g} ({settings['warmup_ratio']:.0%} warm-up), max length "
         f"{settings['max_seq_len']}, LoRA r=8 on all projections, otherwise the service's defaults (B=8, about 32 picks per step, alpha "
         f"\"paper\", loss on all tokens). Seeds {seeds[0] if seeds else '-'}..{seeds[-1] if seeds else '-'}: a seed fixes the candidate order and the "
         "LoRA init for every method (tests/benchmarks/test_pairing.py), so differences are paired per seed.",

@@ -112,6 +112,9 @@ def test_user_data_through_the_comparison_with_paired_statistics(built, tmp_path
     report = (out / "report.md").read_text()
     assert "| uds | 25.0% | random | held-out answer loss |" in report
     assert "2 paired seeds" in report and "## What each method trained on" in report and "At vocabulary 1024" in report
+    (out / "report.md").unlink()
+    assert compare.main(["--report-only", "--out", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
 
 
 def test_invalid_user_data_is_refused_with_line_numbers(tmp_path):
