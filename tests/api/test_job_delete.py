@@ -255,6 +255,9 @@ def test_a_delete_waits_for_a_cancel_in_flight_and_then_deletes(client, key, dat
                 )
                 if waiting:
                     break
+                # pg_stat_activity is read once per transaction and then cached: end it, or every later read
+                # repeats the first one (taken, under load, before the delete reached the lock).
+                session.rollback()
                 threading.Event().wait(0.01)
             assert waiting, "the delete did not wait for the cancel's row lock"
     else:
