@@ -44,20 +44,42 @@ def run(data: str, model: str, seed: int, order: str, steps: int, max_seq_len: i
 
     with tempfile.TemporaryDirectory(prefix="uds-length-") as out:
         config = TrainConfig(
-            model=model, dataset_path=data, output_dir=out, method="uds", budget=0.125, max_steps=steps, seed=seed,
-            max_seq_len=max_seq_len, checkpoint_every=10_000_000, device="cpu", **ORDERS[order],
+            model=model,
+            dataset_path=data,
+            output_dir=out,
+            method="uds",
+            budget=0.125,
+            max_steps=steps,
+            seed=seed,
+            max_seq_len=max_seq_len,
+            checkpoint_every=10_000_000,
+            device="cpu",
+            **ORDERS[order],
         )
         summary = train(config, None, resume=False).summary
-    return {"seed": seed, "order": order, **{k: summary[k] for k in (
-        "spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected")}}
+    return {
+        "seed": seed,
+        "order": order,
+        **{
+            k: summary[k]
+            for k in (
+                "spearman_utility_length",
+                "spearman_score_length",
+                "mean_length_candidates",
+                "mean_length_selected",
+            )
+        },
+    }
 
 
 def report(rows: list[dict], command: str, data: str, model: str) -> str:
     lines = [
-        "# Length bias of UDS selection: length-grouped candidates against plain shuffled order", "",
+        "# Length bias of UDS selection: length-grouped candidates against plain shuffled order",
+        "",
         f"Command: `{command}` ({time.strftime('%Y-%m-%d')}). Data: `{os.path.relpath(data, ROOT)}`. Model: `{model}`. "
         "uds at 12.5%, B=8, the service's defaults otherwise. One row per run; rho is the mean over the run's selection "
-        "groups of Spearman's rank correlation with the token count (groups whose lengths are all equal have none).", "",
+        "groups of Spearman's rank correlation with the token count (groups whose lengths are all equal have none).",
+        "",
         "| order | seed | rho(utility, length) | rho(score, length) | mean length candidates | mean length selected | selected / candidates |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -91,8 +113,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="uds-tiny-") as models:
         model = resolve_model(TINY_MODEL, models_dir=models) if args.model == TINY_MODEL else args.model
-        rows = [run(args.data, model, seed, order, args.steps, args.max_seq_len) for seed in range(args.seeds) for order in ORDERS]
-    text = report(rows, " ".join(["python benchmarks/length_bias.py", *(argv if argv is not None else sys.argv[1:])]), args.data, args.model)
+        rows = [
+            run(args.data, model, seed, order, args.steps, args.max_seq_len)
+            for seed in range(args.seeds)
+            for order in ORDERS
+        ]
+    text = report(
+        rows,
+        " ".join(["python benchmarks/length_bias.py", *(argv if argv is not None else sys.argv[1:])]),
+        args.data,
+        args.model,
+    )
     print(text)
     if args.out != "-":
         Path(args.out).write_text(text)

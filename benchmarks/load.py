@@ -38,8 +38,16 @@ from tests.utils.datasets import write_dataset  # noqa: E402
 from tests.utils.service import Process, Worker, child_env, free_port, fresh_postgres_database  # noqa: E402
 
 KEY = "uds-load-" + secrets.token_hex(16)
-JOB = dict(candidate_batch_size=8, budget=0.25, max_seq_len=64, micro_batch_size=2, lora_r=4, lora_alpha=8,
-           learning_rate=1e-3, warmup_ratio=0.0)
+JOB = dict(
+    candidate_batch_size=8,
+    budget=0.25,
+    max_seq_len=64,
+    micro_batch_size=2,
+    lora_r=4,
+    lora_alpha=8,
+    learning_rate=1e-3,
+    warmup_ratio=0.0,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,8 +70,10 @@ def wait_http(url: str, timeout: float = 90) -> None:
 
 
 def run_job(client: httpx.Client, dataset_id: str, steps: int) -> str:
-    response = client.post("/api/v1/jobs", json={"dataset_id": dataset_id, "model": "uds-tiny", "max_steps": steps,
-                                                 "checkpoint_every": steps, **JOB})
+    response = client.post(
+        "/api/v1/jobs",
+        json={"dataset_id": dataset_id, "model": "uds-tiny", "max_steps": steps, "checkpoint_every": steps, **JOB},
+    )
     response.raise_for_status()
     return response.json()["id"]
 
@@ -92,15 +102,25 @@ def job_wall(job: dict) -> float:
     return (end - start).total_seconds()
 
 
-async def load_phase(url: str, job_id: str, clients: int, interval: float, uploaders: int, upload_every: float,
-                     max_seconds: float, dataset_bytes: bytes) -> dict:
+async def load_phase(
+    url: str,
+    job_id: str,
+    clients: int,
+    interval: float,
+    uploaders: int,
+    upload_every: float,
+    max_seconds: float,
+    dataset_bytes: bytes,
+) -> dict:
     samples: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     done = asyncio.Event()
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
 
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30, limits=limits
+    ) as client:
+
         async def timed(name: str, method: str, path: str, **kwargs):
             start = time.perf_counter()
             try:
@@ -118,8 +138,9 @@ async def load_phase(url: str, job_id: str, clients: int, interval: float, uploa
             await asyncio.sleep(interval * i / clients)  # spread the clients over one interval
             while not done.is_set():
                 job = await timed("GET /jobs/{id}", "GET", f"/api/v1/jobs/{job_id}")
-                page = await timed("GET /jobs/{id}/metrics", "GET", f"/api/v1/jobs/{job_id}/metrics",
-                                   params={"after_step": after})
+                page = await timed(
+                    "GET /jobs/{id}/metrics", "GET", f"/api/v1/jobs/{job_id}/metrics", params={"after_step": after}
+                )
                 if page is not None and page.status_code == 200:
                     after = page.json()["last_step"]
                 if job is not None and job.status_code == 200 and job.json()["status"] in ("succeeded", "failed"):
@@ -129,8 +150,9 @@ async def load_phase(url: str, job_id: str, clients: int, interval: float, uploa
         async def uploader(i: int):
             await asyncio.sleep(upload_every * i / max(1, uploaders))
             while not done.is_set():
-                await timed("POST /datasets", "POST", "/api/v1/datasets",
-                            files={"file": (f"load-{i}.jsonl", dataset_bytes)})
+                await timed(
+                    "POST /datasets", "POST", "/api/v1/datasets", files={"file": (f"load-{i}.jsonl", dataset_bytes)}
+                )
                 await asyncio.sleep(upload_every)
 
         started = time.perf_counter()
@@ -147,13 +169,18 @@ async def load_phase(url: str, job_id: str, clients: int, interval: float, uploa
 
 # ---- slow clients: other tenants' pollers with and without 50 slow uploads + 50 unread downloads ----------------
 
+
 async def slow_upload(port: int, key: str, hold: asyncio.Event) -> None:
     """A multipart upload that sends its headers, then a byte every 2 s (as a stalled mobile link would)."""
     boundary = "slowboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.jsonl\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    request = (f"POST /api/v1/datasets HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
-               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    request = (
+        f"POST /api/v1/datasets HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+    ).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request + head)
@@ -172,8 +199,10 @@ async def unread_download(port: int, key: str, file_id: str, hold: asyncio.Event
     """A download of a large file whose client never reads: the server's socket buffer fills and it must wait."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     f"Authorization: Bearer {key}\r\n\r\n".encode())
+        writer.write(
+            f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n".encode()
+        )
         await writer.drain()
         await hold.wait()
     except OSError:
@@ -182,8 +211,9 @@ async def unread_download(port: int, key: str, file_id: str, hold: asyncio.Event
         writer.close()
 
 
-async def polling_phase(url: str, job_id: str, clients: int, interval: float, seconds: float,
-                        slow: list | None = None) -> dict:
+async def polling_phase(
+    url: str, job_id: str, clients: int, interval: float, seconds: float, slow: list | None = None
+) -> dict:
     """`clients` pollers of the job for `seconds`; with `slow`, the slow clients run meanwhile (started first)."""
     samples: list[float] = []
     errors = 0
@@ -192,8 +222,9 @@ async def polling_phase(url: str, job_id: str, clients: int, interval: float, se
     if slow_tasks:
         await asyncio.sleep(3)  # every slow client connected and holding its transfer before we measure
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30, limits=limits
+    ) as client:
         stop = time.perf_counter() + seconds
 
         async def poller(i: int):
@@ -212,8 +243,13 @@ async def polling_phase(url: str, job_id: str, clients: int, interval: float, se
         await asyncio.gather(*(poller(i) for i in range(clients)))
     hold.set()
     await asyncio.gather(*slow_tasks)
-    return {"requests": len(samples), "errors": errors, "p50_ms": 1000 * percentile(samples, 50),
-            "p99_ms": 1000 * percentile(samples, 99), "max_ms": 1000 * max(samples)}
+    return {
+        "requests": len(samples),
+        "errors": errors,
+        "p50_ms": 1000 * percentile(samples, 50),
+        "p99_ms": 1000 * percentile(samples, 99),
+        "max_ms": 1000 * max(samples),
+    }
 
 
 def slow_client_scenario(url: str, port: int, database_url: str, job_id: str, args, work: Path) -> dict:
@@ -227,19 +263,31 @@ def slow_client_scenario(url: str, port: int, database_url: str, job_id: str, ar
     with session_factory(database_url)() as session:
         keys = [add_key(session, f"slow-{i}") for i in range(args.slow_clients)]
         session.commit()
-    downloaders = keys[:-(-args.slow_clients // 8)]  # ceil(n / 8) tenants, 8 downloads each
+    downloaders = keys[: -(-args.slow_clients // 8)]  # ceil(n / 8) tenants, 8 downloads each
     with httpx.Client(base_url=url, timeout=300) as client, open(big, "rb") as f:
         data = f.read()
-        file_ids = {k: client.post("/v1/files", headers={"Authorization": f"Bearer {k}"},
-                                   files={"file": ("big.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
-                    for k in downloaders}
+        file_ids = {
+            k: client.post(
+                "/v1/files",
+                headers={"Authorization": f"Bearer {k}"},
+                files={"file": ("big.jsonl", data)},
+                data={"purpose": "fine-tune"},
+            ).json()["id"]
+            for k in downloaders
+        }
     slow = [lambda hold, k=k: slow_upload(port, k, hold) for k in keys]
-    slow += [lambda hold, k=k: unread_download(port, k, file_ids[k], hold)
-             for k in (downloaders * 8)[:args.slow_clients]]
+    slow += [
+        lambda hold, k=k: unread_download(port, k, file_ids[k], hold) for k in (downloaders * 8)[: args.slow_clients]
+    ]
     alone = asyncio.run(polling_phase(url, job_id, args.slow_pollers, args.interval, args.slow_seconds))
     beside = asyncio.run(polling_phase(url, job_id, args.slow_pollers, args.interval, args.slow_seconds, slow))
-    return {"alone": alone, "with_slow_clients": beside, "slow_uploads": len(keys),
-            "unread_downloads": min(len(downloaders) * 8, args.slow_clients), "download_bytes": len(data)}
+    return {
+        "alone": alone,
+        "with_slow_clients": beside,
+        "slow_uploads": len(keys),
+        "unread_downloads": min(len(downloaders) * 8, args.slow_clients),
+        "download_bytes": len(data),
+    }
 
 
 def main() -> int:
@@ -251,8 +299,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=240)
-    parser.add_argument("--slow-clients", type=int, default=50,
-                        help="tenants holding one slow upload and one unread download each (0: skip the scenario)")
+    parser.add_argument(
+        "--slow-clients",
+        type=int,
+        default=50,
+        help="tenants holding one slow upload and one unread download each (0: skip the scenario)",
+    )
     parser.add_argument("--slow-pollers", type=int, default=45, help="another tenant's pollers in that scenario")
     parser.add_argument("--slow-seconds", type=float, default=20, help="length of each polling phase")
     parser.add_argument("--append", action="store_true", help="add this run to the report instead of replacing it")
@@ -269,25 +321,63 @@ def main() -> int:
     resolve_model(TINY_MODEL, models_dir=data_dir / "models")
     dataset_path = work / "train.jsonl"
     write_dataset(dataset_path, 256, fmt="chat", seed=1)
-    upload_bytes = dataset_path.read_bytes()[:16 * 1024].rsplit(b"\n", 1)[0] + b"\n"
+    upload_bytes = dataset_path.read_bytes()[: 16 * 1024].rsplit(b"\n", 1)[0] + b"\n"
 
     redis_port = free_port()
-    redis = Process([shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no"], os.environ.copy(), logs / "redis.log")
+    redis = Process(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        os.environ.copy(),
+        logs / "redis.log",
+    )
     processes = [redis]
     try:
         with fresh_postgres_database("uds_load") as database_url:
-            env = child_env(UDS_DATABASE_URL=database_url, UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                            UDS_QUEUE="gpu-load", UDS_DATA_DIR=str(data_dir), UDS_BOOTSTRAP_API_KEY=KEY,
-                            UDS_BOOTSTRAP_TENANT="load", UDS_REQUIRE_AUTH="true", UDS_MIN_EXAMPLES="8",
-                            UDS_DEVICE="cpu", UDS_CREATE_RATE_PER_MINUTE="0", UDS_MAX_ACTIVE_JOBS="0")
+            env = child_env(
+                UDS_DATABASE_URL=database_url,
+                UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+                UDS_QUEUE="gpu-load",
+                UDS_DATA_DIR=str(data_dir),
+                UDS_BOOTSTRAP_API_KEY=KEY,
+                UDS_BOOTSTRAP_TENANT="load",
+                UDS_REQUIRE_AUTH="true",
+                UDS_MIN_EXAMPLES="8",
+                UDS_DEVICE="cpu",
+                UDS_CREATE_RATE_PER_MINUTE="0",
+                UDS_MAX_ACTIVE_JOBS="0",
+            )
             from api.db import migrate
 
             migrate(database_url)  # once, before the uvicorn workers start
             port = free_port()
-            api = Process([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-                           "--workers", str(args.api_workers), "--log-level", "warning", "--no-access-log"],
-                          env, logs / "api.log")
+            api = Process(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.main:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(args.api_workers),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                env,
+                logs / "api.log",
+            )
             worker = Worker(env, logs / "worker.log", "gpu-load", "load@%h")
             processes += [api, worker]
             url = f"http://127.0.0.1:{port}"
@@ -304,12 +394,21 @@ def main() -> int:
                 loaded_id = run_job(client, dataset["id"], args.steps)
                 while client.get(f"/api/v1/jobs/{loaded_id}").json()["status"] != "running":
                     time.sleep(0.1)
-                result = asyncio.run(load_phase(url, loaded_id, args.clients, args.interval, args.uploaders,
-                                                args.upload_every, args.max_seconds, upload_bytes))
+                result = asyncio.run(
+                    load_phase(
+                        url,
+                        loaded_id,
+                        args.clients,
+                        args.interval,
+                        args.uploaders,
+                        args.upload_every,
+                        args.max_seconds,
+                        upload_bytes,
+                    )
+                )
                 loaded_job = wait_job(client, loaded_id, 600)
                 loaded = {**step_times(client, loaded_id), "wall_s": job_wall(loaded_job)}
-            slow = (slow_client_scenario(url, port, database_url, loaded_id, args, work) if args.slow_clients
-                    else None)
+            slow = slow_client_scenario(url, port, database_url, loaded_id, args, work) if args.slow_clients else None
     finally:
         for process in reversed(processes):
             process.stop()
@@ -319,13 +418,31 @@ def main() -> int:
         n, err = len(values), result["errors"].get(name, 0)
         total += n
         total_errors += err
-        rows.append({"endpoint": name, "requests": n, "per_s": n / result["elapsed_s"], "errors": err,
-                     "p50_ms": 1000 * percentile(values, 50), "p99_ms": 1000 * percentile(values, 99),
-                     "max_ms": 1000 * max(values)})
-    report = {"args": vars(args), "elapsed_s": result["elapsed_s"], "requests": total, "errors": total_errors,
-              "throughput_per_s": total / result["elapsed_s"], "endpoints": rows, "baseline": baseline,
-              "loaded": loaded, "job_status": loaded_job["status"], "cpus": os.cpu_count(), "slow_clients": slow,
-              "load_average_before": load_before}
+        rows.append(
+            {
+                "endpoint": name,
+                "requests": n,
+                "per_s": n / result["elapsed_s"],
+                "errors": err,
+                "p50_ms": 1000 * percentile(values, 50),
+                "p99_ms": 1000 * percentile(values, 99),
+                "max_ms": 1000 * max(values),
+            }
+        )
+    report = {
+        "args": vars(args),
+        "elapsed_s": result["elapsed_s"],
+        "requests": total,
+        "errors": total_errors,
+        "throughput_per_s": total / result["elapsed_s"],
+        "endpoints": rows,
+        "baseline": baseline,
+        "loaded": loaded,
+        "job_status": loaded_job["status"],
+        "cpus": os.cpu_count(),
+        "slow_clients": slow,
+        "load_average_before": load_before,
+    }
     write_report(report, Path(args.out))
     print(json.dumps(report, indent=2))
     return 0 if loaded_job["status"] == "succeeded" else 1
@@ -333,9 +450,11 @@ def main() -> int:
 
 def write_report(report: dict, path: Path) -> None:
     a = report["args"]
-    command = (f".venv/bin/python benchmarks/load.py --clients {a['clients']} --uploaders {a['uploaders']} "
-               f"--interval {a['interval']} --upload-every {a['upload_every']} --steps {a['steps']} "
-               f"--api-workers {a['api_workers']}")
+    command = (
+        f".venv/bin/python benchmarks/load.py --clients {a['clients']} --uploaders {a['uploaders']} "
+        f"--interval {a['interval']} --upload-every {a['upload_every']} --steps {a['steps']} "
+        f"--api-workers {a['api_workers']}"
+    )
     b, loaded = report["baseline"], report["loaded"]
     lines = [
         "# Load: polling and uploads against the distributed mode on loopback",
@@ -358,8 +477,10 @@ def write_report(report: dict, path: Path) -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["endpoints"]:
-        lines.append(f"| `{r['endpoint']}` | {r['requests']} | {r['per_s']:.1f} | {r['errors']} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
+        lines.append(
+            f"| `{r['endpoint']}` | {r['requests']} | {r['per_s']:.1f} | {r['errors']} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} |"
+        )
     slowdown_compute = loaded["median_step_compute_s"] / b["median_step_compute_s"] - 1
     slowdown_wall = loaded["wall_s"] / b["wall_s"] - 1
     lines += [

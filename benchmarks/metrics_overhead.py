@@ -120,23 +120,61 @@ def main() -> int:
         dataset_path.write_bytes(to_jsonl(make_rows(n_examples, task="reverse")))
         models_dir = work / "models"
         resolve_model(TINY_MODEL, models_dir=models_dir)
-        base = dict(model=TINY_MODEL, dataset_path=str(dataset_path), models_dir=str(models_dir), device="cpu",
-                    candidate_batch_size=args.candidate_batch_size, budget=0.125, max_steps=args.steps,
-                    max_seq_len=args.max_seq_len, micro_batch_size=4, checkpoint_every=args.checkpoint_every, learning_rate=1e-3)
+        base = dict(
+            model=TINY_MODEL,
+            dataset_path=str(dataset_path),
+            models_dir=str(models_dir),
+            device="cpu",
+            candidate_batch_size=args.candidate_batch_size,
+            budget=0.125,
+            max_steps=args.steps,
+            max_seq_len=args.max_seq_len,
+            micro_batch_size=4,
+            checkpoint_every=args.checkpoint_every,
+            learning_rate=1e-3,
+        )
 
         def new_job() -> str:
             with sessions.begin() as session:
                 tenant = get_or_create_tenant(session, "bench")
                 dataset_id = "file-" + secrets.token_hex(12)
-                session.add(Dataset(id=dataset_id, tenant_id=tenant.id, filename="train.jsonl", purpose="fine-tune",
-                                    format="chat", bytes=0, sha256="0" * 64, n_examples=n_examples,
-                                    status="processed", storage_path="train.jsonl"))
+                session.add(
+                    Dataset(
+                        id=dataset_id,
+                        tenant_id=tenant.id,
+                        filename="train.jsonl",
+                        purpose="fine-tune",
+                        format="chat",
+                        bytes=0,
+                        sha256="0" * 64,
+                        n_examples=n_examples,
+                        status="processed",
+                        storage_path="train.jsonl",
+                    )
+                )
                 job_id = "ftjob-" + secrets.token_hex(12)
-                session.add(Job(id=job_id, tenant_id=tenant.id, status="running", cancel_requested=False,
-                                model=TINY_MODEL, method="uds", config={"budget": 0.125}, dataset_id=dataset_id, seed=0,
-                                created_at=utcnow(), current_step=0, examples_scored=0, examples_trained=0,
-                                tokens_trained=0, attempts=1, attempt_start_step=0, worker_id="bench",
-                                heartbeat_at=utcnow()))
+                session.add(
+                    Job(
+                        id=job_id,
+                        tenant_id=tenant.id,
+                        status="running",
+                        cancel_requested=False,
+                        model=TINY_MODEL,
+                        method="uds",
+                        config={"budget": 0.125},
+                        dataset_id=dataset_id,
+                        seed=0,
+                        created_at=utcnow(),
+                        current_step=0,
+                        examples_scored=0,
+                        examples_trained=0,
+                        tokens_trained=0,
+                        attempts=1,
+                        attempt_start_step=0,
+                        worker_id="bench",
+                        heartbeat_at=utcnow(),
+                    )
+                )
             return job_id
 
         results = {"null": [], "db": []}
@@ -149,10 +187,17 @@ def main() -> int:
                     # Configured as worker/runner.py configures it: a started lease answers should_stop.
                     job_id = new_job()
                     lease = JobLease(sessions, job_id, "bench", heartbeat_seconds=settings.heartbeat_seconds).start()
-                    logger = Timed(DbLogger(sessions, job_id, "bench", lease=lease,
-                                            flush_steps=settings.metrics_flush_steps,
-                                            flush_seconds=settings.metrics_flush_seconds,
-                                            checkpoint_every=base["checkpoint_every"]))
+                    logger = Timed(
+                        DbLogger(
+                            sessions,
+                            job_id,
+                            "bench",
+                            lease=lease,
+                            flush_steps=settings.metrics_flush_steps,
+                            flush_seconds=settings.metrics_flush_seconds,
+                            checkpoint_every=base["checkpoint_every"],
+                        )
+                    )
                 train(TrainConfig(**base, output_dir=str(output)), logger, resume=False)
                 if kind == "db":
                     logger.inner.close()
@@ -160,8 +205,11 @@ def main() -> int:
                 results[kind].append(logger)
                 durations = logger.step_durations()
                 split = ", ".join(f"{k} {v / logger.steps * 1000:.2f}" for k, v in sorted(logger.by_method.items()))
-                print(f"{kind:4} run {repeat + 1}: median step {statistics.median(durations) * 1000:.1f} ms, "
-                      f"in logger {logger.in_logger / logger.steps * 1000:.2f} ms/step ({split})", flush=True)
+                print(
+                    f"{kind:4} run {repeat + 1}: median step {statistics.median(durations) * 1000:.1f} ms, "
+                    f"in logger {logger.in_logger / logger.steps * 1000:.2f} ms/step ({split})",
+                    flush=True,
+                )
 
         def pooled(kind):
             return [d for logger in results[kind] for d in logger.step_durations()]
@@ -174,14 +222,18 @@ def main() -> int:
         db_steps = sum(r.steps for r in results["db"])
         methods = sorted({m for r in results["db"] for m in r.by_method})
         split_rows = "\n".join(
-            f"| {m} | {sum(r.by_method.get(m, 0.0) for r in results['db']) / db_steps * 1000:.3f} ms |" for m in methods)
+            f"| {m} | {sum(r.by_method.get(m, 0.0) for r in results['db']) / db_steps * 1000:.3f} ms |" for m in methods
+        )
         ratio = db_step / null_step
-        print(f"\nmedian step: NullLogger {null_step * 1000:.1f} ms, DbLogger {db_step * 1000:.1f} ms, ratio {ratio:.4f}")
+        print(
+            f"\nmedian step: NullLogger {null_step * 1000:.1f} ms, DbLogger {db_step * 1000:.1f} ms, ratio {ratio:.4f}"
+        )
         print(f"time in DbLogger: {db_in_logger * 1000:.3f} ms/step = {direct:.2%} of a step (goal < 2%)")
 
         if not args.no_report:
             command = "cd /work/main && .venv/bin/python benchmarks/metrics_overhead.py " + " ".join(
-                shlex.quote(a) for a in sys.argv[1:])
+                shlex.quote(a) for a in sys.argv[1:]
+            )
             report = ROOT / "benchmarks" / "results" / "metrics_overhead.md"
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(f"""# Metrics overhead: DbLogger (Postgres) vs NullLogger
@@ -194,7 +246,7 @@ Setup: uds-tiny on CPU ({platform.processor() or platform.machine()}, {os.cpu_co
 alternated; DbLogger configured as the worker configures it (batches every {settings.metrics_flush_steps} steps or
 {settings.metrics_flush_seconds:g} s written by a writer thread, steps stored before each checkpoint, cancel flag read
 by a watcher thread) writing to PostgreSQL
-({server.split('@')[-1]}), per step one metrics row and {args.candidate_batch_size} selection rows.
+({server.split("@")[-1]}), per step one metrics row and {args.candidate_batch_size} selection rows.
 
 | | NullLogger | DbLogger |
 |---|---|---|

@@ -138,8 +138,12 @@ def _body(args, device, dtype):
     from transformers import Qwen2Config, Qwen2Model
 
     config = Qwen2Config(
-        vocab_size=args.vocab_size, hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
         max_position_embeddings=max(args.length, 512),
     )
     model = Qwen2Model(config).to(device=device, dtype=dtype).eval()
@@ -164,8 +168,16 @@ def worker(args) -> dict:
         if args.worker == "ours":
             _sync(device)
             start = clock()
-            selector = UDSSelector(SimpleNamespace(weight=weight, is_linear=True), args.length, r_voc=R_VOC, r_seq=R_SEQ,
-                                   buffer_size=BUFFER, alpha="auto", seed=0, device=device)
+            selector = UDSSelector(
+                SimpleNamespace(weight=weight, is_linear=True),
+                args.length,
+                r_voc=R_VOC,
+                r_seq=R_SEQ,
+                buffer_size=BUFFER,
+                alpha="auto",
+                seed=0,
+                device=device,
+            )
             _sync(device)
             result["setup_time"] = clock() - start
             selector.buffer.push(memory)
@@ -205,8 +217,19 @@ def _run_worker(args, route: str, vocab: int, repeats: int) -> dict:
     # A fixed mmap threshold: every tensor of 64 KiB or more gets its own mapping and is unmapped when freed, so the
     # resident set follows live tensor memory (glibc's adaptive threshold would recycle freed heap instead).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", route, "--vocab-size", str(vocab), "--result", out,
-               "--repeats", str(repeats), *_shape_flags(args)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        route,
+        "--vocab-size",
+        str(vocab),
+        "--result",
+        out,
+        "--repeats",
+        str(repeats),
+        *_shape_flags(args),
+    ]
     try:
         subprocess.run(command, check=True, cwd=ROOT, env=env)
         return json.loads(Path(out).read_text())
@@ -216,7 +239,19 @@ def _run_worker(args, route: str, vocab: int, repeats: int) -> dict:
 
 def _shape_flags(args) -> list[str]:
     flags = []
-    for name in ("batch", "length", "hidden", "layers", "intermediate", "heads", "kv_heads", "device", "dtype", "threads", "clock"):
+    for name in (
+        "batch",
+        "length",
+        "hidden",
+        "layers",
+        "intermediate",
+        "heads",
+        "kv_heads",
+        "device",
+        "dtype",
+        "threads",
+        "clock",
+    ):
         flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     return flags
 
@@ -297,11 +332,17 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per route (default: torch's default)")
-    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                        help="cpu: process CPU time, for a shared CPU machine (use with --threads 1)")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="cpu: process CPU time, for a shared CPU machine (use with --threads 1)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours and of the forward pass")
     parser.add_argument("--explicit-repeats", type=int, default=1, help="timed runs of the explicit route (slow)")
-    parser.add_argument("--out", default=None, help="markdown report (default benchmarks/results/scoring.md; none with --quick)")
+    parser.add_argument(
+        "--out", default=None, help="markdown report (default benchmarks/results/scoring.md; none with --quick)"
+    )
     parser.add_argument("--worker", choices=["ours", "explicit"], help=argparse.SUPPRESS)
     parser.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -320,7 +361,9 @@ def main(argv=None) -> None:
         args.vocab = args.vocab or [8000]
     vocabs = args.vocab or [32000, 151936]
     out = args.out or (None if args.quick else str(ROOT / "benchmarks" / "results" / "scoring.md"))
-    command = " ".join([".venv/bin/python", "benchmarks/scoring.py", *map(shlex.quote, (argv if argv is not None else sys.argv[1:]))])
+    command = " ".join(
+        [".venv/bin/python", "benchmarks/scoring.py", *map(shlex.quote, (argv if argv is not None else sys.argv[1:]))]
+    )
 
     load_start = os.getloadavg()[0]
     rows = []

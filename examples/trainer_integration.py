@@ -39,9 +39,15 @@ def main() -> None:
     chat_rows = make_rows(args.examples, task="reverse", seed=0)
     uds = UDSConfig(budget=args.budget, candidate_batch_size=args.group_size, alpha="paper", max_seq_len=128)
     common = dict(
-        output_dir=os.path.join(args.output_dir, args.trainer), per_device_train_batch_size=args.group_size,
-        gradient_accumulation_steps=args.groups, max_steps=args.max_steps, learning_rate=3e-3, logging_steps=5,
-        save_steps=10, report_to="none", use_cpu=True,
+        output_dir=os.path.join(args.output_dir, args.trainer),
+        per_device_train_batch_size=args.group_size,
+        gradient_accumulation_steps=args.groups,
+        max_steps=args.max_steps,
+        learning_rate=3e-3,
+        logging_steps=5,
+        save_steps=10,
+        report_to="none",
+        use_cpu=True,
     )
     if args.trainer == "sft":
         trainer = _sft_trainer(model, tokenizer, chat_rows, common, uds)
@@ -53,7 +59,9 @@ def main() -> None:
 
 def _hf_trainer(model, tokenizer, chat_rows, common, uds):
     # A plain Trainer takes tokenized rows and a collator that pads them to the right (labels -100 on padding).
-    examples = [Example(row=i, line=i + 1, messages=normalise_record(record, "chat")) for i, record in enumerate(chat_rows)]
+    examples = [
+        Example(row=i, line=i + 1, messages=normalise_record(record, "chat")) for i, record in enumerate(chat_rows)
+    ]
     items = tokenize_examples(examples, tokenizer, max_seq_len=128)
     rows = [{"input_ids": item.input_ids, "labels": item.labels} for item in items]
 
@@ -74,7 +82,14 @@ def _sft_trainer(model, tokenizer, chat_rows, common, uds):
 
     config = SFTConfig(**common, max_length=128, bf16=False)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(DEFAULT_LORA_TARGETS), task_type="CAUSAL_LM")
-    return UDSSFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(chat_rows), processing_class=tokenizer, peft_config=lora, uds=uds)
+    return UDSSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(chat_rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        uds=uds,
+    )
 
 
 if __name__ == "__main__":

@@ -10,5 +10,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     || echo "warning: could not install chromium; browser tests will fail" >&2
 fi
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy uds api
 exec .venv/bin/python -m pytest "$@"

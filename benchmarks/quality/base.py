@@ -51,12 +51,20 @@ class BaseSpec:
     corpus_scale: float = 1.0  # x the per-source caps of corpus.SOURCE_CAPS (about 10 M characters at 1.0)
 
     def shape(self) -> dict:
-        return dict(hidden_size=self.hidden, num_hidden_layers=self.layers, num_attention_heads=self.heads,
-                    num_key_value_heads=self.kv_heads, intermediate_size=self.ffn, max_position_embeddings=1024)
+        return dict(
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.kv_heads,
+            intermediate_size=self.ffn,
+            max_position_embeddings=1024,
+        )
 
     def folder_name(self) -> str:
-        return (f"bpe{self.vocab}-d{self.hidden}-l{self.layers}-h{self.heads}-kv{self.kv_heads}-f{self.ffn}"
-                f"-n{self.steps}-b{self.batch}x{self.seq_len}-lr{self.lr:g}-c{self.corpus_scale:g}-s{self.seed}")
+        return (
+            f"bpe{self.vocab}-d{self.hidden}-l{self.layers}-h{self.heads}-kv{self.kv_heads}-f{self.ffn}"
+            f"-n{self.steps}-b{self.batch}x{self.seq_len}-lr{self.lr:g}-c{self.corpus_scale:g}-s{self.seed}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer
@@ -75,19 +83,28 @@ def train_tokenizer(texts, vocab_size: int):
 
     backend = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte stays encodable
     )
     backend.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, chat_template=CHAT_TEMPLATE,
-        model_max_length=1024, padding_side="right",
+        tokenizer_object=backend,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=1024,
+        padding_side="right",
     )
 
 
@@ -135,38 +152,65 @@ def build(spec: BaseSpec, data_dir: Path | None = None, log=partial(print, flush
         # A tiny corpus (tests) may have no document in the held-out bucket: hold out its last 5% instead.
         cut = max(2, len(train_docs) // 20)
         train_docs, heldout_docs = train_docs[:-cut], train_docs[-cut:]
-    log(f"corpus: {len(train_docs)} training documents ({sum(len(d.text) for d in train_docs) / 1e6:.1f} M chars), "
-        f"{len(heldout_docs)} held out ({sum(len(d.text) for d in heldout_docs) / 1e6:.2f} M chars)")
+    log(
+        f"corpus: {len(train_docs)} training documents ({sum(len(d.text) for d in train_docs) / 1e6:.1f} M chars), "
+        f"{len(heldout_docs)} held out ({sum(len(d.text) for d in heldout_docs) / 1e6:.2f} M chars)"
+    )
     tokenizer = train_tokenizer((d.text for d in train_docs), spec.vocab)
     tokenizer_seconds = time.perf_counter() - started
     train_ids = encode_documents(tokenizer, train_docs)
     heldout_ids = encode_documents(tokenizer, heldout_docs)
-    log(f"tokenizer: {len(tokenizer)} entries in {tokenizer_seconds:.0f} s; {len(train_ids) / 1e6:.2f} M training tokens, "
-        f"{len(heldout_ids) / 1e3:.0f} k held out")
+    log(
+        f"tokenizer: {len(tokenizer)} entries in {tokenizer_seconds:.0f} s; {len(train_ids) / 1e6:.2f} M training tokens, "
+        f"{len(heldout_ids) / 1e3:.0f} k held out"
+    )
 
     n_windows = min(64, len(heldout_ids) // spec.seq_len)
     windows = torch.tensor(heldout_ids[: n_windows * spec.seq_len], dtype=torch.long).view(n_windows, spec.seq_len)
     model = build_model(tokenizer, spec.seed, spec.shape())
     parameters = sum(p.numel() for p in model.parameters())
-    log(f"model: {parameters / 1e6:.1f} M parameters ({spec.shape()}); {spec.steps} steps of {spec.batch} x {spec.seq_len} tokens")
+    log(
+        f"model: {parameters / 1e6:.1f} M parameters ({spec.shape()}); {spec.steps} steps of {spec.batch} x {spec.seq_len} tokens"
+    )
     train_started = time.perf_counter()
-    curve, val_loss = train_loop(model, torch.tensor(train_ids, dtype=torch.long), windows, spec.steps, spec.seed,
-                                 spec.seq_len, spec.batch, spec.lr, log, progress=progress)
+    curve, val_loss = train_loop(
+        model,
+        torch.tensor(train_ids, dtype=torch.long),
+        windows,
+        spec.steps,
+        spec.seed,
+        spec.seq_len,
+        spec.batch,
+        spec.lr,
+        log,
+        progress=progress,
+    )
     train_seconds = time.perf_counter() - train_started
     # The unigram model predicts the same positions the model's loss covers: every window token but the first.
     targets = windows[:, 1:].reshape(-1).tolist()
     unigram = unigram_loss(train_ids, targets, len(tokenizer))
     heldout_bytes = sum(len(tokenizer.decode(row)) for row in windows[:, 1:].tolist())
     info = {
-        "spec": asdict(spec), "shape": spec.shape(), "parameters": parameters, "vocab_size": len(tokenizer),
-        "corpus_train_chars": sum(len(d.text) for d in train_docs), "corpus_heldout_chars": sum(len(d.text) for d in heldout_docs),
-        "train_tokens": len(train_ids), "heldout_tokens_scored": len(targets), "tokens_seen": spec.steps * spec.batch * spec.seq_len,
+        "spec": asdict(spec),
+        "shape": spec.shape(),
+        "parameters": parameters,
+        "vocab_size": len(tokenizer),
+        "corpus_train_chars": sum(len(d.text) for d in train_docs),
+        "corpus_heldout_chars": sum(len(d.text) for d in heldout_docs),
+        "train_tokens": len(train_ids),
+        "heldout_tokens_scored": len(targets),
+        "tokens_seen": spec.steps * spec.batch * spec.seq_len,
         "epochs_over_corpus": spec.steps * spec.batch * spec.seq_len / len(train_ids),
-        "val_loss": val_loss, "unigram_loss": unigram,
+        "val_loss": val_loss,
+        "unigram_loss": unigram,
         # nats per character of the held-out text: comparable across tokenizers (the byte-level base reports per byte).
-        "val_nats_per_char": val_loss * len(targets) / heldout_bytes, "unigram_nats_per_char": unigram * len(targets) / heldout_bytes,
-        "tokenizer_seconds": tokenizer_seconds, "train_seconds": train_seconds, "seconds": time.perf_counter() - started,
-        "torch_threads": torch.get_num_threads(), "curve": curve,
+        "val_nats_per_char": val_loss * len(targets) / heldout_bytes,
+        "unigram_nats_per_char": unigram * len(targets) / heldout_bytes,
+        "tokenizer_seconds": tokenizer_seconds,
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads(),
+        "curve": curve,
     }
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -183,7 +227,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """The BaseSpec fields as --flags (shared by this CLI and benchmarks.quality.compare)."""
     defaults = BaseSpec()
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"base model: {name} (default {value})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"base model: {name} (default {value})"
+        )
 
 
 def spec_from_args(args) -> BaseSpec:
@@ -193,7 +239,9 @@ def spec_from_args(args) -> BaseSpec:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_spec_arguments(parser)
-    parser.add_argument("--data-dir", default=None, help="cache folder (default $UDS_BENCH_DIR or ~/.cache/uds/bench-quality)")
+    parser.add_argument(
+        "--data-dir", default=None, help="cache folder (default $UDS_BENCH_DIR or ~/.cache/uds/bench-quality)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -202,7 +250,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     path = build(spec_from_args(args), Path(args.data_dir) if args.data_dir else None, progress=not args.no_progress)
     info = json.loads((path / "pretrain.json").read_text())
-    print(json.dumps({k: info[k] for k in ("parameters", "vocab_size", "val_loss", "unigram_loss", "val_nats_per_char", "unigram_nats_per_char", "seconds")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: info[k]
+                for k in (
+                    "parameters",
+                    "vocab_size",
+                    "val_loss",
+                    "unigram_loss",
+                    "val_nats_per_char",
+                    "unigram_nats_per_char",
+                    "seconds",
+                )
+            },
+            indent=1,
+        )
+    )
     print(path)
     return 0
 

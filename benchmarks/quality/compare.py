@@ -60,7 +60,12 @@ def prepare_data(args, work: Path) -> dict:
         kinds = []
         if args.kinds:
             kinds = [json.loads(line)["kind"] for line in Path(args.kinds).read_text().splitlines() if line.strip()]
-        return {"train": validated(args.train), "eval": validated(args.eval), "kinds": kinds, "task": f"user data ({Path(args.train).name})"}
+        return {
+            "train": validated(args.train),
+            "eval": validated(args.eval),
+            "kinds": kinds,
+            "task": f"user data ({Path(args.train).name})",
+        }
     if args.task == "manpages":
         from benchmarks.quality import manpages
 
@@ -96,7 +101,11 @@ def prepare_base(args) -> tuple[str, dict]:
     if args.base == "byte":
         from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, base_model_dir, pretrain
 
-        folder = pretrain(base_model_dir(data_dir or DEFAULT_DATA_DIR, args.pretrain_steps, 0, BASE_SHAPE), steps=args.pretrain_steps, log=log)
+        folder = pretrain(
+            base_model_dir(data_dir or DEFAULT_DATA_DIR, args.pretrain_steps, 0, BASE_SHAPE),
+            steps=args.pretrain_steps,
+            log=log,
+        )
         info = json.loads((folder / "pretrain.json").read_text())
         return str(folder), {**info, "vocab_size": 260, "kind": "byte-level, 260 tokens (pretrain.py)"}
     from benchmarks.quality import base
@@ -136,14 +145,31 @@ def cost_at_vocab(model_dir: str, vocab: int, settings: dict, methods, budgets, 
         timings = {}
         for method, budget in grid(methods, budgets):
             config = TrainConfig(
-                model=str(folder), dataset_path=str(subset), output_dir=str(Path(root) / f"out-{method}-{budget}"),
-                method=method, budget=budget, epochs=1, learning_rate=settings["learning_rate"], max_seq_len=settings["max_seq_len"],
-                micro_batch_size=settings["micro_batch_size"], seed=0, device="cpu", checkpoint_every=10_000_000, keep_checkpoints=1,
+                model=str(folder),
+                dataset_path=str(subset),
+                output_dir=str(Path(root) / f"out-{method}-{budget}"),
+                method=method,
+                budget=budget,
+                epochs=1,
+                learning_rate=settings["learning_rate"],
+                max_seq_len=settings["max_seq_len"],
+                micro_batch_size=settings["micro_batch_size"],
+                seed=0,
+                device="cpu",
+                checkpoint_every=10_000_000,
+                keep_checkpoints=1,
             )
             summary = train(config, None, resume=False).summary
-            timings[f"{method}@{budget:g}"] = {"method": method, "budget": budget, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"]}
+            timings[f"{method}@{budget:g}"] = {
+                "method": method,
+                "budget": budget,
+                "time_scoring": summary["time_scoring"],
+                "time_training": summary["time_training"],
+            }
             shutil.rmtree(config.output_dir, ignore_errors=True)
-            log(f"cost V={vocab}: {method} {budget:g}: {summary['time_scoring'] + summary['time_training']:.1f} s (scoring {summary['time_scoring']:.1f} s)")
+            log(
+                f"cost V={vocab}: {method} {budget:g}: {summary['time_scoring'] + summary['time_training']:.1f} s (scoring {summary['time_scoring']:.1f} s)"
+            )
     return {"vocab": vocab, "rows": rows, "timings": timings}
 
 
@@ -151,26 +177,58 @@ def parse_args(argv=None):
     from benchmarks.quality import base
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=("manpages", "signature"), default="manpages", help="built-in task (ignored with --train/--eval)")
-    parser.add_argument("--train", help="training JSONL in any format the service accepts (chat, alpaca, prompt/completion)")
+    parser.add_argument(
+        "--task",
+        choices=("manpages", "signature"),
+        default="manpages",
+        help="built-in task (ignored with --train/--eval)",
+    )
+    parser.add_argument(
+        "--train", help="training JSONL in any format the service accepts (chat, alpaca, prompt/completion)"
+    )
     parser.add_argument("--eval", help="held-out JSONL (any accepted format); loss on its answers and exact match")
-    parser.add_argument("--kinds", help="optional JSONL with a {\"kind\": ...} per training row, to count what each method picked")
-    parser.add_argument("--train-rows", type=int, default=320, help="built-in task: training rows (signature: first N; 0 = all)")
+    parser.add_argument(
+        "--kinds", help='optional JSONL with a {"kind": ...} per training row, to count what each method picked'
+    )
+    parser.add_argument(
+        "--train-rows", type=int, default=320, help="built-in task: training rows (signature: first N; 0 = all)"
+    )
     parser.add_argument("--eval-rows", type=int, default=48, help="built-in task: held-out rows")
-    parser.add_argument("--base", choices=("bpe", "byte"), default="bpe", help="bpe: benchmarks.quality.base (flags below); byte: pretrain.py's")
+    parser.add_argument(
+        "--base",
+        choices=("bpe", "byte"),
+        default="bpe",
+        help="bpe: benchmarks.quality.base (flags below); byte: pretrain.py's",
+    )
     parser.add_argument("--pretrain-steps", type=int, default=600, help="--base byte: its pretraining steps")
     base.add_spec_arguments(parser)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.25])
     parser.add_argument("--methods", nargs="+", default=list(SELECTORS), choices=SELECTORS)
-    parser.add_argument("--epochs", type=int, default=3, help="passes over the training rows (every method sees each candidate this often)")
-    parser.add_argument("--full-epochs", type=int, default=None, help="epochs of the full run (default --epochs); e.g. to compare "
-                        "selectors at as many optimizer steps as full takes")
-    parser.add_argument("--learning-rate", type=float, default=5e-3, help="the same for every method (not tuned per method)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="passes over the training rows (every method sees each candidate this often)",
+    )
+    parser.add_argument(
+        "--full-epochs",
+        type=int,
+        default=None,
+        help="epochs of the full run (default --epochs); e.g. to compare "
+        "selectors at as many optimizer steps as full takes",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=5e-3, help="the same for every method (not tuned per method)"
+    )
     parser.add_argument("--max-seq-len", type=int, default=128)
-    parser.add_argument("--cost-vocab", type=int, nargs="*", default=[32768], help="also time every method at these vocabulary sizes")
+    parser.add_argument(
+        "--cost-vocab", type=int, nargs="*", default=[32768], help="also time every method at these vocabulary sizes"
+    )
     parser.add_argument("--cost-rows", type=int, default=128)
-    parser.add_argument("--data-dir", default=None, help="cache of base models ($UDS_BENCH_DIR or ~/.cache/uds/bench-quality)")
+    parser.add_argument(
+        "--data-dir", default=None, help="cache of base models ($UDS_BENCH_DIR or ~/.cache/uds/bench-quality)"
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
@@ -195,18 +253,37 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="uds-compare-"))
     data = prepare_data(args, work)
     model_dir, pretrain_info = prepare_base(args)
-    log(f"base: {model_dir} (held-out loss {pretrain_info['val_loss']:.3f}" + (f", unigram {pretrain_info['unigram_loss']:.3f})" if "unigram_loss" in pretrain_info else ")"))
+    log(
+        f"base: {model_dir} (held-out loss {pretrain_info['val_loss']:.3f}"
+        + (f", unigram {pretrain_info['unigram_loss']:.3f})" if "unigram_loss" in pretrain_info else ")")
+    )
     settings = {
-        "model": model_dir, "train": data["train"], "eval": data["eval"], "task": data["task"], "epochs": args.epochs,
-        "learning_rate": args.learning_rate, "warmup_ratio": 0.05, "max_seq_len": args.max_seq_len, "micro_batch_size": 8,
-        "eval_every": None, "n_train": sum(1 for line in Path(data["train"]).read_text().splitlines() if line.strip()),
+        "model": model_dir,
+        "train": data["train"],
+        "eval": data["eval"],
+        "task": data["task"],
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": 0.05,
+        "max_seq_len": args.max_seq_len,
+        "micro_batch_size": 8,
+        "eval_every": None,
+        "n_train": sum(1 for line in Path(data["train"]).read_text().splitlines() if line.strip()),
         "n_eval": sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip()),
         "train_kinds": {k: data["kinds"].count(k) for k in dict.fromkeys(data["kinds"])},
-        "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"}, "seeds": args.seeds, "budgets": args.budgets,
+        "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "seeds": args.seeds,
+        "budgets": args.budgets,
         "full_epochs": args.full_epochs or args.epochs,
     }
-    results = {"command": " ".join(["python -m benchmarks.quality.compare", *(argv if argv is not None else sys.argv[1:])]),
-               "settings": settings, "runs": [], "cost": [], "date": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": args.threads}
+    results = {
+        "command": " ".join(["python -m benchmarks.quality.compare", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": settings,
+        "runs": [],
+        "cost": [],
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "torch_threads": args.threads,
+    }
 
     def save():
         results["total_wall_s"] = time.perf_counter() - started
@@ -219,8 +296,10 @@ def main(argv=None) -> int:
             row = run_one(settings, method, method, budget, extra, seed, data["kinds"], curves=False)
             row.pop("curve", None)
             results["runs"].append(row)
-            log(f"seed {seed} {method:>8} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
-                f"answer tokens {row['eval_token_accuracy']:.1%}, {row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)")
+            log(
+                f"seed {seed} {method:>8} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
+                f"answer tokens {row['eval_token_accuracy']:.1%}, {row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)"
+            )
             save()
     for vocab in args.cost_vocab:
         results["cost"].append(cost_at_vocab(model_dir, vocab, settings, args.methods, args.budgets, args.cost_rows))

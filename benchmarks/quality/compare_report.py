@@ -33,13 +33,31 @@ def comparisons(runs: list[dict], budgets: list[float]) -> list[dict]:
             references += [("full", 1.0)]
             for reference, reference_budget in references:
                 for key, name, lower, scale, unit in METRICS:
-                    diffs = stats.paired_differences(by_seed(runs, method, budget, key), by_seed(runs, reference, reference_budget, key))
+                    diffs = stats.paired_differences(
+                        by_seed(runs, method, budget, key), by_seed(runs, reference, reference_budget, key)
+                    )
                     if not diffs:
                         continue
                     interval = stats.t_interval(diffs)
-                    rows.append({"method": method, "budget": budget, "reference": reference, "metric": name, "interval": interval,
-                                 "verdict": stats.verdict(interval, lower), "sentence": stats.sentence(
-                                     f"{method} at {budget:.1%}", reference if reference != "full" else "full data", name, interval, lower, scale, unit)})
+                    rows.append(
+                        {
+                            "method": method,
+                            "budget": budget,
+                            "reference": reference,
+                            "metric": name,
+                            "interval": interval,
+                            "verdict": stats.verdict(interval, lower),
+                            "sentence": stats.sentence(
+                                f"{method} at {budget:.1%}",
+                                reference if reference != "full" else "full data",
+                                name,
+                                interval,
+                                lower,
+                                scale,
+                                unit,
+                            ),
+                        }
+                    )
     return rows
 
 
@@ -75,7 +93,15 @@ def cost_rows(runs: list[dict]) -> list[dict]:
     for (method, budget), rs in groups.items():
         seconds = stats.mean([_seconds(r) for r in rs])
         scoring = stats.mean([r["time_scoring"] for r in rs])
-        rows.append({"method": method, "budget": budget, "seconds": seconds, "ratio": seconds / full_mean, "scoring_share": scoring / seconds if seconds else 0.0})
+        rows.append(
+            {
+                "method": method,
+                "budget": budget,
+                "seconds": seconds,
+                "ratio": seconds / full_mean,
+                "scoring_share": scoring / seconds if seconds else 0.0,
+            }
+        )
     return rows
 
 
@@ -86,22 +112,39 @@ def write(results: dict, out: Path) -> None:
     p = settings["pretrain"]
     seeds = sorted({r["seed"] for r in runs})
     lines = [
-        f"# Does selection pay? {settings['task']}, paired seeds", "",
+        f"# Does selection pay? {settings['task']}, paired seeds",
+        "",
         f"Written by `{results['command']}` on {results['date']}; {results.get('total_wall_s', 0) / 60:.1f} min wall time "
-        f"(torch threads {results['torch_threads']}, a shared 2-core CPU at `nice -n 10`). Raw numbers: `results.json`.", "",
-        "## Set-up", "",
+        f"(torch threads {results['torch_threads']}, a shared 2-core CPU at `nice -n 10`). Raw numbers: `results.json`.",
+        "",
+        "## Set-up",
+        "",
         f"- **Base model**: Qwen2-style, {p['parameters'] / 1e6:.1f} M parameters, {p.get('kind', '')}; held-out loss "
-        f"**{p['val_loss']:.3f} nats/token**" + (f" against **{p['unigram_loss']:.3f}** for a unigram model (same tokenizer, same held-out text)" if "unigram_loss" in p else "")
+        f"**{p['val_loss']:.3f} nats/token**"
+        + (
+            f" against **{p['unigram_loss']:.3f}** for a unigram model (same tokenizer, same held-out text)"
+            if "unigram_loss" in p
+            else ""
+        )
         + (f"; {p['seconds'] / 60:.1f} min to build." if "seconds" in p else "."),
-        f"- **Data**: {settings['n_train']} training rows" + (f" ({', '.join(f'{k} {v}' for k, v in settings['train_kinds'].items())})" if settings["train_kinds"] else "")
+        f"- **Data**: {settings['n_train']} training rows"
+        + (f" ({', '.join(f'{k} {v}' for k, v in settings['train_kinds'].items())})" if settings["train_kinds"] else "")
         + f", {settings['n_eval']} held-out rows; `{Path(settings['train']).name}` / `{Path(settings['eval']).name}`.",
-        f"- **Runs**: {settings['epochs']} epoch(s)" + (f" ({settings['full_epochs']} for full)" if settings.get("full_epochs", settings["epochs"]) != settings["epochs"] else "") + f", lr {settings['learning_rate']:g} ({settings['warmup_ratio']:.0%} warm-up), max length "
+        f"- **Runs**: {settings['epochs']} epoch(s)"
+        + (
+            f" ({settings['full_epochs']} for full)"
+            if settings.get("full_epochs", settings["epochs"]) != settings["epochs"]
+            else ""
+        )
+        + f", lr {settings['learning_rate']:g} ({settings['warmup_ratio']:.0%} warm-up), max length "
         f"{settings['max_seq_len']}, LoRA r=8 on all projections, otherwise the service's defaults (B=8, about 32 picks per step, alpha "
-        f"\"paper\", loss on all tokens). Seeds {seeds[0] if seeds else '-'}..{seeds[-1] if seeds else '-'}: a seed fixes the candidate order and the "
+        f'"paper", loss on all tokens). Seeds {seeds[0] if seeds else "-"}..{seeds[-1] if seeds else "-"}: a seed fixes the candidate order and the '
         "LoRA init for every method (tests/benchmarks/test_pairing.py), so differences are paired per seed.",
         "- **Measure**: on the held-out rows, mean loss of the answer tokens, answer-token accuracy (teacher-forced argmax) "
-        "and exact match of the greedy answer (at most 16 new tokens). Time = scoring + training seconds.", "",
-        "## Result (mean ± standard deviation over seeds)", "",
+        "and exact match of the greedy answer (at most 16 new tokens). Time = scoring + training seconds.",
+        "",
+        "## Result (mean ± standard deviation over seeds)",
+        "",
         "| method | budget | held-out answer loss ↓ | answer-token accuracy ↑ | exact match ↑ | time (s) | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -109,18 +152,28 @@ def write(results: dict, out: Path) -> None:
     order = sorted(groups, key=lambda key: (key[0] != "full", key[1], key[0] != "uds", key[0]))
     for method, budget in order:
         rs = groups[(method, budget)]
-        lines.append(f"| {method} | {budget:.1%} | {_mean_sd([r['eval_loss'] for r in rs])} | {_pct([r['eval_token_accuracy'] for r in rs])} | "
-                     f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([_seconds(r) for r in rs]):.1f} | {len(rs)} |")
+        lines.append(
+            f"| {method} | {budget:.1%} | {_mean_sd([r['eval_loss'] for r in rs])} | {_pct([r['eval_token_accuracy'] for r in rs])} | "
+            f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([_seconds(r) for r in rs]):.1f} | {len(rs)} |"
+        )
     rows = comparisons(runs, settings["budgets"])
-    lines += ["", "## Paired differences (method − reference, 95% t-interval over seeds)", "",
-              "Negative loss differences and positive accuracy differences favour the method. \"Indistinguishable\" means the "
-              "interval contains 0 at this number of seeds, not that the methods are equal.", "",
-              "| method | budget | against | metric | mean difference | 95% interval | verdict |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Paired differences (method − reference, 95% t-interval over seeds)",
+        "",
+        'Negative loss differences and positive accuracy differences favour the method. "Indistinguishable" means the '
+        "interval contains 0 at this number of seeds, not that the methods are equal.",
+        "",
+        "| method | budget | against | metric | mean difference | 95% interval | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         scale, unit = next((m[3], m[4]) for m in METRICS if m[1] == row["metric"])
         i = row["interval"]
-        lines.append(f"| {row['method']} | {row['budget']:.1%} | {row['reference']} | {row['metric']} | {i.mean * scale:+.3f}{unit} | "
-                     f"{i.low * scale:+.3f} to {i.high * scale:+.3f} | {row['verdict']} |")
+        lines.append(
+            f"| {row['method']} | {row['budget']:.1%} | {row['reference']} | {row['metric']} | {i.mean * scale:+.3f}{unit} | "
+            f"{i.low * scale:+.3f} to {i.high * scale:+.3f} | {row['verdict']} |"
+        )
     lines += ["", "In words (held-out answer loss, the primary metric):", ""]
     lines += [f"- {row['sentence']}" for row in rows if row["metric"] == METRICS[0][1]]
     lines += _kinds_section(runs, order, settings)
@@ -133,10 +186,19 @@ def _kinds_section(runs, order, settings) -> list[str]:
     if not kinds:
         return []
     groups = _groups(runs)
-    lines = ["", "## What each method trained on", "", "Share of the selected rows by kind, pooled over seeds (first row: the training set).", "",
-             "| method | budget | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    lines = [
+        "",
+        "## What each method trained on",
+        "",
+        "Share of the selected rows by kind, pooled over seeds (first row: the training set).",
+        "",
+        "| method | budget | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
     total = sum(settings["train_kinds"].values())
-    lines.append("| (training set) | | " + " | ".join(f"{settings['train_kinds'][k] / total:.0%}" for k in kinds) + " |")
+    lines.append(
+        "| (training set) | | " + " | ".join(f"{settings['train_kinds'][k] / total:.0%}" for k in kinds) + " |"
+    )
     for method, budget in order:
         if method == "full":
             continue
@@ -151,19 +213,36 @@ def _kinds_section(runs, order, settings) -> list[str]:
 
 def _cost_section(results) -> list[str]:
     p = results["settings"]["pretrain"]
-    lines = ["", "## Cost against full", "", f"Same run, same machine; at the base's vocabulary ({p.get('vocab_size', '?')}), mean over seeds:", "",
-             "| method | budget | time (s) | of full | scoring share |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Cost against full",
+        "",
+        f"Same run, same machine; at the base's vocabulary ({p.get('vocab_size', '?')}), mean over seeds:",
+        "",
+        "| method | budget | time (s) | of full | scoring share |",
+        "|---|---|---|---|---|",
+    ]
     for row in sorted(cost_rows(results["runs"]), key=lambda r: (r["method"] != "full", r["budget"], r["method"])):
-        lines.append(f"| {row['method']} | {row['budget']:.1%} | {row['seconds']:.1f} | {row['ratio']:.2f} | {row['scoring_share']:.0%} |")
+        lines.append(
+            f"| {row['method']} | {row['budget']:.1%} | {row['seconds']:.1f} | {row['ratio']:.2f} | {row['scoring_share']:.0%} |"
+        )
     for cost in results.get("cost", []):
         timings = cost["timings"]
         full = timings.get("full@1")
         if not full:
             continue
         full_s = full["time_scoring"] + full["time_training"]
-        lines += ["", f"At vocabulary {cost['vocab']} (the base with its output layer widened, new rows random; one epoch over the first "
-                  f"{cost['rows']} rows, seed 0):", "", "| method | budget | time (s) | of full | scoring share |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"At vocabulary {cost['vocab']} (the base with its output layer widened, new rows random; one epoch over the first "
+            f"{cost['rows']} rows, seed 0):",
+            "",
+            "| method | budget | time (s) | of full | scoring share |",
+            "|---|---|---|---|---|",
+        ]
         for t in timings.values():
             seconds = t["time_scoring"] + t["time_training"]
-            lines.append(f"| {t['method']} | {t['budget']:.1%} | {seconds:.1f} | {seconds / full_s:.2f} | {t['time_scoring'] / seconds if seconds else 0:.0%} |")
+            lines.append(
+                f"| {t['method']} | {t['budget']:.1%} | {seconds:.1f} | {seconds / full_s:.2f} | {t['time_scoring'] / seconds if seconds else 0:.0%} |"
+            )
     return lines

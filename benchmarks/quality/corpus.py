@@ -150,12 +150,14 @@ def man_page_paths(sections=MAN_SECTIONS) -> list[Path]:
     for section in sections:
         folder = MAN_ROOT / section
         if folder.is_dir():
-            paths += sorted(p for p in folder.iterdir() if p.name.endswith(".gz") and p.is_file() and not p.is_symlink())
+            paths += sorted(
+                p for p in folder.iterdir() if p.name.endswith(".gz") and p.is_file() and not p.is_symlink()
+            )
     return paths
 
 
 def man_name(path: Path) -> str:
-    """"ls" for /usr/share/man/man1/ls.1.gz."""
+    """ "ls" for /usr/share/man/man1/ls.1.gz."""
     return path.name[: -len(".gz")].rsplit(".", 1)[0]
 
 
@@ -182,7 +184,9 @@ def _stdlib_paths() -> list[Path]:
     return [p for p in sorted(root.rglob("*.py")) if not any(part in skip for part in p.relative_to(root).parts)]
 
 
-_DOC_NAMES = re.compile(r"^(readme|news|copyright|authors|todo|faq|changes|thanks|.*\.(txt|md|rst))(\.gz)?$", re.IGNORECASE)
+_DOC_NAMES = re.compile(
+    r"^(readme|news|copyright|authors|todo|faq|changes|thanks|.*\.(txt|md|rst))(\.gz)?$", re.IGNORECASE
+)
 
 
 def _doc_paths() -> list[Path]:
@@ -216,7 +220,11 @@ def dpkg_packages() -> list[dict]:
 
 
 def _dpkg_document(package: dict) -> Document:
-    return Document("dpkg", f"dpkg:{package['Package']}", f"{package['Package']}: {package['Description']}\n{package['Long']}".strip())
+    return Document(
+        "dpkg",
+        f"dpkg:{package['Package']}",
+        f"{package['Package']}: {package['Description']}\n{package['Long']}".strip(),
+    )
 
 
 # source -> (the candidates, sorted; how to read one into a Document or None). Candidates are shuffled before

@@ -103,7 +103,11 @@ def collect(module_names) -> list[dict]:
                     candidates = [
                         (f"{module_name}.{name}.{attr}", member, True)
                         for attr, member in sorted(vars(obj).items())
-                        if callable(member) and (not attr.startswith("_") or attr in ("__init__", "__eq__", "__lt__", "__repr__", "__hash__", "__call__"))
+                        if callable(member)
+                        and (
+                            not attr.startswith("_")
+                            or attr in ("__init__", "__eq__", "__lt__", "__repr__", "__hash__", "__call__")
+                        )
                     ]
                 else:
                     continue
@@ -129,7 +133,9 @@ def _answer(record: dict, question: str) -> str:
 TEMPLATED = re.compile(r"^(Return self|Initialize self|Implement |Return repr|Return hash|Call self|Return str)")
 
 
-def build(seed: int = 0, noise: float = 0.2, duplicates: float = 0.15, max_eval: int = 64, max_train: int = 384) -> tuple[list, list, list]:
+def build(
+    seed: int = 0, noise: float = 0.2, duplicates: float = 0.15, max_eval: int = 64, max_train: int = 384
+) -> tuple[list, list, list]:
     rng = random.Random(seed)
     train_records = collect(TRAIN_MODULES)
     eval_records = [r for r in collect(EVAL_MODULES) if not r["method"] and len(r["params"]) >= 2]
@@ -161,10 +167,15 @@ def build(seed: int = 0, noise: float = 0.2, duplicates: float = 0.15, max_eval:
         for _ in range(rng.randint(2, 4)):
             copy = json.loads(json.dumps(rows[index]))
             user = copy["messages"][0]
-            user["content"] = rng.choice([
-                user["content"].replace("?", ""), user["content"].lower(), user["content"] + " ",
-                user["content"].replace("\n", " \n"), user["content"].replace("What is", "what's"),
-            ])
+            user["content"] = rng.choice(
+                [
+                    user["content"].replace("?", ""),
+                    user["content"].lower(),
+                    user["content"] + " ",
+                    user["content"].replace("\n", " \n"),
+                    user["content"].replace("What is", "what's"),
+                ]
+            )
             rows.append(copy)
             kinds.append("duplicate")
     order = list(range(len(rows)))
@@ -198,7 +209,9 @@ def pretraining_text(seed: int = 0) -> str:
             match = re.search(r"^Package: (.+)$", stanza, re.M)
             description = re.search(r"^Description: (.*(?:\n .*)*)", stanza, re.M)
             if match and description:
-                body = "\n".join(line[1:] if line.startswith(" ") else line for line in description.group(1).split("\n"))
+                body = "\n".join(
+                    line[1:] if line.startswith(" ") else line for line in description.group(1).split("\n")
+                )
                 parts.append(f"Package {match.group(1)}: {body.replace(chr(10) + '.' + chr(10), chr(10) + chr(10))}")
     random.Random(seed).shuffle(parts)
     return "\n\n".join(parts)
@@ -207,7 +220,11 @@ def pretraining_text(seed: int = 0) -> str:
 def write(out_dir: Path, seed: int = 0) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, kinds, eval_rows = build(seed)
-    for name, data in (("train.jsonl", rows), ("eval.jsonl", eval_rows), ("train_meta.jsonl", [{"kind": k} for k in kinds])):
+    for name, data in (
+        ("train.jsonl", rows),
+        ("eval.jsonl", eval_rows),
+        ("train_meta.jsonl", [{"kind": k} for k in kinds]),
+    ):
         with open(out_dir / name, "w", encoding="utf-8") as f:
             for row in data:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

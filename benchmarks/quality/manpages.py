@@ -101,7 +101,9 @@ def collect(seed: int, heldout: bool, want: int, per_command: int = 3) -> list[t
     at most `per_command` from one family of pages, so that a few huge pages (bash, gcc) or families (gcloud_*) do
     not make up the task."""
     rng = random.Random(seed)
-    paths = [p for p in corpus.man_page_paths(("man1", "man8")) if corpus.is_heldout(f"man:{corpus.man_name(p)}") == heldout]
+    paths = [
+        p for p in corpus.man_page_paths(("man1", "man8")) if corpus.is_heldout(f"man:{corpus.man_name(p)}") == heldout
+    ]
     rng.shuffle(paths)
     rows, families = [], {}
     for path in paths:
@@ -169,7 +171,10 @@ def build(n_train: int = 320, n_eval: int = 48, seed: int = 0) -> tuple[list[dic
     for package in rng.sample(packages, min(counts["off_topic"], len(packages))):
         rows.append((_chat(f"What is the package {package['Package']} for?", package["Description"]), "off_topic"))
     rng.shuffle(rows)
-    eval_rows = [_chat(*_question(*entry, which=i % 2 == 1)) for i, entry in enumerate(collect(seed + 1, heldout=True, want=n_eval))]
+    eval_rows = [
+        _chat(*_question(*entry, which=i % 2 == 1))
+        for i, entry in enumerate(collect(seed + 1, heldout=True, want=n_eval))
+    ]
     return [row for row, _ in rows], [kind for _, kind in rows], eval_rows
 
 

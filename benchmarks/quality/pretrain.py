@@ -42,7 +42,17 @@ def build_model(tokenizer, seed: int, shape: dict | None = None):
     return build_tiny_shaped_model(tokenizer, seed, shape or BASE_SHAPE)
 
 
-def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128, batch: int = 16, lr: float = 3e-3, shape: dict | None = None, log=partial(print, flush=True), text_chars: int | None = None) -> Path:
+def pretrain(
+    out_dir: Path,
+    steps: int = 600,
+    seed: int = 0,
+    seq_len: int = 128,
+    batch: int = 16,
+    lr: float = 3e-3,
+    shape: dict | None = None,
+    log=partial(print, flush=True),
+    text_chars: int | None = None,
+) -> Path:
     from benchmarks.quality.dataset import pretraining_text
     from uds.tiny import build_tokenizer
 
@@ -64,9 +74,18 @@ def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128,
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     info = {
-        "seed": seed, "steps": steps, "seq_len": seq_len, "batch": batch, "lr": lr, "shape": shape or BASE_SHAPE,
-        "parameters": sum(p.numel() for p in model.parameters()), "corpus_tokens": len(ids),
-        "tokens_seen": steps * batch * seq_len, "val_loss": val_loss, "seconds": time.perf_counter() - started, "curve": curve,
+        "seed": seed,
+        "steps": steps,
+        "seq_len": seq_len,
+        "batch": batch,
+        "lr": lr,
+        "shape": shape or BASE_SHAPE,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "corpus_tokens": len(ids),
+        "tokens_seen": steps * batch * seq_len,
+        "val_loss": val_loss,
+        "seconds": time.perf_counter() - started,
+        "curve": curve,
     }
     (staging / "pretrain.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -74,7 +93,18 @@ def pretrain(out_dir: Path, steps: int = 600, seed: int = 0, seq_len: int = 128,
     return out_dir
 
 
-def train_loop(model, train_ids, val_windows, steps: int, seed: int, seq_len: int, batch: int, lr: float, log, progress: bool = False):
+def train_loop(
+    model,
+    train_ids,
+    val_windows,
+    steps: int,
+    seed: int,
+    seq_len: int,
+    batch: int,
+    lr: float,
+    log,
+    progress: bool = False,
+):
     """Plain next-token pretraining on random windows of `train_ids`: AdamW, warm-up then cosine to 10%, fixed steps.
 
     Deterministic from `seed` on CPU in float32 (the windows come from a seeded generator, nothing else draws).
@@ -82,7 +112,12 @@ def train_loop(model, train_ids, val_windows, steps: int, seed: int, seq_len: in
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        ),
     )
     generator = torch.Generator().manual_seed(seed)
     curve, started = [], time.perf_counter()
@@ -126,7 +161,14 @@ def heldout_loss(model, windows, batch: int = 16) -> float:
     return total / max(1, count)
 
 
-QUICK_SHAPE = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128, max_position_embeddings=512)
+QUICK_SHAPE = dict(
+    hidden_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=128,
+    max_position_embeddings=512,
+)
 
 
 def base_model_dir(data_dir: Path, steps: int, seed: int, shape: dict | None = None) -> Path:

@@ -7,7 +7,13 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-METHOD_COLORS = {"uds": "tab:red", "random": "tab:gray", "max_loss": "tab:blue", "max_grad": "tab:green", "full": "black"}
+METHOD_COLORS = {
+    "uds": "tab:red",
+    "random": "tab:gray",
+    "max_loss": "tab:blue",
+    "max_grad": "tab:green",
+    "full": "black",
+}
 KINDS = ("clean", "easy", "templated", "duplicate", "noisy")
 
 
@@ -58,7 +64,7 @@ def write(results: dict, out: Path) -> None:
         f"- **Runs**: {_runs_sentence(settings)} LoRA r=8 on q,k,v,o,gate,up,down, "
         f"lr {settings['learning_rate']:g} with {settings['warmup_ratio']:.0%} warm-up; otherwise the service's defaults (the paper's: "
         "length-grouped selection groups of B=8, k per group, picks of about 32 a step accumulated into one optimizer step, "
-        "alpha \"paper\", linear decay, per-example loss weighting, gaussian LoRA init, loss on all tokens) unless the label says otherwise.",
+        'alpha "paper", linear decay, per-example loss weighting, gaussian LoRA init, loss on all tokens) unless the label says otherwise.',
         "- **Measure**: on the clean held-out split, the mean loss of the answer tokens (nats/token), the share of answer tokens "
         "predicted exactly (teacher-forced argmax, the answer and its end-of-turn marker) and exact match of the greedy answer. "
         "Mean ± standard deviation over seeds (the seed sets the data order, the LoRA init and the selector's randomness). "
@@ -77,13 +83,20 @@ def write(results: dict, out: Path) -> None:
         time_s = statistics.fmean(r["time_scoring"] + r["time_training"] for r in rs)
         scoring = statistics.fmean(r["time_scoring"] for r in rs)
         trained = statistics.fmean(r["examples_trained"] for r in rs)
-        lines.append(f"| {label} | {budget:.1%} | {trained:.0f} | {_fmt(*loss)} | {_fmt(*tok, pct=True)} | {_fmt(*acc, pct=True)} | {time_s:.1f} | {scoring:.1f} | {len(rs)} |")
+        lines.append(
+            f"| {label} | {budget:.1%} | {trained:.0f} | {_fmt(*loss)} | {_fmt(*tok, pct=True)} | {_fmt(*acc, pct=True)} | {time_s:.1f} | {scoring:.1f} | {len(rs)} |"
+        )
     lines += ["", f"![metric against budget]({plots['budget']})", "", *_verdict(groups), ""]
     lines += _length_section(groups, order)
 
-    lines += ["## What each method trained on", "",
-              "Share of the selected rows by kind, pooled over seeds (the first row: all candidates the runs saw).", "",
-              "| method | budget | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
+    lines += [
+        "## What each method trained on",
+        "",
+        "Share of the selected rows by kind, pooled over seeds (the first row: all candidates the runs saw).",
+        "",
+        "| method | budget | " + " | ".join(KINDS) + " |",
+        "|---|---|" + "---|" * len(KINDS),
+    ]
     candidates = defaultdict(int)
     for run in runs:
         if run["label"] == "full":
@@ -118,20 +131,28 @@ def _length_section(groups, order):
     if not rows:
         return []
     lines = [
-        "## Length bias", "",
+        "## Length bias",
+        "",
         "Mean over the runs' selection groups of the rank correlation (Spearman) of utility and of the total score with the "
         "token count, inside each group; and the mean length of the selected examples against all candidates. "
-        "A selector that picks \"the longest\" shows a correlation near 1 and selected examples longer than the candidates.", "",
+        'A selector that picks "the longest" shows a correlation near 1 and selected examples longer than the candidates.',
+        "",
         "| method | budget | B, k | steps | ρ(utility, length) | ρ(score, length) | selected / candidate length |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, budget, rs in rows:
         rho_u = _mean_std([r.get("spearman_utility_length") for r in rs])
         rho_s = _mean_std([r.get("spearman_score_length") for r in rs])
-        ratios = [r["mean_length_selected"] / r["mean_length_candidates"] for r in rs if r.get("mean_length_selected") and r.get("mean_length_candidates")]
+        ratios = [
+            r["mean_length_selected"] / r["mean_length_candidates"]
+            for r in rs
+            if r.get("mean_length_selected") and r.get("mean_length_candidates")
+        ]
         ratio = _mean_std(ratios)
         shape = f"{rs[0].get('candidate_batch_size')}, {rs[0].get('k')}"
-        lines.append(f"| {label} | {budget:.1%} | {shape} | {rs[0].get('steps')} | {_fmt(*rho_u, digits=2)} | {_fmt(*rho_s, digits=2)} | {_fmt(*ratio, digits=3)} |")
+        lines.append(
+            f"| {label} | {budget:.1%} | {shape} | {rs[0].get('steps')} | {_fmt(*rho_u, digits=2)} | {_fmt(*rho_s, digits=2)} | {_fmt(*ratio, digits=3)} |"
+        )
     return lines + [""]
 
 
@@ -153,7 +174,11 @@ def _verdict(groups):
             continue
         uds_loss = _mean_std([r["eval_loss"] for r in groups[("uds", budget)]])
         uds_acc = _mean_std([r["eval_accuracy"] for r in groups[("uds", budget)]])
-        others = {label: _mean_std([r["eval_loss"] for r in groups[(label, budget)]]) for label in ("random", "max_loss", "max_grad") if (label, budget) in groups}
+        others = {
+            label: _mean_std([r["eval_loss"] for r in groups[(label, budget)]])
+            for label in ("random", "max_loss", "max_grad")
+            if (label, budget) in groups
+        }
         ranked = sorted([("uds", uds_loss[0])] + [(k, v[0]) for k, v in others.items()], key=lambda kv: kv[1])
         rank = [k for k, _ in ranked].index("uds") + 1
         rnd = others.get("random")
@@ -161,7 +186,9 @@ def _verdict(groups):
         if rnd:
             diff = uds_loss[0] - rnd[0]
             spread = math.sqrt((uds_loss[1] ** 2 + rnd[1] ** 2) / 2) or float("nan")
-            text += f" Against random: {diff:+.4f} nats ({'better' if diff < 0 else 'worse'}; seed spread ≈ {spread:.4f}"
+            text += (
+                f" Against random: {diff:+.4f} nats ({'better' if diff < 0 else 'worse'}; seed spread ≈ {spread:.4f}"
+            )
             text += ", within noise)." if abs(diff) < spread else ")."
             rnd_acc = _mean_std([r["eval_accuracy"] for r in groups[("random", budget)]])
             uds_tok = _mean_std([r.get("eval_token_accuracy") for r in groups[("uds", budget)]])
@@ -185,8 +212,10 @@ def _cost_section(results, groups, plots):
         u_wall = statistics.fmean(r["wall_s"] for r in u)
         f_wall = statistics.fmean(r["wall_s"] for r in f)
         lines += [
-            "On the benchmark's own runs (same data, same process, same steps):", "",
-            "| | uds 12.5% | full (as `uds train` runs it) | full without the scoring pass (plain SFT) |", "|---|---|---|---|",
+            "On the benchmark's own runs (same data, same process, same steps):",
+            "",
+            "| | uds 12.5% | full (as `uds train` runs it) | full without the scoring pass (plain SFT) |",
+            "|---|---|---|---|",
             f"| scoring + training (s) | {u_time:.1f} | {f_time:.1f} | {f_train:.1f} |",
             f"| uds 12.5% as a share | 100% | {u_time / f_time:.0%} | {u_time / f_train:.0%} |",
             f"| scoring pass share of the run | {u_score / u_time:.0%} | {(f_time - f_train) / f_time:.0%} | 0% |",
@@ -200,7 +229,8 @@ def _cost_section(results, groups, plots):
     cost = results.get("cost") or []
     if cost:
         lines += [
-            f"Random-weight models of other shapes (d={cost[0]['hidden']}, same data and B, a few steps each; only the time matters here):", "",
+            f"Random-weight models of other shapes (d={cost[0]['hidden']}, same data and B, a few steps each; only the time matters here):",
+            "",
             "| vocabulary | layers | uds 12.5% (s) | of which scoring | full (s) | plain SFT (s) | uds / full | uds / plain SFT |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -225,7 +255,11 @@ def _plots(results, out):
     names = {"budget": "metric_vs_budget.png", "curves": "loss_curves.png", "cost": "cost.png"}
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, key, title in ((axes[0], "eval_loss", "held-out answer loss (lower is better)"), (axes[1], "eval_token_accuracy", "held-out answer-token accuracy (higher is better)"), (axes[2], "eval_accuracy", "held-out exact match (higher is better)")):
+    for ax, key, title in (
+        (axes[0], "eval_loss", "held-out answer loss (lower is better)"),
+        (axes[1], "eval_token_accuracy", "held-out answer-token accuracy (higher is better)"),
+        (axes[2], "eval_accuracy", "held-out exact match (higher is better)"),
+    ):
         full = groups.get(("full", 1.0))
         if full:
             m, s = _mean_std([r.get(key) for r in full])
@@ -236,7 +270,15 @@ def _plots(results, out):
             if not budgets:
                 continue
             stats = [_mean_std([r.get(key) for r in groups[(method, b)]]) for b in budgets]
-            ax.errorbar([100 * b for b in budgets], [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=method, color=METHOD_COLORS[method])
+            ax.errorbar(
+                [100 * b for b in budgets],
+                [m for m, _ in stats],
+                yerr=[s for _, s in stats],
+                marker="o",
+                capsize=3,
+                label=method,
+                color=METHOD_COLORS[method],
+            )
         ax.set_xlabel("budget (% of candidates trained on)")
         ax.set_xticks([12.5, 25])
         ax.set_title(title, fontsize=10)
@@ -255,7 +297,13 @@ def _plots(results, out):
             if not seed0:
                 continue
             points = [(s["step"], s["eval_loss"]) for s in seed0[0]["curve"] if s["eval_loss"] is not None]
-            ax.plot(*zip(*points, strict=True), marker="o", label=f"{label} {b:.1%}", color=METHOD_COLORS[label], ls="--" if label == "full" else "-")
+            ax.plot(
+                *zip(*points, strict=True),
+                marker="o",
+                label=f"{label} {b:.1%}",
+                color=METHOD_COLORS[label],
+                ls="--" if label == "full" else "-",
+            )
         ax.set_title(f"held-out answer loss, budget {budget:.1%} (seed 0)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -277,7 +325,10 @@ def _plots(results, out):
         by_vocab = sorted((r for r in cost if r["layers"] == depth), key=lambda r: r["vocab"])
         vocab = max(set(r["vocab"] for r in cost), key=lambda v: sum(1 for r in cost if r["vocab"] == v))
         by_depth = sorted((r for r in cost if r["vocab"] == vocab), key=lambda r: r["layers"])
-        for ax, rows, key, xlabel in ((axes[0], by_vocab, "vocab", f"vocabulary size ({depth} layers)"), (axes[1], by_depth, "layers", f"layers (vocabulary {vocab})")):
+        for ax, rows, key, xlabel in (
+            (axes[0], by_vocab, "vocab", f"vocabulary size ({depth} layers)"),
+            (axes[1], by_depth, "layers", f"layers (vocabulary {vocab})"),
+        ):
             xs = [r[key] for r in rows]
             ax.plot(xs, [r["ratio_vs_full"] for r in rows], marker="o", label="uds 12.5% / full (trainer)")
             ax.plot(xs, [r["ratio_vs_sft"] for r in rows], marker="s", label="uds 12.5% / plain SFT")

@@ -35,14 +35,26 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality"
 # (label, method, budget, extra TrainConfig fields). The main grid of the issue...
 GRID = [
     ("full", "full", 1.0, {}),
-    ("uds", "uds", 0.125, {}), ("random", "random", 0.125, {}), ("max_loss", "max_loss", 0.125, {}), ("max_grad", "max_grad", 0.125, {}),
-    ("uds", "uds", 0.25, {}), ("random", "random", 0.25, {}), ("max_loss", "max_loss", 0.25, {}), ("max_grad", "max_grad", 0.25, {}),
+    ("uds", "uds", 0.125, {}),
+    ("random", "random", 0.125, {}),
+    ("max_loss", "max_loss", 0.125, {}),
+    ("max_grad", "max_grad", 0.125, {}),
+    ("uds", "uds", 0.25, {}),
+    ("random", "random", 0.25, {}),
+    ("max_loss", "max_loss", 0.25, {}),
+    ("max_grad", "max_grad", 0.25, {}),
 ]
 # ...and variants of uds. "previous defaults" is how the service selected before issue 10: one group of 32 candidates
 # per optimizer step (k 4 at 12.5%), random order, alpha auto, cosine, token-weighted loss, PEFT's default LoRA init.
 PREVIOUS_DEFAULTS = {
-    "candidate_batch_size": 32, "groups_per_step": 1, "group_by_length": False, "alpha": "auto",
-    "lr_schedule": "cosine", "loss_weighting": "token", "lora_init": "default", "equal_rows": False,
+    "candidate_batch_size": 32,
+    "groups_per_step": 1,
+    "group_by_length": False,
+    "alpha": "auto",
+    "lr_schedule": "cosine",
+    "loss_weighting": "token",
+    "lora_init": "default",
+    "equal_rows": False,
 }
 VARIANTS = [
     ("uds, recipe=paper", "uds", 0.25, {"recipe": "paper"}),  # B 4, k 1 (at 12.5% the recipe with B 8 is the default)
@@ -70,7 +82,21 @@ class CollectingLogger:
             self.candidate_kinds[kind] = self.candidate_kinds.get(kind, 0) + 1
             if row["selected"]:
                 self.selected_kinds[kind] = self.selected_kinds.get(kind, 0) + 1
-        self.steps.append({k: metrics.get(k) for k in ("step", "loss", "learning_rate", "time_scoring", "time_training", "alpha", "eval_loss", "eval_accuracy")})
+        self.steps.append(
+            {
+                k: metrics.get(k)
+                for k in (
+                    "step",
+                    "loss",
+                    "learning_rate",
+                    "time_scoring",
+                    "time_training",
+                    "alpha",
+                    "eval_loss",
+                    "eval_accuracy",
+                )
+            }
+        )
 
     def log_event(self, type, message, level="info", data=None):
         pass
@@ -85,38 +111,72 @@ class CollectingLogger:
         pass
 
 
-def run_one(settings: dict, label: str, method: str, budget: float, extra: dict, seed: int, kinds: list[str], curves: bool) -> dict:
+def run_one(
+    settings: dict, label: str, method: str, budget: float, extra: dict, seed: int, kinds: list[str], curves: bool
+) -> dict:
     from uds.config import TrainConfig
     from uds.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="uds-quality-") as out:
         # from_dict, so that a recipe in `extra` fills only what is not given here (the lr stays the benchmark's:
         # the recipe's 1.5e-4 is for a 7B model).
-        config = TrainConfig.from_dict({
-            "model": settings["model"], "dataset_path": settings["train"], "eval_dataset_path": settings["eval"], "output_dir": out,
-            "method": method, "budget": budget, "epochs": settings["epochs"],
-            "learning_rate": settings["learning_rate"], "warmup_ratio": settings["warmup_ratio"],
-            "max_seq_len": settings["max_seq_len"], "micro_batch_size": settings["micro_batch_size"], "seed": seed, "device": "cpu",
-            "eval_every": settings["eval_every"] if curves else None, "checkpoint_every": 10_000_000, "keep_checkpoints": 1,
-            "eval_max_new_tokens": 16, **extra,
-        })
+        config = TrainConfig.from_dict(
+            {
+                "model": settings["model"],
+                "dataset_path": settings["train"],
+                "eval_dataset_path": settings["eval"],
+                "output_dir": out,
+                "method": method,
+                "budget": budget,
+                "epochs": settings["epochs"],
+                "learning_rate": settings["learning_rate"],
+                "warmup_ratio": settings["warmup_ratio"],
+                "max_seq_len": settings["max_seq_len"],
+                "micro_batch_size": settings["micro_batch_size"],
+                "seed": seed,
+                "device": "cpu",
+                "eval_every": settings["eval_every"] if curves else None,
+                "checkpoint_every": 10_000_000,
+                "keep_checkpoints": 1,
+                "eval_max_new_tokens": 16,
+                **extra,
+            }
+        )
         logger = CollectingLogger(kinds)
         started = time.perf_counter()
         result = train(config, logger, resume=False)
         wall = time.perf_counter() - started
-        token_accuracy = answer_token_accuracy(settings["model"], result.adapter_dir, settings["eval"], settings["max_seq_len"])
+        token_accuracy = answer_token_accuracy(
+            settings["model"], result.adapter_dir, settings["eval"], settings["max_seq_len"]
+        )
     final = logger.steps[-1]
     summary = result.summary
     return {
-        "label": label, "method": method, "budget": budget, "extra": extra, "seed": seed,
-        "eval_loss": final["eval_loss"], "eval_accuracy": final["eval_accuracy"], "eval_token_accuracy": token_accuracy,
-        "wall_s": wall, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"],
-        "examples_scored": summary["examples_scored"], "examples_trained": summary["examples_trained"],
-        "tokens_trained": summary["tokens_trained"], "alpha_last": summary.get("alpha"), "alpha_paper": summary.get("alpha_paper"),
-        "steps": len(logger.steps), "candidate_batch_size": config.candidate_batch_size, "k": config.k,
-        "spearman_utility_length": summary.get("spearman_utility_length"), "spearman_score_length": summary.get("spearman_score_length"),
-        "mean_length_candidates": summary.get("mean_length_candidates"), "mean_length_selected": summary.get("mean_length_selected"),
-        "selected_kinds": logger.selected_kinds, "candidate_kinds": logger.candidate_kinds,
+        "label": label,
+        "method": method,
+        "budget": budget,
+        "extra": extra,
+        "seed": seed,
+        "eval_loss": final["eval_loss"],
+        "eval_accuracy": final["eval_accuracy"],
+        "eval_token_accuracy": token_accuracy,
+        "wall_s": wall,
+        "time_scoring": summary["time_scoring"],
+        "time_training": summary["time_training"],
+        "examples_scored": summary["examples_scored"],
+        "examples_trained": summary["examples_trained"],
+        "tokens_trained": summary["tokens_trained"],
+        "alpha_last": summary.get("alpha"),
+        "alpha_paper": summary.get("alpha_paper"),
+        "steps": len(logger.steps),
+        "candidate_batch_size": config.candidate_batch_size,
+        "k": config.k,
+        "spearman_utility_length": summary.get("spearman_utility_length"),
+        "spearman_score_length": summary.get("spearman_score_length"),
+        "mean_length_candidates": summary.get("mean_length_candidates"),
+        "mean_length_selected": summary.get("mean_length_selected"),
+        "selected_kinds": logger.selected_kinds,
+        "candidate_kinds": logger.candidate_kinds,
         "curve": logger.steps,
     }
 
@@ -138,7 +198,9 @@ def answer_token_accuracy(model_dir: str, adapter_dir: str, eval_path: str, max_
     with torch.no_grad():
         for start in range(0, len(items), 16):
             batch = collate(items[start : start + 16], tokenizer.pad_token_id)
-            predicted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
+            predicted = (
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
+            )
             labels = batch["labels"][:, 1:]
             mask = labels != -100
             correct += int((predicted[mask] == labels[mask]).sum())
@@ -171,20 +233,36 @@ def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]
             for method, budget in (("uds", 0.125), ("full", 1.0)):
                 # One epoch each: both see every candidate once (uds scores all, trains on 12.5%).
                 config = TrainConfig(
-                    model=str(folder), dataset_path=settings["train"], output_dir=str(Path(root) / f"out-{folder.name}-{method}"),
-                    method=method, budget=budget, epochs=1, max_steps=steps,
-                    learning_rate=settings["learning_rate"], max_seq_len=settings["max_seq_len"],
-                    micro_batch_size=settings["micro_batch_size"], seed=0, device="cpu", checkpoint_every=10_000_000, keep_checkpoints=1,
+                    model=str(folder),
+                    dataset_path=settings["train"],
+                    output_dir=str(Path(root) / f"out-{folder.name}-{method}"),
+                    method=method,
+                    budget=budget,
+                    epochs=1,
+                    max_steps=steps,
+                    learning_rate=settings["learning_rate"],
+                    max_seq_len=settings["max_seq_len"],
+                    micro_batch_size=settings["micro_batch_size"],
+                    seed=0,
+                    device="cpu",
+                    checkpoint_every=10_000_000,
+                    keep_checkpoints=1,
                 )
                 started = time.perf_counter()
                 summary = train(config, None, resume=False).summary
-                row[method] = {"wall_s": time.perf_counter() - started, "time_scoring": summary["time_scoring"], "time_training": summary["time_training"]}
+                row[method] = {
+                    "wall_s": time.perf_counter() - started,
+                    "time_scoring": summary["time_scoring"],
+                    "time_training": summary["time_training"],
+                }
                 shutil.rmtree(config.output_dir, ignore_errors=True)
             u, f = row["uds"], row["full"]
             row["ratio_vs_full"] = (u["time_scoring"] + u["time_training"]) / (f["time_scoring"] + f["time_training"])
             row["ratio_vs_sft"] = (u["time_scoring"] + u["time_training"]) / f["time_training"]
             row["scoring_share"] = u["time_scoring"] / (u["time_scoring"] + u["time_training"])
-            log(f"cost V={shape['vocab']} layers={shape['layers']}: uds/full {row['ratio_vs_full']:.2f}, uds/plain SFT {row['ratio_vs_sft']:.2f}, scoring share {row['scoring_share']:.0%}")
+            log(
+                f"cost V={shape['vocab']} layers={shape['layers']}: uds/full {row['ratio_vs_full']:.2f}, uds/plain SFT {row['ratio_vs_sft']:.2f}, scoring share {row['scoring_share']:.0%}"
+            )
             rows.append(row)
             torch.set_num_threads(torch.get_num_threads())
     return rows
@@ -209,11 +287,22 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--no-variants", action="store_true", help="skip the item-7 variants")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost part")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny everything, report not written to --out unless given")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: tiny everything, report not written to --out unless given"
+    )
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--data-dir", default=None, help="cache of the base model (default ~/.cache/uds/bench-quality or $UDS_BENCH_DIR)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="cache of the base model (default ~/.cache/uds/bench-quality or $UDS_BENCH_DIR)",
+    )
     parser.add_argument("--out", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a busy machine (2 threads spin-wait for each other)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 is fastest on a busy machine (2 threads spin-wait for each other)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -223,7 +312,11 @@ def main(argv=None) -> int:
     from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, QUICK_SHAPE, base_model_dir, pretrain
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="uds-quality-quick-")) if args.quick else DEFAULT_OUT)
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(tempfile.mkdtemp(prefix="uds-quality-quick-")) if args.quick else DEFAULT_OUT)
+    )
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         report.write(json.loads((out / "results.json").read_text()), out)
@@ -246,9 +339,19 @@ def main(argv=None) -> int:
     shape = QUICK_SHAPE if args.quick else BASE_SHAPE
     base = base_model_dir(data_dir, pretrain_steps, 0, shape)
     t0 = time.perf_counter()
-    base = pretrain(base, steps=pretrain_steps, seed=0, batch=4 if args.quick else 16, log=log, shape=shape, text_chars=20_000 if args.quick else None)
+    base = pretrain(
+        base,
+        steps=pretrain_steps,
+        seed=0,
+        batch=4 if args.quick else 16,
+        log=log,
+        shape=shape,
+        text_chars=20_000 if args.quick else None,
+    )
     pretrain_info = json.loads((base / "pretrain.json").read_text())
-    log(f"base model: {base} (val loss {pretrain_info['val_loss']:.3f}; {time.perf_counter() - t0:.0f} s now, {pretrain_info['seconds']:.0f} s when built)")
+    log(
+        f"base model: {base} (val loss {pretrain_info['val_loss']:.3f}; {time.perf_counter() - t0:.0f} s now, {pretrain_info['seconds']:.0f} s when built)"
+    )
 
     eval_path = dataset_dir / "eval.jsonl"
     if args.quick:
@@ -262,12 +365,23 @@ def main(argv=None) -> int:
     # Evaluate about three times along the way; the number of steps depends on the method's groups per step.
     steps_at_12 = total_steps(TrainConfig(dataset_path="x", budget=0.125, epochs=epochs), n_rows)
     settings = {
-        "model": str(base), "train": str(dataset_dir / "train.jsonl"), "eval": str(eval_path), "epochs": epochs,
+        "model": str(base),
+        "train": str(dataset_dir / "train.jsonl"),
+        "eval": str(eval_path),
+        "epochs": epochs,
         "candidate_batch_size": TrainConfig.__dataclass_fields__["candidate_batch_size"].default,
-        "learning_rate": args.learning_rate, "warmup_ratio": 0.05, "max_seq_len": 192, "micro_batch_size": 4,
-        "eval_every": max(1, steps_at_12 // 3), "threads": args.threads, "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
-        "pretrain_curve": pretrain_info["curve"], "n_train": len(kinds), "n_eval": len(eval_path.read_text().splitlines()),
-        "train_kinds": {k: kinds.count(k) for k in sorted(set(kinds))}, "cost_shape": shape,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": 0.05,
+        "max_seq_len": 192,
+        "micro_batch_size": 4,
+        "eval_every": max(1, steps_at_12 // 3),
+        "threads": args.threads,
+        "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "pretrain_curve": pretrain_info["curve"],
+        "n_train": len(kinds),
+        "n_eval": len(eval_path.read_text().splitlines()),
+        "train_kinds": {k: kinds.count(k) for k in sorted(set(kinds))},
+        "cost_shape": shape,
     }
     grid = GRID + ([] if args.no_variants or args.quick else VARIANTS)
     if args.quick:
@@ -277,20 +391,33 @@ def main(argv=None) -> int:
         for label, method, budget, extra in grid:
             row = run_one(settings, label, method, budget, extra, seed, kinds, curves=(seed == 0))
             runs.append(row)
-            log(f"seed {seed} {label:>28} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
+            log(
+                f"seed {seed} {label:>28} {budget:>5.3f}: eval loss {row['eval_loss']:.4f}, exact match {row['eval_accuracy']:.1%}, "
                 f"answer tokens {row['eval_token_accuracy']:.1%}, {row['steps']} steps, rho(u, len) {_num(row['spearman_utility_length'])}, "
-                f"{row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)")
+                f"{row['time_scoring'] + row['time_training']:.1f} s (scoring {row['time_scoring']:.1f} s)"
+            )
     cost = []
     if not args.no_cost:
-        shapes = [{"vocab": 260, "layers": 1}, {"vocab": 1024, "layers": 1}] if args.quick else [
-            {"vocab": 260, "layers": 2}, {"vocab": 4096, "layers": 2}, {"vocab": 32768, "layers": 2},
-            {"vocab": 4096, "layers": 1}, {"vocab": 4096, "layers": 8},
-        ]
+        shapes = (
+            [{"vocab": 260, "layers": 1}, {"vocab": 1024, "layers": 1}]
+            if args.quick
+            else [
+                {"vocab": 260, "layers": 2},
+                {"vocab": 4096, "layers": 2},
+                {"vocab": 32768, "layers": 2},
+                {"vocab": 4096, "layers": 1},
+                {"vocab": 4096, "layers": 8},
+            ]
+        )
         cost = cost_runs(settings, shapes, 2 if args.quick else None, log)
     results = {
         "command": " ".join(["python -m benchmarks.quality.run", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": settings, "runs": runs, "cost": cost, "total_wall_s": time.perf_counter() - started,
-        "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "settings": settings,
+        "runs": runs,
+        "cost": cost,
+        "total_wall_s": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     report.write(results, out)

@@ -119,18 +119,31 @@ def t_interval(values: list[float], confidence: float = 0.95) -> Interval:
 
 
 def verdict(interval: Interval, lower_is_better: bool) -> str:
-    """"better", "worse" or "indistinguishable" for the difference (method - reference) in `interval`."""
+    """ "better", "worse" or "indistinguishable" for the difference (method - reference) in `interval`."""
     if not interval.excludes_zero():
         return "indistinguishable"
     improved = interval.high < 0.0 if lower_is_better else interval.low > 0.0
     return "better" if improved else "worse"
 
 
-def sentence(method: str, reference: str, metric: str, interval: Interval, lower_is_better: bool, scale: float = 1.0, unit: str = "") -> str:
+def sentence(
+    method: str,
+    reference: str,
+    metric: str,
+    interval: Interval,
+    lower_is_better: bool,
+    scale: float = 1.0,
+    unit: str = "",
+) -> str:
     """One plain sentence for the comparison, e.g. "uds is better than random on held-out loss: -0.052 nats
     (95% interval -0.081 to -0.023, 5 paired seeds)"."""
     word = verdict(interval, lower_is_better)
-    relation = {"better": f"better than {reference}", "worse": f"worse than {reference}",
-                "indistinguishable": f"indistinguishable from {reference} at this sample size"}[word]
-    return (f"{method} is {relation} on {metric}: {interval.mean * scale:+.3f}{unit} "
-            f"(95% interval {interval.low * scale:+.3f} to {interval.high * scale:+.3f}, {interval.n} paired seeds).")
+    relation = {
+        "better": f"better than {reference}",
+        "worse": f"worse than {reference}",
+        "indistinguishable": f"indistinguishable from {reference} at this sample size",
+    }[word]
+    return (
+        f"{method} is {relation} on {metric}: {interval.mean * scale:+.3f}{unit} "
+        f"(95% interval {interval.low * scale:+.3f} to {interval.high * scale:+.3f}, {interval.n} paired seeds)."
+    )

@@ -122,4 +122,3 @@ def test_invalid_user_data_is_refused_with_line_numbers(tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(SystemExit, match="line"):
         compare.main(["--train", str(bad), "--eval", str(bad), "--out", str(tmp_path / "o")])
-
