@@ -71,9 +71,15 @@ def weighted_token_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tens
     return (per_token * weights.to(per_token.device).unsqueeze(1)).sum()
 
 
+def first_rows_mask(mask: Tensor, rows: Sequence[int] | Tensor) -> Tensor:
+    """`mask` [B, L] with each example's positions from `rows[i]` on set to 0 (right-padded batches)."""
+    limits = torch.as_tensor(rows, device=mask.device)
+    keep = torch.arange(mask.shape[1], device=mask.device)[None, :] < limits[:, None]
+    return mask * keep.to(mask.dtype)
+
+
 def equal_rows_mask(mask: Tensor) -> Tensor:
     """`mask` [B, L] of one selection group cut to the group's shortest example: every candidate scored on the
     same number of token rows, so the nuclear norm (which grows with rows) compares examples, not lengths."""
-    rows = int(mask.sum(dim=1).min())
-    keep = torch.arange(mask.shape[1], device=mask.device) < rows
-    return mask * keep.to(mask.dtype)[None, :]
+    shortest = int(mask.sum(dim=1).min())
+    return first_rows_mask(mask, [shortest] * mask.shape[0])

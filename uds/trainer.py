@@ -21,7 +21,6 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
@@ -30,8 +29,8 @@ from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoc
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
 from uds.diagnostics import length_bias
-from uds.engine import loss_token_count, measure_batch
-from uds.engine import token_weights as _token_weights
+from uds.engine import first_rows_mask, loss_token_count, measure_batch, step_token_weights, weighted_token_loss
+from uds.engine import token_weights as _token_weights  # noqa: F401  (kept importable: tests check the weights)
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
 from uds.model_card import CardInfo, finalize_adapter
@@ -381,7 +380,7 @@ def _measure(run: _Run, groups: list[list[int]]) -> Measures:
         batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
         score_mask = None if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
         if rows_scored is not None:
-            score_mask = _first_rows_only(
+            score_mask = first_rows_mask(
                 batch["attention_mask"] if score_mask is None else score_mask, [rows_scored[row] for row in chunk]
             )
         parts.append(
@@ -410,12 +409,6 @@ def _rows_scored(run: _Run, groups: list[list[int]]) -> dict[int, int] | None:
     if not run.config.equal_rows:
         return None
     return {row: min(run.lengths[r] for r in group) for group in groups for row in group}
-
-
-def _first_rows_only(mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    keep = positions[None, :] < torch.tensor(rows, device=mask.device)[:, None]
-    return mask * keep.to(mask.dtype)
 
 
 def _chunks_of_groups(groups: list[list[int]], rows: int) -> list[list[int]]:
@@ -467,30 +460,24 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
     # micro-batch to near-equal rows saves compute. Stable, so the order depends only on which were picked.
     trained = sorted(trained, key=lambda item: len(item.input_ids))
     token_counts = [_loss_token_count(item) for item in trained]
-    loss_tokens = sum(token_counts)
-    examples_with_loss = sum(1 for count in token_counts if count)
+    weights = step_token_weights(config.loss_weighting, token_counts)
     total_loss, correct, tokens = 0.0, 0, 0
     for start in range(0, len(trained), config.micro_batch_size):
         micro_items = trained[start : start + config.micro_batch_size]
         micro = _to_device(collate(micro_items, run.tokenizer.pad_token_id), run.device)
         with autocast(run.device):
             logits = run.model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"]).logits
-        shift_logits = logits[:, :-1].float()
-        shift_labels = micro["labels"][:, 1:]
-        per_token = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
-        weights = _token_weights(
-            config.loss_weighting, token_counts[start : start + len(micro_items)], loss_tokens, examples_with_loss
-        )
-        weighted = (per_token * weights.to(per_token.device).unsqueeze(1)).sum()
+        weighted = weighted_token_loss(logits, micro["labels"], weights[start : start + len(micro_items)])
         weighted.backward()
         total_loss += weighted.item()
-        mask = shift_labels != -100
-        correct += int((shift_logits.argmax(-1)[mask] == shift_labels[mask]).sum())
+        predicted, targets = logits[:, :-1].argmax(-1), micro["labels"][:, 1:]
+        mask = targets != -100
+        correct += int((predicted[mask] == targets[mask]).sum())
         tokens += int(micro["attention_mask"].sum())
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
     run.optimizer.step()
-    return total_loss, correct / max(1, loss_tokens), grad_norm, tokens
+    return total_loss, correct / max(1, sum(token_counts)), grad_norm, tokens
 
 
 def _loss_token_count(item: TokenizedExample) -> int:

@@ -18,25 +18,13 @@ import threading
 import time
 from typing import Any
 
+from worker.db_logger import METRIC_COLUMNS
+
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0  # at the end, how long the last steps may take to reach the trackers
 BATCH_STEPS = 40  # steps per tracker call (MLflow takes at most 1000 metrics a batch; a step has about 25)
-SCALARS = (
-    "epoch",
-    "loss",
-    "token_accuracy",
-    "learning_rate",
-    "grad_norm",
-    "tokens_trained",
-    "candidates",
-    "selected",
-    "time_scoring",
-    "time_training",
-    "alpha",
-    "eval_loss",
-    "eval_accuracy",
-)
+SCALARS = METRIC_COLUMNS  # the step metrics that are plain numbers: the same set the database stores
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:

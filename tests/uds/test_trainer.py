@@ -277,30 +277,30 @@ def test_eval_file_reports_loss_and_exact_match(tmp_path, dataset, tiny_model_di
     assert logger.steps[-1]["eval_loss"] > 0
 
 
+def _cli_args(dataset, model, out) -> list[str]:
+    return [
+        "train",
+        "--data",
+        dataset,
+        "--model",
+        model,
+        "--output-dir",
+        str(out),
+        "--budget",
+        "0.25",
+        "--candidate-batch-size",
+        "8",
+        "--max-seq-len",
+        "64",
+        "--quiet",
+    ]
+
+
 def test_cli_train_writes_adapter_metrics_and_summary(tmp_path, dataset, tiny_model_dir, capsys):
     from cli.main import main
 
     out = tmp_path / "cli"
-    code = main(
-        [
-            "train",
-            "--data",
-            dataset,
-            "--model",
-            tiny_model_dir,
-            "--output-dir",
-            str(out),
-            "--budget",
-            "0.25",
-            "--candidate-batch-size",
-            "8",
-            "--max-steps",
-            "3",
-            "--max-seq-len",
-            "64",
-            "--quiet",
-        ]
-    )
+    code = main([*_cli_args(dataset, tiny_model_dir, out), "--max-steps", "3"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
@@ -321,24 +321,7 @@ def test_cli_resumes_after_interruption_and_no_resume_starts_over(tmp_path, data
     from cli.main import main
 
     out = tmp_path / "cli"
-    common = [
-        "train",
-        "--data",
-        dataset,
-        "--model",
-        tiny_model_dir,
-        "--output-dir",
-        str(out),
-        "--budget",
-        "0.25",
-        "--candidate-batch-size",
-        "8",
-        "--max-seq-len",
-        "64",
-        "--checkpoint-every",
-        "2",
-        "--quiet",
-    ]
+    common = [*_cli_args(dataset, tiny_model_dir, out), "--checkpoint-every", "2"]
     assert main(common + ["--max-steps", "3"]) == 0
     # The same command with a longer run continues from the step-3 checkpoint; metrics hold each step once.
     assert main(common + ["--max-steps", "5"]) == 0
