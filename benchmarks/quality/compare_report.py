@@ -3,62 +3,26 @@ random and full with a plain verdict each, what each method picked, and the cost
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.quality import stats
-
-# (key in a run, name in the report, lower is better, scale for display, unit)
-METRICS = (
-    ("eval_loss", "held-out answer loss", True, 1.0, " nats"),
-    ("eval_token_accuracy", "answer-token accuracy", False, 100.0, " pts"),
-    ("eval_accuracy", "exact match", False, 100.0, " pts"),
+from uds import paired_stats as stats
+from uds.comparison import (
+    EXACT_MATCH,
+    HELD_OUT_LOSS,
+    TOKEN_ACCURACY,
+    cost_rows,
+    groups,
+    paired_comparisons,
+    pooled_label_counts,
+    seconds,
 )
 
-
-def by_seed(runs: list[dict], method: str, budget: float, key: str) -> dict[int, float]:
-    return {r["seed"]: r[key] for r in runs if r["method"] == method and math.isclose(r["budget"], budget)}
+METRICS = (HELD_OUT_LOSS, TOKEN_ACCURACY, EXACT_MATCH)
 
 
 def comparisons(runs: list[dict], budgets: list[float]) -> list[dict]:
-    """Every selector at every budget against random (same budget) and against full: the paired t-interval of
-    the per-seed difference for each metric, and its verdict."""
-    methods = list(dict.fromkeys(r["method"] for r in runs if r["method"] != "full"))
-    rows = []
-    for budget in budgets:
-        for method in methods:
-            references = [("random", budget)] if method != "random" else []
-            references += [("max_loss", budget)] if method == "uds" and "max_loss" in methods else []
-            references += [("full", 1.0)]
-            for reference, reference_budget in references:
-                for key, name, lower, scale, unit in METRICS:
-                    diffs = stats.paired_differences(
-                        by_seed(runs, method, budget, key), by_seed(runs, reference, reference_budget, key)
-                    )
-                    if not diffs:
-                        continue
-                    interval = stats.t_interval(diffs)
-                    rows.append(
-                        {
-                            "method": method,
-                            "budget": budget,
-                            "reference": reference,
-                            "metric": name,
-                            "interval": interval,
-                            "verdict": stats.verdict(interval, lower),
-                            "sentence": stats.sentence(
-                                f"{method} at {budget:.1%}",
-                                reference if reference != "full" else "full data",
-                                name,
-                                interval,
-                                lower,
-                                scale,
-                                unit,
-                            ),
-                        }
-                    )
-    return rows
+    """Every selector at every budget against random (same budget), uds against max_loss, all against full."""
+    return paired_comparisons(runs, budgets, METRICS)
 
 
 def _mean_sd(values) -> str:
@@ -71,38 +35,6 @@ def _mean_sd(values) -> str:
 def _pct(values) -> str:
     values = [v for v in values if v is not None]
     return f"{100 * stats.mean(values):.1f}% ± {100 * stats.sample_sd(values):.1f}" if values else "n/a"
-
-
-def _groups(runs):
-    groups = defaultdict(list)
-    for run in runs:
-        groups[(run["method"], run["budget"])].append(run)
-    return groups
-
-
-def _seconds(run) -> float:
-    return run["time_scoring"] + run["time_training"]
-
-
-def cost_rows(runs: list[dict]) -> list[dict]:
-    """Per (method, budget) of the main runs: mean time, its ratio to full's mean time, and the scoring share."""
-    groups = _groups(runs)
-    full = [_seconds(r) for r in groups.get(("full", 1.0), [])]
-    full_mean = stats.mean(full) if full else float("nan")
-    rows = []
-    for (method, budget), rs in groups.items():
-        seconds = stats.mean([_seconds(r) for r in rs])
-        scoring = stats.mean([r["time_scoring"] for r in rs])
-        rows.append(
-            {
-                "method": method,
-                "budget": budget,
-                "seconds": seconds,
-                "ratio": seconds / full_mean,
-                "scoring_share": scoring / seconds if seconds else 0.0,
-            }
-        )
-    return rows
 
 
 def write(results: dict, out: Path) -> None:
@@ -148,13 +80,13 @@ def write(results: dict, out: Path) -> None:
         "| method | budget | held-out answer loss ↓ | answer-token accuracy ↑ | exact match ↑ | time (s) | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
-    groups = _groups(runs)
-    order = sorted(groups, key=lambda key: (key[0] != "full", key[1], key[0] != "uds", key[0]))
+    grouped = groups(runs)
+    order = list(grouped)
     for method, budget in order:
-        rs = groups[(method, budget)]
+        rs = grouped[(method, budget)]
         lines.append(
             f"| {method} | {budget:.1%} | {_mean_sd([r['eval_loss'] for r in rs])} | {_pct([r['eval_token_accuracy'] for r in rs])} | "
-            f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([_seconds(r) for r in rs]):.1f} | {len(rs)} |"
+            f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([seconds(r) for r in rs]):.1f} | {len(rs)} |"
         )
     rows = comparisons(runs, settings["budgets"])
     lines += [
@@ -168,14 +100,14 @@ def write(results: dict, out: Path) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        scale, unit = next((m[3], m[4]) for m in METRICS if m[1] == row["metric"])
-        i = row["interval"]
+        metric, i = row["metric"], row["interval"]
+        scale, unit = metric.scale, metric.unit
         lines.append(
-            f"| {row['method']} | {row['budget']:.1%} | {row['reference']} | {row['metric']} | {i.mean * scale:+.3f}{unit} | "
+            f"| {row['method']} | {row['budget']:.1%} | {row['reference']} | {metric.name} | {i.mean * scale:+.3f}{unit} | "
             f"{i.low * scale:+.3f} to {i.high * scale:+.3f} | {row['verdict']} |"
         )
     lines += ["", "In words (held-out answer loss, the primary metric):", ""]
-    lines += [f"- {row['sentence']}" for row in rows if row["metric"] == METRICS[0][1]]
+    lines += [f"- {row['sentence']}" for row in rows if row["metric"] == HELD_OUT_LOSS]
     lines += _kinds_section(runs, order, settings)
     lines += _cost_section(results)
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -185,7 +117,7 @@ def _kinds_section(runs, order, settings) -> list[str]:
     kinds = list(settings["train_kinds"])
     if not kinds:
         return []
-    groups = _groups(runs)
+    grouped = groups(runs)
     lines = [
         "",
         "## What each method trained on",
@@ -202,12 +134,11 @@ def _kinds_section(runs, order, settings) -> list[str]:
     for method, budget in order:
         if method == "full":
             continue
-        counts = defaultdict(int)
-        for run in groups[(method, budget)]:
-            for kind, n in run["selected_kinds"].items():
-                counts[kind] += n
+        counts = pooled_label_counts(grouped[(method, budget)])
         picked = sum(counts.values()) or 1
-        lines.append(f"| {method} | {budget:.1%} | " + " | ".join(f"{counts[k] / picked:.0%}" for k in kinds) + " |")
+        lines.append(
+            f"| {method} | {budget:.1%} | " + " | ".join(f"{counts.get(k, 0) / picked:.0%}" for k in kinds) + " |"
+        )
     return lines
 
 
@@ -224,7 +155,9 @@ def _cost_section(results) -> list[str]:
     ]
     for row in sorted(cost_rows(results["runs"]), key=lambda r: (r["method"] != "full", r["budget"], r["method"])):
         lines.append(
-            f"| {row['method']} | {row['budget']:.1%} | {row['seconds']:.1f} | {row['ratio']:.2f} | {row['scoring_share']:.0%} |"
+            f"| {row['method']} | {row['budget']:.1%} | {row['seconds']:.1f} | "
+            + (f"{row['ratio']:.2f}" if row["ratio"] is not None else "n/a")
+            + f" | {row['scoring_share']:.0%} |"
         )
     for cost in results.get("cost", []):
         timings = cost["timings"]

@@ -1,4 +1,4 @@
-"""benchmarks.quality.stats against naive computations (no scipy): numerical integration of the t density, the
+"""uds.paired_stats against naive computations (no scipy): numerical integration of the t density, the
 textbook formulas, and printed t-table values."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks.quality import stats
+from uds import paired_stats as stats
 
 
 def naive_t_cdf(t: float, df: int, steps: int = 20_000) -> float:

@@ -1,9 +1,10 @@
-"""Paired-seed statistics for the quality benchmark: pure functions, no scipy.
+"""Paired-seed statistics for method comparisons (the quality benchmark and the service's comparisons): pure
+functions, no scipy.
 
 Every method of a comparison is trained once per seed, and the seed fixes the data order and the LoRA init for
-all of them (see compare.py), so method A and method B on seed s differ only by what they selected. The right
-comparison is therefore the per-seed difference A_s - B_s, and a t-interval on its mean: the seed-to-seed spread
-that both methods share cancels out.
+all of them (uds.trainer.epoch_groups and the seeded LoRA init; tests/benchmarks/test_pairing.py), so method A
+and method B on seed s differ only by what they selected. The right comparison is therefore the per-seed
+difference A_s - B_s, and a t-interval on its mean: the seed-to-seed spread that both methods share cancels out.
 """
 
 from __future__ import annotations
