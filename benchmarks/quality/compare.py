@@ -60,6 +60,8 @@ def prepare_data(args, work: Path) -> dict:
         kinds = []
         if args.kinds:
             kinds = [json.loads(line)["kind"] for line in Path(args.kinds).read_text().splitlines() if line.strip()]
+        elif args.label_field:
+            kinds = row_labels(args.train, args.label_field)
         return {
             "train": validated(args.train),
             "eval": validated(args.eval),
@@ -85,6 +87,19 @@ def prepare_data(args, work: Path) -> dict:
     if args.eval_rows and args.task == "signature":
         eval_path = _head(eval_path, work / "signature-eval.jsonl", args.eval_rows)
     return {"train": str(train), "eval": str(eval_path), "kinds": kinds, "task": args.task}
+
+
+def row_labels(path: str, field: str) -> list[str]:
+    """Each training row's string value of `field` ("(none)" where it has none), like the service's comparisons'
+    `label_field`. A validated file's non-blank lines are its rows, in order."""
+    labels = []
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        if line.strip():
+            value = json.loads(line).get(field)
+            labels.append(value if isinstance(value, str) else "(none)")
+    if all(label == "(none)" for label in labels):
+        raise SystemExit(f"--label-field {field}: no row of {path} has a string {field!r}")
+    return labels
 
 
 def _head(source: Path, target: Path, n: int) -> Path:
@@ -189,6 +204,10 @@ def parse_args(argv=None):
     parser.add_argument("--eval", help="held-out JSONL (any accepted format); loss on its answers and exact match")
     parser.add_argument(
         "--kinds", help='optional JSONL with a {"kind": ...} per training row, to count what each method picked'
+    )
+    parser.add_argument(
+        "--label-field",
+        help="a key of the training rows holding a string label (e.g. kind), to count what each method picked",
     )
     parser.add_argument(
         "--train-rows", type=int, default=320, help="built-in task: training rows (signature: first N; 0 = all)"

@@ -3,6 +3,7 @@ random and full with a plain verdict each, what each method picked, and the cost
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from uds import paired_stats as stats
@@ -110,6 +111,9 @@ def write(results: dict, out: Path) -> None:
     lines += [f"- {row['sentence']}" for row in rows if row["metric"] == HELD_OUT_LOSS]
     lines += _kinds_section(runs, order, settings)
     lines += _cost_section(results)
+    plots = _plots(results, rows, out)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -179,3 +183,100 @@ def _cost_section(results) -> list[str]:
                 f"| {t['method']} | {t['budget']:.1%} | {seconds:.1f} | {seconds / full_s:.2f} | {t['time_scoring'] / seconds if seconds else 0:.0%} |"
             )
     return lines
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+
+METHOD_COLORS = {
+    "full": "black",
+    "uds": "tab:red",
+    "random": "tab:gray",
+    "max_loss": "tab:blue",
+    "max_grad": "tab:green",
+}
+VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red", "indistinguishable": "tab:gray"}
+
+
+def _plots(results: dict, rows: list[dict], out: Path) -> dict[str, str]:
+    """The report's three figures (file names by caption): held-out loss against budget, the paired differences
+    with their intervals, and the time split of every method. Drawn from the same numbers as the tables."""
+    runs = results["runs"]
+    if not runs:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = {
+        "held-out answer loss against budget": "loss_vs_budget.png",
+        "paired differences in held-out answer loss": "differences.png",
+        "time split against full": "time_split.png",
+    }
+    figures = (_loss_vs_budget(plt, runs), _differences(plt, rows), _time_split(plt, runs))
+    for file, figure in zip(plots.values(), figures, strict=True):
+        figure.tight_layout()
+        figure.savefig(out / file, dpi=110)
+        plt.close(figure)
+    return plots
+
+
+def _loss_vs_budget(plt, runs):
+    figure, ax = plt.subplots(figsize=(6, 4))
+    grouped = groups(runs)
+    full = [r["eval_loss"] for r in grouped.get(("full", 1.0), []) if r.get("eval_loss") is not None]
+    if full:
+        m, sd = stats.mean(full), stats.sample_sd(full)
+        ax.axhline(m, color="black", lw=1, ls="--", label="full (100%)")
+        ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
+    for method in dict.fromkeys(method for method, _ in grouped if method != "full"):
+        budgets = sorted(b for (name, b) in grouped if name == method)
+        points = [[r["eval_loss"] for r in grouped[(method, b)] if r.get("eval_loss") is not None] for b in budgets]
+        ax.errorbar(
+            [100 * b for b in budgets],
+            [stats.mean(p) for p in points],
+            yerr=[stats.sample_sd(p) for p in points],
+            marker="o",
+            capsize=3,
+            label=method,
+            color=METHOD_COLORS.get(method),
+        )
+    ax.set_xlabel("budget (% of candidates trained on)")
+    ax.set_ylabel("held-out answer loss (nats), mean ± sd over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _differences(plt, rows):
+    """A forest plot: each selector's paired difference against each reference, with its 95% interval."""
+    shown = [row for row in rows if row["metric"] == HELD_OUT_LOSS]
+    figure, ax = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.2))
+    for y, row in enumerate(reversed(shown)):
+        i = row["interval"]
+        low, high = (i.low, i.high) if math.isfinite(i.low) else (i.mean, i.mean)
+        color = VERDICT_COLORS[row["verdict"]]
+        ax.plot([low, high], [y, y], color=color, lw=2)
+        ax.plot([i.mean], [y], "o", color=color)
+    ax.axvline(0.0, color="black", lw=1)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"{r['method']} {r['budget']:.1%} − {r['reference']}" for r in reversed(shown)], fontsize=8)
+    ax.set_xlabel("held-out answer loss difference (nats; < 0 favours the method), 95% interval")
+    ax.grid(alpha=0.3, axis="x")
+    return figure
+
+
+def _time_split(plt, runs):
+    """Stacked bars: scoring and training seconds of each method, mean over seeds, full first."""
+    rows = cost_rows(runs)
+    figure, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{r['method']}\n{r['budget']:.1%}" for r in rows]
+    scoring = [r["seconds"] * r["scoring_share"] for r in rows]
+    training = [r["seconds"] - s for r, s in zip(rows, scoring, strict=True)]
+    ax.bar(labels, scoring, color="tab:orange", label="scoring")
+    ax.bar(labels, training, bottom=scoring, color="tab:blue", label="training")
+    ax.set_ylabel("seconds per run (mean over seeds)")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return figure

@@ -117,6 +117,50 @@ def test_user_data_through_the_comparison_with_paired_statistics(built, tmp_path
     assert (out / "report.md").read_text() == report
 
 
+def _as_format(row: dict, fmt: str, kind: str) -> dict:
+    """A chat row of the man-page task in another format the service accepts, its kind carried on the row."""
+    question, answer = (m["content"] for m in row["messages"])
+    if fmt == "alpaca":
+        return {"instruction": question, "input": "", "output": answer, "kind": kind}
+    return {"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}], "kind": kind}
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt"])
+def test_alpaca_and_sharegpt_files_with_labels_on_the_rows(built, tmp_path, fmt):
+    data = tmp_path / "data"
+    manpages.write(data, n_train=16, n_eval=3)
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    kinds = [json.loads(line)["kind"] for line in (data / "train_meta.jsonl").read_text().splitlines()]
+    train = tmp_path / f"train-{fmt}.jsonl"
+    train.write_text("".join(json.dumps(_as_format(r, fmt, k)) + "\n" for r, k in zip(rows, kinds, strict=True)))
+    held_out = tmp_path / f"eval-{fmt}.jsonl"
+    held_out.write_text(
+        "".join(
+            json.dumps(_as_format(json.loads(line), fmt, "clean")) + "\n"
+            for line in (data / "eval.jsonl").read_text().splitlines()
+        )
+    )
+    out = tmp_path / "out"
+    argv = ["--train", str(train), "--eval", str(held_out), "--label-field", "kind", "--seeds", "2"]
+    argv += ["--methods", "uds", "--budgets", "0.25", "--cost-vocab", "--data-dir", str(built[0].parent)]
+    assert compare.main([*argv, "--out", str(out), "--no-progress", *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["train_kinds"] == {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+    assert all(sum(r["selected_kinds"].values()) > 0 for r in results["runs"] if r["method"] == "uds")
+    report = (out / "report.md").read_text()
+    assert "## What each method trained on" in report and "| uds | 25.0% | full | held-out answer loss |" in report
+    for plot in ("loss_vs_budget.png", "differences.png", "time_split.png"):
+        assert (out / plot).stat().st_size > 0 and f"]({plot})" in report
+
+
+def test_label_field_must_exist_on_some_row(tmp_path):
+    data = tmp_path / "data"
+    manpages.write(data, n_train=8, n_eval=2)
+    argv = ["--train", str(data / "train.jsonl"), "--eval", str(data / "eval.jsonl"), "--label-field", "topic"]
+    with pytest.raises(SystemExit, match="no row of .* has a string 'topic'"):
+        compare.main([*argv, "--out", str(tmp_path / "o")])
+
+
 def test_invalid_user_data_is_refused_with_line_numbers(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
