@@ -136,14 +136,27 @@ def base_dir(spec: BaseSpec, data_dir: Path | None = None) -> Path:
     return Path(data_dir or DEFAULT_DATA_DIR) / spec.folder_name()
 
 
-def build(spec: BaseSpec, data_dir: Path | None = None, log=partial(print, flush=True), progress: bool = True) -> Path:
-    """Build (or find in the cache) the base model of `spec`; returns its folder (model + tokenizer + pretrain.json)."""
+def build(
+    spec: BaseSpec,
+    data_dir: Path | None = None,
+    log=partial(print, flush=True),
+    progress: bool = True,
+    device: str = "cpu",
+) -> Path:
+    """Build (or find in the cache) the base model of `spec`; returns its folder (model + tokenizer + pretrain.json).
+
+    `device` "cpu" (the default) rebuilds bit for bit; "cuda" pretrains under bf16 autocast, for the 100-300 M
+    shapes a GPU makes affordable, in a folder of its own (its bits differ from a CPU build's)."""
     import torch
 
     from benchmarks.quality import corpus
     from benchmarks.quality.pretrain import build_model, train_loop
+    from uds.device import resolve_device
 
+    torch_device = resolve_device(device)
     out_dir = base_dir(spec, data_dir)
+    if torch_device.type != "cpu":
+        out_dir = out_dir.with_name(out_dir.name + f"-{torch_device.type}")
     if (out_dir / "config.json").exists() and (out_dir / "pretrain.json").exists():
         return out_dir
     started = time.perf_counter()
@@ -184,6 +197,7 @@ def build(spec: BaseSpec, data_dir: Path | None = None, log=partial(print, flush
         spec.lr,
         log,
         progress=progress,
+        device=torch_device,
     )
     train_seconds = time.perf_counter() - train_started
     # The unigram model predicts the same positions the model's loss covers: every window token but the first.
@@ -210,6 +224,7 @@ def build(spec: BaseSpec, data_dir: Path | None = None, log=partial(print, flush
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - started,
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
         "curve": curve,
     }
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -232,6 +247,14 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default: float32, bit-for-bit), cuda or auto (bf16 autocast on a GPU, for larger --hidden/--layers)",
+    )
+
+
 def spec_from_args(args) -> BaseSpec:
     return BaseSpec(**{name: getattr(args, name) for name in asdict(BaseSpec())})
 
@@ -243,12 +266,18 @@ def main(argv=None) -> int:
         "--data-dir", default=None, help="cache folder (default $UDS_BENCH_DIR or ~/.cache/uds/bench-quality)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    path = build(spec_from_args(args), Path(args.data_dir) if args.data_dir else None, progress=not args.no_progress)
+    path = build(
+        spec_from_args(args),
+        Path(args.data_dir) if args.data_dir else None,
+        progress=not args.no_progress,
+        device=args.device,
+    )
     info = json.loads((path / "pretrain.json").read_text())
     print(
         json.dumps(

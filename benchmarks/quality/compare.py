@@ -125,7 +125,7 @@ def prepare_base(args) -> tuple[str, dict]:
         return str(folder), {**info, "vocab_size": 260, "kind": "byte-level, 260 tokens (pretrain.py)"}
     from benchmarks.quality import base
 
-    folder = base.build(base.spec_from_args(args), data_dir, log=log, progress=not args.no_progress)
+    folder = base.build(base.spec_from_args(args), data_dir, log=log, progress=not args.no_progress, device=args.device)
     info = json.loads((folder / "pretrain.json").read_text())
     return str(folder), {**info, "kind": f"byte-level BPE, {info['vocab_size']} tokens (base.py)"}
 
@@ -170,7 +170,7 @@ def cost_at_vocab(model_dir: str, vocab: int, settings: dict, methods, budgets, 
                 max_seq_len=settings["max_seq_len"],
                 micro_batch_size=settings["micro_batch_size"],
                 seed=0,
-                device="cpu",
+                device=settings.get("device", "cpu"),
                 checkpoint_every=10_000_000,
                 keep_checkpoints=1,
             )
@@ -221,6 +221,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--pretrain-steps", type=int, default=600, help="--base byte: its pretraining steps")
     base.add_spec_arguments(parser)
+    base.add_device_argument(parser)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.25])
     parser.add_argument("--methods", nargs="+", default=list(SELECTORS), choices=SELECTORS)
@@ -286,6 +287,7 @@ def main(argv=None) -> int:
         "warmup_ratio": 0.05,
         "max_seq_len": args.max_seq_len,
         "micro_batch_size": 8,
+        "device": args.device,
         "eval_every": None,
         "n_train": sum(1 for line in Path(data["train"]).read_text().splitlines() if line.strip()),
         "n_eval": sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip()),

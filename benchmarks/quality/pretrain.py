@@ -104,11 +104,17 @@ def train_loop(
     lr: float,
     log,
     progress: bool = False,
+    device: torch.device | None = None,
 ):
     """Plain next-token pretraining on random windows of `train_ids`: AdamW, warm-up then cosine to 10%, fixed steps.
 
     Deterministic from `seed` on CPU in float32 (the windows come from a seeded generator, nothing else draws).
+    On CUDA the weights stay float32 and the steps run under bf16 autocast (uds.device), fast but not bit-exact.
     Returns (curve, held-out loss on `val_windows`, mean over positions)."""
+    from uds.device import autocast
+
+    device = device or torch.device("cpu")
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -129,8 +135,9 @@ def train_loop(
     model.train()
     for step in range(1, steps + 1):
         starts = torch.randint(0, len(train_ids) - seq_len - 1, (batch,), generator=generator)
-        x = torch.stack([train_ids[s : s + seq_len] for s in starts.tolist()])
-        loss = model(input_ids=x, labels=x).loss  # transformers shifts the labels itself
+        x = torch.stack([train_ids[s : s + seq_len] for s in starts.tolist()]).to(device)
+        with autocast(device):
+            loss = model(input_ids=x, labels=x).loss  # transformers shifts the labels itself
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -145,16 +152,21 @@ def train_loop(
                 log(f"pretrain step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)")
     if bar is not None:
         bar.close()
-    return curve, heldout_loss(model, val_windows)
+    loss = heldout_loss(model, val_windows, device=device)
+    model.to("cpu")
+    return curve, loss
 
 
-def heldout_loss(model, windows, batch: int = 16) -> float:
+def heldout_loss(model, windows, batch: int = 16, device: torch.device | None = None) -> float:
     """Mean next-token loss (nats/token) over every predicted position of `windows` (n x L), in batches."""
+    from uds.device import autocast
+
+    device = device or torch.device("cpu")
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device):
         for start in range(0, len(windows), batch):
-            x = windows[start : start + batch]
+            x = windows[start : start + batch].to(device)
             n = x.shape[0] * (x.shape[1] - 1)
             total += float(model(input_ids=x, labels=x).loss) * n
             count += n

@@ -134,7 +134,7 @@ def run_one(
                 "max_seq_len": settings["max_seq_len"],
                 "micro_batch_size": settings["micro_batch_size"],
                 "seed": seed,
-                "device": "cpu",
+                "device": settings.get("device", "cpu"),
                 "eval_every": settings["eval_every"] if curves else None,
                 "checkpoint_every": 10_000_000,
                 "keep_checkpoints": 1,
@@ -147,7 +147,11 @@ def run_one(
         result = train(config, logger, resume=False)
         wall = time.perf_counter() - started
         token_accuracy = answer_token_accuracy(
-            settings["model"], result.adapter_dir, settings["eval"], settings["max_seq_len"]
+            settings["model"],
+            result.adapter_dir,
+            settings["eval"],
+            settings["max_seq_len"],
+            settings.get("device", "cpu"),
         )
     final = logger.steps[-1]
     summary = result.summary
@@ -181,23 +185,27 @@ def run_one(
     }
 
 
-def answer_token_accuracy(model_dir: str, adapter_dir: str, eval_path: str, max_seq_len: int) -> float:
+def answer_token_accuracy(
+    model_dir: str, adapter_dir: str, eval_path: str, max_seq_len: int, device_name: str = "cpu"
+) -> float:
     """Share of the held-out answer tokens (the answer and its end-of-turn marker) that the trained model predicts
     exactly, teacher-forced: finer-grained than exact match, which a model this small rarely reaches."""
     import torch
     from peft import PeftModel
 
     from uds.data import collate, tokenize_examples
+    from uds.device import resolve_device
     from uds.formats import load_examples
     from uds.models import load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(model_dir, device=torch.device("cpu"), dtype=torch.float32)
+    device = resolve_device(device_name)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, adapter_dir).eval()
     items = tokenize_examples(load_examples(eval_path), tokenizer, max_seq_len, loss_on="answer")
     correct = total = 0
     with torch.no_grad():
         for start in range(0, len(items), 16):
-            batch = collate(items[start : start + 16], tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in collate(items[start : start + 16], tokenizer.pad_token_id).items()}
             predicted = (
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
             )
