@@ -2,6 +2,8 @@
 //   #/                 jobs            #/jobs/ID?tab=charts|data|events|details   one job
 //   #/new              new job form    #/compare?ids=A,B                          compare jobs
 //   #/datasets         datasets        #/datasets/ID                              one dataset's rows
+//   #/comparisons      compare methods (list + new comparison form; ?new=1 opens the form)
+//   #/comparisons/ID   one comparison: its runs as a grid, the verdict and the report
 import { h, clear, toast } from './dom.js';
 import { get, getKey, setKey, ApiError } from './api.js';
 import { jobsView } from './views/jobs.js';
@@ -9,6 +11,8 @@ import { jobView } from './views/job.js';
 import { compareView } from './views/compare.js';
 import { newJobView } from './views/newjob.js';
 import { datasetsView, datasetView } from './views/datasets.js';
+import { comparisonsView } from './views/comparisons.js';
+import { comparisonView } from './views/comparison.js';
 
 const main = document.getElementById('main');
 const state = { info: null, cleanup: null };
@@ -20,6 +24,8 @@ const routes = [
   [/^\/compare$/, () => ['compare', compareView]],
   [/^\/datasets$/, () => ['datasets', datasetsView]],
   [/^\/datasets\/([^/]+)$/, (m) => ['datasets', datasetView, decodeURIComponent(m[1])]],
+  [/^\/comparisons$/, () => ['comparisons', comparisonsView]],
+  [/^\/comparisons\/([^/]+)$/, (m) => ['comparisons', comparisonView, decodeURIComponent(m[1])]],
 ];
 
 function parseHash() {

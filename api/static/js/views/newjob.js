@@ -43,13 +43,14 @@ const ADVANCED = [
   { name: 'eval_every', label: 'Evaluate every', unit: 'steps', type: 'int', def: null, min: 1, help: 'Needs an eval dataset. Empty: at the end only.' },
 ];
 
-async function schemaDefaults() {
-  // The request schema of POST /api/v1/jobs, if the server publishes it: which fields exist and their defaults.
+// The request schema of POST `path` (POST /api/v1/jobs by default), if the server publishes it: which fields exist
+// and their defaults. The comparisons form reads the shared training settings' help from it too.
+export async function schemaDefaults(path = '/api/v1/jobs') {
   try {
     const res = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
     if (!res.ok) return null;
     const spec = await res.json();
-    const op = spec.paths?.['/api/v1/jobs']?.post;
+    const op = spec.paths?.[path]?.post;
     let schema = op?.requestBody?.content?.['application/json']?.schema;
     const resolve = (s) => (s?.$ref ? spec.components?.schemas?.[s.$ref.split('/').pop()] : s);
     schema = resolve(schema);
