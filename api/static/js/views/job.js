@@ -227,6 +227,9 @@ export async function jobView(root, ctx, jobId) {
             `${job.model} · ${METHOD_LABELS[job.method] || job.method} · budget ${fmtPct(job.budget, 1)} · dataset `,
             h('a', { href: `#/datasets/${job.dataset_id}` }, dataset ? dataset.filename : job.dataset_id),
             dataset ? ` (${fmtInt(dataset.n_examples)} examples)` : ''),
+          // A run of a method comparison: the way back to its grid and report.
+          job.comparison_id ? h('p', { class: 'small', id: 'job-comparison' }, 'One run of the comparison ',
+            h('a', { href: `#/comparisons/${encodeURIComponent(job.comparison_id)}` }, job.comparison_id), '.') : null,
           metadataList(job.metadata)),
         actions));
   }
