@@ -54,6 +54,14 @@ def jobs_to_create(page) -> str:
     return page.locator("#c-count").get_attribute("data-jobs")
 
 
+def both_widths(page, name: str) -> None:
+    """Screenshots at 390 and 1280 px; at 390 nothing may stick out sideways (the page scrolls down only)."""
+    shot(page, name, NARROW)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name} is {overflow}px wider than a 390px screen"
+    shot(page, name, WIDE)
+
+
 def submit(page) -> None:
     page.click("#submit-comparison")
     wait_js(page, "location.hash.startsWith('#/comparisons/cmp-') || !document.querySelector('.form-error').hidden", 60)
@@ -99,8 +107,7 @@ def test_a_comparison_from_the_form_to_its_verdict_and_delete(server, datasets, 
     assert error.is_visible() and "topic" in error.inner_text(), error.inner_text()
     assert page.get_attribute("#c-label_field", "aria-invalid") == "true"
     assert api.get("/comparisons").json()["data"] == []
-    shot(page, "comparisons-form", NARROW)
-    shot(page, "comparisons-form", WIDE)
+    both_widths(page, "comparisons-form")
 
     page.fill("#c-label_field", "kind")
     submit(page)
@@ -153,8 +160,7 @@ def test_a_comparison_from_the_form_to_its_verdict_and_delete(server, datasets, 
         page.click("#download-report")
     assert download.value.suggested_filename == f"{comparison_id}-report.md"
     assert report["sentences"][0].split(":")[0] in open(download.value.path(), encoding="utf-8").read()
-    shot(page, "comparison-report", NARROW)
-    shot(page, "comparison-report", WIDE)
+    both_widths(page, "comparison-report")
 
     cells.first.click()
     page.locator("#job-comparison a").wait_for()
@@ -167,8 +173,7 @@ def test_a_comparison_from_the_form_to_its_verdict_and_delete(server, datasets, 
     row = page.locator(f"[data-comparison-id='{comparison_id}']")
     row.wait_for()
     assert "6 / 6 runs" in row.inner_text() and "kinds-train.jsonl" in row.inner_text()
-    shot(page, "comparisons-list", NARROW)
-    shot(page, "comparisons-list", WIDE)
+    both_widths(page, "comparisons-list")
     page.click(f"[data-comparison-id='{comparison_id}'] a.job-link")
     button = page.locator("#delete-comparison")
     button.wait_for()
