@@ -1,5 +1,6 @@
 """Public identifiers and names: `file-<24 hex>` for datasets, `ftjob-<24 hex>` for jobs, `ft:...` for the fine-tuned
-model (the OpenAI shapes), `ftevent-<16 hex>` and `ftckpt-<16 hex>` for events and checkpoints (opaque, below)."""
+model (the OpenAI shapes), `cmp-<24 hex>` for comparisons, `ftevent-<16 hex>` and `ftckpt-<16 hex>` for events and
+checkpoints (opaque, below)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def new_dataset_id() -> str:
 
 def new_job_id() -> str:
     return "ftjob-" + secrets.token_hex(12)
+
+
+def new_comparison_id() -> str:
+    return "cmp-" + secrets.token_hex(12)
 
 
 def fine_tuned_model_name(model: str, organization: str, suffix: str | None, job_id: str) -> str:

@@ -167,11 +167,39 @@ class Job(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
     # Trackers the job's step metrics are mirrored to (worker/integrations.py), as the request gave them.
     integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # The comparison that made the job, if one did. No foreign key: the comparison is deleted after its jobs, and a
+    # job deleted on its own just leaves its comparison one run shorter.
+    comparison_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
     @property
     def budget(self) -> float:
         """The fraction of candidates trained on: stored once, in the resolved configuration."""
         return float(self.config["budget"])
+
+
+class Comparison(Base):
+    """A group of ordinary jobs on one training dataset, judged on one held-out dataset: every chosen selector at
+    every chosen budget (and `full`), once per seed 0..seeds-1. Its status, counts and report are computed from its
+    jobs (api/services/comparisons.py); this row keeps only what was asked for."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (Index("ix_comparisons_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # cmp-<24 hex>
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(256))
+    # No foreign keys to datasets, as for jobs: deleting a dataset must not delete (or be blocked by) a comparison.
+    dataset_id: Mapped[str] = mapped_column(String(32))
+    eval_dataset_id: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(512))
+    methods: Mapped[list[str]] = mapped_column(JSONType)
+    budgets: Mapped[list[float]] = mapped_column(JSONType)
+    seeds: Mapped[int] = mapped_column(Integer)
+    include_full: Mapped[bool] = mapped_column(Boolean)
+    label_field: Mapped[str | None] = mapped_column(String(128))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the shared training settings, as given
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class JobEvent(Base):

@@ -284,6 +284,7 @@ class JobPublic(BaseModel):
     adapter: AdapterInfo | None
     fine_tuned_model: str | None
     integrations: list[dict[str, Any]] | None = None
+    comparison_id: str | None = Field(None, description="the comparison (POST /comparisons) that made this job")
 
 
 def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
@@ -331,6 +332,7 @@ def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
         adapter=adapter,
         fine_tuned_model=job.fine_tuned_model,
         integrations=job.integrations,
+        comparison_id=job.comparison_id,
     )
 
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     create_burst: int = Field(default=30, ge=1, description="Jobs + uploads an API key may create at once.")
     max_active_jobs: int = Field(default=32, ge=0, description="Unfinished jobs per tenant; 0 = no cap.")
+    max_comparison_jobs: int = Field(
+        default=60, ge=1, description="Jobs one comparison may create (POST /comparisons)."
+    )
     max_request_bytes: int = Field(default=1024 * 1024, gt=0, description="Request bodies other than uploads.")
     max_form_fields: int = Field(default=8, ge=1, description="Form fields besides the file in one upload.")
     max_form_field_bytes: int = Field(default=1024, ge=1, description="Bytes of one upload form field.")
