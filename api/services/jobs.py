@@ -61,6 +61,20 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
 
     Errors name the native fields (`dataset_id`, `eval_dataset_id`, `model`, TrainConfig settings) in `param`.
     """
+    job = add_job(session, tenant, settings, body)
+    check_active_jobs(session, tenant, settings, adding=1)
+    session.commit()
+    dispatch_job(session, dispatcher, job)
+    return job
+
+
+def add_job(
+    session: Session, tenant: Tenant, settings: Settings, body: JobCreate, comparison_id: str | None = None
+) -> Job:
+    """Validate `body`, then add the job, queued, with its events, to the session's transaction: nothing is
+    committed or dispatched, so a caller can add several jobs and keep all or none (api/services/comparisons.py).
+    On an error the caller's transaction must not be committed (some checks roll it back themselves). The caller
+    checks the tenant's cap on unfinished jobs (`check_active_jobs`), commits, then dispatches (`dispatch_job`)."""
     from uds.config import ConfigError, TrainConfig, groups_per_step, total_steps
 
     # Unstorable text or numbers anywhere in the request (NUL, lone surrogates, NaN), and a seed outside its column.
@@ -112,6 +126,7 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         metadata_=body.metadata,
         seed=config.seed,
         integrations=integrations,
+        comparison_id=comparison_id,
         created_at=utcnow(),
         total_steps=shape.total_steps,
         current_step=0,
@@ -123,7 +138,6 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     )
     session.add(job)
     session.flush()
-    _check_active_jobs(session, tenant, settings)
     # Holding the write lock now (SQLite takes it at the first write), make sure the datasets were not deleted
     # since we read them: delete_dataset checks for users under the same lock, so one of the two always wins.
     for param, dataset_id in (("dataset_id", dataset.id), ("eval_dataset_id", body.eval_dataset_id)):
@@ -150,7 +164,11 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         f"Files validated ({dataset.n_examples} examples); job queued.",
         data={"status": "queued"},
     )
-    session.commit()
+    return job
+
+
+def dispatch_job(session: Session, dispatcher: Dispatcher, job: Job) -> None:
+    """Send a committed, queued job to the workers."""
     try:
         dispatcher.enqueue(job.id)
     except Exception as exc:
@@ -169,12 +187,12 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
         )
         session.commit()
         session.refresh(job)
-    return job
 
 
-def _check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> None:
-    """The per-tenant cap on unfinished jobs, counted after our insert and under a lock on the tenant row
-    (Postgres) or the write lock (SQLite), so concurrent creations cannot both slip under it."""
+def check_active_jobs(session: Session, tenant: Tenant, settings: Settings, adding: int) -> None:
+    """The per-tenant cap on unfinished jobs, counted after our `adding` inserts and under a lock on the tenant row
+    (Postgres) or the write lock (SQLite), so concurrent creations cannot both slip under it. Rolls back and
+    raises when over it."""
     if not settings.max_active_jobs:
         return
     session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
@@ -183,13 +201,16 @@ def _check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> 
     ).scalar_one()
     if active > settings.max_active_jobs:
         session.rollback()
-        # 400, not 409 or 429: clients retry those at once, and this clears only when a job finishes.
-        raise APIError(
-            400,
-            f"This tenant already has {active - 1} unfinished jobs, the most allowed at once "
-            f"(UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish or cancel one.",
-            code="too_many_active_jobs",
+        cap = f"UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}"
+        message = (
+            f"This tenant already has {active - 1} unfinished jobs, the most allowed at once ({cap}); wait for one "
+            "to finish or cancel one."
+            if adding == 1
+            else f"This tenant has {active - adding} unfinished jobs; {adding} more would make {active}, over the most "
+            f"allowed at once ({cap}); wait for jobs to finish, cancel some, or ask for fewer."
         )
+        # 400, not 409 or 429: clients retry those at once, and this clears only when a job finishes.
+        raise APIError(400, message, code="too_many_active_jobs")
 
 
 def cancel_job(session: Session, job: Job) -> Job:
