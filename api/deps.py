@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import hash_key, tenant_for_key
 from api.errors import APIError, not_found
-from api.models import Dataset, Job, Tenant
+from api.models import Comparison, Dataset, Job, Tenant
 from api.settings import Settings, is_loopback
 
 
@@ -119,5 +119,16 @@ def get_job(session: SessionDep, tenant: CurrentTenant, job_id: Annotated[str, P
     return job
 
 
+def get_comparison(session: SessionDep, tenant: CurrentTenant, comparison_id: Annotated[str, Path()]) -> Comparison:
+    comparison = session.scalar(
+        select(Comparison).where(Comparison.id == comparison_id, Comparison.tenant_id == tenant.id)
+    )
+    if comparison is None:
+        raise not_found("comparison", comparison_id)
+    session.commit()  # as in authenticated_tenant
+    return comparison
+
+
 DatasetDep = Annotated[Dataset, Depends(get_dataset)]
 JobDep = Annotated[Job, Depends(get_job)]
+ComparisonDep = Annotated[Comparison, Depends(get_comparison)]

@@ -138,6 +138,16 @@ def _body_model(request: Request):
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
+def _model_in(annotation: Any):
+    """The pydantic model an annotation is, or holds as `Model | None` (a comparison's `settings`), else None."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+            return candidate
+    return None
+
+
 def unknown_field_hint(request: Request, loc: tuple) -> str:
     """' (did you mean 'epochs'?)' for an unknown body field close to a known one (`n_epochs`), else ''.
 
@@ -151,7 +161,7 @@ def unknown_field_hint(request: Request, loc: tuple) -> str:
     for part in path:  # walk into nested models; a list index keeps the model of the list's items
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = getattr(field, "annotation", None) if field is not None else model
-        model = annotation if isinstance(annotation, type) and hasattr(annotation, "model_fields") else None
+        model = _model_in(annotation)
         if model is None:
             return ""
     known = [f.alias or name for name, f in model.model_fields.items()]

@@ -15,7 +15,7 @@ from api.auth import add_key, get_or_create_tenant
 from api.db import PoolSize, migrate, session_factory
 from api.dispatch import make_dispatcher
 from api.origin import LoopbackGuardMiddleware
-from api.routes import datasets, exports, generations, health, jobs, models, webhooks
+from api.routes import comparisons, datasets, exports, generations, health, jobs, models, webhooks
 from api.settings import Settings, bootstrap_key_problem, get_settings
 from api.transfers import TransferLimits
 from api.validation import URLValidationMiddleware
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF
 
     v1 = APIRouter(prefix="/api/v1")
-    for module in (datasets, jobs, models, exports, generations, webhooks):
+    for module in (datasets, jobs, comparisons, models, exports, generations, webhooks):
         v1.include_router(module.router)
     v1.include_router(health.info_router)
     app.include_router(v1)

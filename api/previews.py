@@ -39,6 +39,12 @@ def index_path(dataset_path: Path) -> Path:
 
 def _scan_rows(dataset_path: Path) -> Iterator[tuple[int, int]]:
     """(offset, line) of every non-blank line: in a validated file, every one of them is an example, in order."""
+    for offset, line, _ in _scan_lines(dataset_path):
+        yield offset, line
+
+
+def _scan_lines(dataset_path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, line, text) of every non-blank line, read in large chunks."""
     offset, line, pending = 0, 0, b""
     with open_file(dataset_path, "rb") as handle:
         while chunk := handle.read(_SCAN_CHUNK):
@@ -46,13 +52,25 @@ def _scan_rows(dataset_path: Path) -> Iterator[tuple[int, int]]:
             start = 0
             while (end := data.find(b"\n", start)) != -1:
                 line += 1
-                if data[start:end].decode("utf-8", "replace").strip():
-                    yield offset + start, line
+                text = data[start:end]
+                if text.decode("utf-8", "replace").strip():
+                    yield offset + start, line, text
                 start = end + 1
             offset += start
             pending = data[start:]
     if pending.decode("utf-8", "replace").strip():
-        yield offset, line + 1
+        yield offset, line + 1, pending
+
+
+def row_labels(dataset_path: Path, field: str) -> list[str | None]:
+    """Per row (row r = the r-th non-blank line, as everywhere here), the string the row's object holds under
+    `field`, or None where it holds none (absent, or not a string). One pass over the file."""
+    labels: list[str | None] = []
+    for _, _, text in _scan_lines(dataset_path):
+        record = json.loads(text.removeprefix(_BOM).decode("utf-8"))
+        value = record.get(field) if isinstance(record, dict) else None
+        labels.append(value if isinstance(value, str) else None)
+    return labels
 
 
 def write_index(dataset_path: Path) -> Path:

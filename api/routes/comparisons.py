@@ -1,0 +1,84 @@
+"""/api/v1/comparisons: compare methods. Create (a group of ordinary jobs, all or none), list, get, the report (JSON
+and markdown), cancel, delete. Tenant-scoped like jobs: another tenant's comparison is a 404."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+
+from api.comparison_schemas import ComparisonCreate, ComparisonDeleted, ComparisonPublic, ComparisonReport
+from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep
+from api.limits import RateLimited
+from api.models import Comparison
+from api.pagination import AfterParam, LimitParam, newest_first
+from api.query import KNOWN_QUERY
+from api.schemas import ListPage
+from api.services import comparisons as service
+from api.services.comparison_markdown import report_markdown
+
+router = APIRouter(prefix="/comparisons", tags=["comparisons"])
+
+
+def _public(session: SessionDep, comparison: Comparison) -> ComparisonPublic:
+    return service.comparison_views(session, [comparison])[0]
+
+
+@router.post("", status_code=201, response_model=ComparisonPublic, dependencies=[RateLimited])
+def create_comparison(
+    body: ComparisonCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+):
+    """Every selector in `methods` at every budget in `budgets`, plus full (unless `include_full` is false), once
+    per seed 0..seeds-1: ordinary jobs, validated as POST /jobs validates one, created all or none and dispatched
+    seed by seed. 400 `comparison_too_large` over UDS_MAX_COMPARISON_JOBS."""
+    comparison = service.create_comparison(session, tenant, settings, request.app.state.dispatcher, body)
+    return _public(session, comparison)
+
+
+@router.get("", response_model=ListPage[ComparisonPublic], dependencies=[KNOWN_QUERY])
+def list_comparisons(session: SessionDep, tenant: CurrentTenant, limit: LimitParam = 20, after: AfterParam = None):
+    """Newest first; `after=<comparison id>` continues with older ones."""
+    stmt = select(Comparison).where(Comparison.tenant_id == tenant.id)
+    rows, has_more = newest_first(session, Comparison, stmt, after, limit, tenant.id)
+    return ListPage[ComparisonPublic].page(service.comparison_views(session, rows), has_more=has_more)
+
+
+@router.get("/{comparison_id}", response_model=ComparisonPublic)
+def get_comparison(comparison: ComparisonDep, session: SessionDep):
+    return _public(session, comparison)
+
+
+@router.get("/{comparison_id}/report", response_model=ComparisonReport)
+def comparison_report(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
+    """The paired comparison of the succeeded runs so far (`complete` once every job has finished)."""
+    return service.comparison_report(session, settings, comparison)
+
+
+@router.get(
+    "/{comparison_id}/report.md",
+    response_class=Response,
+    responses={200: {"content": {"text/markdown": {}}, "description": "the report as a markdown document"}},
+)
+def comparison_report_markdown(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
+    report = service.comparison_report(session, settings, comparison)
+    return Response(
+        report_markdown(comparison, report),
+        media_type="text/markdown; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{comparison.id}-report.md"'},
+    )
+
+
+@router.post("/{comparison_id}/cancel", response_model=ComparisonPublic)
+def cancel_comparison(comparison: ComparisonDep, session: SessionDep):
+    """Every unfinished job cancelled as POST /jobs/{id}/cancel does (queued ones at once, running ones at their
+    next step). Finished jobs stay as they are, so this may be repeated."""
+    service.cancel_comparison(session, comparison)
+    return _public(session, comparison)
+
+
+@router.delete("/{comparison_id}", response_model=ComparisonDeleted)
+def delete_comparison(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
+    """The comparison and its jobs (as DELETE /jobs/{id} deletes each). 409 `comparison_not_finished` while one of
+    its jobs is queued or running: cancel it first and wait for the jobs to stop."""
+    comparison_id = comparison.id  # read now: the row is gone afterwards
+    service.delete_comparison(session, settings, comparison)
+    return ComparisonDeleted(id=comparison_id)

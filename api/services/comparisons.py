@@ -1,0 +1,603 @@
+"""Comparisons ("compare methods"): creation of the group of jobs (all or none), their status, cancel, delete, and
+the report, which uds.comparison computes from the jobs' final evaluations and times, as the quality benchmark
+does (benchmarks/quality/compare_report.py).
+
+A comparison trains every selector at every budget, plus full, once per seed 0..seeds-1. A seed fixes the candidate
+order and the LoRA init for every method (uds.trainer), so the runs of one seed are paired and the report judges
+each method by the per-seed differences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from api import previews
+from api.comparison_schemas import (
+    SHARED_SETTINGS,
+    ComparisonCreate,
+    ComparisonPublic,
+    ComparisonReport,
+    ComparisonRun,
+    ComparisonStatus,
+    Difference,
+    LabelRow,
+    LabelShares,
+    MeanSD,
+    MetricInfo,
+    ReportRow,
+    RunCounts,
+)
+from api.dispatch import Dispatcher
+from api.errors import APIError, param_error
+from api.ids import new_comparison_id
+from api.models import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Comparison,
+    Dataset,
+    Job,
+    JobEvent,
+    JobTask,
+    Selection,
+    StepMetric,
+    Tenant,
+    utcnow,
+)
+from api.schemas import JobCreate
+from api.services import jobs as job_service
+from api.settings import Settings
+from api.validation import check_values
+from uds.comparison import (
+    EXACT_MATCH,
+    FULL,
+    HELD_OUT_LOSS,
+    Metric,
+    cost_rows,
+    groups,
+    label_shares,
+    mean_sd,
+    paired_comparisons,
+    seconds,
+)
+
+# What jobs' evaluations measure: the loss of the held-out answers and exact match of the greedy answers.
+METRICS: tuple[Metric, ...] = (HELD_OUT_LOSS, EXACT_MATCH)
+PRIMARY = HELD_OUT_LOSS
+JOB_NAME_CHARS = 256  # jobs.name
+# Job fields that are the comparison's per-run choices: an error about one of them names the comparison's field.
+PER_RUN_FIELDS = {"method": "methods", "budget": "budgets", "seed": "seeds"}
+
+
+# ---- creation ----------------------------------------------------------------------------------------------------
+
+
+def run_plan(methods: Sequence[str], budgets: Sequence[float], include_full: bool) -> list[tuple[str, float]]:
+    """(method, budget) of one seed's runs, in the order they are created: each selector at each budget, then full."""
+    plan = [(method, budget) for method in methods for budget in budgets]
+    return plan + [(FULL, 1.0)] if include_full else plan
+
+
+def check_size(body: ComparisonCreate, settings: Settings) -> int:
+    """The number of jobs the comparison makes, or 400 `comparison_too_large` over UDS_MAX_COMPARISON_JOBS."""
+    per_seed = len(run_plan(body.methods, body.budgets, body.include_full))
+    count = body.seeds * per_seed
+    if count > settings.max_comparison_jobs:
+        raise APIError(
+            400,
+            f"This comparison would make {count} jobs ({body.seeds} seeds x {per_seed} runs per seed), more than "
+            f"the {settings.max_comparison_jobs} allowed (UDS_MAX_COMPARISON_JOBS); use fewer seeds, methods or "
+            "budgets.",
+            code="comparison_too_large",
+            param="seeds",
+        )
+    return count
+
+
+def job_name(label: str, method: str, budget: float, seed: int) -> str:
+    """A run's job name, `<comparison name or id>: <method> <budget as %> seed <s>`, the label cut to fit the column."""
+    run = f": {method} {budget * 100:g}% seed {seed}"
+    return label[: JOB_NAME_CHARS - len(run)] + run
+
+
+def check_label_field(session: Session, settings: Settings, tenant: Tenant, body: ComparisonCreate) -> None:
+    """400 (param `label_field`) unless some row of the training file has the key as a string. A dataset that is
+    missing or not the tenant's is left to the jobs' own check, which answers it as POST /jobs does."""
+    if body.label_field is None:
+        return
+    dataset = session.scalar(select(Dataset).where(Dataset.id == body.dataset_id, Dataset.tenant_id == tenant.id))
+    path = settings.served_file(dataset.storage_path) if dataset is not None else None
+    if path is None:
+        return
+    if not any(label is not None for label in previews.row_labels(path, body.label_field)):
+        raise param_error(
+            "label_field",
+            f"no row of dataset {body.dataset_id} has the key {body.label_field!r} with a string value "
+            f'(e.g. {{"{body.label_field}": "code", "messages": [...]}}); give a key the rows carry, or leave it out.',
+        )
+
+
+def _job_request(comparison: Comparison, method: str, budget: float, seed: int) -> JobCreate:
+    """One run as the POST /jobs body it amounts to, validated by the same model."""
+    return JobCreate.model_validate(
+        {
+            **comparison.settings,
+            "dataset_id": comparison.dataset_id,
+            "eval_dataset_id": comparison.eval_dataset_id,
+            "model": comparison.model,
+            "name": job_name(comparison.name or comparison.id, method, budget, seed),
+            "method": method,
+            "budget": budget,
+            "seed": seed,
+        }
+    )
+
+
+def _as_comparison_error(exc: APIError, method: str, budget: float, seed: int) -> APIError:
+    """A job's error with its param as the comparison names it: `settings.<key>` for a shared setting, the
+    comparison's field for a per-run one (with the run it is about); the rest (datasets, model) unchanged."""
+    param = exc.param or ""
+    head = param.split(".")[0]
+    if head in SHARED_SETTINGS:
+        new_param, where = f"settings.{param}", ""
+    elif head in PER_RUN_FIELDS:
+        new_param, where = PER_RUN_FIELDS[head], f" (the run of {method} at budget {budget:g}, seed {seed})"
+    else:
+        return exc
+    if exc.detail is not None:
+        message = f"{new_param}: {exc.detail}{where}"
+    elif exc.message.startswith(f"{param}:"):
+        message = new_param + exc.message[len(param) :] + where
+    else:
+        message = exc.message + where
+    return APIError(exc.status_code, message, exc.code, new_param, exc.problems, exc.headers, exc.detail)
+
+
+def _add_jobs(session: Session, tenant: Tenant, settings: Settings, comparison: Comparison) -> list[Job]:
+    """Every run's job, seed by seed, validated as POST /jobs validates one, added without committing."""
+    jobs = []
+    for seed in range(comparison.seeds):
+        for method, budget in run_plan(comparison.methods, comparison.budgets, comparison.include_full):
+            try:
+                request = _job_request(comparison, method, budget, seed)
+                jobs.append(job_service.add_job(session, tenant, settings, request, comparison_id=comparison.id))
+            except APIError as exc:
+                raise _as_comparison_error(exc, method, budget, seed) from None
+    return jobs
+
+
+def create_comparison(
+    session: Session, tenant: Tenant, settings: Settings, dispatcher: Dispatcher, body: ComparisonCreate
+) -> Comparison:
+    """Validate and store the comparison and all its jobs in one transaction (any error leaves nothing behind),
+    then dispatch the jobs seed by seed, so seed 0's runs are trained first."""
+    count = check_size(body, settings)
+    # Unstorable text or numbers (NUL, lone surrogates, NaN) before anything reaches a query or a JSON column.
+    for name, value in body.model_dump(exclude_unset=True).items():
+        check_values(value, name)
+    check_label_field(session, settings, tenant, body)
+    comparison = Comparison(
+        id=new_comparison_id(),
+        tenant_id=tenant.id,
+        name=body.name,
+        dataset_id=body.dataset_id,
+        eval_dataset_id=body.eval_dataset_id,
+        model=body.model,
+        methods=list(body.methods),
+        budgets=list(body.budgets),
+        seeds=body.seeds,
+        include_full=body.include_full,
+        label_field=body.label_field,
+        settings=body.shared_settings(),
+        metadata_=body.metadata,
+        created_at=utcnow(),
+    )
+    session.add(comparison)
+    try:
+        jobs = _add_jobs(session, tenant, settings, comparison)
+        job_service.check_active_jobs(session, tenant, settings, adding=count)
+    except APIError:
+        session.rollback()
+        raise
+    session.commit()
+    for job in jobs:
+        job_service.dispatch_job(session, dispatcher, job)
+    return comparison
+
+
+# ---- reading: the jobs and what they measured ----------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One job of a comparison with what the report needs of it."""
+
+    job: Job
+    eval_loss: float | None = None
+    eval_accuracy: float | None = None
+    time_scoring: float | None = None
+    time_training: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.time_scoring is None or self.time_training is None:
+            return None
+        return self.time_scoring + self.time_training
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run as uds.comparison takes it."""
+        return {
+            "method": self.job.method,
+            "budget": self.job.budget,
+            "seed": self.job.seed,
+            "eval_loss": self.eval_loss,
+            "eval_accuracy": self.eval_accuracy,
+            "time_scoring": self.time_scoring,
+            "time_training": self.time_training,
+        }
+
+
+def _final_evaluations(session: Session, job_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+    """Per job, (eval_loss, eval_accuracy) of its last step metric that has an eval_loss."""
+    rows = session.execute(
+        select(StepMetric.job_id, StepMetric.eval_loss, StepMetric.eval_accuracy)
+        .where(StepMetric.job_id.in_(job_ids), StepMetric.eval_loss.is_not(None))
+        .order_by(StepMetric.job_id, StepMetric.step)
+    )
+    return {job_id: (loss, accuracy) for job_id, loss, accuracy in rows}  # the last step of each job wins
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _run_times(session: Session, job_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+    """Per succeeded job, (time_scoring, time_training) of the trainer's run summary (its "succeeded" event)."""
+    rows = session.execute(
+        select(JobEvent.job_id, JobEvent.data)
+        .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "succeeded")
+        .order_by(JobEvent.id)
+    )
+    return {
+        job_id: (_number(data.get("time_scoring")), _number(data.get("time_training")))
+        for job_id, data in rows
+        if isinstance(data, dict)
+    }
+
+
+def _plan_position(comparison: Comparison) -> dict[tuple[str, float], int]:
+    plan = run_plan(comparison.methods, comparison.budgets, comparison.include_full)
+    return {(method, round(budget, 9)): i for i, (method, budget) in enumerate(plan)}
+
+
+def load_runs(session: Session, comparisons: list[Comparison]) -> dict[str, list[Run]]:
+    """The runs of each comparison (three queries for all of them), ordered by seed, then as planned."""
+    ids = [c.id for c in comparisons]
+    jobs = list(session.scalars(select(Job).where(Job.comparison_id.in_(ids)))) if ids else []
+    job_ids = [j.id for j in jobs]
+    evaluations = _final_evaluations(session, job_ids) if job_ids else {}
+    times = _run_times(session, job_ids) if job_ids else {}
+    runs: dict[str, list[Run]] = {c.id: [] for c in comparisons}
+    for job in jobs:
+        loss, accuracy = evaluations.get(job.id, (None, None))
+        scoring, training = times.get(job.id, (None, None)) if job.status == "succeeded" else (None, None)
+        runs[str(job.comparison_id)].append(Run(job, loss, accuracy, scoring, training))
+    for comparison in comparisons:
+        position = _plan_position(comparison)
+        runs[comparison.id].sort(
+            key=lambda r: (r.job.seed, position.get((r.job.method, round(r.job.budget, 9)), len(position)), r.job.id)
+        )
+    return runs
+
+
+def run_counts(runs: list[Run]) -> RunCounts:
+    statuses = Counter(run.job.status for run in runs)
+    return RunCounts(
+        total=len(runs),
+        queued=statuses["validating_files"] + statuses["queued"],
+        running=statuses["running"],
+        succeeded=statuses["succeeded"],
+        failed=statuses["failed"],
+        cancelled=statuses["cancelled"],
+    )
+
+
+def comparison_status(counts: RunCounts) -> ComparisonStatus:
+    """queued: no job started; running: some unfinished; then failed > cancelled > succeeded once all finished."""
+    if counts.queued == counts.total and counts.total:
+        return "queued"
+    if counts.queued or counts.running:
+        return "running"
+    if counts.failed:
+        return "failed"
+    return "cancelled" if counts.cancelled else "succeeded"
+
+
+def comparison_public(comparison: Comparison, runs: list[Run]) -> ComparisonPublic:
+    counts = run_counts(runs)
+    finished = [r.job.finished_at for r in runs if r.job.finished_at is not None]
+    all_finished = counts.queued == 0 and counts.running == 0
+    return ComparisonPublic(
+        id=comparison.id,
+        name=comparison.name,
+        status=comparison_status(counts),
+        dataset_id=comparison.dataset_id,
+        eval_dataset_id=comparison.eval_dataset_id,
+        model=comparison.model,
+        methods=comparison.methods,
+        budgets=comparison.budgets,
+        seeds=comparison.seeds,
+        include_full=comparison.include_full,
+        label_field=comparison.label_field,
+        settings=comparison.settings,
+        metadata=comparison.metadata_,
+        created_at=comparison.created_at,
+        finished_at=max(finished) if all_finished and finished else None,
+        counts=counts,
+        runs=[
+            ComparisonRun(
+                job_id=r.job.id,
+                method=r.job.method,
+                budget=r.job.budget,
+                seed=r.job.seed,
+                status=r.job.status,
+                eval_loss=r.eval_loss,
+                eval_accuracy=r.eval_accuracy,
+                seconds=r.seconds,
+            )
+            for r in runs
+        ],
+    )
+
+
+def comparison_views(session: Session, comparisons: list[Comparison]) -> list[ComparisonPublic]:
+    runs = load_runs(session, comparisons)
+    return [comparison_public(c, runs[c.id]) for c in comparisons]
+
+
+# ---- cancel and delete ---------------------------------------------------------------------------------------------
+
+
+def cancel_comparison(session: Session, comparison: Comparison) -> None:
+    """Every unfinished job cancelled as POST /jobs/{id}/cancel does: the queued ones first, so a worker does not
+    start one of them as a running one stops. Idempotent: finished jobs (all of them, even) are left as they are."""
+    jobs = [r.job for r in load_runs(session, [comparison])[comparison.id] if r.job.status in ACTIVE_STATUSES]
+    for job in sorted(jobs, key=lambda j: j.status == "running"):
+        try:
+            job_service.cancel_job(session, job)
+        except APIError as exc:
+            if exc.code != "job_not_cancellable":  # it finished meanwhile: nothing left to cancel
+                raise
+
+
+def delete_comparison(session: Session, settings: Settings, comparison: Comparison) -> None:
+    """Its jobs (as DELETE /jobs/{id} deletes each) and the comparison. 409 `comparison_not_finished` while one of
+    its jobs is unfinished, 409 `job_in_use` (naming the job) while an export or try-it of one is. The jobs go
+    first, one by one: if one cannot be deleted, the comparison stays, and the DELETE can be repeated."""
+    jobs = [r.job for r in load_runs(session, [comparison])[comparison.id]]
+    unfinished = [j for j in jobs if j.status not in FINISHED_STATUSES]
+    if unfinished:
+        raise APIError(
+            409,
+            f"Comparison {comparison.id} has {len(unfinished)} unfinished job(s) (e.g. {unfinished[0].id}, "
+            f"{unfinished[0].status}); cancel it (POST /api/v1/comparisons/{comparison.id}/cancel) and wait for them "
+            "to stop, or wait for them to finish.",
+            code="comparison_not_finished",
+            param="id",
+        )
+    comparison_id, job_ids = comparison.id, [j.id for j in jobs]
+    busy = session.scalar(
+        select(JobTask.job_id).where(JobTask.job_id.in_(job_ids), JobTask.status.in_(("queued", "running")))
+    )
+    session.commit()  # end the read (nothing was written): delete_job takes its own locks
+    if busy is not None:
+        raise APIError(
+            409,
+            f"Job {busy} of comparison {comparison_id} has an unfinished export or try-it generation; wait for it "
+            "(or cancel it) and delete the comparison then.",
+            code="job_in_use",
+            param="id",
+        )
+    for job_id in job_ids:
+        # Read afresh, by id: a job deleted on its own meanwhile is already gone (also if that happens just now).
+        job = session.get(Job, job_id, populate_existing=True)
+        try:
+            if job is not None:
+                job_service.delete_job(session, settings, job)
+        except APIError as exc:
+            if exc.status_code != 404:
+                raise
+    session.execute(delete(Comparison).where(Comparison.id == comparison_id))
+    session.commit()
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+
+
+def _metric_info(metric: Metric) -> MetricInfo:
+    return MetricInfo(
+        key=metric.key,
+        name=metric.name,
+        lower_is_better=metric.lower_is_better,
+        scale=metric.scale,
+        unit=metric.unit.strip(),
+    )
+
+
+def _mean_sd(values: Iterable[float | None]) -> MeanSD | None:
+    pair = mean_sd(list(values))
+    return MeanSD(mean=pair[0], sd=pair[1]) if pair is not None else None
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b)
+
+
+def _row_order(comparison: Comparison) -> list[tuple[str, float]]:
+    """The report's order (uds.comparison.groups): full first, then by budget, uds first within a budget."""
+    plan = run_plan(comparison.methods, comparison.budgets, comparison.include_full)
+    return list(groups([{"method": m, "budget": b} for m, b in plan]))
+
+
+def report_rows(comparison: Comparison, runs: list[dict]) -> list[ReportRow]:
+    """Per planned (method, budget): the succeeded runs' means and spreads, and the cost against full."""
+    costs = cost_rows(runs)
+    rows = []
+    for method, budget in _row_order(comparison):
+        mine = [r for r in runs if r["method"] == method and _same(r["budget"], budget)]
+        cost = next((c for c in costs if c["method"] == method and _same(c["budget"], budget)), None)
+        timed = [r for r in mine if r["time_scoring"] is not None and r["time_training"] is not None]
+        rows.append(
+            ReportRow(
+                method=method,
+                budget=budget,
+                n=len(mine),
+                eval_loss=_mean_sd(r["eval_loss"] for r in mine),
+                eval_accuracy=_mean_sd(r["eval_accuracy"] for r in mine),
+                seconds=_mean_sd(seconds(r) for r in timed),
+                time_vs_full=cost["ratio"] if cost else None,
+                scoring_share=cost["scoring_share"] if cost else None,
+            )
+        )
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def differences(comparison: Comparison, runs: list[dict]) -> list[Difference]:
+    """uds.comparison.paired_comparisons over the comparison's budgets, as JSON rows."""
+    result = []
+    for row in paired_comparisons(runs, comparison.budgets, METRICS):
+        interval = row["interval"]
+        result.append(
+            Difference(
+                method=row["method"],
+                budget=row["budget"],
+                reference=row["reference"],
+                reference_budget=1.0 if row["reference"] == FULL else row["budget"],
+                metric=row["metric"].key,
+                mean=interval.mean,
+                low=_finite(interval.low),
+                high=_finite(interval.high),
+                n=interval.n,
+                verdict=row["verdict"],
+                sentence=row["sentence"],
+            )
+        )
+    return result
+
+
+def _picks_by_row(session: Session, job_ids: list[str]) -> list[tuple[int, int]]:
+    """(row, times selected) over the jobs."""
+    if not job_ids:
+        return []
+    rows = session.execute(
+        select(Selection.row, func.count())
+        .where(Selection.job_id.in_(job_ids), Selection.selected.is_(True))
+        .group_by(Selection.row)
+    )
+    return [(row, int(n)) for row, n in rows]
+
+
+def label_report(
+    session: Session, settings: Settings, comparison: Comparison, succeeded: list[Run]
+) -> tuple[LabelShares | None, list[str]]:
+    """The share of each label in the training file and in what each selector picked (pooled over its succeeded
+    runs), and notes on rows without a label; None with a note when the training file is gone."""
+    field = str(comparison.label_field)
+    dataset = session.get(Dataset, comparison.dataset_id)
+    path = settings.served_file(dataset.storage_path) if dataset is not None else None
+    if path is None:
+        return None, [f"The training dataset {comparison.dataset_id} is gone, so the label shares cannot be shown."]
+    row_labels = previews.row_labels(path, field)
+    training = Counter(label for label in row_labels if label is not None)
+    labels = sorted(training)
+    rows = []
+    for method, budget in _row_order(comparison):
+        if method == FULL:  # full trains on every row: its shares are the training set's
+            continue
+        job_ids = [r.job.id for r in succeeded if r.job.method == method and _same(r.job.budget, budget)]
+        picked, counts = 0, Counter[str]()
+        for row, n in _picks_by_row(session, job_ids):
+            picked += n
+            label = row_labels[row] if 0 <= row < len(row_labels) else None
+            if label is not None:
+                counts[label] += n
+        rows.append(
+            LabelRow(method=method, budget=budget, picked=picked, shares=label_shares({k: counts[k] for k in labels}))
+        )
+    notes = []
+    unlabelled = len(row_labels) - sum(training.values())
+    if unlabelled:
+        notes.append(
+            f"{unlabelled} of {len(row_labels)} training rows have no string {field!r} and are left out of the "
+            "label shares."
+        )
+    shares = LabelShares(field=field, labels=labels, training=label_shares(dict(training)), rows=rows)
+    return shares, notes
+
+
+def _runs_phrase(n: int, verb_one: str, verb_many: str) -> str:
+    return f"1 run {verb_one}" if n == 1 else f"{n} runs {verb_many}"
+
+
+def report_notes(counts: RunCounts, succeeded: list[Run], found: list[Difference]) -> list[str]:
+    notes = []
+    unfinished = counts.queued + counts.running
+    if unfinished:
+        notes.append(f"Waiting for {unfinished} of {counts.total} runs.")
+    if counts.failed:
+        notes.append(
+            _runs_phrase(counts.failed, "failed and is", "failed and are") + " left out of the paired differences."
+        )
+    if counts.cancelled:
+        notes.append(
+            _runs_phrase(counts.cancelled, "was cancelled and is", "were cancelled and are")
+            + " left out of the paired differences."
+        )
+    unevaluated = sum(1 for r in succeeded if r.eval_loss is None)
+    if unevaluated:
+        notes.append(
+            _runs_phrase(unevaluated, "succeeded without", "succeeded without")
+            + " a held-out evaluation and count in no loss or exact-match figure."
+        )
+    if any(d.n == 1 for d in found):
+        notes.append(
+            "Some differences rest on a single paired seed: their interval is unbounded (low and high null) and "
+            "their verdict indistinguishable."
+        )
+    return notes
+
+
+def comparison_report(session: Session, settings: Settings, comparison: Comparison) -> ComparisonReport:
+    """The report as it stands (partial while jobs run): only succeeded jobs count."""
+    all_runs = load_runs(session, [comparison])[comparison.id]
+    counts = run_counts(all_runs)
+    succeeded = [r for r in all_runs if r.job.status == "succeeded"]
+    runs = [r.as_dict() for r in succeeded]
+    found = differences(comparison, runs)
+    labels, label_notes = (
+        label_report(session, settings, comparison, succeeded) if comparison.label_field else (None, [])
+    )
+    done = counts.succeeded + counts.failed + counts.cancelled
+    return ComparisonReport(
+        comparison_id=comparison.id,
+        complete=done == counts.total,
+        runs_done=done,
+        runs_total=counts.total,
+        primary_metric=PRIMARY.key,
+        metrics=[_metric_info(m) for m in METRICS],
+        rows=report_rows(comparison, runs),
+        differences=found,
+        sentences=[d.sentence for d in found if d.metric == PRIMARY.key],
+        labels=labels,
+        notes=report_notes(counts, succeeded, found) + label_notes,
+    )
