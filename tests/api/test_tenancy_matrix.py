@@ -25,6 +25,7 @@ LISTS = {
     ("GET", "/v1/fine_tuning/jobs"),
     ("GET", "/v1/models"),
     ("GET", "/api/v1/webhooks"),
+    ("GET", "/api/v1/comparisons"),
 }
 # Routes that create objects of the caller's own tenant: given B's ids they must answer 404 (or not take ids).
 CREATES = {
@@ -33,6 +34,7 @@ CREATES = {
     ("POST", "/api/v1/jobs"),
     ("POST", "/v1/fine_tuning/jobs"),
     ("POST", "/api/v1/webhooks"),
+    ("POST", "/api/v1/comparisons"),
 }
 
 
@@ -56,7 +58,8 @@ def api_routes(app) -> list[tuple[str, str]]:
 
 
 def make_victim(client, settings, database_url):
-    """Tenant B with a dataset, a succeeded job (adapter on disk, metrics, a checkpoint) and a running job."""
+    """Tenant B with a dataset, a succeeded job (adapter on disk, metrics, a checkpoint), a running job and a
+    comparison (its jobs queued)."""
     tenant_b, key_b = new_tenant_key(database_url)
     dataset = upload(client, key_b, jsonl(chat_rows(4))).json()
     done = create_job(client, key_b, dataset["id"], suffix="secret").json()
@@ -118,6 +121,19 @@ def make_victim(client, settings, database_url):
             )
     webhook = client.post("/api/v1/webhooks", headers=bearer(key_b), json={"url": "http://127.0.0.1:9/b-secret-hook"})
     assert webhook.status_code == 201, webhook.text
+    comparison = client.post(
+        "/api/v1/comparisons",
+        headers=bearer(key_b),
+        json={
+            "dataset_id": dataset["id"],
+            "eval_dataset_id": dataset["id"],
+            "methods": ["random"],
+            "budgets": [0.5],
+            "seeds": 2,
+            "include_full": False,
+        },
+    )
+    assert comparison.status_code == 201, comparison.text
     files = client.get("/v1/files", headers=bearer(key_b)).json()["data"]
     result_files = [f["id"] for f in files if f["purpose"] != "fine-tune"]
     assert result_files  # the succeeded job's metrics CSV and adapter, as OpenAI result files
@@ -132,6 +148,7 @@ def make_victim(client, settings, database_url):
         "export": export_id,
         "generation": generation_id,
         "webhook": webhook.json()["id"],
+        "comparison": comparison.json()["id"],
     }
 
 
@@ -172,6 +189,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
         "secret prompt",
         b["webhook"],
         "b-secret-hook",
+        b["comparison"],
     ]
 
     routes = api_routes(client.app)
@@ -196,6 +214,11 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
                     body["validation_file" if path.startswith("/v1") else "eval_dataset_id"] = b["dataset"]
                     body["training_file" if path.startswith("/v1") else "dataset_id"] = own["id"]
                     check_unknown_file(client, method, path, a, body, b["dataset"])
+                elif path.endswith("comparisons"):  # B's dataset to train on, then to judge on: 404 both
+                    body = {"dataset_id": b["dataset"], "eval_dataset_id": own["id"]}
+                    check_unknown_file(client, method, path, a, body, b["dataset"])
+                    body = {"dataset_id": own["id"], "eval_dataset_id": b["dataset"]}
+                    check_unknown_file(client, method, path, a, body, b["dataset"])
                 # uploads create A's own dataset from A's bytes; nothing of B's can be named in them
             else:
                 unclassified.append((method, path))
@@ -209,6 +232,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
             "export_id": [b["export"]],
             "generation_id": [b["generation"]],
             "webhook_id": [b["webhook"]],
+            "comparison_id": [b["comparison"]],
         }
         if not params <= set(candidates):
             unclassified.append((method, path))
@@ -227,6 +251,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
                 "export_id": "export-" + "0" * 24,
                 "generation_id": "gen-" + "0" * 24,
                 "webhook_id": "wh_" + "0" * 24,
+                "comparison_id": "cmp-" + "0" * 24,
             }[param]
             other = client.request(method, fill(path, {param: never}), headers=a)
             assert other.status_code == 404 and other.json()["error"]["code"] == response.json()["error"]["code"]
@@ -243,6 +268,8 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
     assert client.get(f"/api/v1/jobs/{b['done']}/exports", headers=kb).json()["data"][0]["id"] == b["export"]
     assert client.get(f"/api/v1/jobs/{b['done']}/adapter", headers=kb).status_code == 200
     assert client.get(f"/api/v1/webhooks/{b['webhook']}", headers=kb).status_code == 200  # A's DELETE did nothing
+    comparison = client.get(f"/api/v1/comparisons/{b['comparison']}", headers=kb).json()  # A's cancel, DELETE: nothing
+    assert comparison["status"] == "queued" and comparison["counts"]["queued"] == 2
     for file_id in b["result_files"]:
         assert client.get(f"/v1/files/{file_id}/content", headers=kb).status_code == 200
 

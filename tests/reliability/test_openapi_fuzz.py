@@ -57,11 +57,17 @@ def _build_app():
         )
     queued = create_job(client, KEY, dataset["id"]).json()  # and one still queued
     spare = upload(client, KEY, jsonl(chat_rows(3))).json()  # what generated DELETEs may remove
+    comparison = client.post(
+        "/api/v1/comparisons",
+        headers=bearer(KEY),
+        json={"dataset_id": dataset["id"], "eval_dataset_id": spare["id"], "methods": ["random"], "budgets": [0.5]},
+    ).json()
     REAL.update(
         dataset=dataset["id"],
         jobs=[job["id"], queued["id"]],
         spare=spare["id"],
         models=["uds-tiny", f"ft:uds-tiny:fuzz::{job['id']}"],
+        comparison=comparison["id"],
     )
     return app
 
@@ -80,8 +86,10 @@ def aim_at_real_objects(case) -> None:
             case.path_parameters[name] = REAL["jobs"][pick]
         elif name == "model_id":
             case.path_parameters[name] = REAL["models"][pick]
+        elif name == "comparison_id":
+            case.path_parameters[name] = REAL["comparison"]
     if isinstance(case.body, dict):
-        for field in ("dataset_id", "training_file"):
+        for field in ("dataset_id", "training_file", "eval_dataset_id"):
             if field in case.body and pick:
                 case.body[field] = REAL["dataset"]
                 case.body["model"] = "uds-tiny"
