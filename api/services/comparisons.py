@@ -308,12 +308,11 @@ def run_counts(runs: list[Run]) -> RunCounts:
     )
 
 
-def comparison_status(counts: RunCounts) -> ComparisonStatus:
-    """queued: no job started; running: some unfinished; then failed > cancelled > succeeded once all finished."""
-    if counts.queued == counts.total and counts.total:
-        return "queued"
+def comparison_status(counts: RunCounts, any_started: bool) -> ComparisonStatus:
+    """queued: some unfinished, none started yet (some may have been cancelled before they started); running: some
+    unfinished; then failed > cancelled > succeeded once all have finished."""
     if counts.queued or counts.running:
-        return "running"
+        return "running" if counts.running or any_started else "queued"
     if counts.failed:
         return "failed"
     return "cancelled" if counts.cancelled else "succeeded"
@@ -326,7 +325,7 @@ def comparison_public(comparison: Comparison, runs: list[Run]) -> ComparisonPubl
     return ComparisonPublic(
         id=comparison.id,
         name=comparison.name,
-        status=comparison_status(counts),
+        status=comparison_status(counts, any(r.job.started_at is not None for r in runs)),
         dataset_id=comparison.dataset_id,
         eval_dataset_id=comparison.eval_dataset_id,
         model=comparison.model,

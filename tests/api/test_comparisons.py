@@ -376,6 +376,11 @@ def test_defaults_dispatch_seed_by_seed_then_cancel_and_delete(client, key, data
     deleting = client.delete(f"/api/v1/comparisons/{comparison['id']}", headers=bearer(key))
     assert deleting.status_code == 409 and deleting.json()["error"]["code"] == "comparison_not_finished"
 
+    # One run cancelled on its own: the comparison is still waiting, as nothing of it has started.
+    client.post(f"/api/v1/jobs/{comparison['runs'][0]['job_id']}/cancel", headers=bearer(key))
+    one_less = get(client, key, f"/comparisons/{comparison['id']}")
+    assert one_less["status"] == "queued" and one_less["counts"]["cancelled"] == 1
+
     cancelled = client.post(f"/api/v1/comparisons/{comparison['id']}/cancel", headers=bearer(key)).json()
     assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 18
     assert cancelled["finished_at"] is not None
