@@ -479,3 +479,4 @@ class Info(BaseModel):
     mode: Literal["embedded", "distributed"]
     models: list[str]
     max_upload_bytes: int
+    max_comparison_jobs: int = Field(description="most jobs one comparison may create (UDS_MAX_COMPARISON_JOBS)")

@@ -64,4 +64,5 @@ def info(request: Request, settings: SettingsDep):
         mode="embedded" if settings.embedded else "distributed",
         models=[m.name for m in base_models(settings)],
         max_upload_bytes=settings.max_upload_bytes,
+        max_comparison_jobs=settings.max_comparison_jobs,
     )

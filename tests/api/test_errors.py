@@ -70,6 +70,7 @@ def test_health_info_and_docs(client):
         and info["version"]
         and info["mode"] == "embedded"
         and "uds-tiny" in info["models"]
+        and info["max_comparison_jobs"] == 60  # the form warns before a comparison over the deployment's limit
     )
     paths = client.get("/openapi.json").json()["paths"]
     for path in (

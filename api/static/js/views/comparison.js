@@ -170,12 +170,21 @@ export async function comparisonView(root, ctx, id) {
       const fine = vsFull.filter((d) => d.verdict !== 'worse')
         .sort((a, b) => (timeOf(a) ?? Infinity) - (timeOf(b) ?? Infinity) || (a.verdict === 'better' ? -1 : 1));
       if (fine.length) {
+        // Only an interval wholly below zero says selection pays; one that crosses zero says "not shown yet",
+        // whatever the mean: with few seeds it is often wide enough to hide a real loss.
         const d = fine[0];
         const t = timeOf(d);
-        parts.push(h('span', { class: 'verdict-better-text' }, 'Selection can pay here: '),
-          `${rowName(d.method, d.budget)} was ${d.verdict === 'better' ? 'better than' : 'not clearly different from'} full data on ${m.name}`,
-          isNum(t) ? `, in ${fmtPct(t, 0)} of full data's time` : '',
-          ` (${d.n} paired seed${d.n === 1 ? '' : 's'}).`);
+        const time = isNum(t) ? `, in ${fmtPct(t, 0)} of full data's time` : '';
+        const seeds = ` (${d.n} paired seed${d.n === 1 ? '' : 's'})`;
+        if (d.verdict === 'better') {
+          parts.push(h('span', { class: 'verdict-better-text' }, 'Selection pays here: '),
+            `${rowName(d.method, d.budget)} was better than full data on ${m.name}${time}${seeds}.`);
+        } else {
+          const range = isNum(d.low) && isNum(d.high) ? `, 95 % interval ${delta(m, d.low)} to ${delta(m, d.high)}` : '';
+          parts.push(h('span', { class: 'verdict-neutral-text' }, 'Not shown either way yet: '),
+            `${rowName(d.method, d.budget)} was not distinguishable from full data on ${m.name}${range}${time}${seeds}; `,
+            'more seeds narrow the interval.');
+        }
       } else {
         parts.push(h('span', { class: 'verdict-worse-text' }, 'Selection does not pay here: '),
           `every method at every budget had a worse ${m.name} than full data.`);

@@ -125,7 +125,7 @@ export async function comparisonsView(root, ctx) {
     if (!comparisons.length) {
       clear(listBox, h('div', { class: 'empty' },
         h('p', { class: 'empty-title' }, 'No comparisons yet.'),
-        h('p', null, 'Pick a training dataset and a held-out one below, and the service runs every method against random and full data for you.')));
+        h('p', null, 'Pick a training dataset and a held-out one in the form, and the service runs every method against random and full data for you.')));
     } else {
       clear(listBox, h('table', { class: 'table comparisons-table', id: 'comparisons-table' },
         h('thead', null, h('tr', null, ['Comparison', 'Status', 'Dataset', 'Methods', 'Budgets', 'Seeds', 'Progress', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
