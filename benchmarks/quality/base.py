@@ -14,7 +14,7 @@ deterministic, the model is initialised from the seed and trained on CPU in floa
 next to a unigram baseline (same tokenizer, same held-out windows), the loss curve and the build time.
 
     nice -n 10 .venv/bin/python -m benchmarks.quality.base                     # the default base (see README)
-    .venv/bin/python -m benchmarks.quality.base --vocab 8192 --hidden 256 --layers 4 --steps 1500
+    .venv/bin/python -m benchmarks.quality.base --hidden 256 --layers 4 --heads 4 --kv-heads 2 --ffn 768 --steps 400
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ class BaseSpec:
     """Everything that determines the base model; the cache folder is named after it."""
 
     vocab: int = 8192
-    hidden: int = 256
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    ffn: int = 768
-    steps: int = 400
+    hidden: int = 320
+    layers: int = 6
+    heads: int = 5
+    kv_heads: int = 1
+    ffn: int = 960
+    steps: int = 800
     batch: int = 8
     seq_len: int = 256
     lr: float = 3e-3
