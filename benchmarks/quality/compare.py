@@ -102,6 +102,22 @@ def row_labels(path: str, field: str) -> list[str]:
     return labels
 
 
+def overrides(pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs as training settings, checked against TrainConfig's fields."""
+    from uds.config import TrainConfig
+
+    settings = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in TrainConfig.__dataclass_fields__:
+            raise SystemExit(f"--set {pair}: expected KEY=VALUE with KEY a training setting")
+        try:
+            settings[key] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key] = text
+    return settings
+
+
 def _head(source: Path, target: Path, n: int) -> Path:
     target.write_text("".join(line + "\n" for line in source.read_text().splitlines()[:n]))
     return target
@@ -243,6 +259,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other training setting for every run (VALUE read as JSON when it parses), e.g. --set score_on=answer",
+    )
+    parser.add_argument(
         "--cost-vocab", type=int, nargs="*", default=[32768], help="also time every method at these vocabulary sizes"
     )
     parser.add_argument("--cost-rows", type=int, default=128)
@@ -296,6 +319,7 @@ def main(argv=None) -> int:
         "seeds": args.seeds,
         "budgets": args.budgets,
         "full_epochs": args.full_epochs or args.epochs,
+        "overrides": overrides(args.set),
     }
     results = {
         "command": " ".join(["python -m benchmarks.quality.compare", *(argv if argv is not None else sys.argv[1:])]),
@@ -313,7 +337,9 @@ def main(argv=None) -> int:
 
     for seed in range(args.seeds):
         for method, budget in grid(args.methods, args.budgets):
-            extra = {"epochs": args.full_epochs} if method == "full" and args.full_epochs else {}
+            extra = {**settings["overrides"]}
+            if method == "full" and args.full_epochs:
+                extra["epochs"] = args.full_epochs
             row = run_one(settings, method, method, budget, extra, seed, data["kinds"], curves=False)
             row.pop("curve", None)
             results["runs"].append(row)

@@ -70,7 +70,13 @@ def write(results: dict, out: Path) -> None:
             else ""
         )
         + f", lr {settings['learning_rate']:g} ({settings['warmup_ratio']:.0%} warm-up), max length "
-        f"{settings['max_seq_len']}, LoRA r=8 on all projections, otherwise the service's defaults (B=8, about 32 picks per step, alpha "
+        f"{settings['max_seq_len']}, LoRA r=8 on all projections, "
+        + (
+            "with " + ", ".join(f"{k}={v}" for k, v in settings["overrides"].items()) + ", "
+            if settings.get("overrides")
+            else ""
+        )
+        + "otherwise the service's defaults (B=8, about 32 picks per step, alpha "
         f'"paper", loss on all tokens). Seeds {seeds[0] if seeds else "-"}..{seeds[-1] if seeds else "-"}: a seed fixes the candidate order and the '
         "LoRA init for every method (tests/benchmarks/test_pairing.py), so differences are paired per seed.",
         "- **Measure**: on the held-out rows, mean loss of the answer tokens, answer-token accuracy (teacher-forced argmax) "

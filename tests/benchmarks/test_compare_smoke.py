@@ -166,3 +166,13 @@ def test_invalid_user_data_is_refused_with_line_numbers(tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(SystemExit, match="line"):
         compare.main(["--train", str(bad), "--eval", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_set_gives_every_run_a_training_setting():
+    assert compare.overrides(["score_on=answer", "alpha=2.5", 'lora_targets=["q_proj"]']) == {
+        "score_on": "answer",
+        "alpha": 2.5,
+        "lora_targets": ["q_proj"],
+    }
+    with pytest.raises(SystemExit, match="a training setting"):
+        compare.overrides(["no_such_setting=1"])
