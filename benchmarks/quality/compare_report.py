@@ -48,7 +48,7 @@ def write(results: dict, out: Path) -> None:
         f"# Does selection pay? {settings['task']}, paired seeds",
         "",
         f"Written by `{results['command']}` on {results['date']}; {results.get('total_wall_s', 0) / 60:.1f} min wall time "
-        f"(torch threads {results['torch_threads']}, a shared 2-core CPU at `nice -n 10`). Raw numbers: `results.json`.",
+        f"(torch threads {results['torch_threads']}, a shared 2-core CPU). Raw numbers: `results.json`.",
         "",
         "## Set-up",
         "",
