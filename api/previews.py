@@ -11,6 +11,7 @@ or truncated) gets its index rebuilt instead of serving other rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -62,15 +63,25 @@ def _scan_lines(dataset_path: Path) -> Iterator[tuple[int, int, bytes]]:
         yield offset, line + 1, pending
 
 
-def row_labels(dataset_path: Path, field: str) -> list[str | None]:
+def row_labels(dataset_path: Path, field: str) -> tuple[str | None, ...]:
     """Per row (row r = the r-th non-blank line, as everywhere here), the string the row's object holds under
-    `field`, or None where it holds none (absent, or not a string). One pass over the file."""
+    `field`, or None where it holds none (absent, or not a string).
+
+    A comparison's report asks for these on every poll while its jobs run; a stored dataset never changes, so the
+    pass over the file is made once per (file, size, mtime, field) and kept for the few most recent."""
+    stat = dataset_path.stat()
+    return _row_labels(str(dataset_path), stat.st_size, stat.st_mtime_ns, field)
+
+
+@functools.lru_cache(maxsize=4)
+def _row_labels(dataset_path: str, size: int, mtime_ns: int, field: str) -> tuple[str | None, ...]:
+    distinct: dict[str, str] = {}  # one object per distinct label: a few labels over millions of rows
     labels: list[str | None] = []
-    for _, _, text in _scan_lines(dataset_path):
+    for _, _, text in _scan_lines(Path(dataset_path)):
         record = json.loads(text.removeprefix(_BOM).decode("utf-8"))
         value = record.get(field) if isinstance(record, dict) else None
-        labels.append(value if isinstance(value, str) else None)
-    return labels
+        labels.append(distinct.setdefault(value, value) if isinstance(value, str) else None)
+    return tuple(labels)
 
 
 def write_index(dataset_path: Path) -> Path:

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.utils.datasets import write_dataset  # noqa: E402
-from tests.utils.service import Process, Worker, child_env, free_port, fresh_postgres_database  # noqa: E402
+from tests.utils.service import Process, Worker, distributed_env, free_port, fresh_postgres_database  # noqa: E402
 
 KEY = "uds-load-" + secrets.token_hex(16)
 JOB = dict(
@@ -342,16 +342,13 @@ def main() -> int:
     processes = [redis]
     try:
         with fresh_postgres_database("uds_load") as database_url:
-            env = child_env(
-                UDS_DATABASE_URL=database_url,
-                UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                UDS_QUEUE="gpu-load",
-                UDS_DATA_DIR=str(data_dir),
-                UDS_BOOTSTRAP_API_KEY=KEY,
-                UDS_BOOTSTRAP_TENANT="load",
-                UDS_REQUIRE_AUTH="true",
-                UDS_MIN_EXAMPLES="8",
-                UDS_DEVICE="cpu",
+            env = distributed_env(
+                database_url,
+                f"redis://127.0.0.1:{redis_port}/0",
+                "gpu-load",
+                data_dir,
+                KEY,
+                "load",
                 UDS_CREATE_RATE_PER_MINUTE="0",
                 UDS_MAX_ACTIVE_JOBS="0",
             )

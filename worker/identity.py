@@ -6,6 +6,7 @@ get the same pid (common in containers, where the worker is pid 1 or 7) is still
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import socket
@@ -52,3 +53,9 @@ def owned_update(job_id: str, worker_id: str | None) -> Update:
     """UPDATE of the job fenced by ownership: it matches only while `worker_id` runs the job, so a worker that lost
     the job (re-queued, claimed by another) changes nothing. Check `.rowcount` to know whether it still owns it."""
     return update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+
+
+def owner_lost(owner: str | None, last_seen: dt.datetime | None, cutoff: dt.datetime) -> bool:
+    """Whether a running row's owner is gone: not seen since `cutoff` (or never), or provably dead on this host.
+    The one test both recovery sweeps (jobs by heartbeat, tasks by start time) apply."""
+    return last_seen is None or last_seen < cutoff or owner_is_dead(owner)

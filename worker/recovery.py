@@ -27,7 +27,7 @@ from api.events import add_event
 from api.models import Job, utcnow
 from api.settings import Settings
 from worker.fairness import next_job_order, queue_snapshot
-from worker.identity import owned_update, owner_is_dead
+from worker.identity import owned_update, owner_is_dead, owner_lost
 from worker.task_recovery import recover_tasks
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
             )
         ).all()
         for job in running:
-            stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
-            if not (stale or owner_is_dead(job.worker_id)):
+            if not owner_lost(job.worker_id, job.heartbeat_at, cutoff):
                 continue
             cancel = bool(job.cancel_requested)
             values = (
@@ -59,7 +58,7 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
             ).rowcount
             if not matched:
                 continue
-            why = "stopped heartbeating" if stale else "is gone"
+            why = "is gone" if owner_is_dead(job.worker_id) else "stopped heartbeating"
             if cancel:
                 add_event(
                     session,

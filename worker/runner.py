@@ -27,7 +27,7 @@ from api.models import Dataset, Job, Tenant, utcnow
 from api.settings import Settings, get_settings
 from worker import fairness
 from worker.db_logger import DbLogger
-from worker.identity import owned_update, owner_is_dead
+from worker.identity import owned_update, owner_lost
 from worker.integrations import mirror_metrics
 from worker.lease import JobLease
 from worker.retry import with_retries
@@ -49,9 +49,9 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
             return None
         condition = [Job.id == job_id, Job.status == current.status]
         if current.status == "running":
-            stale = current.heartbeat_at is None or current.heartbeat_at < now - dt.timedelta(seconds=stale_after)
             # Ours (a retry in this process), provably dead (same host, process gone), or silent for too long.
-            if not (current.worker_id == worker_id or stale or owner_is_dead(current.worker_id)):
+            cutoff = now - dt.timedelta(seconds=stale_after)
+            if not (current.worker_id == worker_id or owner_lost(current.worker_id, current.heartbeat_at, cutoff)):
                 log.info("job %s is running on %s; not claiming it", job_id, current.worker_id)
                 return None
             # The row must be exactly as we judged it: if the owner heartbeats in between, the claim fails.

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from api.db import session_factory
 from api.models import JobTask, utcnow
 from api.settings import Settings
-from worker.identity import owner_is_dead
+from worker.identity import owner_lost
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ def recover_tasks(settings: Settings) -> dict[str, list[str]]:
             )
         ).all()
     for task in running:
-        stale = task.started_at is None or task.started_at < cutoff
-        if not (stale or owner_is_dead(task.worker_id)):
+        if not owner_lost(task.worker_id, task.started_at, cutoff):
             continue
         status, values = _fate(task)
         with sessions.begin() as session:

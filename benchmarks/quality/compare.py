@@ -90,16 +90,14 @@ def prepare_data(args, work: Path) -> dict:
 
 
 def row_labels(path: str, field: str) -> list[str]:
-    """Each training row's string value of `field` ("(none)" where it has none), like the service's comparisons'
-    `label_field`. A validated file's non-blank lines are its rows, in order."""
-    labels = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        if line.strip():
-            value = json.loads(line).get(field)
-            labels.append(value if isinstance(value, str) else "(none)")
-    if all(label == "(none)" for label in labels):
+    """Each training row's string value of `field` ("(none)" where it has none): the service's own reading
+    (api.previews.row_labels, behind comparisons' `label_field`)."""
+    from api.previews import row_labels as service_row_labels
+
+    labels = service_row_labels(Path(path), field)
+    if all(label is None for label in labels):
         raise SystemExit(f"--label-field {field}: no row of {path} has a string {field!r}")
-    return labels
+    return [label if label is not None else "(none)" for label in labels]
 
 
 def overrides(pairs: list[str]) -> dict:

@@ -113,3 +113,20 @@ def test_deleting_a_dataset_deletes_its_index(client, key, settings):
     dataset = upload(client, key, jsonl(alpaca_rows(5))).json()
     assert client.delete(f"/api/v1/datasets/{dataset['id']}", headers=bearer(key)).status_code == 200
     assert not index_of(settings, dataset).exists()
+
+
+def test_row_labels_read_the_file_once_for_every_poll_of_a_report(tmp_path, monkeypatch):
+    # A comparison's report is polled every few seconds while its jobs run; a stored dataset never changes.
+    path = tmp_path / "labelled.jsonl"
+    path.write_text(
+        "".join(f'{{"instruction": "q{i}", "output": "a", "kind": "{"ab"[i % 2]}"}}\n' for i in range(50))
+        + '{"instruction": "q", "output": "a"}\n'
+    )
+    counter = ByteCounter(monkeypatch)
+    first = previews.row_labels(path, "kind")
+    read_once = counter.bytes
+    assert previews.row_labels(path, "kind") == first and counter.bytes == read_once == path.stat().st_size
+    assert first[:3] == ("a", "b", "a") and first[-1] is None and len(first) == 51
+    assert previews.row_labels(path, "other") == (None,) * 51  # another field is another pass
+    path.write_text('{"instruction": "q", "output": "a", "kind": "c"}\n')  # a changed file is read again
+    assert previews.row_labels(path, "kind") == ("c",)

@@ -18,7 +18,7 @@ from tests.utils.service import (
     Server,
     Worker,
     check_succeeded_job,
-    child_env,
+    distributed_env,
     free_port,
     fresh_postgres_database,
     poll_job,
@@ -40,19 +40,16 @@ def stack(tmp_path_factory, tiny_model_dir):
     data_dir = with_tiny_model(tmp_path_factory.mktemp("distributed-data"), tiny_model_dir)
     logs = tmp_path_factory.mktemp("distributed-logs")
     with fresh_postgres_database("uds_e2e") as database_url:
-        env = child_env(
-            UDS_DATABASE_URL=database_url,
-            UDS_BROKER_URL=redis_url,
-            UDS_QUEUE=queue,
-            UDS_DATA_DIR=str(data_dir),
-            UDS_BOOTSTRAP_API_KEY=KEY,
-            UDS_BOOTSTRAP_TENANT="e2e",
-            UDS_REQUIRE_AUTH="true",
-            UDS_MIN_EXAMPLES="8",
+        env = distributed_env(
+            database_url,
+            redis_url,
+            queue,
+            data_dir,
+            KEY,
+            "e2e",
             UDS_HEARTBEAT_SECONDS="1",
             UDS_STALE_AFTER_SECONDS="30",
             UDS_METRICS_FLUSH_SECONDS="0.5",
-            UDS_DEVICE="cpu",
         )
         server = Server(free_port(), env, logs / "api.log")
         hold = StepHold(logs, step=1, engaged=False)  # engaged by a test that needs jobs to wait after step 1

@@ -26,7 +26,7 @@ from tests.utils.service import (
     Process,
     Server,
     Worker,
-    child_env,
+    distributed_env,
     free_port,
     fresh_postgres_database,
     poll_job,
@@ -83,19 +83,16 @@ def stack(tmp_path_factory, tiny_model_dir):
     redis_port = free_port()
     state = {"redis": RedisServer(redis_port, logs / "redis.log"), "workers": [], "logs": logs}
     with fresh_postgres_database("uds_faults") as database_url:
-        env = child_env(
-            UDS_DATABASE_URL=database_url,
-            UDS_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-            UDS_QUEUE="gpu-faults",
-            UDS_DATA_DIR=str(data_dir),
-            UDS_BOOTSTRAP_API_KEY=KEY,
-            UDS_BOOTSTRAP_TENANT="faults",
-            UDS_REQUIRE_AUTH="true",
-            UDS_MIN_EXAMPLES="8",
+        env = distributed_env(
+            database_url,
+            f"redis://127.0.0.1:{redis_port}/0",
+            "gpu-faults",
+            data_dir,
+            KEY,
+            "faults",
             UDS_HEARTBEAT_SECONDS="1",
             UDS_STALE_AFTER_SECONDS="30",
             UDS_METRICS_FLUSH_SECONDS="0.3",
-            UDS_DEVICE="cpu",
         )
         server = Server(free_port(), env, logs / "api.log")
         state.update(env=env, server=server, database_url=database_url, url=server.url)

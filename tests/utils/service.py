@@ -132,6 +132,25 @@ def child_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def distributed_env(
+    database_url: str, broker_url: str, queue: str, data_dir, key: str, tenant: str, **overrides: str
+) -> dict[str, str]:
+    """`child_env` for an API or worker process of the distributed stack (Postgres + a Redis broker), with auth on,
+    the bootstrap key and tenant, small datasets allowed and the CPU as device; `overrides` add or replace."""
+    return child_env(
+        UDS_DATABASE_URL=database_url,
+        UDS_BROKER_URL=broker_url,
+        UDS_QUEUE=queue,
+        UDS_DATA_DIR=str(data_dir),
+        UDS_BOOTSTRAP_API_KEY=key,
+        UDS_BOOTSTRAP_TENANT=tenant,
+        UDS_REQUIRE_AUTH="true",
+        UDS_MIN_EXAMPLES="8",
+        UDS_DEVICE="cpu",
+        **overrides,
+    )
+
+
 class Process:
     """A child process with its output in a log file (read back on failure)."""
 
