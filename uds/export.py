@@ -33,13 +33,24 @@ def _stored_dtype(base_path: str) -> torch.dtype:
     return STORED_DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), torch.float32)
 
 
+def merge_float32(base_path: str, adapter_dir: str):
+    """(merged model in float32 on the CPU, tokenizer): the adapter folded into the base weights. Every export
+    (merged folder, GGUF) starts here, so they hold the same numbers before their own rounding."""
+    model, tokenizer = load_with_adapter(base_path, adapter_dir, device="cpu", dtype=torch.float32)
+    return model.merge_and_unload(), tokenizer
+
+
+def staging_path(out_dir: Path) -> Path:
+    """A temporary sibling of `out_dir`: written there, then renamed, so `out_dir` only ever appears whole."""
+    return out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}")
+
+
 def export_merged(base_path: str, adapter_dir: str, out_dir: str | os.PathLike) -> Path:
     """Write the merged model to `out_dir` (which must not exist); it appears whole (written aside, renamed)."""
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}")
+    staging = staging_path(out_dir)
     try:
-        model, tokenizer = load_with_adapter(base_path, adapter_dir, device="cpu", dtype=torch.float32)
-        merged = model.merge_and_unload()
+        merged, tokenizer = merge_float32(base_path, adapter_dir)
         merged.to(_stored_dtype(base_path))
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
