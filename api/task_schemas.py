@@ -1,4 +1,4 @@
-"""Request and response bodies of the short tasks on a finished job: merged exports and try-it generations.
+"""Request and response bodies of the short tasks on a finished job: exports (merged, GGUF) and try-it generations.
 
 Kept apart from api/schemas.py (the job and dataset families) because they are one family of their own: each is
 a `job_tasks` row (api/models.py JobTask) seen through its kind.
@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.models import JobTask
+from uds.gguf_support import DEFAULT_QUANTIZATION
 
 
 class TaskError(BaseModel):
@@ -25,11 +26,29 @@ def _error(task: JobTask) -> TaskError | None:
 
 class ExportCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["merged"] = Field(
+    kind: Literal["merged", "gguf"] = Field(
         default="merged",
-        description="merged: base + adapter as one transformers folder. "
+        description="merged: base + adapter as one transformers folder (.tar.gz). gguf: one GGUF file for "
+        "llama.cpp, Ollama and LM Studio, with an Ollama Modelfile next to it (.tar). "
         "The adapter itself is GET /api/v1/jobs/{id}/adapter.",
     )
+    quantization: Literal["f16", "q8_0", "f32"] | None = Field(
+        default=None,
+        description="gguf only (default f16): f16 halves the float32 size at no visible cost; q8_0 is about a "
+        "quarter of it (8-bit blocks of 32 weights with one scale); f32 keeps the merged weights exactly.",
+    )
+
+    @model_validator(mode="after")
+    def _quantization_is_for_gguf(self) -> "ExportCreate":
+        if self.kind != "gguf" and self.quantization is not None:
+            raise ValueError("quantization applies to kind gguf only")
+        return self
+
+    def params(self) -> dict:
+        """The export's identity: two requests with the same params are the same export."""
+        if self.kind == "gguf":
+            return {"kind": "gguf", "quantization": self.quantization or DEFAULT_QUANTIZATION}
+        return {"kind": self.kind}
 
 
 class ExportPublic(BaseModel):
@@ -37,7 +56,9 @@ class ExportPublic(BaseModel):
     object: Literal["export"] = "export"
     job_id: str
     kind: str
+    quantization: str | None = None
     status: str
+    cancel_requested: bool = False
     bytes: int | None = None
     sha256: str | None = None
     download_url: str | None = None
@@ -52,7 +73,9 @@ def export_public(task: JobTask) -> ExportPublic:
         id=task.id,
         job_id=task.job_id,
         kind=task.params.get("kind", "merged"),
+        quantization=task.params.get("quantization"),
         status=task.status,
+        cancel_requested=task.cancel_requested,
         bytes=task.bytes,
         sha256=task.sha256,
         error=_error(task),

@@ -1,6 +1,7 @@
 """The `uds` command (see cli/__init__.py for where each sub-command lives).
 
 uds train --data train.jsonl --budget 0.125 --method uds [--config job.yaml] [--output-dir out]
+uds export JOB_OR_OUTPUT_DIR [--gguf [--quantization f16|q8_0|f32]]   a run as a merged folder, or GGUF + Modelfile
 uds serve [--host 127.0.0.1] [--port 8000]        the service, embedded default (SQLite, in-process worker)
 uds worker [--concurrency N|auto]                  a Celery GPU worker (distributed mode)
 uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
@@ -17,6 +18,7 @@ import argparse
 import os
 import sys
 
+from cli.export import add_export_command
 from cli.models import add_models_command
 from cli.train import add_train_command
 
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uds {_version()}")
     commands = parser.add_subparsers(title="commands")
     add_train_command(commands)
+    add_export_command(commands)
 
     serve = commands.add_parser(
         "serve", help="run the service (embedded default: SQLite, local files, in-process worker)"

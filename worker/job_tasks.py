@@ -1,4 +1,4 @@
-"""Short tasks on a finished job (a merged export, a try-it generation), given only the task's id.
+"""Short tasks on a finished job (a merged or GGUF export, a try-it generation), given only the task's id.
 
 The Celery task `uds.run_task` (worker/tasks.py) and, in the embedded mode, `TaskWorker` (a thread next to the
 training thread, so a try-it answer does not wait for a long training run) both call `run_task`. The claim is one
@@ -33,6 +33,10 @@ class TaskFailure(Exception):
         self.code, self.message = code, message
 
 
+class TaskStopped(Exception):
+    """The task stopped part way, its partial files removed: cancelled by the user, or this process is stopping."""
+
+
 def run_task(
     task_id: str,
     worker_id: str | None = None,
@@ -42,7 +46,8 @@ def run_task(
     """Run task `task_id`; returns its final status, or None when it was not ours to run.
 
     `stop_event`: set when this process shuts down; a generation stops at its next token and goes back to `queued`
-    (its partial answers are not the user's result), for the next start to run again."""
+    (its partial answers are not the user's result), for the next start to run again; so does a GGUF export,
+    stopped between tensors with its partial file removed."""
     settings = settings or get_settings()
     sessions = session_factory(settings.sqlalchemy_url)
     task, job = _claim(sessions, task_id, worker_id or this_worker())
@@ -53,6 +58,10 @@ def run_task(
         if stop_event is not None and stop_event.is_set() and not _cancel_requested(sessions, task_id):
             return _requeue(sessions, task_id)
         status = "cancelled" if _cancel_requested(sessions, task_id) and task.kind == "generate" else "succeeded"
+    except TaskStopped:
+        if not _cancel_requested(sessions, task_id):  # stopped by this process's shutdown: the next start runs it
+            return _requeue(sessions, task_id)
+        status, values = "cancelled", {}
     except TaskFailure as failure:
         status, values = "failed", {"error_code": failure.code, "error_message": failure.message}
     except Exception as exc:  # noqa: BLE001 - recorded on the task; the worker keeps serving others
@@ -117,23 +126,39 @@ def _base_and_adapter(settings: Settings, job: Job) -> tuple[str, Path]:
 
 
 def export_task(settings: Settings, sessions, task: JobTask, job: Job, stop_event=None) -> dict:
-    """The merged model as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/).
-    A merge cannot stop half way; at shutdown it finishes, or the next start's sweep re-queues it."""
+    """The export as one archive next to the adapter's: jobs/<job>/exports/<task>.tar.gz (members merged/) or
+    <task>.tar (gguf/<job>-<quantization>.gguf and gguf/Modelfile). Nothing is left when it fails or stops.
+    A merge cannot stop half way; a GGUF file stops between tensors (cancel, or shutdown: re-queued)."""
     from uds.export import export_merged
+    from uds.gguf_export import ExportStopped, export_gguf
+    from uds.gguf_support import GGUFUnsupported
     from worker.artifacts import package_folder
 
+    kind = task.params.get("kind", "merged")
     base, adapter = _base_and_adapter(settings, job)
     folder = settings.job_dir(job.id) / "exports"
     folder.mkdir(parents=True, exist_ok=True)
-    merged = folder / task.id
-    archive = folder / f"{task.id}.tar.gz"
+    built = folder / task.id
+    archive = folder / (f"{task.id}.tar" if kind == "gguf" else f"{task.id}.tar.gz")
+    should_stop = _cancel_check(sessions, task.id, stop_event)
     try:
-        export_merged(base, str(adapter), merged)
-        size, digest = package_folder(merged, archive, "merged")
+        if kind == "gguf":
+            quantization = task.params.get("quantization", "f16")
+            export_gguf(base, str(adapter), built, quantization, name=job.id, should_stop=should_stop)
+        else:
+            export_merged(base, str(adapter), built)
+        size, digest = package_folder(built, archive, kind, compress=kind != "gguf")
+        if _cancel_requested(sessions, task.id):  # cancelled while the export was written: no file, as promised
+            archive.unlink(missing_ok=True)
+            raise TaskStopped()
+    except ExportStopped as exc:
+        raise TaskStopped() from exc
+    except GGUFUnsupported as exc:
+        raise TaskFailure("unsupported_model", f"{job.model}: {exc}") from exc
     except OSError as exc:
-        raise TaskFailure("artifact_write_failed", f"Could not write the merged model: {exc}") from exc
+        raise TaskFailure("artifact_write_failed", f"Could not write the {kind} export: {exc}") from exc
     finally:
-        shutil.rmtree(merged, ignore_errors=True)  # the archive is the artifact; the folder would double the disk
+        shutil.rmtree(built, ignore_errors=True)  # the archive is the artifact; the folder would double the disk
     return {"path": os.path.relpath(archive, settings.data_dir), "bytes": size, "sha256": digest}
 
 

@@ -1,9 +1,12 @@
-"""Creating and finding short tasks on a job (merged exports, try-it generations) within the caller's tenant."""
+"""Creating and finding short tasks on a job (merged and GGUF exports, try-it generations) within the caller's
+tenant."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -12,6 +15,9 @@ from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.models import Job, JobTask, Tenant, utcnow
 from api.settings import Settings
+from uds.gguf_support import GGUFUnsupported, check_exportable  # torch-free: reads the model's JSON files
+from uds.registry import get_registered
+from uds.tiny import TINY_MODEL
 
 log = logging.getLogger(__name__)
 PREFIXES = {"export": "export-", "generate": "gen-"}
@@ -51,18 +57,61 @@ def create_task(session: Session, dispatcher: Dispatcher, job: Job, kind: str, p
     return task
 
 
-def request_export(session: Session, dispatcher: Dispatcher, job: Job, kind: str) -> tuple[JobTask, bool]:
-    """(export, created): an unfinished or succeeded export of the same kind is returned instead of a second one."""
+def request_export(
+    session: Session, dispatcher: Dispatcher, settings: Settings, job: Job, params: dict
+) -> tuple[JobTask, bool]:
+    """(export, created): an unfinished or succeeded export with the same params (kind, quantization) is returned
+    instead of a second one; two requests at once make one (the check and the insert hold the job row's lock)."""
     _require_succeeded(job, "an export")
-    existing = session.scalar(
+    if params["kind"] == "gguf":
+        check_gguf_model(settings, job)
+    # Postgres: FOR UPDATE serialises requests on this job. SQLite has no FOR UPDATE: the no-op UPDATE is the
+    # transaction's first write and takes the database's write lock, so the read below sees any committed twin.
+    session.execute(select(Job.id).where(Job.id == job.id).with_for_update())
+    session.execute(update(Job).where(Job.id == job.id).values(status=Job.status))
+    existing = session.scalars(
         select(JobTask)
         .where(JobTask.job_id == job.id, JobTask.kind == "export", JobTask.status.in_((*UNFINISHED, "succeeded")))
         .order_by(JobTask.created_at.desc())
-        .limit(1)
     )
-    if existing is not None and existing.params.get("kind") == kind:
-        return existing, False
-    return create_task(session, dispatcher, job, "export", {"kind": kind}), True
+    for task in existing:
+        if _export_params(task) == params:
+            session.commit()
+            return task, False
+    return create_task(session, dispatcher, job, "export", params), True
+
+
+def _export_params(task: JobTask) -> dict:
+    params = task.params or {}
+    return {k: v for k, v in params.items() if k in ("kind", "quantization")} or {"kind": "merged"}
+
+
+def _model_folder(settings: Settings, name: str) -> Path | None:
+    """The folder of a job's base model when this host can see it (the API reads only its JSON files)."""
+    if name == TINY_MODEL:
+        folder = settings.models_dir / TINY_MODEL
+    elif (registered := get_registered(settings.models_dir, name)) is not None:
+        folder = registered.folder(settings.models_dir)
+    elif Path(name).expanduser().is_absolute():
+        folder = Path(name).expanduser()
+    else:
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def check_gguf_model(settings: Settings, job: Job) -> None:
+    """400 `unsupported_model` now, before any work, for an architecture or tokenizer GGUF cannot carry. A model
+    this host cannot see (a hub id in the allow-list) is checked by the worker before it merges anything."""
+    name = (job.config or {}).get("model", job.model)
+    folder = _model_folder(settings, name)
+    if folder is None:
+        return
+    try:
+        check_exportable(folder)
+    except GGUFUnsupported as exc:
+        raise APIError(400, f"{name}: {exc}", code="unsupported_model", param=exc.param) from exc
+    except (OSError, ValueError, json.JSONDecodeError):
+        return  # unreadable here: the worker, which loads it, says why
 
 
 def request_generation(session: Session, dispatcher: Dispatcher, settings: Settings, job: Job, params: dict) -> JobTask:

@@ -51,7 +51,7 @@ def test_exports_are_asked_of_succeeded_jobs_once(client, key, jobs):
     done, queued = jobs
     refused = client.post(f"/api/v1/jobs/{queued}/exports", headers=bearer(key), json={"kind": "merged"})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_not_succeeded"
-    wrong = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key), json={"kind": "gguf"})
+    wrong = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key), json={"kind": "onnx"})
     assert wrong.status_code in (400, 422) and "kind" in wrong.text
 
     first = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key), json={"kind": "merged"})
@@ -108,3 +108,107 @@ def test_the_embedded_task_thread_is_woken_by_the_api(client, key, jobs, setting
         worker.stop()
     # This job has no adapter on disk: the worker ran the task and says why it failed.
     assert state["status"] == "failed" and state["error"]["code"] == "adapter_missing", state
+
+
+def _use_model(database_url, job_id: str, name: str) -> None:
+    with session_factory(database_url).begin() as session:
+        job = session.get(Job, job_id)
+        job.model, job.config = name, {**job.config, "model": name}
+
+
+def test_gguf_exports_are_one_per_quantization_and_default_to_f16(client, key, jobs):
+    done, _ = jobs
+    url = f"/api/v1/jobs/{done}/exports"
+    merged = client.post(url, headers=bearer(key), json={"kind": "merged"}).json()
+    f16 = client.post(url, headers=bearer(key), json={"kind": "gguf"})
+    assert f16.status_code == 202 and (f16.json()["kind"], f16.json()["quantization"]) == ("gguf", "f16")
+    q8 = client.post(url, headers=bearer(key), json={"kind": "gguf", "quantization": "q8_0"}).json()
+    again = client.post(url, headers=bearer(key), json={"kind": "gguf", "quantization": "f16"})
+    assert again.status_code == 200 and again.json()["id"] == f16.json()["id"]
+    assert client.post(url, headers=bearer(key), json={"kind": "merged"}).json()["id"] == merged["id"]
+    listed = client.get(url, headers=bearer(key)).json()["data"]
+    assert sorted(e["id"] for e in listed) == sorted([merged["id"], f16.json()["id"], q8["id"]])
+    for body in ({"kind": "gguf", "quantization": "q4_k"}, {"kind": "merged", "quantization": "f16"}):
+        refused = client.post(url, headers=bearer(key), json=body)
+        assert refused.status_code in (400, 422) and "quantization" in refused.text, body
+
+
+def test_a_queued_export_is_cancelled_at_once(client, key, jobs):
+    done, _ = jobs
+    export = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key), json={"kind": "gguf"}).json()
+    cancelled = client.post(f"/api/v1/exports/{export['id']}/cancel", headers=bearer(key)).json()
+    assert cancelled["status"] == "cancelled" and cancelled["cancel_requested"] is True
+    fresh = client.post(f"/api/v1/jobs/{done}/exports", headers=bearer(key), json={"kind": "gguf"})
+    assert fresh.status_code == 202 and fresh.json()["id"] != export["id"]  # a cancelled export is not reused
+
+
+def test_a_gguf_export_of_an_unsupported_model_is_refused_before_any_work(
+    client, key, jobs, settings, database_url, tmp_path, tiny_model_dir
+):
+    from tests.utils.models import build_model_folder
+    from tests.utils.service import with_tiny_model
+    from uds.registry import save_registration
+
+    done, _ = jobs
+    save_registration(settings.models_dir, "acme-gemma", build_model_folder(tmp_path / "gemma", "gemma2"), "folder")
+    _use_model(database_url, done, "acme-gemma")
+    url = f"/api/v1/jobs/{done}/exports"
+    refused = client.post(url, headers=bearer(key), json={"kind": "gguf", "quantization": "q8_0"})
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "unsupported_model", refused.text
+    assert "'gemma2'" in error["message"] and "supported: llama, qwen2" in error["message"]
+    # uds-tiny: every byte is a token, with no merges, which GGUF's byte-level BPE cannot carry.
+    with_tiny_model(settings.data_dir, tiny_model_dir)
+    _use_model(database_url, done, "uds-tiny")
+    tiny = client.post(url, headers=bearer(key), json={"kind": "gguf"})
+    assert tiny.status_code == 400 and "merges" in tiny.json()["error"]["message"]
+    assert client.get(url, headers=bearer(key)).json()["data"] == []  # nothing stored
+
+
+def test_two_identical_export_requests_at_once_make_one_export(jobs, database_url, monkeypatch):
+    """The first request is held between its check and its insert; the second, sent meanwhile, must wait for it
+    and then find its export instead of making a second one."""
+    import threading
+
+    from api.services import job_tasks
+    from api.settings import Settings
+
+    done, _ = jobs
+    sessions = session_factory(database_url)
+    settings = Settings(database_url=database_url)
+    first_inside, release = threading.Event(), threading.Event()
+    real_create = job_tasks.create_task
+
+    def held_create(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            first_inside.set()
+            release.wait(30)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(job_tasks, "create_task", held_create)
+
+    class Queue:
+        def enqueue_task(self, task_id):
+            pass
+
+    results = {}
+
+    def request(name):
+        with sessions() as session:
+            task, created = job_tasks.request_export(
+                session, Queue(), settings, session.get(Job, done), {"kind": "gguf", "quantization": "q8_0"}
+            )
+            results[name] = (task.id, created)
+
+    first = threading.Thread(target=request, args=("first",), name="first")
+    first.start()
+    assert first_inside.wait(30)
+    second = threading.Thread(target=request, args=("second",), name="second")
+    second.start()
+    second.join(1.0)  # were the lock missing, the second would make its own export in this second
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert results["first"][1] is True and results["second"] == (results["first"][0], False)
+    with sessions() as session:
+        assert session.query(JobTask).filter(JobTask.job_id == done, JobTask.kind == "export").count() == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.utils.gguf_models import build_gguf_ready_model
+from tests.utils.gguf_models import add_random_adapter, build_gguf_ready_model
 from tests.utils.models import build_model_folder
 from uds.export import merge_float32
 from uds.gguf_export import ExportStopped, export_gguf, llama3_rope_factors
@@ -34,23 +34,6 @@ STRINGS = [
     "I'm sure you're right, they've said we'll see; it's John's.",
     "<|im_start|>user\nliteral special tokens<|im_end|>\n<|endoftext|>",
 ]
-
-
-def add_random_adapter(base: Path, out: Path, seed: int = 0) -> Path:
-    """A LoRA adapter whose B matrices are non-zero, so merging changes the model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.05)
-    peft_model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])

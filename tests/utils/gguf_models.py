@@ -106,3 +106,21 @@ def build_gguf_ready_model(path: Path, architecture: str, seed: int = 0) -> Path
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def add_random_adapter(base: Path, out: Path, seed: int = 0) -> Path:
+    """A LoRA adapter whose B matrices are non-zero, so merging changes the model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    peft_model.save_pretrained(out)
+    return out

@@ -107,3 +107,20 @@ def tiny_in_data_dir(settings, tiny_model_dir):
     """uds-tiny where the worker looks for it (settings.models_dir), without building it again."""
     with_tiny_model(settings.data_dir, tiny_model_dir)
     return settings
+
+
+@pytest.fixture
+def train_on(settings, sessions, make_job):
+    """train_on(name, folder) -> the succeeded Job row of a job the worker trained on `folder`, registered as `name`."""
+    from api.models import Job
+    from uds.registry import save_registration
+    from worker.runner import run_job
+
+    def train(name: str, folder) -> Job:
+        save_registration(settings.models_dir, name, folder, "folder")
+        job_id = make_job(model=name)
+        assert run_job(job_id, "w:tasks", settings) == "succeeded"
+        with sessions() as session:
+            return session.get(Job, job_id)
+
+    return train

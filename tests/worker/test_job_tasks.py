@@ -16,9 +16,7 @@ from sqlalchemy import update
 from api.models import JobTask
 from api.services import job_tasks
 from tests.utils.models import build_model_folder
-from uds.registry import save_registration
 from worker.job_tasks import run_task
-from worker.runner import run_job
 
 pytestmark = pytest.mark.slow
 MODEL = "acme-llama"
@@ -35,14 +33,8 @@ def llama_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def finished_job(settings, sessions, make_job, llama_folder):
-    save_registration(settings.models_dir, MODEL, llama_folder, "folder")
-    job_id = make_job(model=MODEL)
-    assert run_job(job_id, "w:tasks", settings) == "succeeded"
-    with sessions() as session:
-        from api.models import Job
-
-        return session.get(Job, job_id)
+def finished_job(train_on, llama_folder):
+    return train_on(MODEL, llama_folder)
 
 
 def new_task(sessions, job, kind, params) -> str:

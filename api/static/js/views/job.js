@@ -8,6 +8,7 @@ import { LineChart, COLORS } from '../charts.js';
 import { selectionsPanel } from './selections.js';
 import { etaText, phaseText } from '../phase.js';
 import { tryItPanel } from './tryit.js';
+import { exportsMenu } from './exports.js';
 
 const POLL_MS = 2000;
 const TABS = [['charts', 'Charts'], ['data', 'What it trained on'], ['events', 'Events'], ['details', 'Details'], ['tryit', 'Try it']];
@@ -27,6 +28,7 @@ export async function jobView(root, ctx, jobId) {
   let tab = TABS.some(([t]) => t === ctx.params.get('tab')) ? ctx.params.get('tab') : 'charts';
   let dataset = null;
   let lengthBias = null; // GET /jobs/{id}/length-bias: the job's length diagnostic and the alpha it ran with
+  let exportsApi = null; // the export menu, once the job has succeeded
 
   const head = h('div', { class: 'job-head' });
   const cards = h('div', { class: 'cards', 'aria-live': 'off' });
@@ -214,6 +216,11 @@ export async function jobView(root, ctx, jobId) {
       } else {
         actions.append(h('a', { class: 'button primary', id: 'download-adapter', href: url(path), download: name }, `Download adapter (${fmtBytes(job.adapter.bytes)})`));
       }
+    }
+    // Built once the job has succeeded and kept across refreshes (it holds its own polling and open state).
+    if (job.status === 'succeeded') {
+      exportsApi = exportsApi || exportsMenu(job, ctx);
+      actions.append(exportsApi.el);
     }
     actions.append(h('a', { class: 'button secondary', href: `#/compare?ids=${job.id}` }, 'Compare…'));
     actions.append(h('a', { class: 'button secondary', href: `#/new?from=${job.id}` }, 'New job like this'));
@@ -462,6 +469,7 @@ export async function jobView(root, ctx, jobId) {
     stopped = true;
     clearTimeout(timer);
     tryItApi?.stop();
+    exportsApi?.stop();
     for (const c of Object.values(charts)) c.destroy();
   };
 }
