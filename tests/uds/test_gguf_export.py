@@ -5,7 +5,8 @@ padded vocabulary) models with trained byte-level BPE tokenizers, each with a no
 the file read back are compared with the merged float32 model (max |difference|): f32 to 1e-5 (measured: 0, the
 same float32 numbers), f16 to 2e-3 and q8_0 to 3e-2 (measured: 5.8e-4 and 8.8e-3 on the Llama, 2.0e-4 and 6.0e-3 on
 the Qwen2, whose logits reach about 1.0 and 0.7 in absolute value). Tokenization of the file's tokenizer equals the
-source tokenizer's on text with the chat template's special tokens, unicode and whitespace runs. The real model's check is the one slow test at the end.
+source tokenizer's on text with the chat template's special tokens, unicode and whitespace runs. The real model's
+check is the one slow test at the end.
 """
 
 from __future__ import annotations
