@@ -2,7 +2,8 @@
 
     uds export out/                               merged folder  -> out/export-merged/
     uds export out/ --gguf --quantization q8_0    GGUF           -> out/export-gguf-q8_0/ (<name>.gguf + Modelfile)
-    uds export job-abc123 --gguf                  a job of the local service (its folder under UDS_DATA_DIR/jobs)
+    uds export job-abc123 --gguf                  a job of the local service (UDS_DATA_DIR/jobs/<id>/adapter)
+                                                  -> ./job-abc123-export-gguf-f16/
 
 The run is a `uds train --output-dir` folder (its adapter/ inside), an adapter folder itself, or a job id. The base
 model is the one the adapter names, found as `uds train` finds it (uds-tiny, registered models, local folders).
@@ -34,7 +35,11 @@ def add_export_command(commands) -> None:
         default=None,
         help=f"GGUF weights (default {DEFAULT_QUANTIZATION}): f16 half of float32, q8_0 about a quarter, f32 exact",
     )
-    export.add_argument("--out", default=None, help="the folder to write (must not exist; default: next to the run)")
+    export.add_argument(
+        "--out",
+        default=None,
+        help="the folder to write (must not exist; default: next to the run, or here for a job id)",
+    )
     export.set_defaults(handler=run_export)
 
 
@@ -64,7 +69,10 @@ def run_export(args: argparse.Namespace) -> int:
     home = adapter.parent if adapter.name == "adapter" else adapter
     quantization = args.quantization or DEFAULT_QUANTIZATION
     kind = f"gguf-{quantization}" if args.gguf else "merged"
-    out = Path(args.out).expanduser() if args.out else home / f"export-{kind}"
+    # A job's folder belongs to the service: its export goes to the current folder instead.
+    of_job = adapter == settings.jobs_dir / args.run / "adapter"
+    default = Path.cwd() / f"{args.run}-export-{kind}" if of_job else home / f"export-{kind}"
+    out = Path(args.out).expanduser() if args.out else default
     if out.exists():
         print(f"uds export: {out} exists; remove it or give another --out", file=sys.stderr)
         return 2
