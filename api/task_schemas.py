@@ -106,6 +106,12 @@ class GenerationPublic(BaseModel):
     temperature: float
     fine_tuned: Answer | None = Field(default=None, description="Base model + this job's adapter.")
     base: Answer | None = Field(default=None, description="The base model alone, for comparison.")
+    prompt_tokens: int | None = Field(default=None, description="Tokens of the prompt the model was given.")
+    prompt_truncated: bool = Field(
+        default=False,
+        description="The conversation was longer than the model's context minus max_new_tokens and was cut from "
+        "the left (oldest turns first).",
+    )
     cancel_requested: bool = False
     error: TaskError | None = None
     created_at: dt.datetime
@@ -123,6 +129,8 @@ def generation_public(task: JobTask) -> GenerationPublic:
         temperature=task.params["temperature"],
         fine_tuned=result.get("fine_tuned"),
         base=result.get("base"),
+        prompt_tokens=result.get("prompt_tokens"),
+        prompt_truncated=bool(result.get("prompt_truncated")),
         cancel_requested=task.cancel_requested,
         error=_error(task),
         created_at=task.created_at,
