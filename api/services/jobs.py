@@ -17,6 +17,7 @@ from api.errors import APIError, not_found, param_error
 from api.events import add_event
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
 from api.integration_schemas import check_integrations
+from api.limits import count_locked
 from api.models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -195,10 +196,11 @@ def check_active_jobs(session: Session, tenant: Tenant, settings: Settings, addi
     raises when over it."""
     if not settings.max_active_jobs:
         return
-    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
-    active = session.execute(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_STATUSES))
-    ).scalar_one()
+    active = count_locked(
+        session,
+        tenant.id,
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_STATUSES)),
+    )
     if active > settings.max_active_jobs:
         session.rollback()
         cap = f"UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}"
