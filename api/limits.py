@@ -29,6 +29,7 @@ from api.deps import CurrentTenant, SettingsDep
 from api.errors import APIError, send_error
 from api.models import Tenant
 from api.settings import Settings
+from api.validation import json_body_problem
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body"):
                 break
         body, replayed = b"".join(chunks), False
+        problem = json_body_problem(body) if body else None
+        if problem is not None:
+            return await send_error(send, problem.status_code, problem.message, problem.code or "", param=problem.param)
 
         async def replay():
             nonlocal replayed

@@ -24,7 +24,7 @@ def _error(task: JobTask) -> TaskError | None:
 
 
 class ExportCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     kind: Literal["merged"] = Field(
         default="merged",
         description="merged: base + adapter as one transformers folder. "
@@ -63,13 +63,13 @@ def export_public(task: JobTask) -> ExportPublic:
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=32_000)
 
 
 class GenerateCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     prompt: str | None = Field(default=None, max_length=32_000, description="One user message; or give messages.")
     messages: list[ChatMessage] | None = Field(default=None, max_length=64)
     max_new_tokens: int = Field(default=128, ge=1)
