@@ -400,6 +400,12 @@ def test_defaults_dispatch_seed_by_seed_then_cancel_and_delete(client, key, data
     assert report["complete"] is True and report["notes"] == [
         "18 runs were cancelled and are left out of the paired differences."
     ]
+    # Its runs go with it, never one by one: the report would go on counting runs that are gone.
+    for run in comparison["runs"][:2]:
+        alone = client.delete(f"/api/v1/jobs/{run['job_id']}", headers=bearer(key))
+        assert alone.status_code == 409 and alone.json()["error"]["code"] == "job_in_comparison", alone.text
+        assert comparison["id"] in alone.json()["error"]["message"]
+    assert get(client, key, f"/comparisons/{comparison['id']}")["counts"]["total"] == 18
 
     deleted = client.delete(f"/api/v1/comparisons/{comparison['id']}", headers=bearer(key))
     assert deleted.status_code == 200 and deleted.json() == {
