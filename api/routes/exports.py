@@ -28,10 +28,15 @@ ExportId = Annotated[str, Path(max_length=64)]
 
 @router.post("/jobs/{job_id}/exports", status_code=202, response_model=ExportPublic, dependencies=[RateLimited])
 def create_export(
-    job: JobDep, request: Request, response: Response, session: SessionDep, body: ExportCreate | None = None
+    job: JobDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: ExportCreate | None = None,
 ):
     export, created = job_tasks.request_export(
-        session, request.app.state.dispatcher, job, (body or ExportCreate()).kind
+        session, request.app.state.dispatcher, job, (body or ExportCreate()).kind, settings=settings
     )
     if not created:
         response.status_code = 200

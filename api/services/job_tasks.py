@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -9,11 +10,13 @@ from collections.abc import Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from api.costs import checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.limits import count_locked
 from api.models import Job, JobTask, Tenant, utcnow
 from api.settings import Settings
+from api.storage import check_quota, model_bytes
 
 log = logging.getLogger(__name__)
 PREFIXES = {"export": "export-", "generate": "gen-"}
@@ -65,7 +68,9 @@ def create_task(
     return task
 
 
-def request_export(session: Session, dispatcher: Dispatcher, job: Job, kind: str) -> tuple[JobTask, bool]:
+def request_export(
+    session: Session, dispatcher: Dispatcher, job: Job, kind: str, settings: Settings | None = None
+) -> tuple[JobTask, bool]:
     """(export, created): an unfinished or succeeded export of the same kind is returned instead of a second one."""
     _require_succeeded(job, "an export")
     existing = session.scalar(
@@ -76,6 +81,10 @@ def request_export(session: Session, dispatcher: Dispatcher, job: Job, kind: str
     )
     if existing is not None and existing.params.get("kind") == kind:
         return existing, False
+    if settings is not None:  # every kind counts alike: the archive lands under the job's folder
+        model = job.config.get("model", job.model)
+        reserve = model_bytes(settings, model)
+        check_quota(settings, session, job.tenant_id, reserve, "this export", "kind", checkpoint_state_bytes)
     return create_task(session, dispatcher, job, "export", {"kind": kind}), True
 
 
@@ -90,6 +99,15 @@ def request_generation(session: Session, dispatcher: Dispatcher, settings: Setti
             param="max_new_tokens",
         )
     _check_room_for_a_prompt(settings, job, params["max_new_tokens"])
+    check_quota(
+        settings,
+        session,
+        job.tenant_id,
+        len(json.dumps(params)),
+        "this try-it request",
+        "prompt",
+        checkpoint_state_bytes,
+    )
 
     def cap(session: Session) -> None:
         unfinished = count_locked(

@@ -83,6 +83,35 @@ def test_storage_quota(client, key, settings):
         refused(create_job(small, key, first.json()["id"], expect=None), "keep_checkpoints", "storage_quota_exceeded")
 
 
+def test_storage_quota_counts_everything_stored_for_the_tenant(client, key, settings, dataset, database_url):
+    """Exports of any kind, checkpoints and other files under a job's folder count, as the datasets do: two merged
+    exports of 7.8 MB each used to leave a 5 MB quota open to the next upload."""
+    from api.db import session_factory
+    from api.models import Job, utcnow
+
+    job = create_job(client, key, dataset["id"]).json()["id"]
+    with session_factory(database_url).begin() as session:
+        session.get(Job, job).status, session.get(Job, job).finished_at = "succeeded", utcnow()
+    quota = {"tenant_storage_bytes": 5_000_000}
+    with TestClient(create_app(settings.model_copy(update=quota))) as small:
+        upload(small, key, jsonl(chat_rows(3)))  # room left
+        exports = settings.job_dir(job) / "exports"
+        exports.mkdir(parents=True)
+        (exports / "export-a.tar.gz").write_bytes(b"m" * 2_500_000)  # a merged export
+        (exports / "export-b.gguf").write_bytes(b"g" * 2_500_000)  # any other kind is counted alike
+        refused(upload(small, key, jsonl(chat_rows(3)), expect=None), "file", "storage_quota_exceeded")
+        again = small.post(f"/api/v1/jobs/{job}/exports", headers=bearer(key), json={"kind": "merged"})
+        refused(again, "kind", "storage_quota_exceeded")
+        tryit = small.post(f"/api/v1/jobs/{job}/generate", headers=bearer(key), json={"prompt": "hi"})
+        refused(tryit, "prompt", "storage_quota_exceeded")
+        (exports / "export-b.gguf").unlink()
+        (settings.job_dir(job) / "checkpoints" / "step-3").mkdir(parents=True)  # a failed job's checkpoints too
+        (settings.job_dir(job) / "checkpoints" / "step-3" / "state.pt").write_bytes(b"c" * 2_500_000)
+        refused(upload(small, key, jsonl(chat_rows(3)), expect=None), "file", "storage_quota_exceeded")
+        (settings.job_dir(job) / "checkpoints" / "step-3" / "state.pt").unlink()
+        upload(small, key, jsonl(chat_rows(3)))
+
+
 # ---- items 4 and 6: upload forms ------------------------------------------------------------------------------
 
 
