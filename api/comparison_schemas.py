@@ -94,7 +94,13 @@ class ComparisonCreate(BaseModel):
         max_length=4,
         description="Fractions of the candidates trained on, each in (0, 1).",
     )
-    seeds: int = Field(default=5, ge=2, le=10, description="Each method runs once per seed 0..seeds-1 (paired).")
+    seeds: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Each method runs once per seed 0..seeds-1 (paired). The defaults make 3 x (4 x 2 + 1) = 27 "
+        "jobs, within the default UDS_MAX_ACTIVE_JOBS.",
+    )
     include_full: bool = Field(default=True, description="Also train on all the data (method full, budget 1.0).")
     label_field: str | None = Field(
         default=None,

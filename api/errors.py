@@ -95,11 +95,13 @@ def error_response(
     )
 
 
-async def send_error(send, status_code: int, message: str, code: str, close: bool = False) -> None:
+async def send_error(
+    send, status_code: int, message: str, code: str, close: bool = False, param: str | None = None
+) -> None:
     """The error shape sent straight from an ASGI middleware, before any route or dependency runs."""
     import json
 
-    payload = json.dumps(error_body(status_code, message, code)).encode()
+    payload = json.dumps(error_body(status_code, message, code, param)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if close:
         headers.append((b"connection", b"close"))

@@ -22,45 +22,66 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SettingsDep
 from api.errors import APIError, send_error
+from api.models import Tenant
 from api.settings import Settings
+from api.validation import json_body_problem
 
 log = logging.getLogger(__name__)
 
 
+def count_locked(session: Session, tenant_id: int, count_stmt) -> int:
+    """`count_stmt`'s count under a lock on the tenant's row (Postgres) or the write lock (SQLite). Called after the
+    caller's own insert is flushed, so concurrent creations of one tenant count in turn and cannot all slip under
+    a cap; the caller rolls back when the count is over it.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the insert's foreign-key check holds a KEY SHARE lock on the same row, which
+    FOR UPDATE would wait for in every other transaction (a deadlock); NO KEY UPDATE waits only for another cap
+    check."""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
+    return session.execute(count_stmt).scalar_one()
+
+
 class MemoryBuckets:
-    """Token buckets in this process. take() returns 0 when allowed, else the seconds until a token is back."""
+    """Token buckets in this process. take(key, cost) returns 0 when allowed, else the seconds until it would be.
+
+    A request that creates `cost` things (a comparison's jobs) needs `cost` tokens, or a full bucket when `cost` is
+    above the burst, and takes `cost`: the bucket may go below zero, and the key then waits until it has refilled."""
 
     def __init__(self, rate_per_second: float, burst: int, max_keys: int = 100_000):
         self.rate, self.burst, self.max_keys = rate_per_second, burst, max_keys
         self.buckets: dict[str, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
-    def take(self, key: str) -> float:
+    def take(self, key: str, cost: int = 1) -> float:
         now = time.monotonic()
+        needed = min(cost, self.burst)
         with self.lock:
             tokens, at = self.buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            if tokens >= 1:
+            if tokens >= needed:
                 if len(self.buckets) >= self.max_keys and key not in self.buckets:
                     self.buckets.clear()  # bounded memory; forgetting full buckets only ever lets requests through
-                self.buckets[key] = (tokens - 1, now)
+                self.buckets[key] = (tokens - cost, now)
                 return 0.0
             self.buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return (needed - tokens) / self.rate
 
 
-# KEYS[1] bucket; ARGV: rate per second, burst, now (seconds). Atomic in Redis: no two API processes race.
+# KEYS[1] bucket; ARGV: rate per second, burst, now (seconds), cost. Atomic in Redis: no two API processes race.
 _LUA = """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, now, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local needed = math.min(cost, burst)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens >= needed then tokens = tokens - cost else wait = (needed - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
 return tostring(wait)
@@ -76,16 +97,16 @@ class RedisBuckets:
         self.script = self.client.register_script(_LUA)
         self.fallback = MemoryBuckets(rate_per_second, burst)
 
-    def take(self, key: str) -> float:
+    def take(self, key: str, cost: int = 1) -> float:
         try:
             # Redis TIME, not ours: API hosts with skewed clocks still share one refill rate.
             seconds, micros = self.client.time()
             return float(
-                self.script(keys=[f"uds:ratelimit:{key}"], args=[self.rate, self.burst, seconds + micros / 1e6])
+                self.script(keys=[f"uds:ratelimit:{key}"], args=[self.rate, self.burst, seconds + micros / 1e6, cost])
             )
         except Exception as exc:
             log.warning("rate limiter: Redis unreachable (%s); limiting in this process only", exc)
-            return self.fallback.take(key)
+            return self.fallback.take(key, cost)
 
 
 def make_buckets(settings: Settings):
@@ -99,13 +120,18 @@ def make_buckets(settings: Settings):
 
 def rate_limit_creations(request: Request, tenant: CurrentTenant, settings: SettingsDep) -> None:
     """Dependency of the routes that create jobs or datasets: one token per request, per API key."""
+    charge_creations(request, tenant, settings, 1)
+
+
+def charge_creations(request: Request, tenant: Tenant, settings: Settings, cost: int) -> None:
+    """`cost` tokens of the key's bucket (a comparison: one per job it creates), or 429 with Retry-After."""
     buckets = getattr(request.app.state, "create_buckets", None)
     if buckets is None:
         return
     # The authenticated key (set by get_current_tenant), never the raw header: spelling the scheme or the spaces
     # differently must not buy a fresh bucket.
     who = getattr(request.state, "principal", None) or f"tenant:{tenant.id}"
-    wait = buckets.take(who)
+    wait = buckets.take(who, cost)
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
         raise APIError(
@@ -159,6 +185,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body"):
                 break
         body, replayed = b"".join(chunks), False
+        problem = json_body_problem(body) if body else None
+        if problem is not None:
+            return await send_error(send, problem.status_code, problem.message, problem.code or "", param=problem.param)
 
         async def replay():
             nonlocal replayed
@@ -184,6 +213,8 @@ __all__ = [
     "MemoryBuckets",
     "RateLimited",
     "RedisBuckets",
+    "charge_creations",
+    "count_locked",
     "make_buckets",
     "rate_limit_creations",
 ]

@@ -6,9 +6,10 @@ browser send requests to 127.0.0.1. Two rules close that, for requests that carr
 - the Host header must name the loopback (localhost, 127.0.0.1, [::1], *.localhost): a rebound name
   (evil.example resolving to 127.0.0.1) reaches the socket but is refused, so it can read nothing (400
   `invalid_host`);
-- a state-changing request (anything but GET/HEAD/OPTIONS) from a browser must come from a loopback origin: a
-  cross-site form or `fetch` with `Content-Type: text/plain` (no CORS preflight) is refused with 403
-  `cross_origin_request`. Browsers always send `Origin` on such requests, and `Sec-Fetch-Site` where they can.
+- a state-changing request (anything but GET/HEAD/OPTIONS) from a browser must come from this server's own origin
+  (the Host it was sent to, port included: a page on another loopback port is another origin, maybe another
+  user's program): a cross-site form or `fetch` with `Content-Type: text/plain` (no CORS preflight) is refused with
+  403 `cross_origin_request`. Browsers always send `Origin` on such requests, and `Sec-Fetch-Site` where they can.
 
 A request with an `Authorization` header is left alone: a browser never attaches one cross-site on its own, and a
 key is checked anyway. Tools (curl, the SDKs) send no Origin and a loopback Host, so they are unaffected.
@@ -37,7 +38,24 @@ def host_of(header: str) -> str:
         return ""
 
 
-def refusal(headers: dict[bytes, bytes], method: str) -> tuple[int, str, str] | None:
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, host_header: str, scheme: str = "http") -> bool:
+    """Origin "http://127.0.0.1:8000" against a request to Host "127.0.0.1:8000" over `scheme`: same scheme, host
+    name and port (a default port spelled or not)."""
+    try:
+        parts = urlsplit(origin)
+        served = urlsplit(f"{scheme}://{host_header}")
+        if parts.scheme != scheme or parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            return False
+        default = DEFAULT_PORTS[parts.scheme]
+        return (parts.hostname, parts.port or default) == (served.hostname, served.port or default)
+    except ValueError:
+        return False
+
+
+def refusal(headers: dict[bytes, bytes], method: str, scheme: str = "http") -> tuple[int, str, str] | None:
     """(status, message, code) when the request must be refused, else None."""
     if b"authorization" in headers:
         return None
@@ -55,7 +73,7 @@ def refusal(headers: dict[bytes, bytes], method: str) -> tuple[int, str, str] | 
         return None
     origin = headers.get(b"origin", b"").decode("latin-1")
     site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
-    cross = site == "cross-site" or (origin and not loopback_name(urlsplit(origin).hostname or ""))
+    cross = site == "cross-site" or (origin and not same_origin(origin, host, scheme))
     if cross:
         return (
             403,
@@ -76,7 +94,7 @@ class LoopbackGuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or ())
-        refused = refusal(headers, scope["method"])
+        refused = refusal(headers, scope["method"], scope.get("scheme", "http"))
         if refused is None:
             return await self.app(scope, receive, send)
         await send_error(send, *refused)

@@ -4,6 +4,10 @@ A preview must cost what it shows: `rows?limit=1` of a 2 M-row file reads one li
 dataset has a sidecar row index next to it (`<dataset>.rows`): for every example, the byte offset of its line and
 its line number. It is written with the dataset at upload, and built once, lazily, for datasets stored before.
 
+A preview line costs what it shows as well: it reads at most PREVIEW_LINE_BYTES of its row. A longer row (a
+4 MB conversation) is previewed from that prefix by `prefix_preview`, which picks the roles and texts out of the
+JSON that is there without parsing the rest; a page of previews reads each distinct row once (`previews_of`).
+
 Index layout: a header (magic, the dataset's size in bytes, the number of rows), then one fixed-size record per
 row, so row `r` is one seek. The size in the header ties the index to its file: a file of another size (replaced
 or truncated) gets its index rebuilt instead of serving other rows.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +34,10 @@ _RECORD = struct.Struct("<QI")  # byte offset of the row's line, its 1-based lin
 _SCAN_CHUNK = 1 << 20
 _LINE_CHUNK = 64 * 1024
 _BOM = b"\xef\xbb\xbf"
+PREVIEW_LINE_BYTES = 64 * 1024
+# A JSON string literal, possibly cut off by the end of the prefix; then whether a colon follows (it is a key).
+_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)(?:"(\s*:)?|$)')
+TEXT_KEYS = ("content", "text", "prompt", "completion", "instruction", "input", "output", "response")
 
 # Every read of a dataset or an index goes through this, so a test can count the bytes a preview costs.
 open_file = open
@@ -126,33 +135,92 @@ class DatasetRowReader:
     def page(self, offset: int, limit: int) -> list:
         return [self.example(r) for r in range(offset, min(self.rows, offset + limit))]
 
-    def example(self, row: int):
+    def _locate(self, row: int) -> tuple[int, int]:
+        with open_file(index_path(self.dataset_path), "rb") as index:
+            index.seek(_HEADER.size + row * _RECORD.size)
+            return _RECORD.unpack(index.read(_RECORD.size))
+
+    def example(self, row: int, raw: bytes | None = None):
         """uds.formats.Example of `row`, parsed from its line alone."""
         from uds.formats import Example, detect_format, normalise_record
 
-        with open_file(index_path(self.dataset_path), "rb") as index:
-            index.seek(_HEADER.size + row * _RECORD.size)
-            offset, line = _RECORD.unpack(index.read(_RECORD.size))
-        with open_file(self.dataset_path, "rb") as handle:
-            raw = _read_line(handle, offset)
+        offset, line = self._locate(row)
+        if raw is None:
+            with open_file(self.dataset_path, "rb") as handle:
+                raw, _ = _read_line(handle, offset)
         record = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
         fmt = detect_format(record)
         if fmt is None:  # validated on upload: every stored row is in a known format
             raise ValueError(f"row {row} (line {line}) of {self.dataset_path} is in no known format")
         return Example(row=row, line=line, messages=normalise_record(record, fmt))
 
+    def preview(self, row: int, max_chars: int) -> str:
+        """The row's one-line preview from at most PREVIEW_LINE_BYTES of it."""
+        from uds.formats import example_preview
 
-def _read_line(handle, offset: int) -> bytes:
-    """The line starting at `offset`, read in small chunks up to its newline (never the rest of the file)."""
+        offset, _ = self._locate(row)
+        with open_file(self.dataset_path, "rb") as handle:
+            raw, whole = _read_line(handle, offset, PREVIEW_LINE_BYTES)
+        if whole:
+            return example_preview(self.example(row, raw), max_chars=max_chars)
+        return prefix_preview(raw, max_chars)
+
+
+def _read_line(handle, offset: int, limit: int | None = None) -> tuple[bytes, bool]:
+    """(line, whole): the line starting at `offset`, read in small chunks up to its newline (never the rest of the
+    file), or its first `limit` bytes (whole False) when it is longer."""
     handle.seek(offset)
-    parts = []
-    while chunk := handle.read(_LINE_CHUNK):
+    parts, size = [], 0
+    while chunk := handle.read(_LINE_CHUNK if limit is None else min(_LINE_CHUNK, limit + 1 - size)):
         end = chunk.find(b"\n")
         if end != -1:
             parts.append(chunk[:end])
-            break
+            return b"".join(parts), True
         parts.append(chunk)
-    return b"".join(parts)
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return b"".join(parts)[:limit], False
+    return b"".join(parts), True
+
+
+def _json_string(body: bytes) -> str:
+    """A JSON string literal's body, decoded; one cut off mid-escape loses only the broken escape."""
+    text = body.decode("utf-8", "ignore")
+    for end in range(len(text), max(-1, len(text) - 7), -1):
+        try:
+            return json.loads(f'"{text[:end]}"')
+        except ValueError:
+            continue
+    return text
+
+
+def prefix_preview(prefix: bytes, max_chars: int = 200) -> str:
+    """A preview from the first bytes of a row too long to parse whole: its texts in order, each after its role
+    ("user: ...") or its key ("prompt: ..."), as far as the prefix goes, ending in an ellipsis."""
+    from uds.formats import _cut
+
+    parts: list[str] = []
+    key = role = None
+    for match in _STRING.finditer(prefix):
+        if match.group(2):  # a key: the next string is its value
+            key = _json_string(match.group(1))
+            continue
+        value = _json_string(match.group(1))
+        if key == "role" or key == "from":
+            role = value
+        elif key in TEXT_KEYS or key == "value":
+            label = role if key in ("content", "value") and role else key
+            parts.append(f"{label}: {' '.join(value.split())}")
+            role = None
+        key = None
+        if sum(len(p) for p in parts) > max_chars:
+            break
+    return _cut(" | ".join(parts) + " …", max_chars)
+
+
+def previews_of(examples: DatasetRowReader | None, rows, max_chars: int = 200) -> dict[int, str | None]:
+    """row -> preview for a page of rows, each distinct row read once (a page of selections repeats rows)."""
+    return {row: row_preview(examples, row, max_chars) for row in set(rows)}
 
 
 def _index_rows(dataset_path: Path) -> int | None:
@@ -184,6 +252,4 @@ def examples_for(settings: Settings, dataset: Dataset | None) -> DatasetRowReade
 def row_preview(examples: DatasetRowReader | None, row: int, max_chars: int = 200) -> str | None:
     if examples is None or not 0 <= row < len(examples):
         return None
-    from uds.formats import example_preview
-
-    return example_preview(examples[row], max_chars=max_chars)
+    return examples.preview(row, max_chars)

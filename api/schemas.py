@@ -480,3 +480,6 @@ class Info(BaseModel):
     models: list[str]
     max_upload_bytes: int
     max_comparison_jobs: int = Field(description="most jobs one comparison may create (UDS_MAX_COMPARISON_JOBS)")
+    max_active_jobs: int = Field(
+        default=0, description="unfinished jobs a tenant may have (UDS_MAX_ACTIVE_JOBS); 0: none"
+    )

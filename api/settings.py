@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     generate_max_new_tokens: int = Field(default=256, ge=1, description="Largest max_new_tokens of one try-it request.")
     generate_max_seconds: float = Field(default=60.0, gt=0, description="Each answer stops after this long.")
     generate_per_tenant: int = Field(default=2, ge=1, description="Try-it requests a tenant may have unfinished.")
+    task_slots: int = Field(
+        default=2,
+        ge=1,
+        description="Embedded server: short tasks (try-it, exports) run at once, at most one per tenant, so one "
+        "tenant's long generation does not hold up another's.",
+    )
 
     # Webhooks (api/webhooks_targets.py, worker/webhooks.py) and tracker integrations (worker/integrations.py).
     allow_private_targets: bool | None = Field(

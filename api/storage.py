@@ -9,8 +9,12 @@
 - Retention (UDS_CHECKPOINT_RETENTION=final): once a job has succeeded its checkpoints (optimizer state, UDS
   buffer: up to gigabytes) are only good for resuming, which it will never do; they are deleted, the final
   adapter (`adapter/` and its archive) stays, and the checkpoint records stay with `available: false`.
-- Quota (UDS_TENANT_STORAGE_BYTES): a tenant's datasets + adapters + the checkpoint state its unfinished jobs may
-  keep. An upload or a job that would go over it is refused with 400 `storage_quota_exceeded`.
+- Quota (UDS_TENANT_STORAGE_BYTES): everything a tenant causes to be stored. Its datasets, every file under its
+  jobs' folders as they are on disk (adapters and their archives, checkpoints, exports of any kind, tracker runs:
+  counted by walking `jobs/<id>/`, so a new kind of artifact is counted without a change here), the try-it
+  requests and answers stored in the database, and what unfinished work may still write: the checkpoint state of
+  unfinished jobs, the size of the model for unfinished exports. An upload, a job, an export or a try-it request
+  that would go over it is refused with 400 `storage_quota_exceeded`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import logging
 import os
 import re
 import shutil
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
-from api.models import ACTIVE_STATUSES, Dataset, Job
+from api.models import ACTIVE_STATUSES, Dataset, Job, JobTask
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,14 +89,55 @@ def prune_finished_checkpoints(settings: Settings, session: Session) -> int:
     return pruned
 
 
-def tenant_usage(session: Session, tenant_id: int, reserved_per_job) -> int:
-    """Bytes counted against the tenant's quota: datasets, adapters, and `reserved_per_job(config)` for each
-    unfinished job (the checkpoint state it may keep)."""
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (links not followed; files vanishing meanwhile skipped)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def model_bytes(settings: Settings, model: str) -> int:
+    """What an export of `model` may write: its parameters at 4 bytes each (float32, the widest stored dtype we
+    write), 0 where the model's facts are not known yet."""
+    from api.services.models import base_models
+
+    facts = next((m.facts for m in base_models(settings) if m.name == model), None)
+    return 4 * (facts.parameters or 0) if facts is not None else 0
+
+
+def tenant_usage(settings: Settings, session: Session, tenant_id: int, reserved_per_job) -> int:
+    """Bytes counted against the tenant's quota (see the module's docstring); `reserved_per_job(config)` is the
+    checkpoint state an unfinished job may keep."""
     datasets = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
-    adapters = session.scalar(select(func.coalesce(func.sum(Job.adapter_bytes), 0)).where(Job.tenant_id == tenant_id))
-    active = session.scalars(select(Job.config).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES)))
+    jobs = session.execute(select(Job.id, Job.status, Job.config).where(Job.tenant_id == tenant_id)).all()
+    on_disk = 0
+    for job_id, status, config in jobs:
+        stored = folder_bytes(settings.job_dir(job_id))
+        # A running job's checkpoints so far are part of what it reserved, not on top of it.
+        on_disk += max(stored, reserved_per_job(config or {})) if status in ACTIVE_STATUSES else stored
+    models = {job_id: (config or {}).get("model", "") for job_id, _, config in jobs}
+    unfinished_exports = session.scalars(
+        select(JobTask.job_id).where(
+            JobTask.tenant_id == tenant_id, JobTask.kind == "export", JobTask.status.in_(("queued", "running"))
+        )
+    )
+    exports = sum(model_bytes(settings, models.get(job_id, "")) for job_id in unfinished_exports)
+    # Try-it requests and answers live in the database, not the data folder: their JSON, as stored.
+    stored_json = func.coalesce(func.length(cast(JobTask.params, String)), 0) + func.coalesce(
+        func.length(cast(JobTask.result, String)), 0
+    )
+    generations = session.scalar(
+        select(func.coalesce(func.sum(stored_json), 0)).where(
+            JobTask.tenant_id == tenant_id, JobTask.kind == "generate"
+        )
+    )
     # coalesce(sum, 0) is never NULL; `or 0` only tells the type checker so.
-    return int(datasets or 0) + int(adapters or 0) + sum(reserved_per_job(config or {}) for config in active)
+    return int(datasets or 0) + on_disk + exports + int(generations or 0)
 
 
 def check_quota(
@@ -100,7 +146,7 @@ def check_quota(
     """400 `storage_quota_exceeded` when `adding` more bytes would take the tenant over UDS_TENANT_STORAGE_BYTES."""
     if not settings.tenant_storage_bytes:
         return
-    used = tenant_usage(session, tenant_id, reserved_per_job)
+    used = tenant_usage(settings, session, tenant_id, reserved_per_job)
     if used + adding > settings.tenant_storage_bytes:
         raise APIError(
             400,

@@ -25,7 +25,7 @@ def _error(task: JobTask) -> TaskError | None:
 
 
 class ExportCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     kind: Literal["merged", "gguf"] = Field(
         default="merged",
         description="merged: base + adapter as one transformers folder (.tar.gz). gguf: one GGUF file for "
@@ -86,13 +86,13 @@ def export_public(task: JobTask) -> ExportPublic:
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=32_000)
 
 
 class GenerateCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` is not 1: a 400 naming the field
     prompt: str | None = Field(default=None, max_length=32_000, description="One user message; or give messages.")
     messages: list[ChatMessage] | None = Field(default=None, max_length=64)
     max_new_tokens: int = Field(default=128, ge=1)
@@ -129,6 +129,12 @@ class GenerationPublic(BaseModel):
     temperature: float
     fine_tuned: Answer | None = Field(default=None, description="Base model + this job's adapter.")
     base: Answer | None = Field(default=None, description="The base model alone, for comparison.")
+    prompt_tokens: int | None = Field(default=None, description="Tokens of the prompt the model was given.")
+    prompt_truncated: bool = Field(
+        default=False,
+        description="The conversation was longer than the model's context minus max_new_tokens and was cut from "
+        "the left (oldest turns first).",
+    )
     cancel_requested: bool = False
     error: TaskError | None = None
     created_at: dt.datetime
@@ -146,6 +152,8 @@ def generation_public(task: JobTask) -> GenerationPublic:
         temperature=task.params["temperature"],
         fine_tuned=result.get("fine_tuned"),
         base=result.get("base"),
+        prompt_tokens=result.get("prompt_tokens"),
+        prompt_truncated=bool(result.get("prompt_truncated")),
         cancel_requested=task.cancel_requested,
         error=_error(task),
         created_at=task.created_at,

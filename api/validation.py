@@ -4,15 +4,20 @@
 - Numbers: NaN and infinities (Postgres JSONB refuses them; on SQLite they were stored and broke every later read
   of the tenant's metadata-filtered lists), and integers outside the 32-bit columns they go into (`seed`).
 - URLs: a NUL in the path or the query string, and paths longer than any route needs.
+
+Every JSON request body is walked once, at the edge (`json_body_problem`, called by the body-size middleware that
+has read it anyway), so no route can forget a field: a webhook's description, a try-it prompt and whatever a later
+route adds are refused alike, on SQLite (which would store them) as on Postgres (which fails with a 500).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from api.errors import param_error, send_error
+from api.errors import APIError, param_error, send_error
 
 INT32_MAX = 2**31 - 1
 MAX_PATH_CHARS = 2048
@@ -43,6 +48,25 @@ def check_values(value: Any, param: str) -> None:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             check_values(item, f"{param}.{index}")
+
+
+def json_body_problem(body: bytes) -> APIError | None:
+    """The 400 for the first unstorable text or number in a JSON request body, naming its field ("messages.0.content");
+    None for a clean body, and for one that is not JSON (the route's parser says where its syntax breaks)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    try:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check_values(key, "body")
+                check_values(item, key)
+        else:
+            check_values(value, "body")
+    except APIError as exc:
+        return exc
+    return None
 
 
 def check_int32(value: int | None, param: str) -> None:

@@ -187,16 +187,34 @@ class MirroredLogger:
             self.failures.put((tracker.name, f"{what} ({type(exc).__name__}: {str(exc)[:300]})"))
 
 
+def check_target(spec: dict, allow_private: bool) -> None:
+    """A tracker's URI checked again where it is used (the submit-time check may be days old, and DNS may point
+    elsewhere now): TargetError for a target this deployment refuses. Where private targets are refused, MLflow
+    follows no redirect either (a 307 to an internal address would bypass the check)."""
+    from api.targets import check_url
+
+    if spec.get("type") != "mlflow":
+        return
+    if not allow_private:
+        os.environ["MLFLOW_ALLOW_HTTP_REDIRECTS"] = "false"
+    check_url(spec["tracking_uri"], allow_private, ("http", "https", "file"))
+
+
 @contextlib.contextmanager
-def mirror_metrics(inner, integrations: list[dict] | None, job_id: str, job_dir: str):
+def mirror_metrics(inner, integrations: list[dict] | None, job_id: str, job_dir: str, allow_private: bool = False):
     """`inner` itself when the job names no integration; else a MirroredLogger closed on the way out."""
+    from api.targets import TargetError
+
     if not integrations:
         yield inner
         return
     trackers = []
     for spec in integrations:
         try:
+            check_target(spec, allow_private)
             trackers.append(make_tracker(spec, job_id, job_dir))
+        except TargetError as exc:
+            inner.log_event("integration", f"{spec.get('type')}: refused target: {exc}; ignored.", level="warning")
         except ValueError as exc:
             inner.log_event("integration", f"{exc}; ignored.", level="warning")
     mirrored = MirroredLogger(inner, trackers)

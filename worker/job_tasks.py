@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from api.db import migrate, session_factory
 from api.models import Job, JobTask, utcnow
@@ -164,21 +164,24 @@ def export_task(settings: Settings, sessions, task: JobTask, job: Job, stop_even
 
 def generate_task(settings: Settings, sessions, task: JobTask, job: Job, stop_event=None) -> dict:
     from uds.export import load_with_adapter
-    from uds.tryit import generate_pair
+    from uds.tryit import PromptTooLong, generate_pair
 
     base, adapter = _base_and_adapter(settings, job)
     model, tokenizer = load_with_adapter(base, str(adapter), device=settings.device)
     params = task.params
-    result = generate_pair(
-        model,
-        tokenizer,
-        params["messages"],
-        max_new_tokens=params["max_new_tokens"],
-        temperature=params["temperature"],
-        seed=params.get("seed", 0),
-        max_seconds=settings.generate_max_seconds,
-        should_stop=_cancel_check(sessions, task.id, stop_event),
-    )
+    try:
+        result = generate_pair(
+            model,
+            tokenizer,
+            params["messages"],
+            max_new_tokens=params["max_new_tokens"],
+            temperature=params["temperature"],
+            seed=params.get("seed", 0),
+            max_seconds=settings.generate_max_seconds,
+            should_stop=_cancel_check(sessions, task.id, stop_event),
+        )
+    except PromptTooLong as exc:
+        raise TaskFailure("prompt_too_long", f"max_new_tokens leaves no room for the prompt: {exc}.") from exc
     return {"result": result}
 
 
@@ -204,19 +207,42 @@ RUNNERS = {"export": export_task, "generate": generate_task}
 
 
 class TaskWorker(threading.Thread):
-    """`uds serve` without a broker: runs queued tasks oldest first, woken by the dispatcher's task event."""
+    """`uds serve` without a broker: runs queued tasks in up to `settings.task_slots` threads, at most one per
+    tenant, tenants in turns (the least recently started first, worker/fairness.py), so one tenant's generation
+    never holds up another's; woken by the dispatcher's task event and whenever a slot frees."""
 
     def __init__(self, settings: Settings, wakeup: threading.Event | None = None):
         super().__init__(name="uds-task-worker", daemon=True)
         self.settings = settings
         self.wakeup = wakeup or threading.Event()
         self.stopping = threading.Event()
+        self.running: dict[str, int] = {}  # task id -> tenant id, of the tasks this thread has started
+        self.threads: list[threading.Thread] = []
 
-    def next_task(self) -> str | None:
+    def next_task(self) -> tuple[str, int] | None:
+        """(task id, tenant id): the oldest queued task of the next tenant in turn that has no task running here."""
+        from worker.fairness import QueuedJob, next_job_order
+
+        busy = set(self.running.values())
         with session_factory(self.settings.sqlalchemy_url)() as session:
-            return session.scalar(
-                select(JobTask.id).where(JobTask.status == "queued").order_by(JobTask.created_at, JobTask.id).limit(1)
+            queued = [
+                QueuedJob(*row)
+                for row in session.execute(
+                    select(JobTask.id, JobTask.tenant_id, JobTask.created_at).where(
+                        JobTask.status == "queued", JobTask.tenant_id.not_in(busy)
+                    )
+                )
+            ]
+            last_started = dict(
+                session.execute(
+                    select(JobTask.tenant_id, func.max(JobTask.started_at))
+                    .where(JobTask.tenant_id.in_({q.tenant_id for q in queued}))
+                    .group_by(JobTask.tenant_id)
+                ).all()
             )
+        order = next_job_order(queued, last_started)
+        tenant = {q.id: q.tenant_id for q in queued}
+        return (order[0], tenant[order[0]]) if order else None
 
     def run(self) -> None:
         migrate(self.settings.sqlalchemy_url)
@@ -226,17 +252,31 @@ class TaskWorker(threading.Thread):
                 if time.monotonic() - last_sweep > self.settings.stale_after_seconds / 2:
                     recover_tasks(self.settings)  # tasks a previous process left running (worker/task_recovery.py)
                     last_sweep = time.monotonic()
-                task_id = self.next_task()
-                if task_id is None:
+                picked = self.next_task() if len(self.running) < self.settings.task_slots else None
+                if picked is None:
                     self.wakeup.wait(self.settings.embedded_poll_seconds)
                     self.wakeup.clear()
                     continue
-                log.info("task %s: %s", task_id, run_task(task_id, this_worker(), self.settings, self.stopping))
+                self.running[picked[0]] = picked[1]
+                thread = threading.Thread(target=self._run_one, args=(picked[0],), name=f"uds-task-{picked[0]}")
+                self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+                thread.start()
             except Exception:
                 log.exception("task worker loop error")
                 self.stopping.wait(self.settings.embedded_poll_seconds)
+
+    def _run_one(self, task_id: str) -> None:
+        try:
+            log.info("task %s: %s", task_id, run_task(task_id, this_worker(), self.settings, self.stopping))
+        except Exception:
+            log.exception("task %s: worker error", task_id)
+        finally:
+            self.running.pop(task_id, None)
+            self.wakeup.set()  # a slot is free
 
     def stop(self, timeout: float = 30) -> None:
         self.stopping.set()
         self.wakeup.set()
         self.join(timeout)
+        for thread in list(self.threads):
+            thread.join(timeout)

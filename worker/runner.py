@@ -277,7 +277,14 @@ def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     try:
         with _reporting(claimed, config, stop_event) as logger:
             limited = TimeLimitedLogger(logger, claimed.job.started_at, claimed.settings.max_job_seconds)
-            with mirror_metrics(limited, claimed.job.integrations, claimed.id, str(claimed.output_dir)) as reporter:
+            mirror = mirror_metrics(
+                limited,
+                claimed.job.integrations,
+                claimed.id,
+                str(claimed.output_dir),
+                allow_private=claimed.settings.private_targets_allowed,
+            )
+            with mirror as reporter:
                 result = train(config, reporter, resume=True, allowed_models=claimed.settings.models)
     except TrainingError as exc:
         raise JobFailure(exc.code, exc.message) from exc

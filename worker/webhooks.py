@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from api.db import session_factory
 from api.models import Webhook, WebhookDelivery, utcnow
 from api.settings import Settings
-from api.targets import TargetError, check_url
+from api.targets import TargetError, pin
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,11 @@ class Attempt:
 def send(client: httpx.Client, settings: Settings, url: str, secret: str, msg_id: str, body: str) -> Attempt:
     started = time.monotonic()
     try:
-        check_url(url, settings.private_targets_allowed)  # again at send time: DNS may point elsewhere by now
+        # Checked again at send time (DNS may point elsewhere by now) and sent to the address just checked.
+        target, pinned_headers, extensions = pin(url, settings.private_targets_allowed)
         timestamp = int(time.time())
         response = client.post(
-            url,
+            target,
             content=body.encode(),
             headers={
                 "content-type": "application/json",
@@ -71,7 +72,10 @@ def send(client: httpx.Client, settings: Settings, url: str, secret: str, msg_id
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(secret, msg_id, timestamp, body),
                 "user-agent": "uds-webhooks/1",
+                **pinned_headers,
             },
+            extensions=extensions,
+            follow_redirects=False,
         )
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Attempt(response.status_code, error, _ms(started))

@@ -115,7 +115,7 @@ class FineTuningJobCreate(BaseModel):
     training_file: str = Field(max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     suffix: str | None = Field(default=None, max_length=64)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, strict=True)  # `true` is not seed 1
     metadata: dict[str, str] | None = None
     hyperparameters: HyperparametersIn | None = None
     method: MethodIn | None = None

@@ -65,4 +65,5 @@ def info(request: Request, settings: SettingsDep):
         models=[m.name for m in base_models(settings)],
         max_upload_bytes=settings.max_upload_bytes,
         max_comparison_jobs=settings.max_comparison_jobs,
+        max_active_jobs=settings.max_active_jobs,
     )

@@ -152,6 +152,7 @@ def job_selections(
         stmt = stmt.where(or_(Selection.step < s, and_(Selection.step == s, Selection.row > r)))
     rows, has_more = fetch_page(session, stmt.order_by(Selection.step.desc(), Selection.row), limit)
     examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
+    shown = previews.previews_of(examples, (s.row for s in rows))
     data = [
         SelectionPublic(
             id=f"{s.step}:{s.row}",
@@ -161,7 +162,7 @@ def job_selections(
             utility=s.utility,
             diversity=s.diversity,
             score=s.score,
-            preview=previews.row_preview(examples, s.row),
+            preview=shown[s.row],
         )
         for s in rows
     ]
@@ -194,6 +195,7 @@ def selection_summary(
     rows = rows[:limit]
     rows_seen = session.scalar(select(func.count(func.distinct(Selection.row))).where(Selection.job_id == job.id))
     examples = previews.examples_for(settings, session.get(Dataset, job.dataset_id)) if rows else None
+    shown = previews.previews_of(examples, (r for r, *_ in rows))
     data = [
         RowSummary(
             row=r,
@@ -201,7 +203,7 @@ def selection_summary(
             times_candidate=int(tc),
             mean_score=avg,
             last_step=last,
-            preview=previews.row_preview(examples, r),
+            preview=shown[r],
         )
         for r, ts, tc, avg, last in rows
     ]

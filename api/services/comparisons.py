@@ -408,7 +408,7 @@ def delete_comparison(session: Session, settings: Settings, comparison: Comparis
         job = session.get(Job, job_id, populate_existing=True)
         try:
             if job is not None:
-                job_service.delete_job(session, settings, job)
+                job_service.delete_job(session, settings, job, with_its_comparison=True)
         except APIError as exc:
             if exc.status_code != 404:
                 raise

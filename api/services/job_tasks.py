@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from api.costs import checkpoint_state_bytes
 from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
+from api.limits import count_locked
 from api.models import Job, JobTask, Tenant, utcnow
 from api.settings import Settings
+from api.storage import check_quota, model_bytes
 from uds.gguf_support import GGUFUnsupported, check_exportable  # torch-free: reads the model's JSON files
 from uds.registry import get_registered
 from uds.tiny import TINY_MODEL
@@ -34,7 +38,16 @@ def _require_succeeded(job: Job, what: str) -> None:
         )
 
 
-def create_task(session: Session, dispatcher: Dispatcher, job: Job, kind: str, params: dict) -> JobTask:
+def create_task(
+    session: Session,
+    dispatcher: Dispatcher,
+    job: Job,
+    kind: str,
+    params: dict,
+    cap: Callable[[Session], None] | None = None,
+) -> JobTask:
+    """Store and dispatch a task; `cap(session)` runs after the row is flushed and before the commit, so a
+    per-tenant cap counts concurrent creations in turn (api/limits.count_locked); it rolls back and raises."""
     task = JobTask(
         id=PREFIXES[kind] + secrets.token_hex(12),
         tenant_id=job.tenant_id,
@@ -46,6 +59,9 @@ def create_task(session: Session, dispatcher: Dispatcher, job: Job, kind: str, p
         created_at=utcnow(),
     )
     session.add(task)
+    if cap is not None:
+        session.flush()
+        cap(session)
     session.commit()
     try:
         dispatcher.enqueue_task(task.id)
@@ -78,6 +94,10 @@ def request_export(
         if _export_params(task) == params:
             session.commit()
             return task, False
+    # Every kind counts alike against the quota: the archive lands under the job's folder.
+    model = job.config.get("model", job.model)
+    reserve = model_bytes(settings, model)
+    check_quota(settings, session, job.tenant_id, reserve, "this export", "kind", checkpoint_state_bytes)
     return create_task(session, dispatcher, job, "export", params), True
 
 
@@ -124,19 +144,52 @@ def request_generation(session: Session, dispatcher: Dispatcher, settings: Setti
             code="invalid_value",
             param="max_new_tokens",
         )
-    unfinished = session.execute(
-        select(func.count())
-        .select_from(JobTask)
-        .where(JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED))
-    ).scalar_one()
-    if unfinished >= settings.generate_per_tenant:
-        raise APIError(
-            429,
-            f"{unfinished} try-it requests of yours are still running (at most "
-            f"{settings.generate_per_tenant}); wait for one or cancel it.",
-            code="too_many_generations",
+    _check_room_for_a_prompt(settings, job, params["max_new_tokens"])
+    check_quota(
+        settings,
+        session,
+        job.tenant_id,
+        len(json.dumps(params)),
+        "this try-it request",
+        "prompt",
+        checkpoint_state_bytes,
+    )
+
+    def cap(session: Session) -> None:
+        unfinished = count_locked(
+            session,
+            job.tenant_id,
+            select(func.count())
+            .select_from(JobTask)
+            .where(JobTask.tenant_id == job.tenant_id, JobTask.kind == "generate", JobTask.status.in_(UNFINISHED)),
         )
-    return create_task(session, dispatcher, job, "generate", params)
+        if unfinished > settings.generate_per_tenant:
+            session.rollback()
+            raise APIError(
+                429,
+                f"{unfinished - 1} try-it requests of yours are still running (at most "
+                f"{settings.generate_per_tenant}); wait for one or cancel it.",
+                code="too_many_generations",
+            )
+
+    return create_task(session, dispatcher, job, "generate", params, cap)
+
+
+def _check_room_for_a_prompt(settings: Settings, job: Job, max_new_tokens: int) -> None:
+    """The answer and the prompt share the model's context: the worker cuts a long prompt to what is left (from
+    the left), so max_new_tokens must leave some. Known only once the model's facts are (a registered model)."""
+    from api.services.models import base_models
+
+    name = job.config.get("model", job.model)
+    context = next((m.facts.context_length for m in base_models(settings) if m.name == name), None)
+    if context is not None and max_new_tokens > context // 2:
+        raise APIError(
+            400,
+            f"max_new_tokens {max_new_tokens} leaves too little of {name}'s context of {context} tokens for the "
+            f"prompt; use at most {context // 2}.",
+            code="invalid_value",
+            param="max_new_tokens",
+        )
 
 
 def tenant_task(session: Session, tenant: Tenant, task_id: str, kind: str) -> JobTask:

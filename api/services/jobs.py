@@ -17,6 +17,7 @@ from api.errors import APIError, not_found, param_error
 from api.events import add_event
 from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
 from api.integration_schemas import check_integrations
+from api.limits import count_locked
 from api.models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -195,10 +196,11 @@ def check_active_jobs(session: Session, tenant: Tenant, settings: Settings, addi
     raises when over it."""
     if not settings.max_active_jobs:
         return
-    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
-    active = session.execute(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_STATUSES))
-    ).scalar_one()
+    active = count_locked(
+        session,
+        tenant.id,
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_STATUSES)),
+    )
     if active > settings.max_active_jobs:
         session.rollback()
         cap = f"UDS_MAX_ACTIVE_JOBS={settings.max_active_jobs}"
@@ -259,11 +261,21 @@ def _not_cancellable(job: Job) -> APIError:
     )
 
 
-def delete_job(session: Session, settings: Settings, job: Job) -> None:
+def delete_job(session: Session, settings: Settings, job: Job, with_its_comparison: bool = False) -> None:
     """A finished job (succeeded, failed, cancelled) and everything of it: its rows (events, metrics, selections,
     checkpoints, result files, exports and try-it answers, sent webhook deliveries) and its folder `jobs/<id>`.
-    409 `job_not_finished` while it is queued or running, 409 `job_in_use` while an export or try-it of it is."""
+    409 `job_not_finished` while it is queued or running, 409 `job_in_use` while an export or try-it of it is,
+    409 `job_in_comparison` for a run of a comparison unless the comparison itself is being deleted: its report
+    would otherwise go on claiming a complete set of paired runs."""
     job_id = job.id
+    if job.comparison_id is not None and not with_its_comparison:
+        raise APIError(
+            409,
+            f"Job {job_id} is a run of comparison {job.comparison_id}, whose report pairs it with the others; delete "
+            f"the comparison (DELETE /api/v1/comparisons/{job.comparison_id}) to delete its runs.",
+            code="job_in_comparison",
+            param="id",
+        )
     # Postgres: wait for a claim or cancel in flight on this row, and keep task creations (their foreign key takes
     # a share lock on it) out until we commit.
     session.execute(select(Job.id).where(Job.id == job_id).with_for_update())

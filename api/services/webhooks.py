@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
+from api.limits import count_locked
 from api.models import Tenant, Webhook, WebhookDelivery, utcnow
 from api.pagination import newest_first
 from api.settings import Settings
@@ -26,16 +27,6 @@ def create_webhook(session: Session, tenant: Tenant, settings: Settings, body: W
         check_url(body.url, settings.private_targets_allowed)
     except TargetError as exc:
         raise APIError(400, f"url: {exc}.", code="invalid_url", param="url") from None
-    count = session.execute(
-        select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id)
-    ).scalar_one()
-    if count >= settings.max_webhooks_per_tenant:
-        raise APIError(
-            400,
-            f"You have {count} webhooks, the most this server keeps per tenant "
-            f"(UDS_MAX_WEBHOOKS_PER_TENANT); delete one first.",
-            code="too_many_webhooks",
-        )
     hook = Webhook(
         id="wh_" + secrets.token_hex(12),
         tenant_id=tenant.id,
@@ -46,6 +37,18 @@ def create_webhook(session: Session, tenant: Tenant, settings: Settings, body: W
         created_at=utcnow(),
     )
     session.add(hook)
+    session.flush()
+    count = count_locked(
+        session, tenant.id, select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant.id)
+    )
+    if count > settings.max_webhooks_per_tenant:
+        session.rollback()
+        raise APIError(
+            400,
+            f"You have {count - 1} webhooks, the most this server keeps per tenant "
+            f"(UDS_MAX_WEBHOOKS_PER_TENANT); delete one first.",
+            code="too_many_webhooks",
+        )
     session.commit()
     return hook
 

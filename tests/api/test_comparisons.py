@@ -309,6 +309,16 @@ def test_a_bad_request_is_refused_naming_the_field_and_leaves_nothing(
     assert_nothing_left(client, key)
 
 
+def test_the_defaults_fit_the_default_caps(client, key, datasets):
+    """Only the two datasets: every selector at the default budgets, full, default seeds; within the default
+    UDS_MAX_ACTIVE_JOBS, UDS_MAX_COMPARISON_JOBS and rate limit of a fresh key."""
+    defaults = Settings()
+    created = post(client, key, **datasets).json()
+    assert created["counts"]["total"] == 27 <= min(defaults.max_active_jobs, defaults.max_comparison_jobs)
+    assert created["counts"]["total"] <= defaults.create_burst - 2  # after the two uploads
+    cancel_all(client, key)
+
+
 def test_too_large_names_the_count_and_the_limit(client, key, datasets):
     error = post(client, key, expect=400, **datasets, seeds=10).json()["error"]
     assert "90 jobs" in error["message"] and "60" in error["message"] and "UDS_MAX_COMPARISON_JOBS" in error["message"]
@@ -390,6 +400,12 @@ def test_defaults_dispatch_seed_by_seed_then_cancel_and_delete(client, key, data
     assert report["complete"] is True and report["notes"] == [
         "18 runs were cancelled and are left out of the paired differences."
     ]
+    # Its runs go with it, never one by one: the report would go on counting runs that are gone.
+    for run in comparison["runs"][:2]:
+        alone = client.delete(f"/api/v1/jobs/{run['job_id']}", headers=bearer(key))
+        assert alone.status_code == 409 and alone.json()["error"]["code"] == "job_in_comparison", alone.text
+        assert comparison["id"] in alone.json()["error"]["message"]
+    assert get(client, key, f"/comparisons/{comparison['id']}")["counts"]["total"] == 18
 
     deleted = client.delete(f"/api/v1/comparisons/{comparison['id']}", headers=bearer(key))
     assert deleted.status_code == 200 and deleted.json() == {

@@ -83,6 +83,35 @@ def test_storage_quota(client, key, settings):
         refused(create_job(small, key, first.json()["id"], expect=None), "keep_checkpoints", "storage_quota_exceeded")
 
 
+def test_storage_quota_counts_everything_stored_for_the_tenant(client, key, settings, dataset, database_url):
+    """Exports of any kind, checkpoints and other files under a job's folder count, as the datasets do: two merged
+    exports of 7.8 MB each used to leave a 5 MB quota open to the next upload."""
+    from api.db import session_factory
+    from api.models import Job, utcnow
+
+    job = create_job(client, key, dataset["id"]).json()["id"]
+    with session_factory(database_url).begin() as session:
+        session.get(Job, job).status, session.get(Job, job).finished_at = "succeeded", utcnow()
+    quota = {"tenant_storage_bytes": 5_000_000}
+    with TestClient(create_app(settings.model_copy(update=quota))) as small:
+        upload(small, key, jsonl(chat_rows(3)))  # room left
+        exports = settings.job_dir(job) / "exports"
+        exports.mkdir(parents=True)
+        (exports / "export-a.tar.gz").write_bytes(b"m" * 2_500_000)  # a merged export
+        (exports / "export-b.gguf").write_bytes(b"g" * 2_500_000)  # any other kind is counted alike
+        refused(upload(small, key, jsonl(chat_rows(3)), expect=None), "file", "storage_quota_exceeded")
+        again = small.post(f"/api/v1/jobs/{job}/exports", headers=bearer(key), json={"kind": "merged"})
+        refused(again, "kind", "storage_quota_exceeded")
+        tryit = small.post(f"/api/v1/jobs/{job}/generate", headers=bearer(key), json={"prompt": "hi"})
+        refused(tryit, "prompt", "storage_quota_exceeded")
+        (exports / "export-b.gguf").unlink()
+        (settings.job_dir(job) / "checkpoints" / "step-3").mkdir(parents=True)  # a failed job's checkpoints too
+        (settings.job_dir(job) / "checkpoints" / "step-3" / "state.pt").write_bytes(b"c" * 2_500_000)
+        refused(upload(small, key, jsonl(chat_rows(3)), expect=None), "file", "storage_quota_exceeded")
+        (settings.job_dir(job) / "checkpoints" / "step-3" / "state.pt").unlink()
+        upload(small, key, jsonl(chat_rows(3)))
+
+
 # ---- items 4 and 6: upload forms ------------------------------------------------------------------------------
 
 
@@ -172,6 +201,41 @@ def test_lone_surrogates_and_nan_are_400(client, key, dataset, raw, param):
     refused(response, param, "invalid_value")
 
 
+@pytest.fixture
+def finished_job(client, key, dataset, database_url):
+    from api.db import session_factory
+    from api.models import Job, JobTask, utcnow
+
+    job = create_job(client, key, dataset["id"]).json()["id"]
+    with session_factory(database_url).begin() as session:
+        session.get(Job, job).status, session.get(Job, job).finished_at = "succeeded", utcnow()
+    yield job
+    with session_factory(database_url).begin() as session:  # nothing left queued for later tests' sweeps
+        for task in session.query(JobTask).filter(JobTask.job_id == job):
+            task.status = "cancelled"
+
+
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/api/v1/webhooks", {"url": "https://example.com/a", "description": "a\x00b"}, "description"),
+        ("/api/v1/webhooks", {"url": "https://example.com/a\x00"}, "url"),
+        ("/api/v1/jobs/{job}/generate", {"prompt": "hi\x00"}, "prompt"),
+        ("/api/v1/jobs/{job}/generate", {"messages": [{"role": "user", "content": "\x00"}]}, "messages.0.content"),
+        ("/api/v1/jobs/{job}/generate", {"prompt": "\ud800"}, "prompt"),
+        ("/api/v1/jobs/{job}/cancel", {"x": "\x00"}, "x"),  # a body no route reads is still checked
+    ],
+)
+def test_unstorable_text_in_any_json_body_is_400_on_both_databases(client, key, finished_job, path, body, param):
+    import json
+
+    raw = json.dumps(body)  # NUL and the lone surrogate go as JSON escapes (\u0000, \ud800)
+    response = client.post(
+        path.format(job=finished_job), headers={**bearer(key), "Content-Type": "application/json"}, content=raw
+    )
+    refused(response, param, "invalid_value")
+
+
 @pytest.mark.parametrize(
     "url", ["/api/v1/jobs?after=a%00b", "/api/v1/jobs/ftjob-%00", "/static/a%00b", "/static/" + "a" * 5000]
 )
@@ -210,6 +274,18 @@ def test_cross_origin_state_changes_are_refused(keyless):
         "/api/v1/datasets", headers={"Sec-Fetch-Site": "cross-site"}, files={"file": ("a.jsonl", jsonl(chat_rows(3)))}
     )
     assert blind.status_code == 403
+    # Another program on another loopback port is another origin (the port counts), multipart or not.
+    for origin in ("http://127.0.0.1:9999", "http://localhost:8000", "https://127.0.0.1:8000"):
+        other = keyless.post(
+            "/api/v1/datasets", headers={"Origin": origin}, files={"file": ("a.jsonl", jsonl(chat_rows(3)))}
+        )
+        assert other.status_code == 403 and other.json()["error"]["code"] == "cross_origin_request", origin
+    same = keyless.post(
+        "/api/v1/datasets",
+        headers={"Origin": "http://127.0.0.1:8000"},
+        files={"file": ("a.jsonl", jsonl(chat_rows(3)))},
+    )
+    assert same.status_code == 201, same.text
     # The dashboard (same origin) and tools (no Origin) still work.
     assert (
         keyless.post(f"/api/v1/jobs/{job['id']}/cancel", headers={"Origin": "http://127.0.0.1:8000"}).status_code == 200

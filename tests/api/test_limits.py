@@ -154,3 +154,71 @@ def test_rate_limit_can_be_switched_off(settings, database_url, limit):
         _, key = new_tenant_key(database_url)
         for _ in range(3):
             upload(client, key, jsonl(chat_rows(3)))
+
+
+def concurrently(n: int, call) -> list[int]:
+    """Status codes of `n` calls started at once (a barrier), as many clients racing each other."""
+    barrier, codes = threading.Barrier(n), []
+
+    def one():
+        barrier.wait()
+        codes.append(call().status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return sorted(codes)
+
+
+def test_the_generation_cap_holds_under_concurrent_requests(settings, database_url):
+    from api.models import JobTask, utcnow
+
+    with app_with(settings, generate_per_tenant=2, create_rate_per_minute=0) as client:
+        _, key = new_tenant_key(database_url)
+        dataset = upload(client, key, jsonl(chat_rows(4))).json()
+        job = create_job(client, key, dataset["id"]).json()["id"]
+        with session_factory(database_url).begin() as session:
+            session.get(Job, job).status, session.get(Job, job).finished_at = "succeeded", utcnow()
+        url = f"/api/v1/jobs/{job}/generate"
+        codes = concurrently(12, lambda: client.post(url, headers=bearer(key), json={"prompt": "hi"}))
+        assert codes == [202] * 2 + [429] * 10, codes
+        with session_factory(database_url).begin() as session:  # nothing left for later tests' sweeps
+            for task in session.scalars(select(JobTask).where(JobTask.job_id == job)):
+                task.status = "cancelled"
+
+
+def test_the_webhook_cap_holds_under_concurrent_requests(settings, database_url):
+    with app_with(settings, max_webhooks_per_tenant=16, allow_private_targets=True) as client:
+        _, key = new_tenant_key(database_url)
+        hook = {"url": "http://127.0.0.1:9/hook"}
+        codes = concurrently(24, lambda: client.post("/api/v1/webhooks", headers=bearer(key), json=hook))
+        assert codes == [201] * 16 + [400] * 8, codes
+        assert len(client.get("/api/v1/webhooks?limit=100", headers=bearer(key)).json()["data"]) == 16
+
+
+def test_a_comparison_costs_the_rate_limit_one_creation_per_job(settings, database_url):
+    with app_with(settings, create_rate_per_minute=6, create_burst=30) as client:
+        _, key = new_tenant_key(database_url)
+        train, held_out = (upload(client, key, jsonl(chat_rows(4))).json()["id"] for _ in range(2))  # 2 tokens
+        body = {"dataset_id": train, "eval_dataset_id": held_out, "methods": ["random"], "budgets": [0.25]}
+        first = client.post("/api/v1/comparisons", headers=bearer(key), json={**body, "seeds": 10})  # 20 jobs
+        assert first.status_code == 201, first.text
+        second = client.post("/api/v1/comparisons", headers=bearer(key), json={**body, "seeds": 10})  # 8 left
+        assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(second.headers["retry-after"]) >= 100  # 12 more tokens at one per 10 s
+        assert client.post("/api/v1/comparisons", headers=bearer(key), json={**body, "seeds": 4}).status_code == 201
+        with session_factory(database_url)() as session:
+            assert session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == train)) == 28
+        for comparison in client.get("/api/v1/comparisons", headers=bearer(key)).json()["data"]:
+            client.post(f"/api/v1/comparisons/{comparison['id']}/cancel", headers=bearer(key))
+
+
+def test_big_requests_wait_for_a_full_bucket_and_may_leave_it_in_debt():
+    buckets = MemoryBuckets(rate_per_second=1.0, burst=10)
+    assert buckets.take("k", 8) == 0  # 2 left
+    assert 7.9 < buckets.take("k", 10) <= 8.0  # needs the full 10
+    fresh = MemoryBuckets(rate_per_second=1.0, burst=10)
+    assert fresh.take("k", 45) == 0  # bigger than the burst: a full bucket lets it through, 35 in debt
+    assert 35.9 < fresh.take("k") <= 36.0

@@ -130,3 +130,29 @@ def test_row_labels_read_the_file_once_for_every_poll_of_a_report(tmp_path, monk
     assert previews.row_labels(path, "other") == (None,) * 51  # another field is another pass
     path.write_text('{"instruction": "q", "output": "a", "kind": "c"}\n')  # a changed file is read again
     assert previews.row_labels(path, "kind") == ("c",)
+
+
+def test_previews_of_huge_rows_read_a_bounded_prefix_once_per_row(client, key, settings, monkeypatch):
+    """Rows of 4 MB: a page of 1000 selections over three of them reads each row's first PREVIEW_LINE_BYTES once,
+    not 1000 x 4 MB, and still says whose words they are."""
+    huge = [
+        {
+            "messages": [
+                {"role": "user", "content": f"question {i} " + "w" * 4_000_000},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+        for i in range(3)
+    ]
+    uploaded = upload(
+        client,
+        key,
+        jsonl(huge + [{"messages": [{"role": "user", "content": "short"}, {"role": "assistant", "content": "row"}]}]),
+    ).json()
+    dataset = Dataset(id=uploaded["id"], storage_path=f"datasets/{uploaded['id']}.jsonl")
+    counter = ByteCounter(monkeypatch)
+    examples = previews.examples_for(settings, dataset)
+    shown = previews.previews_of(examples, [step % 4 for step in range(1000)])
+    assert counter.bytes < 4 * (previews.PREVIEW_LINE_BYTES + 1000)
+    assert shown[1].startswith("user: question 1 www") and shown[1].endswith("…") and len(shown[1]) <= 200
+    assert shown[3] == "user: short | assistant: row"  # a row that fits is previewed as before

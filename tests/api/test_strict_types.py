@@ -34,3 +34,34 @@ def test_an_integer_is_still_a_number(client, key, dataset):
     job = create_job(client, key, dataset["id"], budget=1, alpha=0, max_grad_norm=1).json()
     assert job["budget"] == 1.0
     client.post(f"/api/v1/jobs/{job['id']}/cancel", headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        (dict(max_new_tokens=True), "max_new_tokens"),
+        (dict(seed=True), "seed"),
+        (dict(temperature=True), "temperature"),
+        (dict(max_new_tokens="8"), "max_new_tokens"),
+    ],
+)
+def test_try_it_takes_json_types_as_they_are(client, key, dataset, database_url, fields, param):
+    from api.db import session_factory
+    from api.models import Job, utcnow
+
+    job = create_job(client, key, dataset["id"]).json()["id"]
+    with session_factory(database_url).begin() as session:
+        session.get(Job, job).status, session.get(Job, job).finished_at = "succeeded", utcnow()
+    response = client.post(
+        f"/api/v1/jobs/{job}/generate", headers={"Authorization": f"Bearer {key}"}, json={"prompt": "hi", **fields}
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
+def test_an_openai_seed_of_true_is_refused(client, key, dataset):
+    response = client.post(
+        "/v1/fine_tuning/jobs",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "uds-tiny", "training_file": dataset["id"], "seed": True},
+    )
+    assert response.status_code == 400 and "seed" in (response.json()["error"]["param"] or ""), response.text

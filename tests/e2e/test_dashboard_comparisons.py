@@ -78,8 +78,15 @@ def test_a_comparison_from_the_form_to_its_verdict_and_delete(server, datasets, 
     assert page.locator("nav.mainnav a[aria-current]").inner_text() == "Compare methods"
     assert page.is_visible("#comparison-form")
 
-    # The form: defaults (all four methods, 12.5% and 25%, 5 seeds, full) make 45 jobs; the count follows edits.
-    assert jobs_to_create(page) == "45"
+    # The form: defaults (all four methods, 12.5% and 25%, 3 seeds, full) make 27 jobs, within the default cap of
+    # 32 unfinished jobs; the count follows edits and says before submitting when it is over a limit.
+    assert jobs_to_create(page) == "27"
+    assert "over" not in page.locator("#c-count").inner_text()
+    page.fill("#c-seeds", "4")
+    assert "over this server's limit of 32 unfinished jobs" in page.locator("#c-count").inner_text()  # 36
+    page.fill("#c-seeds", "10")
+    assert "over this server's limit of 60 jobs per comparison" in page.locator("#c-count").inner_text()  # 90
+    page.fill("#c-seeds", "5")
     page.select_option("#c-dataset_id", train_id)
     page.select_option("#c-eval_dataset_id", held_out_id)
     assert page.locator("#c-model option").all_inner_texts() == ["uds-tiny"]

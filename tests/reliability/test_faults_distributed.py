@@ -9,7 +9,6 @@ redis-server on a free port, so restarting it disturbs no one else), with real c
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import time
@@ -23,7 +22,7 @@ from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
 from tests.utils.hold import StepHold
 from tests.utils.service import (
-    Process,
+    RedisServer,
     Server,
     Worker,
     distributed_env,
@@ -38,40 +37,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 KEY = "uds-faults-" + secrets.token_hex(16)
 JOB = {**TINY_JOB, "max_steps": 10, "checkpoint_every": 2}
-
-
-class RedisServer(Process):
-    """A redis-server of our own: restartable without touching the shared one on 6379."""
-
-    def __init__(self, port: int, log_path):
-        self.port = port
-        super().__init__(
-            [
-                shutil.which("redis-server"),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            os.environ.copy(),
-            log_path,
-        )
-        self.wait()
-
-    def wait(self) -> None:
-        import redis
-
-        def up():
-            try:
-                return redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-            except redis.RedisError:
-                return False
-
-        wait_for(up, 20, f"redis-server on {self.port}", on_timeout=self.log)
 
 
 @pytest.fixture(scope="module")

@@ -116,3 +116,53 @@ def test_the_generation_stop_check_sees_shutdown_at_once(sessions, add_task):
     assert check() is False
     stop.set()
     assert check() is True
+
+
+def test_one_tenants_generation_does_not_hold_up_anothers(settings, sessions, add_task, make_job, monkeypatch):
+    """Tenant A's generation is held running (as a long prefill would be); tenant B's, queued after A's second,
+    still runs: the embedded worker runs tasks in parallel slots, one per tenant, tenants in turn."""
+    release, holding = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def generation(settings, sessions, task, job, stop_event):
+        ran.append(task.id)
+        if task.id == held:
+            holding.set()
+            assert release.wait(30)
+        return {"result": {}}
+
+    monkeypatch.setitem(job_tasks.RUNNERS, "generate", generation)
+    held, second_of_a = add_task(status="queued", owner=None, attempts=0), add_task(status="queued", owner=None)
+    other_tenant_job = make_job(status="succeeded")
+    with sessions.begin() as session:  # make_job's tenant is shared; give this job a tenant of its own
+        from api.auth import get_or_create_tenant
+
+        other = get_or_create_tenant(session, "worker-tests-other")
+        session.get(Job, other_tenant_job).tenant_id = other.id
+        session.add(
+            JobTask(
+                id=(of_b := "gen-" + secrets.token_hex(12)),
+                tenant_id=other.id,
+                job_id=other_tenant_job,
+                kind="generate",
+                status="queued",
+                params=PARAMS,
+                cancel_requested=False,
+                created_at=utcnow(),
+            )
+        )
+    thread = job_tasks.TaskWorker(settings.model_copy(update={"task_slots": 2}))
+    thread.start()
+    try:
+        assert holding.wait(30)
+        deadline = dt.datetime.now() + dt.timedelta(seconds=60)
+        while state(sessions, of_b)[0] != "succeeded" and dt.datetime.now() < deadline:
+            thread.wakeup.wait(0.1)
+        assert state(sessions, of_b)[0] == "succeeded"
+        assert state(sessions, held)[0] == "running" and state(sessions, second_of_a)[0] == "queued"
+    finally:
+        release.set()
+        thread.stop(timeout=30)
+        with sessions.begin() as session:
+            session.execute(delete(JobTask).where(JobTask.id == of_b))
+    assert ran[:2] == [held, of_b] or ran[:2] == [of_b, held]

@@ -10,7 +10,7 @@ const POLL_MS = 2000;
 export const SELECTORS = ['uds', 'random', 'max_loss', 'max_grad'];
 export const UNFINISHED = new Set(['queued', 'running']);
 const DEFAULT_BUDGETS = [0.125, 0.25];
-const DEFAULT_SEEDS = 5;
+const DEFAULT_SEEDS = 3;  // 3 x (4 x 2 + 1) = 27 jobs: within the default cap of 32 unfinished jobs
 const MAX_BUDGETS = 4;
 
 // The shared training settings the form asks for by name; anything else goes in the JSON box. Defaults mirror
@@ -299,10 +299,15 @@ function buildForm(panel, { ctx, datasets, models }) {
     const n = jobCount(seeds, methods.length, budgets.values.length, fullBox.checked);
     countBox.dataset.jobs = String(n);
     const limit = ctx.info?.max_comparison_jobs;
+    const active = ctx.info?.max_active_jobs;  // unfinished jobs a tenant may have at once, these included
+    let over = null;
+    if (isNum(limit) && n > limit) over = ` · over this server's limit of ${limit} jobs per comparison`;
+    else if (isNum(active) && active > 0 && n > active) over = ` · over this server's limit of ${active} unfinished jobs per tenant`;
+    else if (isNum(active) && active > 0) over = h('span', { class: 'muted' }, ` · counts towards your ${active} unfinished jobs at most`);
     clear(countBox,
       h('strong', null, `${fmtInt(n)} jobs`),
       ` = ${seeds} seeds × (${methods.length} method${methods.length === 1 ? '' : 's'} × ${budgets.values.length} budget${budgets.values.length === 1 ? '' : 's'}${fullBox.checked ? ' + full data' : ''})`,
-      isNum(limit) && n > limit ? h('span', { class: 'error-text' }, ` · over this server's limit of ${limit}`) : null);
+      typeof over === 'string' ? h('span', { class: 'error-text' }, over) : over);
   }
 
   function clearErrors() {
