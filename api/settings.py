@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from uds.tiny import TINY_MODEL  # torch-free at import (tests/api/test_no_torch.py holds it so)
+from uds.smollm2 import REAL_MODEL  # torch-free at import, like uds.tiny (tests/api/test_no_torch.py holds it so)
+from uds.tiny import TINY_MODEL
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # A bootstrap key guarding a server other hosts can reach must be a real secret: api.auth.generate_key makes 47
@@ -57,7 +58,8 @@ class Settings(BaseSettings):
 
     # What users may submit.
     allowed_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated model names or local folders; uds-tiny is always allowed."
+        default_factory=list,
+        description="Comma-separated model names or local folders; uds-tiny and smollm2-135m-instruct are always allowed.",
     )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     min_examples: int = Field(default=10, ge=1)
@@ -218,8 +220,9 @@ class Settings(BaseSettings):
 
     @property
     def models(self) -> list[str]:
-        """The allow-list, uds-tiny first and always."""
-        return [TINY_MODEL] + [m for m in self.allowed_models if m != TINY_MODEL]
+        """The allow-list: the built-in models first and always, then UDS_ALLOWED_MODELS."""
+        builtins = [TINY_MODEL, REAL_MODEL]
+        return builtins + [m for m in self.allowed_models if m not in builtins]
 
     @property
     def auth_required(self) -> bool:

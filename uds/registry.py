@@ -6,7 +6,8 @@ headers (a JSON block at the start of each file), never from loading the weights
 A registration is one JSON file, `<models_dir>/registry/<slug>.json`, written under a temporary name and renamed,
 so two processes registering at once never leave half a file, and every worker that mounts the same data folder
 sees the same models (distributed mode: the shared volume). A hub model's files are downloaded into
-`<models_dir>/<slug>/`; a local folder stays where it is (it must be visible to the workers at the same path).
+`<models_dir>/<slug>/`, a GGUF file is converted into it (uds/gguf_import.py); a local folder stays where it is (it
+must be visible to the workers at the same path).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REGISTRY_FOLDER = "registry"
+# Sources whose folder `uds models add` made in the data folder (removing the model deletes it).
+CREATED_HERE = ("hub", "gguf")
 # The files a transformers causal LM needs; other formats in a hub repo (.bin, .gguf, .onnx) are left behind.
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 # config.json keys that hold the context length, in the order transformers' architectures use them.
@@ -70,10 +73,13 @@ class ModelFacts:
 class Registration:
     name: str
     path: str  # the folder to load; relative to the data folder when it is inside it
-    source: str  # "hub" or "folder"
+    source: str  # "hub", "folder" or "gguf"
     revision: str | None = None
     added_at: str = ""
     facts: ModelFacts = field(default_factory=ModelFacts)
+    # A GGUF import: the file's quantization ("Q4_1") and name (hub id/file for a hub download).
+    quantization: str | None = None
+    original_file: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "Registration":
@@ -87,6 +93,8 @@ class Registration:
             revision=data.get("revision"),
             added_at=data.get("added_at", ""),
             facts=facts,
+            quantization=data.get("quantization"),
+            original_file=data.get("original_file"),
         )
 
     def folder(self, models_dir: str | os.PathLike) -> Path:
@@ -237,7 +245,13 @@ def _stored_path(folder: Path, models_dir) -> str:
 
 
 def save_registration(
-    models_dir, name: str, folder: str | os.PathLike, source: str, revision: str | None = None
+    models_dir,
+    name: str,
+    folder: str | os.PathLike,
+    source: str,
+    revision: str | None = None,
+    quantization: str | None = None,
+    original_file: str | None = None,
 ) -> Registration:
     """Check `folder` (config.json, readable weights) and record it under `name`, replacing an older record."""
     folder = Path(folder).expanduser()
@@ -251,6 +265,8 @@ def save_registration(
         revision=revision,
         added_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         facts=facts,
+        quantization=quantization,
+        original_file=original_file,
     )
     target = _record_path(models_dir, name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -261,12 +277,13 @@ def save_registration(
 
 
 def remove_registration(models_dir, name: str) -> Registration:
-    """Forget `name`; a hub download in the data folder is deleted too (a user's own folder never is)."""
+    """Forget `name`; a hub download or GGUF conversion in the data folder is deleted too (a user's own folder never
+    is)."""
     registration = get_registered(models_dir, name)
     if registration is None:
         raise RegistryError(f"no registered model named {name!r} (`uds models list` shows them)")
     _record_path(models_dir, name).unlink()
-    if registration.source == "hub":
+    if registration.source in CREATED_HERE:
         shutil.rmtree(registration.folder(models_dir), ignore_errors=True)
     return registration
 

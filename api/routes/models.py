@@ -1,5 +1,5 @@
-"""/api/v1/models: the base models jobs may use (uds-tiny, registered models, the allow-list) with the facts a user
-chooses by, and the tenant's finished fine-tunes."""
+"""/api/v1/models: the base models jobs may use (the built-in ones, registered models, the allow-list) with the facts
+a user chooses by and where each came from, and the tenant's finished fine-tunes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def list_models(session: SessionDep, tenant: CurrentTenant, settings: SettingsDe
             owned_by="system",
             source=m.source,
             revision=m.revision,
+            quantization=m.quantization,
+            original_file=m.original_file,
             architecture=m.facts.architecture,
             parameters=m.facts.parameters,
             vocab_size=m.facts.vocab_size,

@@ -1,9 +1,10 @@
 """The base models jobs may use, with their facts, and the submit-time checks of a job against its model.
 
-Three sources, in this order: uds-tiny (always), the models an operator registered (`uds models add`, read from the
-shared data folder on every call, so a registration made by the CLI shows without a restart), and the hub ids of
-UDS_ALLOWED_MODELS (no facts until registered). Everything comes from config.json and safetensors headers
-(uds/registry.py): the API never loads a model.
+Four sources, in this order: the built-in real model smollm2-135m-instruct (when its wheel is installed or it was
+converted already: first, so it is what forms suggest), uds-tiny (always), the models an operator registered (`uds
+models add`, read from the shared data folder on every call, so a registration made by the CLI shows without a
+restart), and the hub ids of UDS_ALLOWED_MODELS (no facts until registered). Everything comes from config.json and
+safetensors headers (uds/registry.py): the API never loads a model.
 """
 
 from __future__ import annotations
@@ -13,32 +14,43 @@ from dataclasses import dataclass, field
 from api.errors import APIError
 from api.settings import Settings
 from uds.registry import ModelFacts, RegistryError, list_registered, read_facts  # torch-free
+from uds.smollm2 import GGUF_FILE, QUANTIZATION, REAL_MODEL, not_installed_message, wheel_gguf
 from uds.tiny import TINY_MODEL
+
+BUILTINS = (REAL_MODEL, TINY_MODEL)
 
 
 @dataclass
 class BaseModel:
     name: str
-    source: str  # "builtin", "hub", "folder" or "allow-list"
+    source: str  # "builtin", "hub", "folder", "gguf" or "allow-list"
     facts: ModelFacts = field(default_factory=ModelFacts)
     revision: str | None = None
+    quantization: str | None = None  # a GGUF import's quantization type
+    original_file: str | None = None  # and the file it came from
 
 
-def _tiny(settings: Settings) -> BaseModel:
-    folder = settings.models_dir / TINY_MODEL
+def _builtin(settings: Settings, name: str, **provenance) -> BaseModel:
     try:
-        facts = read_facts(folder)
+        facts = read_facts(settings.models_dir / name)
     except (RegistryError, OSError):
-        facts = ModelFacts()  # built on first use by a worker; its facts show from then on
-    return BaseModel(TINY_MODEL, "builtin", facts)
+        facts = ModelFacts()  # made on first use by a worker; its facts show from then on
+    return BaseModel(name, "builtin", facts, **provenance)
+
+
+def _real_model_usable(settings: Settings) -> bool:
+    return (settings.models_dir / REAL_MODEL / "config.json").is_file() or wheel_gguf() is not None
 
 
 def base_models(settings: Settings) -> list[BaseModel]:
-    models = [_tiny(settings)]
+    models = []
+    if _real_model_usable(settings):
+        models.append(_builtin(settings, REAL_MODEL, quantization=QUANTIZATION, original_file=GGUF_FILE))
+    models.append(_builtin(settings, TINY_MODEL))
     models += [
-        BaseModel(r.name, r.source, r.facts, r.revision)
+        BaseModel(r.name, r.source, r.facts, r.revision, r.quantization, r.original_file)
         for r in list_registered(settings.models_dir)
-        if r.name != TINY_MODEL
+        if r.name not in BUILTINS
     ]
     known = {m.name for m in models}
     models += [BaseModel(name, "allow-list") for name in settings.allowed_models if name not in known]
@@ -51,11 +63,13 @@ def base_model(settings: Settings, name: str) -> BaseModel:
     for model in models:
         if model.name == name:
             return model
+    if name == REAL_MODEL:
+        raise APIError(400, f"{not_installed_message()}.", code="model_not_found", param="model")
     raise APIError(
         400,
         f"Model {name!r} is not available on this server; available: "
         f"{', '.join(m.name for m in models)}. An operator adds models with "
-        "`uds models add <hub-id-or-folder>` (or lists hub ids in UDS_ALLOWED_MODELS).",
+        "`uds models add <hub-id, folder or .gguf file>` (or lists hub ids in UDS_ALLOWED_MODELS).",
         code="model_not_found",
         param="model",
     )

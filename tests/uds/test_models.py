@@ -174,7 +174,7 @@ def test_hub_ids_only_when_listed():
     with pytest.raises(ModelNotAllowed) as caught:
         resolve_model("Qwen/Qwen2.5-0.5B", allowed=["meta-llama/Llama-3.2-1B"])
     assert caught.value.name == "Qwen/Qwen2.5-0.5B"
-    assert "uds-tiny, meta-llama/Llama-3.2-1B" in str(caught.value)
+    assert "uds-tiny, smollm2-135m-instruct, meta-llama/Llama-3.2-1B" in str(caught.value)
     import pickle
 
     assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)

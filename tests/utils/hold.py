@@ -74,3 +74,11 @@ def install_generation_hold(release_file: str) -> None:
         return should_stop
 
     job_tasks._cancel_check = held_check
+
+
+def flock_waiters(lock_path) -> int:
+    """How many processes or threads the kernel shows blocked on the flock of `lock_path`: Linux's /proc/locks marks a
+    waiter with "->". Lets a test that holds a lock wait until a competitor is really waiting on it, not guess."""
+    inode = f":{Path(lock_path).stat().st_ino}"
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for line in lines if "->" in line.split() and any(f.endswith(inode) for f in line.split()))

@@ -74,9 +74,15 @@ def migrated_database(kind: str, prefix: str, tmp_path_factory):
 def with_tiny_model(data_dir, tiny_model_dir) -> Path:
     """`data_dir` with uds-tiny where a service looks for it (models/uds-tiny): the session's model, linked, not
     built again. Returns `data_dir`."""
+    return with_builtin_model(data_dir, "uds-tiny", tiny_model_dir)
+
+
+def with_builtin_model(data_dir, name: str, folder) -> Path:
+    """`data_dir` with the built-in model `name` where a service looks for it (models/<name>): the session's folder,
+    linked, not made again. Returns `data_dir`."""
     models = Path(data_dir) / "models"
     models.mkdir(parents=True, exist_ok=True)
-    os.symlink(tiny_model_dir, models / "uds-tiny")
+    os.symlink(folder, models / name)
     return Path(data_dir)
 
 

@@ -77,6 +77,7 @@ export async function newJobView(root, ctx) {
   ]);
   let datasets = datasetsPage;
   // Base models only: the allow-list. Finished fine-tunes are listed too but are not a starting point here.
+  // The server lists the built-in real model first when it is installed, so it is the form's default.
   const models = (modelsPage.data || []).filter((mdl) => !mdl.kind || mdl.kind === 'base').map((mdl) => mdl.id);
 
   const fields = [...MAIN, ...ADVANCED].filter((f) => !props || f.name in props);
@@ -206,7 +207,7 @@ export async function newJobView(root, ctx) {
     h('fieldset', null, h('legend', null, '2. Model and selection'),
       h('div', { class: 'grid-2' },
         h('div', { class: 'field' }, h('label', { for: 'f-name' }, 'Job name (optional)'), nameInput, h('p', { class: 'field-error', hidden: true })),
-        h('div', { class: 'field' }, h('label', { for: 'f-model' }, 'Model'), modelSelect, h('p', { class: 'hint' }, 'Models on the server\'s allow-list.'), h('p', { class: 'field-error', hidden: true })),
+        h('div', { class: 'field' }, h('label', { for: 'f-model' }, 'Model'), modelSelect, h('p', { class: 'hint' }, 'Models on the server\'s allow-list. smollm2-135m-instruct is a real 135 M chat model (its first job converts it, about half a minute); uds-tiny is a 2 M test model.'), h('p', { class: 'field-error', hidden: true })),
         h('div', { class: 'field' }, h('label', { for: 'f-method' }, 'Selection method'), methodSelect, methodHelp, h('p', { class: 'field-error', hidden: true })),
         h('div', { class: 'field' }, h('label', { for: 'f-budget' }, 'Budget', h('span', { class: 'unit' }, ' (% of each selection group trained on)')), budgetInput, budgetHelp, h('p', { class: 'field-error', hidden: true })))),
     h('fieldset', null, h('legend', null, '3. Training settings'),
