@@ -91,7 +91,9 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default="/work/shared-scratch/smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="a built-in or registered model name, or a folder"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--scale", type=float, default=0.01, help="std of the random lora_B entries")
@@ -102,6 +104,9 @@ def main() -> None:
 
     from uds.export import export_merged
     from uds.gguf_export import export_gguf
+    from uds.models import resolve_model
+
+    args.model_dir = resolve_model(args.model)
 
     work = Path(tempfile.mkdtemp(prefix="gguf-bench-"))
     adapter = work / "adapter"

@@ -216,16 +216,6 @@ def test_llama3_rope_factors_give_transformers_frequencies():
 
 # ---- the real model ---------------------------------------------------------------------------------------------
 
-REAL_MODEL = Path("/work/shared-scratch/smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="module")
-def real_model_dir():
-    """The built-in real model as a transformers folder (a shared session fixture replaces this one)."""
-    if not (REAL_MODEL / "config.json").is_file():
-        pytest.skip("the converted smollm2-135m-instruct folder is not on this machine")
-    return str(REAL_MODEL)
-
 
 @pytest.mark.slow
 def test_the_real_model_round_trips_as_f16(real_model_dir, tmp_path):
