@@ -5,7 +5,7 @@ moves the logits visibly), exported merged (float32 safetensors) and as GGUF f16
 GGUF file is read back with transformers' GGUF loader and compared with the merged model on held-out prompts:
 greedy answers (where they first differ), and the mean token loss of held-out chat texts.
 
-    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model-dir /path/to/smollm2-135m-instruct \\
+    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model smollm2-135m-instruct \\
         --out benchmarks/results/gguf_export.md
 """
 
