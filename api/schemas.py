@@ -15,6 +15,7 @@ from api.ids import checkpoint_public_id, event_public_id
 from api.integration_schemas import Integration
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from uds.config import TrainConfig, setting_choices, setting_help
+from uds.methods import REGISTRY
 
 T = TypeVar("T")
 
@@ -186,6 +187,8 @@ def _setting_field(name: str, annotation: Any) -> tuple[Any, Any]:
         extra["examples"] = [default]  # the value an omitted setting takes (the field's own default is null)
     if choices:
         extra["x-choices"] = list(choices)  # for forms (the dashboard's selects); not a JSON-schema constraint
+    if name == "method":  # how the dashboard names and explains each method: the registry's own words
+        extra["x-methods"] = [dataclasses.asdict(method) for method in REGISTRY]
     return _words_as_str(annotation) | None, Field(
         default=None, description=description, json_schema_extra=extra or None
     )
