@@ -61,6 +61,8 @@ class ErrorResponse(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     object: Literal["dataset"] = "dataset"
     filename: str
@@ -74,17 +76,7 @@ class DatasetPublic(BaseModel):
 
 
 def dataset_public(d: Dataset) -> DatasetPublic:
-    return DatasetPublic(
-        id=d.id,
-        filename=d.filename,
-        purpose=d.purpose,
-        format=d.format,
-        bytes=d.bytes,
-        sha256=d.sha256,
-        n_examples=d.n_examples,
-        status=d.status,
-        created_at=d.created_at,
-    )
+    return DatasetPublic.model_validate(d)
 
 
 class DatasetDeleted(BaseModel):
