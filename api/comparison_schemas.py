@@ -11,9 +11,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from api.schemas import TRAIN_SETTINGS, JobCreate, MetadataValue
 from uds.config import TrainConfig
+from uds.methods import SELECTORS
 
-Selector = Literal["uds", "random", "max_loss", "max_grad"]
-SELECTORS: tuple[Selector, ...] = ("uds", "random", "max_loss", "max_grad")
+if TYPE_CHECKING:
+    Selector = str
+else:
+    Selector = Literal[SELECTORS]  # the registry's selecting methods, an enum in the OpenAPI schema
 DEFAULT_BUDGETS = (0.125, 0.25)
 ComparisonStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -87,7 +90,7 @@ class ComparisonCreate(BaseModel):
     eval_dataset_id: str = Field(max_length=64, description="Held-out rows every run is judged on.")
     name: str | None = Field(default=None, max_length=256)
     model: str = Field(default=TrainConfig.model, max_length=512, description="A base model from GET /models.")
-    methods: list[Selector] = Field(default_factory=lambda: list(SELECTORS), min_length=1, max_length=4)
+    methods: list[Selector] = Field(default_factory=lambda: list(SELECTORS), min_length=1, max_length=len(SELECTORS))
     budgets: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=lambda: list(DEFAULT_BUDGETS),
         min_length=1,

@@ -74,19 +74,16 @@ class CeleryDispatcher:
         self.app.conf.update(celery_config(settings))
 
     def enqueue(self, job_id: str) -> None:
-        # Bounded retries: a broker that is down must turn into an error response, not a hung request.
-        self.app.send_task(
-            TASK_NAME,
-            args=[job_id],
-            queue=self.queue,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-        )
+        self._send(TASK_NAME, job_id)
 
     def enqueue_task(self, task_id: str) -> None:
+        self._send(SHORT_TASK_NAME, task_id)
+
+    def _send(self, task_name: str, object_id: str) -> None:
+        # Bounded retries: a broker that is down must turn into an error response, not a hung request.
         self.app.send_task(
-            SHORT_TASK_NAME,
-            args=[task_id],
+            task_name,
+            args=[object_id],
             queue=self.queue,
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},

@@ -53,6 +53,11 @@ class APIError(Exception):
         self.detail = detail
 
 
+def invalid_cursor(problem: str) -> APIError:
+    """The 400 for a list's `after` that names nothing to continue from; `problem` says what is wrong with it."""
+    return APIError(400, f"after: {problem}", code="invalid_cursor", param="after")
+
+
 def param_error(param: str, detail: str, code: str = "invalid_value", status_code: int = 400) -> APIError:
     """A 4xx about one parameter: the message is "param: detail", and both parts are kept apart."""
     return APIError(status_code, f"{param}: {detail}", code=code, param=param, detail=detail)

@@ -10,6 +10,11 @@ from __future__ import annotations
 import datetime as dt
 
 from api.models import Job
+from uds.records import Phase
+
+# While loading or saving, no step runs: there is no rate to extrapolate from.
+_NO_STEPS: tuple[Phase, ...] = ("loading", "saving")
+_EVALUATING: Phase = "evaluating"
 
 
 def evaluations_between(job: Job, after: int, up_to: int) -> int:
@@ -26,9 +31,9 @@ def evaluations_between(job: Job, after: int, up_to: int) -> int:
 
 def eta_seconds(job: Job, now: dt.datetime) -> float | None:
     """None while it cannot be estimated: not running, loading, saving, or no step (or evaluation) measured yet."""
-    if job.status != "running" or not job.total_steps or job.phase in ("loading", "saving"):
+    if job.status != "running" or not job.total_steps or job.phase in _NO_STEPS:
         return None
-    evaluating = job.phase == "evaluating"
+    evaluating = job.phase == _EVALUATING
     # An evaluation runs after its step and before the step is stored: the step it follows is current + 1.
     done_through = job.current_step + 1 if evaluating else job.current_step
     steps_left = max(0, job.total_steps - done_through)

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from uds.records import Phase
+
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 ACTIVE_STATUSES = ("validating_files", "queued", "running")
@@ -139,6 +141,9 @@ class Job(Base):
     examples_scored: Mapped[int] = mapped_column(BigInteger, default=0)
     examples_trained: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_trained: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Seconds spent scoring and selecting, and training on the picks: sums over the job's steps.
+    time_scoring: Mapped[float | None] = mapped_column(Float)
+    time_training: Mapped[float | None] = mapped_column(Float)
     alpha_used: Mapped[float | None] = mapped_column(Float)
     latest_loss: Mapped[float | None] = mapped_column(Float)
     progress_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -156,8 +161,8 @@ class Job(Base):
     # Distributed mode: when the job's message was last sent to the broker (NULL: a send failed, or never sent).
     # The recovery sweep re-sends a job still queued this long after (worker/recovery.py, redispatch_queued).
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # What a running job is doing (uds.reporter.PHASES) since when, and its last evaluation's duration (for the ETA).
-    phase: Mapped[str | None] = mapped_column(String(16))
+    # What a running job is doing (uds.records.Phase) since when, and its last evaluation's duration (for the ETA).
+    phase: Mapped[Phase | None] = mapped_column(String(16))
     phase_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
 

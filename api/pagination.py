@@ -12,7 +12,7 @@ from fastapi import Query
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import APIError
+from api.errors import invalid_cursor
 
 LimitParam = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
 AfterParam = Annotated[str | None, Query(max_length=64, description="Return objects older than this id.")]
@@ -24,9 +24,7 @@ def newest_first(session: Session, model, stmt: Select, after: str | None, limit
             select(model.created_at, model.id).where(model.id == after, model.tenant_id == tenant_id)
         ).first()
         if cursor is None:
-            raise APIError(
-                400, f"after: no object with id {after!r} to continue from.", code="invalid_cursor", param="after"
-            )
+            raise invalid_cursor(f"no object with id {after!r} to continue from.")
         created_at, cursor_id = cursor
         stmt = stmt.where(
             or_(model.created_at < created_at, and_(model.created_at == created_at, model.id < cursor_id))

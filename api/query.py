@@ -1,4 +1,4 @@
-"""Unknown query parameters on list endpoints are a 400 naming them (issue 13 item 7): `?stauts=failed` or
+"""Unknown query parameters on list endpoints are a 400 naming them: `?stauts=failed` or
 `?limt=5` used to be ignored, so a client got every job, or 20 of them, and believed the filter worked."""
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from api.ids import checkpoint_public_id, event_public_id
 from api.integration_schemas import Integration
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
 from uds.config import TrainConfig, setting_choices, setting_help
+from uds.methods import REGISTRY
+from uds.records import METRIC_FIELDS, Phase, StepRecord
 
 T = TypeVar("T")
 
@@ -59,6 +61,8 @@ class ErrorResponse(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     object: Literal["dataset"] = "dataset"
     filename: str
@@ -72,17 +76,7 @@ class DatasetPublic(BaseModel):
 
 
 def dataset_public(d: Dataset) -> DatasetPublic:
-    return DatasetPublic(
-        id=d.id,
-        filename=d.filename,
-        purpose=d.purpose,
-        format=d.format,
-        bytes=d.bytes,
-        sha256=d.sha256,
-        n_examples=d.n_examples,
-        status=d.status,
-        created_at=d.created_at,
-    )
+    return DatasetPublic.model_validate(d)
 
 
 class DatasetDeleted(BaseModel):
@@ -188,6 +182,8 @@ def _setting_field(name: str, annotation: Any) -> tuple[Any, Any]:
         extra["examples"] = [default]  # the value an omitted setting takes (the field's own default is null)
     if choices:
         extra["x-choices"] = list(choices)  # for forms (the dashboard's selects); not a JSON-schema constraint
+    if name == "method":  # how the dashboard names and explains each method: the registry's own words
+        extra["x-methods"] = [dataclasses.asdict(method) for method in REGISTRY]
     return _words_as_str(annotation) | None, Field(
         default=None, description=description, json_schema_extra=extra or None
     )
@@ -272,7 +268,7 @@ class JobPublic(BaseModel):
     finished_at: dt.datetime | None
     progress: Progress
     eta_seconds: float | None
-    phase: str | None = Field(None, description="while running: loading, training, evaluating or saving")
+    phase: Phase | None = Field(None, description="while running: what the job is doing")
     phase_started_at: dt.datetime | None = None
     eval_seconds: float | None = Field(None, description="how long the job's last evaluation took")
     examples_scored: int
@@ -341,44 +337,35 @@ def job_public(job: Job, now: dt.datetime | None = None) -> JobPublic:
 # ---- metrics, selections, events, checkpoints --------------------------------------------------------------
 
 
-class MetricPublic(BaseModel):
+class _MetricBase(BaseModel):
+    # Read from the StepMetric row by name: a column renamed without the record fails validation, never shows None.
+    model_config = ConfigDict(from_attributes=True)
+
     step: int
-    epoch: float | None
-    loss: float | None
-    token_accuracy: float | None
-    learning_rate: float | None
-    grad_norm: float | None
-    tokens_trained: int | None
-    candidates: int | None
-    selected: int | None
-    time_scoring: float | None
-    time_training: float | None
-    alpha: float | None
-    eval_loss: float | None
-    eval_accuracy: float | None
     stats: dict[str, Any] | None
     created_at: dt.datetime
 
 
-def metric_public(m: StepMetric) -> MetricPublic:
-    return MetricPublic(
-        step=m.step,
-        epoch=m.epoch,
-        loss=m.loss,
-        token_accuracy=m.token_accuracy,
-        learning_rate=m.learning_rate,
-        grad_norm=m.grad_norm,
-        tokens_trained=m.tokens_trained,
-        candidates=m.candidates,
-        selected=m.selected,
-        time_scoring=m.time_scoring,
-        time_training=m.time_training,
-        alpha=m.alpha,
-        eval_loss=m.eval_loss,
-        eval_accuracy=m.eval_accuracy,
-        stats=m.stats,
-        created_at=m.created_at,
+def _metric_fields() -> dict[str, Any]:
+    """The step record's stored numbers (`uds.records.METRIC_FIELDS`), each as its record type or None."""
+    hints = typing.get_type_hints(StepRecord)
+    return {name: (hints[name] | None, ...) for name in METRIC_FIELDS}
+
+
+if TYPE_CHECKING:
+
+    class MetricPublic(_MetricBase):
+        """One step: the step record's stored numbers, as built below; typed Any here."""
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    MetricPublic = create_model(
+        "MetricPublic", __base__=_MetricBase, __doc__="One optimizer step's metrics.", **_metric_fields()
     )
+
+
+def metric_public(m: StepMetric) -> MetricPublic:
+    return MetricPublic.model_validate(m)
 
 
 class MetricsPage(BaseModel):

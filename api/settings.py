@@ -287,7 +287,7 @@ class Settings(BaseSettings):
 
 def bootstrap_key_problem(settings: Settings) -> str | None:
     """Why UDS_BOOTSTRAP_API_KEY must not guard this server, or None. Only outside loopback: there the key is
-    what stands between the network and every tenant's data (issue 13 item 3)."""
+    what stands between the network and every tenant's data."""
     if settings.bootstrap_api_key is None or is_loopback(settings.host):
         return None
     key = settings.bootstrap_api_key.get_secret_value()

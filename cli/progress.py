@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from uds.records import Phase, StepRecord
 from uds.reporter import JsonlLogger
 
 
@@ -16,7 +17,7 @@ class ProgressLogger(JsonlLogger):
         self.show_bar = show_bar
         self.bar: tqdm | None = None
 
-    def log_step(self, metrics: dict[str, Any]) -> None:
+    def log_step(self, metrics: StepRecord) -> None:
         super().log_step(metrics)
         if not self.show_bar:
             return
@@ -33,7 +34,7 @@ class ProgressLogger(JsonlLogger):
         if self.show_bar:
             (self.bar.write if self.bar else tqdm.write)(message)
 
-    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
+    def log_phase(self, name: Phase, data: dict[str, Any] | None = None) -> None:
         # Evaluation can take minutes after the bar reached its end; say what is being waited on.
         if self.show_bar and name == "evaluating":
             examples = (data or {}).get("examples")

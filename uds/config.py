@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-METHODS = ("uds", "random", "max_loss", "max_grad", "full")
+from uds.methods import METHODS
+
 LOSS_ON = ("all", "answer")
 SCORE_ON = ("all", "answer")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -96,7 +97,7 @@ class TrainConfig:
         None, "fill every setting not given with a named recipe: paper = the official script's", RECIPES
     )
 
-    # Selection (DESIGN.md section 3). A selection group is B candidates of near-equal length, k of them picked;
+    # Selection. A selection group is B candidates of near-equal length, k of them picked;
     # one optimizer step accumulates the picks of `groups_per_step` groups.
     method: str = _setting("uds", "how each group's k are picked (full: no selection)", METHODS)
     budget: float = _setting(0.125, "fraction of candidates trained on: k = max(1, round(budget * B)) per group")

@@ -10,10 +10,10 @@ Torch-free: the fingerprint is plain JSON.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from uds.config import TrainConfig
@@ -45,9 +45,13 @@ BOOKKEEPING = frozenset(
 _CHUNK = 1 << 20
 
 
-def settings_of(config: TrainConfig) -> dict[str, Any]:
-    """The settings of `config` that change results, by name."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in BOOKKEEPING}
+def settings_of(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of `config` (or of its `to_dict()`) that change results, by name, as JSON values.
+
+    This is the one rule for what a resume may change: everything else must be the checkpoint's.
+    """
+    values = config if isinstance(config, Mapping) else config.to_dict()
+    return _jsonable({name: value for name, value in values.items() if name not in BOOKKEEPING})
 
 
 def file_sha256(path: str) -> str:
@@ -68,7 +72,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 def fingerprint(config: TrainConfig, data_sha256: str | None = None) -> dict[str, Any]:
     """{"settings": {...}, "data_sha256": hex}. The hash is read from the dataset file unless given."""
     data = data_sha256 if data_sha256 is not None else file_sha256(config.dataset_path)
-    return {"settings": _jsonable(settings_of(config)), "data_sha256": data}
+    return {"settings": settings_of(config), "data_sha256": data}
 
 
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -81,7 +85,7 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     if stored.get("data_sha256") != current.get("data_sha256"):
         found.append("the training data")
     old, new = stored.get("settings", {}), current.get("settings", {})
-    defaults = _jsonable(settings_of(TrainConfig()))
+    defaults = settings_of(TrainConfig())
     for name in sorted(set(old) | set(new)):
         before, after = old.get(name, defaults.get(name)), new.get(name, defaults.get(name))
         if before != after:

@@ -1,6 +1,6 @@
 """Which models may be used, loading them, adding LoRA, and the two model internals UDS scoring needs.
 
-Scoring never computes logits when it can avoid it (DESIGN.md section 3): it needs the decoder body's final hidden
+Scoring never computes logits when it can avoid it (the nuclear norm and the projection follow from H and W): it needs the decoder body's final hidden
 states (`body_hidden_states`) and the output embedding matrix (`output_head`), and whether the logits really are
 `hidden @ W.T` (`OutputHead.is_linear`).
 """

@@ -2,7 +2,7 @@
 functions, no scipy.
 
 Every method of a comparison is trained once per seed, and the seed fixes the data order and the LoRA init for
-all of them (uds.trainer.epoch_groups and the seeded LoRA init; tests/benchmarks/test_pairing.py), so method A
+all of them (uds.order.epoch_groups and the seeded LoRA init; tests/benchmarks/test_pairing.py), so method A
 and method B on seed s differ only by what they selected. The right comparison is therefore the per-seed
 difference A_s - B_s, and a t-interval on its mean: the seed-to-seed spread that both methods share cancels out.
 """

@@ -10,12 +10,10 @@ import json
 import os
 from typing import Any, Protocol
 
-# loading: model and data; training: steps; evaluating: the eval file (minutes on a large one); saving: the final
-# checkpoint and adapter.
-PHASES = ("loading", "training", "evaluating", "saving")
+from uds.records import Phase, StepRecord
 
 
-def report_phase(logger: "TrainLogger", name: str, data: dict[str, Any] | None = None) -> None:
+def report_phase(logger: "TrainLogger", name: Phase, data: dict[str, Any] | None = None) -> None:
     """Tell `logger` the phase; loggers written before log_phase existed (no method) are left alone."""
     log_phase = getattr(logger, "log_phase", None)
     if log_phase is not None:
@@ -23,8 +21,8 @@ def report_phase(logger: "TrainLogger", name: str, data: dict[str, Any] | None =
 
 
 class TrainLogger(Protocol):
-    def log_step(self, metrics: dict[str, Any]) -> None:
-        """One optimizer step. See docs/INTERFACES.md for the keys (`selections` holds per-candidate rows)."""
+    def log_step(self, metrics: StepRecord) -> None:
+        """One optimizer step (`uds.records.StepRecord`; `selections` holds per-candidate rows)."""
 
     def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         """A status message a person reads (started, resumed, checkpoint saved, evaluation, finished)."""
@@ -38,12 +36,12 @@ class TrainLogger(Protocol):
     def flush(self) -> None:
         """Write anything buffered; called before checkpoints and at the end of the run."""
 
-    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
-        """The run entered phase `name` (one of PHASES): what a person waits on between or after steps."""
+    def log_phase(self, name: Phase, data: dict[str, Any] | None = None) -> None:
+        """The run entered phase `name`: what a person waits on between or after steps."""
 
 
 class NullLogger:
-    def log_step(self, metrics: dict[str, Any]) -> None:
+    def log_step(self, metrics: StepRecord) -> None:
         pass
 
     def log_event(self, type: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
@@ -58,7 +56,7 @@ class NullLogger:
     def flush(self) -> None:
         pass
 
-    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
+    def log_phase(self, name: Phase, data: dict[str, Any] | None = None) -> None:
         pass
 
 
@@ -76,7 +74,7 @@ class JsonlLogger(NullLogger):
         for path in (self.metrics_path, self.selections_path):
             _truncate_after_step(path, resume_from_step)
 
-    def log_step(self, metrics: dict[str, Any]) -> None:
+    def log_step(self, metrics: StepRecord) -> None:
         selections = metrics.get("selections", [])
         row = {key: value for key, value in metrics.items() if key != "selections"}
         with open(self.metrics_path, "a", encoding="utf-8") as f:

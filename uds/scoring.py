@@ -1,4 +1,4 @@
-"""The UDS scores (DESIGN.md section 3) as small pure functions, computed from hidden states, never from logits.
+"""The UDS scores as small pure functions, computed from hidden states, never from logits.
 
 For example i with masked final hidden states H_i (L x d) and output embedding W (V x d) the logits are
 Z_i = H_i W^T (L x V). Everything UDS needs from Z_i follows from H_i and two per-job matrices:
@@ -251,7 +251,7 @@ def _check_length(length: int, r_seq_matrix: Tensor) -> None:
 
 
 class MemoryBuffer:
-    """FIFO ring buffer of the projections of selected examples (DESIGN.md: inter-sample diversity).
+    """FIFO ring buffer of the projections of selected examples (inter-sample diversity: mean distance to them).
 
     Stored in float64 with each row's squared norm kept alongside: `mean_distances` then needs one small matmul
     per step and no temporary copy of the buffer (8 MiB at the default 1024 x 1024).

@@ -1,4 +1,4 @@
-"""Online batch selectors: UDS and the baselines that share its loop (DESIGN.md section 3).
+"""Online batch selectors: UDS and the baselines that share its loop.
 
 Selection runs in groups of B candidates, as the paper's code does. Per optimizer step the trainer
 1. calls `sel.measure(inputs)` on chunks of the step's candidates (one no-grad pass): what each candidate is,
@@ -9,6 +9,9 @@ Selection runs in groups of B candidates, as the paper's code does. Per optimize
 Scoring all groups of a step in one pass equals scoring each on its own: the weights do not change inside
 gradient accumulation. Every selector ranks with the same stable top-k, so ties go to the lower candidate index
 and a run is reproducible. `state_dict()` is what a checkpoint keeps.
+
+Each method is a class marked `@register`, built by `make_selector` through its `from_config`; its name and how
+people read it are one line of `uds.methods.REGISTRY`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor
 
 from uds.config import TrainConfig, selected_count
+from uds.methods import METHODS
 from uds.scoring import (
     AutoAlpha,
     MemoryBuffer,
@@ -164,14 +168,32 @@ def head_logits_fn(head: Any):
     raise ValueError("an output head that is not a plain H W^T must provide .logits(hidden) -> logits")
 
 
+_CLASSES: dict[str, Any] = {}
+
+
+def register(cls):
+    """Register `cls` as the class of method `cls.name` (a name of `uds.methods.METHODS`)."""
+    if cls.name not in METHODS:
+        raise ValueError(f"selector {cls.name!r} has no line in uds.methods.REGISTRY")
+    _CLASSES[cls.name] = cls
+    return cls
+
+
 class _Stateless:
-    """Shared behaviour: nothing to remember between groups."""
+    """Shared behaviour: nothing to remember between groups; built from a config without arguments."""
 
     name = ""
     needs_hidden = True
 
+    @classmethod
+    def from_config(cls, config: TrainConfig, head: Any, max_len: int, device: torch.device | str) -> Selector:
+        return cls()
+
     def measure(self, inputs: ScoringInputs) -> Measures:
         return Measures(inputs.attention_mask.shape[0])
+
+    def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
+        raise NotImplementedError
 
     def state_dict(self) -> dict:
         return {"name": self.name}
@@ -180,6 +202,7 @@ class _Stateless:
         _check_name(self.name, state)
 
 
+@register
 class UDSSelector(_Stateless):
     """s = u + alpha * v: nuclear norm of the logits plus mean distance to the memory of selected projections."""
 
@@ -217,6 +240,20 @@ class UDSSelector(_Stateless):
         self.paper_alpha = paper_alpha(vocab_size, max_len)
         self.auto_alpha = AutoAlpha(alpha_window) if alpha == "auto" else None
         self.fixed_alpha = 0.0 if alpha == "auto" else (self.paper_alpha if alpha == "paper" else float(alpha))
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, head: Any, max_len: int, device: torch.device | str) -> Selector:
+        return cls(
+            head,
+            max_len,
+            r_voc=config.proj_r_voc,
+            r_seq=config.proj_r_seq,
+            buffer_size=config.buffer_size,
+            alpha=config.alpha,
+            alpha_window=config.alpha_window,
+            seed=config.seed,
+            device=device,
+        )
 
     @torch.no_grad()
     def measure(self, inputs: ScoringInputs) -> Measures:
@@ -262,6 +299,7 @@ class UDSSelector(_Stateless):
             self.auto_alpha.load_state_dict(state["auto_alpha"])
 
 
+@register
 class RandomSelector(_Stateless):
     """k uniformly at random of each group: the top k of i.i.d. uniform keys from the selector's own generator.
 
@@ -275,6 +313,10 @@ class RandomSelector(_Stateless):
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
+    @classmethod
+    def from_config(cls, config: TrainConfig, head: Any, max_len: int, device: torch.device | str) -> Selector:
+        return cls(config.seed)
+
     def select_group(self, group: Measures, k: int) -> tuple[Scores, Tensor]:
         keys = torch.rand(group.count, generator=self.generator)
         return Scores(total=keys), select_topk(keys, k)
@@ -287,6 +329,7 @@ class RandomSelector(_Stateless):
         self.generator.set_state(state["generator"])
 
 
+@register
 class FullSelector(_Stateless):
     """No selection: every candidate, in order, whatever k is."""
 
@@ -317,6 +360,7 @@ class _TokenStatisticSelector(_Stateless):
         return Scores(total=statistic), select_topk(statistic, k)
 
 
+@register
 class MaxLossSelector(_TokenStatisticSelector):
     """The k with the highest mean next-token loss."""
 
@@ -324,6 +368,7 @@ class MaxLossSelector(_TokenStatisticSelector):
     statistic = "loss"
 
 
+@register
 class MaxGradSelector(_TokenStatisticSelector):
     """The k with the largest ||softmax(Z) - onehot(y)||_F, the norm of the summed loss's gradient wrt the logits."""
 
@@ -332,27 +377,10 @@ class MaxGradSelector(_TokenStatisticSelector):
 
 
 def make_selector(config: TrainConfig, head: Any, max_len: int, device: torch.device | str) -> Selector:
-    if config.method == "uds":
-        return UDSSelector(
-            head,
-            max_len,
-            r_voc=config.proj_r_voc,
-            r_seq=config.proj_r_seq,
-            buffer_size=config.buffer_size,
-            alpha=config.alpha,
-            alpha_window=config.alpha_window,
-            seed=config.seed,
-            device=device,
-        )
-    if config.method == "random":
-        return RandomSelector(config.seed)
-    if config.method == "max_loss":
-        return MaxLossSelector()
-    if config.method == "max_grad":
-        return MaxGradSelector()
-    if config.method == "full":
-        return FullSelector()
-    raise ValueError(f"unknown selection method {config.method!r}")
+    cls = _CLASSES.get(config.method)
+    if cls is None:
+        raise ValueError(f"unknown selection method {config.method!r}")
+    return cls.from_config(config, head, max_len, device)
 
 
 def _check_name(name: str, state: dict) -> None:

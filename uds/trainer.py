@@ -16,6 +16,7 @@ import os
 import pickle
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,20 +25,20 @@ import torch
 from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
+from uds import engine
 from uds import fingerprint as fp
-from uds.config import TrainConfig, group_count, groups_per_step, steps_per_epoch, total_steps
+from uds.config import TrainConfig, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
-from uds.diagnostics import length_bias
-from uds.engine import first_rows_mask, loss_token_count, measure_batch, step_token_weights, weighted_token_loss
-from uds.engine import token_weights as _token_weights  # noqa: F401  (kept importable: tests check the weights)
+from uds.engine import first_rows_mask, loss_token_count, step_token_weights, weighted_token_loss
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
 from uds.model_card import CardInfo, finalize_adapter
 from uds.models import ModelLoadError, ModelNotAllowed, add_lora, load_model_and_tokenizer, output_head, resolve_model
+from uds.order import epoch_groups
+from uds.records import StepRecord
 from uds.reporter import NullLogger, TrainLogger, report_phase
-from uds.scoring import summary
-from uds.selectors import GroupedSelection, Measures, Scores, make_selector, select_groups
+from uds.selectors import Scores, make_selector
 
 
 class TrainingError(Exception):
@@ -261,37 +262,6 @@ def lr_multiplier(config: TrainConfig, n_steps: int):
 # ---------------------------------------------------------------------------------------------------- one step
 
 
-def epoch_groups(
-    lengths: list[int], candidate_batch_size: int, seed: int, epoch: int, group_by_length: bool
-) -> list[list[int]]:
-    """The selection groups of one epoch, as lists of dataset rows, in the order they are drawn.
-
-    Derived from (seed, epoch) alone, so the data position of a resumed run is just its step number. With
-    `group_by_length` (transformers' length-grouped sampler, as the official script runs): shuffle, cut into
-    mega-batches of up to 50 groups, sort each by length (longest first), cut into groups of B, and shuffle the
-    groups' order. Then a group holds near-equal lengths, and the nuclear norm, which grows with the number of
-    rows, compares examples rather than lengths. Only the epoch's last group (before the shuffle) may be partial.
-    """
-    n = len(lengths)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    size = candidate_batch_size
-    if group_by_length:
-        n_groups = group_count(n, size)
-        # At least 4 mega-batches when the data allows it (as transformers does): one sorted mega-batch would make
-        # the epoch's groups a fixed function of length.
-        megabatch = size * max(1, min(50, n_groups // 4))
-        order = [
-            row
-            for start in range(0, n, megabatch)
-            for row in sorted(order[start : start + megabatch], key=lambda r: -lengths[r])
-        ]
-    groups = [order[start : start + size] for start in range(0, n, size)]
-    if group_by_length:
-        groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
-    return groups
-
-
 def step_groups(run: _Run, step: int) -> tuple[int, list[list[int]]]:
     """(epoch, selection groups) of 1-based `step`: the step's slice of its epoch's groups."""
     config = run.config
@@ -305,27 +275,36 @@ def step_groups(run: _Run, step: int) -> tuple[int, list[list[int]]]:
     return epoch, groups[index * run.groups_per_step : (index + 1) * run.groups_per_step]
 
 
-def _step(run: _Run, step: int) -> dict[str, Any]:
+def _step(run: _Run, step: int) -> StepRecord:
     epoch, groups = step_groups(run, step)
     rows = [row for group in groups for row in group]
     candidates = [run.items[row] for row in rows]
+    sizes = [len(group) for group in groups]
 
     started = _now(run.device)
-    selection = _score_and_select(run, groups)
+    measures = engine.measure(
+        run.model, run.selector, run.head, _scoring_batches(run, groups), len(rows), partial(autocast, run.device)
+    )
+    lengths = torch.tensor([run.lengths[row] for row in rows])
+    selection = engine.select(run.selector, measures, sizes, run.config.budget, lengths)
     scored = _now(run.device)
     trained = [candidates[i] for i in selection.chosen.tolist()]
     loss, accuracy, grad_norm, tokens = _train_on(run, trained)
     finished = _now(run.device)
 
-    learning_rate = run.scheduler.get_last_lr()[0]
+    learning_rate = float(run.scheduler.get_last_lr()[0])
     run.scheduler.step()
     scores = selection.scores
-    lengths = torch.tensor([run.lengths[row] for row in rows])
-    selected_mask = torch.zeros(len(rows), dtype=torch.bool)
-    selected_mask[selection.chosen] = True
-    bias = length_bias(lengths, scores.utility, _informative(scores.total), selected_mask, selection.group_sizes)
     _count(
-        run, len(candidates), len(trained), tokens, scored - started, finished - scored, bias, lengths, selected_mask
+        run,
+        len(candidates),
+        len(trained),
+        tokens,
+        scored - started,
+        finished - scored,
+        selection.length,
+        lengths,
+        selection.picked,
     )
     run.counters["alpha"] = scores.alpha
     return {
@@ -343,36 +322,20 @@ def _step(run: _Run, step: int) -> dict[str, Any]:
         "time_scoring": scored - started,
         "time_training": finished - scored,
         "alpha": scores.alpha,
-        "stats": {**_selection_stats(scores, selection.chosen), "groups": len(groups), "length": bias},
+        "stats": {**selection.stats, "groups": len(groups), "length": selection.length},
         "eval_loss": None,
         "eval_accuracy": None,
         "selections": _selection_rows(rows, scores, selection.chosen),
     }
 
 
-def _informative(total: torch.Tensor) -> torch.Tensor | None:
-    # `full` ranks nothing (all zeros): a correlation of its "score" with length would be noise, not a finding.
-    return None if bool((total == 0).all()) else total
-
-
-def _score_and_select(run: _Run, groups: list[list[int]]) -> GroupedSelection:
-    sizes = [len(group) for group in groups]
-    if run.selector.needs_hidden:
-        measures = _measure(run, groups)
-    else:  # random and full pick without looking: no scoring pass to pay for
-        measures = Measures(sum(sizes))
-    return select_groups(run.selector, measures, sizes, run.config.budget)
-
-
-def _measure(run: _Run, groups: list[list[int]]) -> Measures:
-    """One no-grad pass over the step's candidates, a few whole groups at a time.
+def _scoring_batches(run: _Run, groups: list[list[int]]) -> Iterator[engine.ScoringBatch]:
+    """The step's candidates for the scoring pass, a few whole groups at a time.
 
     Each chunk is padded to its own longest row only, and groups are near-equal in length, so length grouping
     also keeps the scoring pass free of padding. Chunks hold at least as many rows as a few training micro-batches
     would, so the pass never holds more activations than training does.
     """
-    run.model.eval()
-    parts = []
     chunk_rows = max(8, 2 * run.config.micro_batch_size)
     rows_scored = _rows_scored(run, groups)
     for chunk in _chunks_of_groups(groups, chunk_rows):
@@ -383,19 +346,7 @@ def _measure(run: _Run, groups: list[list[int]]) -> Measures:
             score_mask = first_rows_mask(
                 batch["attention_mask"] if score_mask is None else score_mask, [rows_scored[row] for row in chunk]
             )
-        parts.append(
-            measure_batch(
-                run.model,
-                run.selector,
-                run.head,
-                batch["input_ids"],
-                batch["attention_mask"],
-                batch["labels"],
-                score_mask,
-                autocast(run.device),
-            )
-        )
-    return Measures.concat(parts)
+        yield engine.ScoringBatch(batch["input_ids"], batch["attention_mask"], batch["labels"], score_mask)
 
 
 def _rows_scored(run: _Run, groups: list[list[int]]) -> dict[int, int] | None:
@@ -482,18 +433,6 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
 
 def _loss_token_count(item: TokenizedExample) -> int:
     return loss_token_count(item.labels)
-
-
-def _selection_stats(scores: Scores, chosen: torch.Tensor) -> dict[str, Any]:
-    def stats_of(index: torch.Tensor | None) -> dict[str, Any]:
-        def pick(values: torch.Tensor | None):
-            if values is None:
-                return None
-            return summary(values if index is None else values[index])
-
-        return {"utility": pick(scores.utility), "diversity": pick(scores.diversity), "score": pick(scores.total)}
-
-    return {"candidates": stats_of(None), "selected": stats_of(chosen)}
 
 
 def _selection_rows(rows: list[int], scores: Scores, chosen: torch.Tensor) -> list[dict[str, Any]]:

@@ -34,27 +34,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.events import add_event
 from api.models import Checkpoint, Selection, StepMetric, utcnow
+from uds.records import METRIC_FIELDS, Phase, StepRecord
 from worker.identity import owned_update
 from worker.lease import JobLease
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = (
-    "epoch",
-    "loss",
-    "token_accuracy",
-    "learning_rate",
-    "grad_norm",
-    "tokens_trained",
-    "candidates",
-    "selected",
-    "time_scoring",
-    "time_training",
-    "alpha",
-    "eval_loss",
-    "eval_accuracy",
-)
+# The job row's running totals: each is the sum of a step column over the job's stored steps, of this type.
+_TOTALS: dict[str, tuple[str, type]] = {
+    "examples_scored": ("candidates", int),
+    "examples_trained": ("selected", int),
+    "tokens_trained": ("tokens_trained", int),
+    "time_scoring": ("time_scoring", float),
+    "time_training": ("time_training", float),
+}
 MAX_QUEUED_BATCHES = 8
 
 
@@ -110,9 +104,9 @@ class DbLogger:
         self._progress: dict[str, Any] | None = None
         self._first_step: tuple[int, Any] | None = None
         self._pending_attempt: dict[str, Any] = {}
-        self._phase: tuple[str, Any] | None = None  # (name, started at) of the phase last logged
+        self._phase: tuple[Phase, Any] | None = None  # (name, started at) of the phase last logged
         self._last_handoff = time.monotonic()
-        self._totals = {"examples_scored": 0, "examples_trained": 0, "tokens_trained": 0}
+        self._totals: dict[str, Any] = {name: kind(0) for name, (_, kind) in _TOTALS.items()}
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -142,12 +136,10 @@ class DbLogger:
             # and the job row updated once.
             sums = session.execute(
                 select(
-                    func.coalesce(func.sum(StepMetric.candidates), 0),
-                    func.coalesce(func.sum(StepMetric.selected), 0),
-                    func.coalesce(func.sum(StepMetric.tokens_trained), 0),
+                    *(func.coalesce(func.sum(getattr(StepMetric, column)), 0) for column, _ in _TOTALS.values())
                 ).where(StepMetric.job_id == self.job_id, StepMetric.step <= step)
             ).one()
-            totals = {"examples_scored": int(sums[0]), "examples_trained": int(sums[1]), "tokens_trained": int(sums[2])}
+            totals = {name: kind(value) for (name, (_, kind)), value in zip(_TOTALS.items(), sums, strict=True)}
             last = session.execute(
                 select(StepMetric.loss, StepMetric.epoch, StepMetric.alpha).where(
                     StepMetric.job_id == self.job_id, StepMetric.step == step
@@ -172,7 +164,7 @@ class DbLogger:
 
     # ---- TrainLogger --------------------------------------------------------------------------------------
 
-    def log_step(self, metrics: dict[str, Any]) -> None:
+    def log_step(self, metrics: StepRecord) -> None:
         self._raise_write_error()
         if self.lost:
             return
@@ -186,7 +178,7 @@ class DbLogger:
             self.reset_after(step - 1)
         self._last_step = step
         row = {"job_id": self.job_id, "step": step, "created_at": now, "stats": clean(metrics.get("stats"))}
-        for column in METRIC_COLUMNS:
+        for column in METRIC_FIELDS:
             row[column] = clean(metrics.get(column))
         self._metrics.append(row)
         for s in metrics.get("selections") or ():
@@ -201,9 +193,8 @@ class DbLogger:
                     "score": clean(s.get("score")),
                 }
             )
-        self._totals["examples_scored"] += int(metrics.get("candidates") or 0)
-        self._totals["examples_trained"] += int(metrics.get("selected") or 0)
-        self._totals["tokens_trained"] += int(metrics.get("tokens_trained") or 0)
+        for name, (column, kind) in _TOTALS.items():
+            self._totals[name] += kind(metrics.get(column) or 0)
         self._progress = {
             "current_step": step,
             "epoch": row["epoch"],
@@ -255,7 +246,7 @@ class DbLogger:
         self._handoff()
         self._submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
 
-    def log_phase(self, name: str, data: dict[str, Any] | None = None) -> None:
+    def log_phase(self, name: Phase, data: dict[str, Any] | None = None) -> None:
         """The phase and its start go on the job row; leaving an evaluation records how long it took (the ETA's
         measure of evaluation). Written in order after the steps before it, not held back like metrics."""
         if self.lost:

@@ -18,13 +18,13 @@ import threading
 import time
 from typing import Any
 
-from worker.db_logger import METRIC_COLUMNS
+from uds.records import METRIC_FIELDS, StepRecord
 
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0  # at the end, how long the last steps may take to reach the trackers
 BATCH_STEPS = 40  # steps per tracker call (MLflow takes at most 1000 metrics a batch; a step has about 25)
-SCALARS = METRIC_COLUMNS  # the step metrics that are plain numbers: the same set the database stores
+SCALARS = METRIC_FIELDS  # the step metrics that are plain numbers: the same set the database stores
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -131,7 +131,7 @@ class MirroredLogger:
         self.thread = threading.Thread(target=self._run, name="uds-metrics-mirror", daemon=True)
         self.thread.start()
 
-    def log_step(self, metrics: dict[str, Any]) -> None:
+    def log_step(self, metrics: StepRecord) -> None:
         self.inner.log_step(metrics)
         self.steps.put((int(metrics["step"]), flat_metrics(metrics)))
         self.report_failures()

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import APIError
+from api.errors import invalid_cursor
 from api.ids import event_public_id, parse_event_id, parse_int
 from api.models import Job, JobEvent, StepMetric
 from api.openai.mapping import unix
@@ -73,9 +73,7 @@ def _cursor(session: Session, job: Job, after: str):
         event = session.get(JobEvent, event_id)
         if event is not None and event.job_id == job.id:
             return event.created_at, 1, event.id
-    raise APIError(
-        400, f"after: no event {after!r} in job {job.id} to continue from.", code="invalid_cursor", param="after"
-    )
+    raise invalid_cursor(f"no event {after!r} in job {job.id} to continue from.")
 
 
 def list_events(session: Session, job: Job, limit: int, after: str | None) -> tuple[list[JobEventObject], bool]:

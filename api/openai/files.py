@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api import transfers
 from api.deps import CurrentTenant, SessionDep, SettingsDep
-from api.errors import APIError, not_found
+from api.errors import APIError, invalid_cursor, not_found
 from api.limits import RateLimited
 from api.models import Dataset, ResultFile
 from api.openai import results
@@ -30,27 +30,16 @@ FileId = Annotated[str, Path(max_length=64)]
 
 def file_object(row: Dataset | ResultFile) -> FileObject:
     if isinstance(row, Dataset):
-        return FileObject(
-            id=row.id,
-            bytes=row.bytes,
-            created_at=unix(row.created_at),
-            filename=row.filename,
-            purpose=row.purpose,
-            status="processed" if row.status == "processed" else "error",
-            format=row.format,
-            n_examples=row.n_examples,
-            sha256=row.sha256,
-        )
-    return FileObject(
-        id=row.id,
-        bytes=row.bytes,
-        created_at=unix(row.created_at),
-        filename=row.filename,
-        purpose=results.PURPOSE,
-        status="processed",
-        fine_tuning_job_id=row.job_id,
-        kind=row.kind,
-    )
+        kind: dict[str, Any] = {
+            "purpose": row.purpose,
+            "status": "processed" if row.status == "processed" else "error",
+            "format": row.format,
+            "n_examples": row.n_examples,
+            "sha256": row.sha256,
+        }
+    else:
+        kind = {"purpose": results.PURPOSE, "status": "processed", "fine_tuning_job_id": row.job_id, "kind": row.kind}
+    return FileObject(id=row.id, bytes=row.bytes, created_at=unix(row.created_at), filename=row.filename, **kind)
 
 
 def lookup(session: Session, tenant_id: int, file_id: str) -> Dataset | ResultFile:
@@ -92,9 +81,7 @@ def list_files(
         try:
             row = lookup(session, tenant.id, after)
         except APIError:
-            raise APIError(
-                400, f"after: no file {after!r} to continue from.", code="invalid_cursor", param="after"
-            ) from None
+            raise invalid_cursor(f"no file {after!r} to continue from.") from None
         cursor = (row.created_at, row.id)
     rows: list[Dataset | ResultFile] = []
     for model in sources:

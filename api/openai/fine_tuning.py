@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import APIError
+from api.ids import fine_tuned_model_name
 from api.limits import RateLimited
 from api.models import Job, Tenant, utcnow
 from api.openai import results
@@ -111,7 +112,7 @@ def job_checkpoints(
 ):
     """Newest step first. `fine_tuned_model_checkpoint` names the checkpoint; its weights are in the job's folder."""
     page = job_service.checkpoint_page(session, job, settings, limit, after)
-    name = job_service.fine_tuned_model_name(job.model, tenant.name, job.suffix, job.id)
+    name = fine_tuned_model_name(job.model, tenant.name, job.suffix, job.id)
     data = []
     for c in page.data:
         m = c.metrics or {}

@@ -135,32 +135,23 @@ def _new_rows(session: Session, settings: Settings, job: Job) -> list[ResultFile
     data = step_metrics_csv(session, job.id)
     relative = os.path.relpath(settings.job_dir(job.id) / CSV_NAME, settings.data_dir)
     _write_atomically(settings.resolve(relative), data)
-    rows = [
-        ResultFile(
-            id=result_file_id(job.id, "step_metrics"),
-            tenant_id=job.tenant_id,
-            job_id=job.id,
-            kind="step_metrics",
-            filename=f"{job.id}-{CSV_NAME}",
-            bytes=len(data),
-            storage_path=relative,
-            created_at=job.finished_at,
-        )
-    ]
+    rows = [_row(job, "step_metrics", f"{job.id}-{CSV_NAME}", len(data), relative)]
     if job.adapter_path:
-        rows.append(
-            ResultFile(
-                id=result_file_id(job.id, "adapter"),
-                tenant_id=job.tenant_id,
-                job_id=job.id,
-                kind="adapter",
-                filename=f"{job.id}-adapter.tar.gz",
-                bytes=job.adapter_bytes or 0,
-                storage_path=job.adapter_path,
-                created_at=job.finished_at,
-            )
-        )
+        rows.append(_row(job, "adapter", f"{job.id}-adapter.tar.gz", job.adapter_bytes or 0, job.adapter_path))
     return rows
+
+
+def _row(job: Job, kind: str, filename: str, size: int, storage_path: str) -> ResultFile:
+    return ResultFile(
+        id=result_file_id(job.id, kind),
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        kind=kind,
+        filename=filename,
+        bytes=size,
+        storage_path=storage_path,
+        created_at=job.finished_at,
+    )
 
 
 def result_files(session: Session, settings: Settings, jobs: list[Job]) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ from sqlalchemy import and_, case, func, or_, select
 
 from api import previews, transfers
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
-from api.errors import APIError
+from api.errors import APIError, invalid_cursor
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.limits import RateLimited
 from api.models import (
@@ -122,12 +122,7 @@ def job_length_bias_route(job: JobDep, session: SessionDep):
 def _parse_selection_cursor(after: str) -> tuple[int, int]:
     step, _, row = after.partition(":")
     if parse_int(step) is None or parse_int(row) is None:
-        raise APIError(
-            400,
-            f"after: expected '<step>:<row>' (a selection id), got {after!r}.",
-            code="invalid_cursor",
-            param="after",
-        )
+        raise invalid_cursor(f"expected '<step>:<row>' (a selection id), got {after!r}.")
     return int(step), int(row)
 
 
@@ -217,12 +212,7 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
     if after is not None:
         event_id = parse_event_id(after)
         if event_id is None:
-            raise APIError(
-                400,
-                f"after: expected an event id like 'ftevent-12', got {after!r}.",
-                code="invalid_cursor",
-                param="after",
-            )
+            raise invalid_cursor(f"expected an event id like 'ftevent-12', got {after!r}.")
         stmt = stmt.where(JobEvent.id < event_id)
     rows, has_more = fetch_page(session, stmt.order_by(JobEvent.id.desc()), limit)
     data = [event_public(e) for e in rows]

@@ -43,7 +43,6 @@ from api.models import (
     Comparison,
     Dataset,
     Job,
-    JobEvent,
     JobTask,
     Selection,
     StepMetric,
@@ -253,24 +252,6 @@ def _final_evaluations(session: Session, job_ids: list[str]) -> dict[str, tuple[
     return {job_id: (loss, accuracy) for job_id, loss, accuracy in rows}  # the last step of each job wins
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _run_times(session: Session, job_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
-    """Per succeeded job, (time_scoring, time_training) of the trainer's run summary (its "succeeded" event)."""
-    rows = session.execute(
-        select(JobEvent.job_id, JobEvent.data)
-        .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "succeeded")
-        .order_by(JobEvent.id)
-    )
-    return {
-        job_id: (_number(data.get("time_scoring")), _number(data.get("time_training")))
-        for job_id, data in rows
-        if isinstance(data, dict)
-    }
-
-
 def _plan_position(comparison: Comparison) -> dict[tuple[str, float], int]:
     plan = run_plan(comparison.methods, comparison.budgets, comparison.include_full)
     return {(method, round(budget, 9)): i for i, (method, budget) in enumerate(plan)}
@@ -282,11 +263,11 @@ def load_runs(session: Session, comparisons: list[Comparison]) -> dict[str, list
     jobs = list(session.scalars(select(Job).where(Job.comparison_id.in_(ids)))) if ids else []
     job_ids = [j.id for j in jobs]
     evaluations = _final_evaluations(session, job_ids) if job_ids else {}
-    times = _run_times(session, job_ids) if job_ids else {}
     runs: dict[str, list[Run]] = {c.id: [] for c in comparisons}
     for job in jobs:
         loss, accuracy = evaluations.get(job.id, (None, None))
-        scoring, training = times.get(job.id, (None, None)) if job.status == "succeeded" else (None, None)
+        succeeded = job.status == "succeeded"
+        scoring, training = (job.time_scoring, job.time_training) if succeeded else (None, None)
         runs[str(job.comparison_id)].append(Run(job, loss, accuracy, scoring, training))
     for comparison in comparisons:
         position = _plan_position(comparison)

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
 from api.dispatch import Dispatcher
-from api.errors import APIError, not_found, param_error
+from api.errors import APIError, invalid_cursor, not_found, param_error
 from api.events import add_event
-from api.ids import fine_tuned_model_name, new_job_id, parse_checkpoint_id  # noqa: F401  (fine_tuned_model_name: used through here by api/openai)
+from api.ids import new_job_id, parse_checkpoint_id
 from api.integration_schemas import check_integrations
 from api.limits import count_locked
 from api.models import (
@@ -398,15 +398,10 @@ def checkpoint_page(
     if after is not None:
         key = parse_checkpoint_id(after)
         if key is None:
-            raise APIError(
-                400,
-                f"after: expected a checkpoint id like 'ftckpt-5f0c2a9e41d7b3c8', got {after!r}.",
-                code="invalid_cursor",
-                param="after",
-            )
+            raise invalid_cursor(f"expected a checkpoint id like 'ftckpt-5f0c2a9e41d7b3c8', got {after!r}.")
         cursor = session.get(Checkpoint, key)
         if cursor is None or cursor.job_id != job.id:
-            raise APIError(400, f"after: no checkpoint {after!r} in this job.", code="invalid_cursor", param="after")
+            raise invalid_cursor(f"no checkpoint {after!r} in this job.")
         stmt = stmt.where(Checkpoint.step < cursor.step)
     rows, has_more = fetch_page(session, stmt.order_by(Checkpoint.step.desc()), limit)
     data = [checkpoint_public(c, settings.resolve(c.path).exists()) for c in rows]

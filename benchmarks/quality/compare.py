@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SELECTORS = ("uds", "random", "max_loss", "max_grad")
+from uds.methods import SELECTORS  # noqa: E402  (needs the path set-up above)
+
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "compare"
 
 

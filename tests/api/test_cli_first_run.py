@@ -1,4 +1,4 @@
-"""What a new user meets first on the `uds` command (issue 13 items 1, 2 and 9): keys for the key-less tenant, key
+"""What a new user meets first on the `uds` command: keys for the key-less tenant, key
 listing, --version, flags and their choices, and one line (never a traceback) for any error. Torch-free."""
 
 from __future__ import annotations

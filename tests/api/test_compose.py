@@ -17,7 +17,7 @@ from tests.utils.service import REPO, child_env
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 # Variables a service may set that are not ours (read by libraries or the images themselves).
-# HF_TOKEN: huggingface_hub reads it for `uds models add <hub-id>` (issue 14).
+# HF_TOKEN: huggingface_hub reads it for `uds models add <hub-id>`.
 FOREIGN = {"HF_HOME", "HF_TOKEN", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 SUBSTITUTION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?]([^}]*))?\}")
 
@@ -140,7 +140,7 @@ def test_worker_command_consumes_the_queue_the_api_sends_to():
 
 
 def test_the_worker_trains_on_n_distinct_gpus():
-    """Issue 13 item 4: `count: 1` reservations scaled to N replicas all get the same GPU (Docker does not hand
+    """`count: 1` reservations scaled to N replicas all get the same GPU (Docker does not hand
     out distinct devices per replica). One worker reserves the host's GPUs and runs one process per GPU; pool
     process i trains on cuda:i (tests/worker/test_celery_app.py::test_pool_process_i_gets_gpu_i)."""
     from cli.main import _parser
@@ -197,7 +197,7 @@ def test_env_example_covers_the_compose_variables():
 
 
 def test_compose_refuses_to_start_without_a_postgres_password():
-    """Issue 13 item 3: no silent fallback to a password everyone knows; both users of it fail fast."""
+    """No silent fallback to a password everyone knows; both users of it fail fast."""
     text = (REPO / "docker-compose.yml").read_text()
     uses = re.findall(r"\$\{POSTGRES_PASSWORD[^}]*\}", text)
     assert len(uses) == 2 and all(use.startswith("${POSTGRES_PASSWORD:?") for use in uses), uses

@@ -233,7 +233,7 @@ def sharegpt_rows(n: int) -> list[dict]:
 
 
 def test_sharegpt_is_accepted_and_previewed_as_chat(client, key):
-    """Issue 13 item 6: ShareGPT (LLaMA-Factory's conversations) is a fourth format, converted to chat."""
+    """ShareGPT (LLaMA-Factory's conversations) is a fourth format, converted to chat."""
     dataset = upload(client, key, jsonl(sharegpt_rows(4))).json()
     assert dataset["format"] == "sharegpt" and dataset["n_examples"] == 4
     row = client.get(f"/api/v1/datasets/{dataset['id']}/rows", headers=bearer(key), params={"limit": 1}).json()["data"][

@@ -99,7 +99,7 @@ def test_readyz_reports_an_unreachable_broker(settings):
         assert body["error"]["code"] == "not_ready"
 
 
-# Issue 13 item 7: where a JSON syntax error is, which field was meant, and which query parameters are unknown.
+# Where a JSON syntax error is, which field was meant, and which query parameters are unknown.
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

@@ -1,4 +1,4 @@
-"""The ETA of a running job includes its evaluations (issue 13 item 8): never "0 ms" while one is running."""
+"""The ETA of a running job includes its evaluations: never "0 ms" while one is running."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12: what one tenant may ask of the service. Job costs bounded at submit time, upload forms capped and
+"""What one tenant may ask of the service. Job costs bounded at submit time, upload forms capped and
 accepted in any part order, unstorable values refused as 400s, the key-less loopback mode closed to other origins,
 crash leftovers cleaned at start-up, finished jobs' checkpoints pruned, per-tenant storage quotas."""
 
@@ -28,7 +28,7 @@ def refused(response, param: str, code: str = "job_too_costly") -> str:
     return error["message"]
 
 
-# ---- item 2: what a job may cost -----------------------------------------------------------------------------
+# ---- what a job may cost --------------------------------------------------------------------------------------
 
 
 def test_the_reported_buffer_is_refused_naming_the_setting_and_the_limit(client, key, dataset):
@@ -112,7 +112,7 @@ def test_storage_quota_counts_everything_stored_for_the_tenant(client, key, sett
         upload(small, key, jsonl(chat_rows(3)))
 
 
-# ---- items 4 and 6: upload forms ------------------------------------------------------------------------------
+# ---- upload forms ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/v1/files"])
@@ -168,7 +168,7 @@ def test_nul_in_the_file_name_is_dropped(client, key):
     assert response.status_code == 201 and response.json()["filename"] == "ab.jsonl", response.text
 
 
-# ---- item 9: unstorable values --------------------------------------------------------------------------------
+# ---- unstorable values -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -244,7 +244,7 @@ def test_nul_and_huge_urls_are_4xx(client, key, url):
     assert 400 <= response.status_code < 500, (url[:50], response.status_code)
 
 
-# ---- item 7: the key-less loopback mode against other origins -----------------------------------------------
+# ---- the key-less loopback mode against other origins -------------------------------------------------------
 
 
 @pytest.fixture
@@ -292,7 +292,7 @@ def test_cross_origin_state_changes_are_refused(keyless):
     )
 
 
-# ---- item 14 and retention: what stays on disk ------------------------------------------------------------------
+# ---- retention: what stays on disk ------------------------------------------------------------------------------
 
 
 def test_start_up_removes_crash_leftovers_but_not_live_uploads(settings, client, key):

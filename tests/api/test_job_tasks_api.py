@@ -1,4 +1,4 @@
-"""The HTTP contract of merged exports and try-it (issue 14): what may be asked of which job, the bounds, cancel,
+"""The HTTP contract of merged exports and try-it: what may be asked of which job, the bounds, cancel,
 and the embedded mode's hand-over to the task thread. What the worker computes is in tests/worker/test_job_tasks.py."""
 
 from __future__ import annotations

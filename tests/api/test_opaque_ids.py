@@ -1,4 +1,4 @@
-"""Event and checkpoint ids are opaque (issue 12, minor): their rows' keys are a counter shared by every tenant, so
+"""Event and checkpoint ids are opaque: their rows' keys are a counter shared by every tenant, so
 ids that showed it would tell a tenant how busy the others are. Cursors still work, and ids survive a restart."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dataset previews cost what they show (issue 12, item 5): a row index written with the dataset, one line read per
+"""Dataset previews cost what they show: a row index written with the dataset, one line read per
 row shown. Bytes are counted through api.previews.open_file, the one way previews read files."""
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_invalid_values():
         Settings(max_upload_bytes=0)
 
 
-# Issue 13 item 3: the .env.example placeholder and short keys must not guard a server other hosts can reach.
+# The .env.example placeholder and short keys must not guard a server other hosts can reach.
 EXAMPLE_KEY = "uds-change-me-to-a-long-random-string"
 
 

@@ -1,6 +1,6 @@
 """NaN stored in job metadata by an older version on SQLite (where the JSON column is text and Python writes `NaN`,
-which is not JSON) must neither make the tenant's metadata-filtered lists a 500 nor block deletes (issue 12, item
-10). Postgres' JSONB never took NaN, so there is nothing to hold there."""
+which is not JSON) must neither make the tenant's metadata-filtered lists a 500 nor block deletes.
+Postgres' JSONB never took NaN, so there is nothing to hold there."""
 
 from __future__ import annotations
 

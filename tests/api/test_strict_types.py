@@ -1,4 +1,4 @@
-"""The native job API takes JSON types as they are (issue 12, minor): a boolean is not an integer and a string is
+"""The native job API takes JSON types as they are: a boolean is not an integer and a string is
 not a number, so such a body is a 400 naming the field instead of a job that trains on a coerced value."""
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def make_victim(client, settings, database_url):
                 created_at=utcnow(),
             )
         )
-        # A merged export and a try-it generation of B's finished job (issue 14), as a worker leaves them.
+        # A merged export and a try-it generation of B's finished job, as a worker leaves them.
         export_id, generation_id = "export-" + secrets.token_hex(12), "gen-" + secrets.token_hex(12)
         for task_id, kind, params in (
             (export_id, "export", {"kind": "merged"}),

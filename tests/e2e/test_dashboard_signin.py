@@ -1,4 +1,4 @@
-"""Jobs the official `openai` client creates show in the dashboard (issue 13 item 2), in a real browser (Debian
+"""Jobs the official `openai` client creates show in the dashboard, in a real browser (Debian
 Chromium via Playwright, as test_dashboard.py) against a live key-less loopback `uds serve`:
 
 - `uds keys create` without --tenant there makes a key of the key-less tenant: its jobs show without signing in;

@@ -1,4 +1,4 @@
-"""Issue 13 item 9 in headless Chromium: the budget helper says nothing misleading while the field is in error,
+"""Small things of the dashboard in headless Chromium: the budget helper says nothing misleading while the field is in error,
 datasets are deleted from the dashboard after a confirmation, and a job's metadata shows on its page."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Half-written checkpoint folders (`step-N.tmp-<pid>`, left by a kill -9 mid-write) are deleted by the next writer
-or reader of the job's checkpoints, not kept until an API restart (issue 12 item 14)."""
+or reader of the job's checkpoints, not kept until an API restart."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`uds train` on a bad dataset prints the first 20 problems and a count, not a hundred lines (issue 13 item 6).
+"""`uds train` on a bad dataset prints the first 20 problems and a count, not a hundred lines.
 The dataset is read before any model is loaded, so these runs stop at once."""
 
 from __future__ import annotations

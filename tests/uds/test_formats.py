@@ -312,7 +312,7 @@ def test_example_preview_shows_the_user_turn_and_answer_not_a_repeated_system_pr
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Issue 13 item 6: ShareGPT is accepted; the common wrong shapes are named once, first; unknown rows name their keys.
+# ShareGPT is accepted; the common wrong shapes are named once, first; unknown rows name their keys.
 
 
 def sharegpt(*turns, **extra):

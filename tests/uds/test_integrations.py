@@ -16,8 +16,9 @@ from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.formats import load_examples
 from uds.integrations import STATE_FILE, UDSConfig, UDSTrainer
 from uds.models import add_lora, load_model_and_tokenizer
+from uds.order import epoch_groups
 from uds.reporter import NullLogger
-from uds.trainer import epoch_groups, train
+from uds.trainer import train
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")

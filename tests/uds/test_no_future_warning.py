@@ -1,5 +1,5 @@
 """Every run used to print transformers' FutureWarning about `is_gradient_checkpointing` (PEFT probes the deprecated
-property): a new user reads it as their problem (issue 13 item 9)."""
+property): a new user reads it as their problem."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A checkpoint resumes only the run it belongs to (issue 13 item 1): the trainer and `uds train` on uds-tiny."""
+"""A checkpoint resumes only the run it belongs to: the trainer and `uds train` on uds-tiny."""
 
 from __future__ import annotations
 

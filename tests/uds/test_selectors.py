@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from uds.config import TrainConfig
+from uds.methods import METHODS
 from uds.scoring import nuclear_norms, project, projection_matrices, token_statistics
-from uds.selectors import Measures, ScoringInputs, make_selector, select_groups, select_topk
+from uds.selectors import FullSelector, Measures, ScoringInputs, make_selector, register, select_groups, select_topk
 
 VOCAB, D, MAX_LEN = 60, 16, 24
-METHODS = ("uds", "random", "max_loss", "max_grad", "full")
 
 
 @dataclass
@@ -53,6 +53,14 @@ def _measure(selector, inputs):
 def _run(selector, batches, budget=0.25, sizes=(4, 4)):
     """Each batch of 8 is one step of two groups of 4 (as the trainer calls it); returns the picks per step."""
     return [select_groups(selector, _measure(selector, inputs), sizes, budget).chosen.tolist() for inputs in batches]
+
+
+def test_a_selector_class_needs_its_line_in_the_registry():
+    class Unlisted(FullSelector):
+        name = "unlisted"
+
+    with pytest.raises(ValueError, match="uds.methods.REGISTRY"):
+        register(Unlisted)
 
 
 @pytest.mark.parametrize("method", METHODS)

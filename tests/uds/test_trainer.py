@@ -11,8 +11,11 @@ from safetensors.torch import load_file
 
 from tests.utils.datasets import write_dataset
 from uds.config import TrainConfig, groups_per_step, steps_per_epoch, total_steps
+from uds.engine import token_weights as _token_weights
+from uds.order import epoch_groups
+from uds.records import StepRecord
 from uds.reporter import NullLogger
-from uds.trainer import TrainingError, _token_weights, epoch_groups, lr_multiplier, train
+from uds.trainer import TrainingError, lr_multiplier, train
 
 
 class RecordingLogger(NullLogger):
@@ -72,6 +75,8 @@ def test_every_method_learns_and_reports_each_step(tmp_path, dataset, tiny_model
 
     assert result.status == "succeeded"
     assert [m["step"] for m in logger.steps] == list(range(1, 13))
+    # Every store derives from the declared record: a key renamed in the trainer alone must fail here.
+    assert all(set(m) == set(StepRecord.__annotations__) for m in logger.steps)
     expected_k = 16 if method == "full" else 4
     for metrics in logger.steps:
         assert metrics["candidates"] == 16 and metrics["selected"] == expected_k

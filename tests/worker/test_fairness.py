@@ -1,4 +1,4 @@
-"""Fair turns across tenants and the run-time limit (issue 12, item 8): one tenant's long job cannot keep another
+"""Fair turns across tenants and the run-time limit: one tenant's long job cannot keep another
 tenant's job queued. The embedded worker's order is checked with the first job held by a hook, not by timing."""
 
 from __future__ import annotations

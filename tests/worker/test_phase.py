@@ -1,4 +1,4 @@
-"""A running job's phase on its row (issue 13 item 8): DbLogger writes each phase after the steps before it, and
+"""A running job's phase on its row: DbLogger writes each phase after the steps before it, and
 leaving an evaluation records its duration; the trainer reports loading, training, evaluating and saving."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A crash inside training shows the tenant what failed, never a traceback or the server's source paths; the
-traceback goes to the server log (issue 12, item 13)."""
+traceback goes to the server log."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The service holds the resume guarantee too (issue 13 item 1): a job whose folder holds another run's checkpoint
+"""The service holds the resume guarantee too: a job whose folder holds another run's checkpoint
 fails with the sentence naming what differs, instead of continuing that run's weights."""
 
 from __future__ import annotations

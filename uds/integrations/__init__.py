@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from uds.integrations.trainer import STATE_FILE, GroupBatchSampler, UDSConfig, UDSMixin, UDSTrainer
+from uds.integrations.trainer import STATE_FILE, UDSConfig, UDSMixin, UDSTrainer
+from uds.order import GroupBatchSampler
 
 __all__ = ["UDSConfig", "UDSMixin", "UDSTrainer", "UDSSFTTrainer", "GroupBatchSampler", "STATE_FILE"]
 

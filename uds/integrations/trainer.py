@@ -2,11 +2,11 @@
 groups of one optimizer step, as in the paper's own Trainer subclass.
 
 How it maps onto the Trainer's loop (see docs/INTEGRATIONS.md):
-- `get_train_dataloader`: the batches are the selection groups of `uds.trainer.epoch_groups` (length-grouped,
+- `get_train_dataloader`: the batches are the selection groups of `uds.order.epoch_groups` (length-grouped,
   from (seed, epoch) alone), so the data order is our loop's and a resumed run's position is just its step.
 - `get_batch_samples` (the Trainer fetches a step's G batches before training any): scores all G groups with
-  `uds.engine.measure_batch`, selects them in order with `uds.selectors.select_groups` (memory pushed after each
-  group), and hands back one batch per group holding only its k picks, with loss weights fixed over the step.
+  `uds.engine.measure`, selects them in order with `uds.engine.select` (memory pushed after each group), and
+  hands back one batch per group holding only its k picks, with loss weights fixed over the step.
 - `compute_loss`: `uds.engine.weighted_token_loss` on the picks; the returned loss is already the step's share,
   so the Trainer does not divide it by the accumulation steps again.
 - `_save_checkpoint` / `train(resume_from_checkpoint=...)`: the selector state rides in each checkpoint folder.
@@ -15,8 +15,8 @@ How it maps onto the Trainer's loop (see docs/INTEGRATIONS.md):
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from uds.config import Alpha, TrainConfig, group_count
-from uds.diagnostics import length_bias
-from uds.engine import equal_rows_mask, loss_token_count, measure_batch, step_token_weights, weighted_token_loss
+from uds import engine
+from uds import fingerprint as fp
+from uds.config import TrainConfig
+from uds.engine import equal_rows_mask, loss_token_count, step_token_weights, weighted_token_loss
 from uds.models import output_head
-from uds.scoring import summary
-from uds.selectors import GroupedSelection, Measures, make_selector, select_groups
-from uds.trainer import epoch_groups
+from uds.order import GroupBatchSampler
+from uds.selectors import make_selector
 
 STATE_FILE = "uds_state.pt"
 # Batch keys the integration adds for its own use; removed before anything reaches the model.
@@ -38,9 +38,42 @@ ROWS_KEY = "uds_rows"
 WEIGHTS_KEY = "uds_weights"
 
 
-@dataclass
-class UDSConfig:
-    """The selection settings (DESIGN.md section 3). The rest (optimizer, schedule, steps) is the Trainer's.
+# The selection settings a Trainer takes from UDSConfig: names, types and defaults are TrainConfig's own.
+SELECTION_SETTINGS = (
+    "method",
+    "budget",
+    "group_by_length",
+    "equal_rows",
+    "alpha",
+    "alpha_window",
+    "buffer_size",
+    "proj_r_voc",
+    "proj_r_seq",
+    "loss_weighting",
+)
+
+
+def _selection_fields() -> list[tuple[str, Any, Any]]:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    return [(name, fields[name].type, dataclasses.field(default=fields[name].default)) for name in SELECTION_SETTINGS]
+
+
+# Settings whose Trainer value is used when left None (see UDSConfig), and what only the integration has.
+_UDSSettings: Any = dataclasses.make_dataclass(
+    "_UDSSettings",
+    [
+        *_selection_fields(),
+        ("candidate_batch_size", "int | None", dataclasses.field(default=None)),
+        ("max_seq_len", "int | None", dataclasses.field(default=None)),
+        ("seed", "int | None", dataclasses.field(default=None)),
+        ("record_selections", "bool", dataclasses.field(default=False)),
+    ],
+)
+
+
+class UDSConfig(_UDSSettings):
+    """The selection settings: those of `SELECTION_SETTINGS`, as in TrainConfig (same defaults, same validation).
+    The rest (optimizer, schedule, steps) is the Trainer's.
 
     The group size B is `candidate_batch_size`, or the Trainer's `per_device_train_batch_size` when None; the
     groups per optimizer step are the Trainer's `gradient_accumulation_steps`. `max_seq_len` sizes the projection
@@ -48,58 +81,10 @@ class UDSConfig:
     takes `args.seed`. `record_selections` keeps every step's groups and picks in `trainer.selections`.
     """
 
-    method: str = "uds"
-    budget: float = 0.125
-    candidate_batch_size: int | None = None
-    group_by_length: bool = True
-    equal_rows: bool = True
-    alpha: Alpha = "paper"
-    alpha_window: int = 256
-    buffer_size: int = 1024
-    proj_r_voc: int = 128
-    proj_r_seq: int = 8
-    loss_weighting: str = "example"
-    max_seq_len: int | None = None
-    seed: int | None = None
-    record_selections: bool = False
-
     def train_config(self, candidate_batch_size: int, max_seq_len: int, seed: int) -> TrainConfig:
         """The same settings as a TrainConfig: validated by the one validator, and what `make_selector` takes."""
-        return TrainConfig(
-            method=self.method,
-            budget=self.budget,
-            candidate_batch_size=candidate_batch_size,
-            group_by_length=self.group_by_length,
-            equal_rows=self.equal_rows,
-            alpha=self.alpha,
-            alpha_window=self.alpha_window,
-            buffer_size=self.buffer_size,
-            proj_r_voc=self.proj_r_voc,
-            proj_r_seq=self.proj_r_seq,
-            loss_weighting=self.loss_weighting,
-            max_seq_len=max_seq_len,
-            seed=seed,
-        )
-
-
-class GroupBatchSampler:
-    """Yields the selection groups of each epoch (lists of dataset rows), exactly as `uds.trainer` draws them."""
-
-    def __init__(self, lengths: list[int], candidate_batch_size: int, seed: int, group_by_length: bool):
-        self.lengths = lengths
-        self.candidate_batch_size = candidate_batch_size
-        self.seed = seed
-        self.group_by_length = group_by_length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        yield from epoch_groups(self.lengths, self.candidate_batch_size, self.seed, self.epoch, self.group_by_length)
-
-    def __len__(self) -> int:
-        return group_count(len(self.lengths), self.candidate_batch_size)
+        selection = {name: getattr(self, name) for name in SELECTION_SETTINGS}
+        return TrainConfig(**selection, candidate_batch_size=candidate_batch_size, max_seq_len=max_seq_len, seed=seed)
 
 
 class _WithRows(Dataset):
@@ -202,36 +187,26 @@ class UDSMixin(_MixinBase):
         selection = self._uds_select(groups)
         return self._uds_picks(groups, selection), None
 
-    def _uds_select(self, groups: list[dict[str, Any]]) -> GroupedSelection:
+    def _uds_select(self, groups: list[dict[str, Any]]) -> engine.StepSelection:
         sizes = [int(group["input_ids"].shape[0]) for group in groups]
-        if self.uds_selector.needs_hidden:
-            measures = Measures.concat([self._uds_measure(group) for group in groups])
-        else:  # random and full pick without looking: no scoring pass to pay for
-            measures = Measures(sum(sizes))
-        return select_groups(self.uds_selector, measures, sizes, self.uds_config.budget)
+        measures = engine.measure(
+            self.model,
+            self.uds_selector,
+            self.uds_head,
+            (self._uds_scoring_batch(group) for group in groups),
+            sum(sizes),
+            self.compute_loss_context_manager,
+        )
+        lengths = torch.cat([group["attention_mask"].sum(dim=1).cpu() for group in groups])
+        return engine.select(self.uds_selector, measures, sizes, self.uds_config.budget, lengths)
 
-    def _uds_measure(self, group: dict[str, Any]) -> Measures:
-        model = self.model
-        was_training = model.training
-        model.eval()  # dropout off: scores must not depend on the dropout draw
-        try:
-            device = self.args.device
-            mask = group["attention_mask"].to(device)
-            score_mask = equal_rows_mask(mask) if self.uds_config.equal_rows else None
-            return measure_batch(
-                model,
-                self.uds_selector,
-                self.uds_head,
-                group["input_ids"].to(device),
-                mask,
-                group["labels"].to(device),
-                score_mask,
-                autocast=self.compute_loss_context_manager(),
-            )
-        finally:
-            model.train(was_training)
+    def _uds_scoring_batch(self, group: dict[str, Any]) -> engine.ScoringBatch:
+        device = self.args.device
+        mask = group["attention_mask"].to(device)
+        score_mask = equal_rows_mask(mask) if self.uds_config.equal_rows else None
+        return engine.ScoringBatch(group["input_ids"].to(device), mask, group["labels"].to(device), score_mask)
 
-    def _uds_picks(self, groups: list[dict[str, Any]], selection: GroupedSelection) -> list[dict[str, Any]]:
+    def _uds_picks(self, groups: list[dict[str, Any]], selection: engine.StepSelection) -> list[dict[str, Any]]:
         """One batch per group with its picks only (padding cut to them), each pick's loss weight attached."""
         chosen = selection.chosen.tolist()
         offsets = [0]
@@ -263,24 +238,17 @@ class UDSMixin(_MixinBase):
 
     # ------------------------------------------------------------------------------------------------ statistics
 
-    def _uds_record(self, groups, selection: GroupedSelection, batches) -> None:
-        rows = torch.cat([group[ROWS_KEY].cpu() for group in groups])
-        lengths = torch.cat([group["attention_mask"].sum(dim=1).cpu() for group in groups])
-        picked = torch.zeros(len(rows), dtype=torch.bool)
-        picked[selection.chosen] = True
-        scores = selection.scores
-        informative = None if bool((scores.total == 0).all()) else scores.total
-        bias = length_bias(lengths, scores.utility, informative, picked, selection.group_sizes)
-        self.uds_counters["examples_scored"] += len(rows)
-        self.uds_counters["examples_trained"] += int(picked.sum())
-        self._uds_pending.append(_step_stats(scores, selection.chosen, bias, len(rows), int(picked.sum())))
+    def _uds_record(self, groups, selection: engine.StepSelection, batches) -> None:
+        self.uds_counters["examples_scored"] += int(selection.picked.numel())
+        self.uds_counters["examples_trained"] += int(selection.picked.sum())
+        self._uds_pending.append(engine.flat_stats(selection))
         if self.uds.record_selections:
             self.selections.append(
                 {
                     "step": self.state.global_step + 1,
                     "groups": [group[ROWS_KEY].tolist() for group in groups],
                     "picked": [batch[ROWS_KEY].tolist() for batch in batches],
-                    "score": scores.total.tolist(),
+                    "score": selection.scores.total.tolist(),
                 }
             )
 
@@ -336,26 +304,12 @@ class UDSTrainer(UDSMixin, Trainer):  # type: ignore[misc]  # the mixin sets los
     """`transformers.Trainer` with UDS online batch selection: `UDSTrainer(model=..., args=..., uds=UDSConfig(...))`."""
 
 
-# Settings that must not change across a resume: they decide the data order and what the memory means.
-_RESUME_FIXED = (
-    "method",
-    "budget",
-    "candidate_batch_size",
-    "group_by_length",
-    "proj_r_voc",
-    "proj_r_seq",
-    "buffer_size",
-    "seed",
-    "max_seq_len",
-)
-
-
 def _check_same_selection(saved: dict[str, Any], config: TrainConfig) -> None:
-    current = config.to_dict()
-    changed = [name for name in _RESUME_FIXED if saved.get(name) != current[name]]
+    """The resume rule of `uds.fingerprint`: every setting that changes results must be the checkpoint's."""
+    changed = fp.differences({"settings": fp.settings_of(saved)}, {"settings": fp.settings_of(config)})
     if changed:
         raise ValueError(
-            f"the checkpoint's UDS settings differ in {', '.join(changed)}: resume with the settings it was trained with"
+            f"the checkpoint's UDS settings differ ({', '.join(changed)}): resume with the settings it was trained with"
         )
 
 
@@ -383,22 +337,6 @@ def _example_lengths(dataset) -> list[int]:
     if "input_ids" in names:
         return [len(ids) for ids in dataset["input_ids"]]
     return [len(dataset[row]["input_ids"]) for row in range(len(dataset))]
-
-
-def _step_stats(scores, chosen: torch.Tensor, bias: dict[str, Any], candidates: int, selected: int) -> dict[str, float]:
-    """One step's selection statistics as flat floats (what TensorBoard / W&B / MLflow accept)."""
-    stats: dict[str, float] = {"uds/candidates": candidates, "uds/selected": selected}
-    if scores.alpha is not None:
-        stats["uds/alpha"] = scores.alpha
-    for name, values in (("utility", scores.utility), ("diversity", scores.diversity), ("score", scores.total)):
-        for subset, index in (("candidates", None), ("selected", chosen)):
-            described = None if values is None else summary(values if index is None else values[index])
-            if described is not None:
-                stats[f"uds/{name}_{subset}_mean"] = described["mean"]
-    for key in ("spearman_utility_length", "spearman_score_length", "mean_length_candidates", "mean_length_selected"):
-        if bias[key] is not None:
-            stats[f"uds/{key}"] = bias[key]
-    return stats
 
 
 def _mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:

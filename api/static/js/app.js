@@ -4,7 +4,7 @@
 //   #/datasets         datasets        #/datasets/ID                              one dataset's rows
 //   #/comparisons      compare methods (list + new comparison form; ?new=1 opens the form)
 //   #/comparisons/ID   one comparison: its runs as a grid, the verdict and the report
-import { h, clear, toast } from './dom.js';
+import { h, clear, toast, loadMethods } from './dom.js';
 import { get, getKey, setKey, ApiError } from './api.js';
 import { jobsView } from './views/jobs.js';
 import { jobView } from './views/job.js';
@@ -169,6 +169,7 @@ async function start() {
   const footer = document.querySelector('.brand small');
   if (state.info.version) footer.title = `version ${state.info.version}`;
   renderAuthBox();
+  await loadMethods();
   if (state.info.auth_required && !getKey()) await askForKey();
   window.addEventListener('hashchange', render);
   render();

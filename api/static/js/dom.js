@@ -122,15 +122,31 @@ export function secondsBetween(a, b) {
 export const ACTIVE = new Set(['validating_files', 'queued', 'running', 'cancelling']);
 export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-export const METHOD_LABELS = {
-  uds: 'UDS (utility + diversity)',
-  random: 'Random',
-  max_loss: 'Max loss',
-  max_grad: 'Max gradient',
-  full: 'Full data (no selection)',
-};
+// The selection methods as the server's registry (uds/methods.py) names and explains them, read from the OpenAPI
+// schema (the `x-methods` of POST /api/v1/jobs's `method`) by loadMethods() before the first view renders.
+export const METHOD_LABELS = {};
+export const METHOD_SHORT = {};
+export const METHOD_HELP = {};
+export const SELECTORS = []; // the methods that select: all but full
 
-export const METHOD_SHORT = { uds: 'UDS', random: 'random', max_loss: 'max loss', max_grad: 'max grad', full: 'full data' };
+export async function loadMethods() {
+  let methods = [];
+  try {
+    const res = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
+    const spec = res.ok ? await res.json() : {};
+    let schema = spec.paths?.['/api/v1/jobs']?.post?.requestBody?.content?.['application/json']?.schema;
+    if (schema?.$ref) schema = spec.components?.schemas?.[schema.$ref.split('/').pop()];
+    methods = schema?.properties?.method?.['x-methods'] || [];
+  } catch (err) {
+    console.error(err);
+  }
+  for (const m of methods) {
+    METHOD_LABELS[m.name] = m.label;
+    METHOD_SHORT[m.name] = m.short;
+    METHOD_HELP[m.name] = m.help;
+    if (m.selects) SELECTORS.push(m.name);
+  }
+}
 
 export function statusBadge(status) {
   const label = (status || 'unknown').replace(/_/g, ' ');

@@ -1,10 +1,10 @@
 // One comparison: its runs as a grid (method x budget by seed, each cell a job), and its report: the verdict in
 // plain words first, then mean ± sd per method and budget, the paired differences with their intervals, the label
 // shares and the notes. Polls while runs are unfinished; GET /comparisons/{id} and /comparisons/{id}/report.
-import { h, clear, toast, fmtNum, fmtInt, fmtPct, fmtDuration, timeEl, statusBadge, METHOD_LABELS, isNum } from '../dom.js';
+import { h, clear, toast, fmtNum, fmtInt, fmtPct, fmtDuration, timeEl, statusBadge, METHOD_LABELS, SELECTORS, isNum } from '../dom.js';
 import { get, post, del, download, url, getKey } from '../api.js';
 import { COLORS } from '../charts.js';
-import { pct, methodShort, runsProgress, UNFINISHED, SELECTORS } from './comparisons.js';
+import { pct, methodShort, runsProgress, UNFINISHED } from './comparisons.js';
 
 const POLL_MS = 2000;
 const SVG = 'http://www.w3.org/2000/svg';

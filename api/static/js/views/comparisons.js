@@ -1,13 +1,12 @@
 // Compare methods: the tenant's comparisons (each a group of ordinary jobs: every chosen method at every chosen
 // budget, plus full data, once per seed, judged on one held-out dataset) and the form that starts one.
 // POST/GET /api/v1/comparisons; the contract is notes/comparisons-contract.md.
-import { h, clear, toast, fmtInt, timeEl, statusBadge, METHOD_LABELS, METHOD_SHORT, isNum } from '../dom.js';
+import { h, clear, toast, fmtInt, timeEl, statusBadge, METHOD_LABELS, METHOD_SHORT, SELECTORS, isNum } from '../dom.js';
 import { get, post, listAll, ApiError } from '../api.js';
 import { schemaDefaults } from './newjob.js';
 
 const PAGE = 25;
 const POLL_MS = 2000;
-export const SELECTORS = ['uds', 'random', 'max_loss', 'max_grad'];
 export const UNFINISHED = new Set(['queued', 'running']);
 const DEFAULT_BUDGETS = [0.125, 0.25];
 const DEFAULT_SEEDS = 3;  // 3 x (4 x 2 + 1) = 27 jobs: within the default cap of 32 unfinished jobs

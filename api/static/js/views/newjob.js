@@ -1,15 +1,7 @@
 // New job: upload or pick a dataset, pick a model from the allow-list, budget, method and the main settings.
-import { h, clear, toast, fmtInt, fmtBytes, fmtPct, METHOD_LABELS, isNum } from '../dom.js';
+import { h, clear, toast, fmtInt, fmtBytes, fmtPct, METHOD_LABELS, METHOD_HELP, isNum } from '../dom.js';
 import { get, post, upload, listAll, ApiError } from '../api.js';
 import { RECIPES } from '../recipes.js';
-
-const METHOD_HELP = {
-  uds: 'Scores each candidate by utility (nuclear norm of its logits) plus α × diversity against recently selected examples; trains on the top k.',
-  random: 'Picks k candidates uniformly at random: the baseline to beat.',
-  max_loss: 'Picks the k candidates with the highest mean token loss.',
-  max_grad: 'Picks the k candidates with the largest gradient norm with respect to the logits.',
-  full: 'Trains on every candidate (budget 100 %): the reference that savings are measured against.',
-};
 
 // Defaults mirror uds/config.py; the server's OpenAPI schema overrides them when it states its own.
 const MAIN = [
