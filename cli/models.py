@@ -149,11 +149,14 @@ def describe(facts) -> str:
 
 def models_list(settings=None) -> int:
     settings = _settings(settings)
-    real = (
-        f"SmolLM2-135M-Instruct from GGUF {GGUF_FILE} ({QUANTIZATION}), converted on first use"
-        if wheel_gguf() is not None or (settings.models_dir / REAL_MODEL / "config.json").is_file()
-        else f"not installed: {INSTALL_COMMAND}"
-    )
+    converted = settings.models_dir / REAL_MODEL
+    origin = f"SmolLM2-135M-Instruct from GGUF {GGUF_FILE} ({QUANTIZATION})"
+    if (converted / "config.json").is_file():
+        real = f"{origin}, converted\t{converted}"
+    elif wheel_gguf() is not None:
+        real = f"{origin}, converted on first use"
+    else:
+        real = f"not installed: {INSTALL_COMMAND}"
     print(f"{REAL_MODEL}\tbuiltin\t{real}")
     print(f"{TINY_MODEL}\tbuiltin\ttest model, built on first use")
     for registration in list_registered(settings.models_dir):

@@ -86,7 +86,12 @@ def test_list_shows_provenance_and_remove_deletes_the_conversion(files, settings
     assert models_add(str(files["Q8_0"]), settings=settings) == 0  # default name: the file's stem
     capsys.readouterr()
     assert models_list(settings=settings) == 0
-    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("tiny-llama.Q8_0\t"))
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == (
+        "smollm2-135m-instruct\tbuiltin\tSmolLM2-135M-Instruct from GGUF SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1), "
+        "converted on first use"
+    )
+    line = next(row for row in rows if row.startswith("tiny-llama.Q8_0\t"))
     assert (
         line.startswith("tiny-llama.Q8_0\tgguf\tLlamaForCausalLM") and "(from GGUF tiny-llama.Q8_0.gguf, Q8_0)" in line
     )
