@@ -5,8 +5,15 @@ moves the logits visibly), exported merged (float32 safetensors) and as GGUF f16
 GGUF file is read back with transformers' GGUF loader and compared with the merged model on held-out prompts:
 greedy answers (where they first differ), and the mean token loss of held-out chat texts.
 
-    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model smollm2-135m-instruct \\
+Where greedy answers first differ is found without generating with each file: the merged model's greedy answer is
+generated once, then each file reads prompt + that answer in one forward pass; the first answer position whose
+argmax is not the merged model's next token is where the file's own greedy answer would first differ (up to there
+both generate the same tokens from the same context).
+
+    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model-dir /path/to/smollm2-135m-instruct \\
         --out benchmarks/results/gguf_export.md
+    # the comparison again on an earlier run's files (its work folder is printed first):
+    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --reuse /tmp/gguf-bench-XXXX --out ...
 """
 
 from __future__ import annotations
@@ -64,13 +71,26 @@ def make_adapter(base_dir: str, out: Path, seed: int, scale: float) -> float:
     return (tuned - base).abs().max().item()
 
 
-def greedy(model, tokenizer, prompt: str, tokens: int) -> list[int]:
-    ids = tokenizer.apply_chat_template(
+def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
+    return tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    )["input_ids"]
+
+
+def greedy(model, tokenizer, prompt: str, tokens: int) -> list[int]:
+    ids = chat_ids(tokenizer, prompt)
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=tokens, do_sample=False, min_new_tokens=tokens)
-    return out[0, ids["input_ids"].shape[1] :].tolist()
+        out = model.generate(ids, max_new_tokens=tokens, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def first_disagreement(model, tokenizer, prompt: str, answer: list[int]) -> int | None:
+    """The first answer position where `model`'s greedy choice differs from `answer`'s token, or None."""
+    ids = chat_ids(tokenizer, prompt)
+    full = torch.cat([ids, torch.tensor([answer])], dim=1)
+    with torch.no_grad():
+        choices = model(full).logits[0, ids.shape[1] - 1 : -1].argmax(-1).tolist()
+    return next((i for i, (x, y) in enumerate(zip(choices, answer, strict=True)) if x != y), None)
 
 
 def held_out_loss(model, tokenizer) -> float:
@@ -85,47 +105,25 @@ def held_out_loss(model, tokenizer) -> float:
     return statistics.fmean(losses)
 
 
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="a built-in or registered model name, or a folder"
-    )
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=40)
-    parser.add_argument("--scale", type=float, default=0.01, help="std of the random lora_B entries")
-    parser.add_argument("--out", default="benchmarks/results/gguf_export.md")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def export_all(args, adapter: Path, work: Path, shift: float, lines: list[str]) -> tuple[Path, dict]:
+    """Export merged once and GGUF f16 and q8_0 `args.runs` times each, timed; table rows appended to `lines`."""
     from uds.export import export_merged
     from uds.gguf_export import export_gguf
-    from uds.models import resolve_model
 
-    args.model_dir = resolve_model(args.model)
-
-    work = Path(tempfile.mkdtemp(prefix="gguf-bench-"))
-    adapter = work / "adapter"
-    shift = make_adapter(args.model_dir, adapter, seed=0, scale=args.scale)
-    lines = [
-        "# GGUF export on SmolLM2-135M-Instruct with a LoRA adapter",
-        "",
+    lines += [
         f"Command: `nice -n 15 .venv/bin/python benchmarks/gguf_export.py --runs {args.runs} --tokens {args.tokens}`. "
         f"CPU, {torch.get_num_threads()} torch threads, shared machine. Adapter: random LoRA r=8 on q/k/v/o/gate/up/"
-        f"down, lora_B ~ N(0, {args.scale}) (max |logit change| vs the base on one prompt: {shift:.2f}).",
+        f"down, lora_B ~ N(0, {args.scale}) (max |logit change| vs the base on one prompt: {shift:.2f}). Each time "
+        "includes loading the base, merging in float32 and writing the file.",
         "",
         "| export | run | seconds | bytes |",
         "|---|---|---|---|",
     ]
     start = time.perf_counter()
     merged_dir = export_merged(args.model_dir, str(adapter), work / "merged")
-    merged_seconds = time.perf_counter() - start
     merged_bytes = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
-    lines.append(f"| merged (float32 safetensors) | 1 | {merged_seconds:.1f} | {merged_bytes:,} |")
+    lines.append(f"| merged (float32 safetensors) | 1 | {time.perf_counter() - start:.1f} | {merged_bytes:,} |")
+    print(lines[-1], flush=True)
     files = {}
     for quantization in ("f16", "q8_0"):
         for run in range(1, args.runs + 1):
@@ -133,36 +131,68 @@ def main() -> None:
             start = time.perf_counter()
             export_gguf(args.model_dir, str(adapter), out, quantization, name="bench")
             seconds = time.perf_counter() - start
-            path = out / f"bench-{quantization}.gguf"
-            files[quantization] = path
-            lines.append(f"| gguf {quantization} | {run} | {seconds:.1f} | {path.stat().st_size:,} |")
+            files[quantization] = out / f"bench-{quantization}.gguf"
+            lines.append(f"| gguf {quantization} | {run} | {seconds:.1f} | {files[quantization].stat().st_size:,} |")
             print(lines[-1], flush=True)
-    q8_ratio = files["q8_0"].stat().st_size / merged_bytes
-    lines += ["", f"q8_0 file / float32 merged safetensors: {q8_ratio:.3f}.", ""]
+    lines.append("")
+    return merged_dir, files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default="/work/shared-scratch/smollm2-135m-instruct")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--scale", type=float, default=0.01, help="std of the random lora_B entries")
+    parser.add_argument("--out", default="benchmarks/results/gguf_export.md")
+    parser.add_argument("--reuse", default=None, help="an earlier run's work folder: compare its files, export none")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="gguf-bench-"))
+    print(f"work folder: {work}", flush=True)
+    adapter = work / "adapter"
+    lines = ["# GGUF export on SmolLM2-135M-Instruct with a LoRA adapter", ""]
+    if args.reuse:
+        merged_dir = work / "merged"
+        files = {q: work / f"gguf-{q}-{args.runs}" / f"bench-{q}.gguf" for q in ("f16", "q8_0")}
+        lines += [f"Comparison of the files of an earlier run ({work}), `--reuse`; no export timed here.", ""]
+    else:
+        shift = make_adapter(args.model_dir, adapter, seed=0, scale=args.scale)
+        merged_dir, files = export_all(args, adapter, work, shift, lines)
+    merged_bytes = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
+    for quantization, path in files.items():
+        ratio = path.stat().st_size / merged_bytes
+        lines.append(f"{quantization} file / float32 merged safetensors ({merged_bytes:,} bytes): {ratio:.3f}.")
+    lines.append("")
 
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     reference = {prompt: greedy(merged, tokenizer, prompt, args.tokens) for prompt in PROMPTS}
     merged_loss = held_out_loss(merged, tokenizer)
+    del merged
+    lengths = ", ".join(str(len(reference[p])) for p in PROMPTS)
     lines += [
-        f"Held-out prompts: {len(PROMPTS)}, {args.tokens} greedy tokens each (chat template, no sampling). "
-        f"Held-out loss: mean token cross-entropy over {len(HELD_OUT)} chat texts.",
+        f"Held-out prompts: {len(PROMPTS)}, the merged model's greedy answer to each (chat template, at most "
+        f"{args.tokens} tokens, ending at its end-of-turn token; lengths {lengths}). Held-out loss: mean token cross-entropy over "
+        f"{len(HELD_OUT)} chat texts (question and answer) not in any training data.",
         "",
-        "| model | held-out loss | prompts identical for all tokens | first differing token (per prompt) |",
+        "| model | held-out loss | prompts whose greedy answer is the merged model's for all tokens | first "
+        "differing answer token, per prompt |",
         "|---|---|---|---|",
         f"| merged float32 | {merged_loss:.5f} | reference | |",
     ]
     for quantization, path in files.items():
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
         back_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        answers = {prompt: greedy(model, back_tokenizer, prompt, args.tokens) for prompt in PROMPTS}
-        firsts = [first_difference(reference[p], answers[p]) for p in PROMPTS]
+        firsts = [first_disagreement(model, back_tokenizer, p, reference[p]) for p in PROMPTS]
         same = sum(f is None for f in firsts)
         where = ", ".join("same" if f is None else str(f) for f in firsts)
-        lines.append(
-            f"| gguf {quantization} | {held_out_loss(model, back_tokenizer):.5f} | {same} of {len(PROMPTS)} | {where} |"
-        )
+        loss = held_out_loss(model, back_tokenizer)
+        lines.append(f"| gguf {quantization} | {loss:.5f} | {same} of {len(PROMPTS)} | {where} |")
         print(lines[-1], flush=True)
+        del model
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -108,8 +108,8 @@ def build_gguf_ready_model(path: Path, architecture: str, seed: int = 0) -> Path
     return path
 
 
-def add_random_adapter(base: Path, out: Path, seed: int = 0) -> Path:
-    """A LoRA adapter whose B matrices are non-zero, so merging changes the model."""
+def add_random_adapter(base: Path, out: Path, seed: int = 0, scale: float = 0.05) -> Path:
+    """A LoRA adapter whose B matrices are non-zero (N(0, scale)), so merging changes the model."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -121,6 +121,6 @@ def add_random_adapter(base: Path, out: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
-                parameter.normal_(0, 0.05)
+                parameter.normal_(0, scale)
     peft_model.save_pretrained(out)
     return out
