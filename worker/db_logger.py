@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +35,7 @@ from api.models import Checkpoint, Selection, StepMetric, utcnow
 from uds.records import METRIC_FIELDS, Phase, StepRecord
 from worker.identity import owned_update
 from worker.lease import JobLease
+from worker.ordered_writer import OrderedWriter
 from worker.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,6 @@ _TOTALS: dict[str, tuple[str, type]] = {
     "time_scoring": ("time_scoring", float),
     "time_training": ("time_training", float),
 }
-MAX_QUEUED_BATCHES = 8
 
 
 def clean(value: Any) -> Any:
@@ -97,7 +95,6 @@ class DbLogger:
         # otherwise resume after s with steps missing that no one will log again.
         self.checkpoint_every = checkpoint_every
         self.relative_path = relative_path
-        self.background = background
         self.batches_written = 0
         self._metrics: list[dict[str, Any]] = []
         self._selections: list[dict[str, Any]] = []
@@ -107,9 +104,7 @@ class DbLogger:
         self._phase: tuple[Phase, Any] | None = None  # (name, started at) of the phase last logged
         self._last_handoff = time.monotonic()
         self._totals: dict[str, Any] = {name: kind(0) for name, (_, kind) in _TOTALS.items()}
-        self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
-        self._writer: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._writer = OrderedWriter(f"metrics-{job_id}", background, skip=lambda: self.lost)
         self.resume_step = resume_step
         self._last_step = resume_step
         self.reset_after(resume_step)
@@ -226,7 +221,7 @@ class DbLogger:
                 add_event(session, self.job_id, type, message, level=level, data=data)
 
         self._handoff()  # the steps before the event are written before it
-        self._submit(lambda: with_retries(write, f"job {self.job_id}: event"))
+        self._writer.submit(lambda: with_retries(write, f"job {self.job_id}: event"))
 
     def log_checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
         if self.lost:
@@ -244,7 +239,7 @@ class DbLogger:
         # Steps up to `step` were stored before the checkpoint was written (see log_step); the record of the
         # checkpoint itself only needs to follow them, not to hold up training.
         self._handoff()
-        self._submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
+        self._writer.submit(lambda: with_retries(write, f"job {self.job_id}: checkpoint {step}"))
 
     def log_phase(self, name: Phase, data: dict[str, Any] | None = None) -> None:
         """The phase and its start go on the job row; leaving an evaluation records how long it took (the ETA's
@@ -262,7 +257,7 @@ class DbLogger:
                 self._fenced_update(session, values)
 
         self._handoff()
-        self._submit(lambda: with_retries(write, f"job {self.job_id}: phase"))
+        self._writer.submit(lambda: with_retries(write, f"job {self.job_id}: phase"))
 
     def should_stop(self) -> bool:
         return self.lease.should_stop()
@@ -270,8 +265,7 @@ class DbLogger:
     def flush(self) -> None:
         """Write everything logged so far and wait until it is stored."""
         self._handoff()
-        if self._writer is not None:
-            self._queue.join()
+        self._writer.wait()
         self._raise_write_error()
 
     def close(self) -> None:
@@ -280,10 +274,7 @@ class DbLogger:
             self.flush()
         except Exception:
             log.exception("final metrics flush for %s failed", self.job_id)
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=60)
-            self._writer = None
+        self._writer.close()
 
     # ---- writing ------------------------------------------------------------------------------------------
 
@@ -294,30 +285,7 @@ class DbLogger:
         self._metrics, self._selections, self._progress = [], [], None
         self._pending_attempt = {}
         self._last_handoff = time.monotonic()
-        self._submit(lambda: self._write(batch))
-
-    def _submit(self, work: Callable[[], Any]) -> None:
-        """Run `work` on the writer thread, after everything submitted before it (inline when not background)."""
-        if not self.background:
-            work()
-            return
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name=f"metrics-{self.job_id}", daemon=True)
-            self._writer.start()
-        self._queue.put(work)  # blocks when MAX_QUEUED_BATCHES are waiting: back-pressure, not unbounded memory
-
-    def _write_loop(self) -> None:
-        while True:
-            work = self._queue.get()
-            try:
-                if work is None:
-                    return
-                if self._error is None and not self.lost:
-                    work()
-            except BaseException as exc:  # handed to the training thread at its next call
-                self._error = exc
-            finally:
-                self._queue.task_done()
+        self._writer.submit(lambda: self._write(batch))
 
     def _write(self, batch) -> None:
         if with_retries(lambda: self._write_once(batch), f"job {self.job_id}: metrics"):
@@ -339,8 +307,8 @@ class DbLogger:
         return True
 
     def _raise_write_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
+        error = self._writer.take_error()
+        if error is not None:
             raise MetricsWriteError(f"could not store the job's metrics: {type(error).__name__}: {error}") from error
 
     def _fenced_update(self, session: Session, values: dict[str, Any]) -> bool:

@@ -98,36 +98,29 @@ def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap
         return job
 
 
-def _finish(sessions, job_id: str, worker_id: str, status: str, message: str, level: str = "info", **values) -> bool:
-    """The final transition, only if we still own the job. Retried through a lost database connection."""
+def _transition(sessions, job_id: str, owner: str, status: str, message: str, level: str = "info", **values) -> bool:
+    """Move the job `owner` runs to `status` (setting `values` too) with its status event; False if we no longer own it.
+
+    Retried through a lost database connection. A retry after a commit whose acknowledgement was lost finds the row
+    already as the transition left it, and counts that as done. For a re-queue that state (queued, no owner) is
+    also what a recovery sweep leaves; taking it for ours then only sends the job to the queue once more, and a
+    claim takes it once.
+    """
+    owner_after = values.get("worker_id", owner)
 
     def transition() -> bool:
         with sessions.begin() as session:
-            matched = session.execute(owned_update(job_id, worker_id).values(status=status, **values)).rowcount
+            matched = session.execute(owned_update(job_id, owner).values(status=status, **values)).rowcount
             if matched:
                 add_event(session, job_id, "status", message, level=level, data={"status": status})
                 return True
-            # A retry after a commit whose acknowledgement was lost: the transition is already ours.
             row = session.execute(select(Job.status, Job.worker_id).where(Job.id == job_id)).first()
-            return row is not None and tuple(row) == (status, worker_id)
+            return row is not None and tuple(row) == (status, owner_after)
 
-    matched = with_retries(transition, f"job {job_id}: mark {status}")
-    if not matched:
-        log.warning("job %s was taken from %s before it could be marked %s", job_id, worker_id, status)
-    return bool(matched)
-
-
-def _requeue(sessions, job_id: str, worker_id: str, message: str) -> bool:
-    def transition() -> bool:
-        with sessions.begin() as session:
-            matched = session.execute(
-                owned_update(job_id, worker_id).values(status="queued", worker_id=None, heartbeat_at=None)
-            ).rowcount
-            if matched:
-                add_event(session, job_id, "status", message, data={"status": "queued"})
-        return bool(matched)
-
-    return with_retries(transition, f"job {job_id}: re-queue")
+    done = with_retries(transition, f"job {job_id}: mark {status}")
+    if not done:
+        log.warning("job %s was taken from %s before it could be marked %s", job_id, owner, status)
+    return bool(done)
 
 
 def resume_step(output_dir: Path) -> int:
@@ -167,7 +160,7 @@ class ClaimedJob:
         """The final transition; None when the job was taken from us first."""
         if status in ("succeeded", "failed", "cancelled"):
             values.setdefault("finished_at", utcnow())
-        return status if _finish(self.sessions, self.id, self.worker_id, status, message, level, **values) else None
+        return status if _transition(self.sessions, self.id, self.worker_id, status, message, level, **values) else None
 
     def fail(self, failure: JobFailure) -> str | None:
         return self.finish(
@@ -349,11 +342,10 @@ def record(
 
 def _requeue_for_shutdown(claimed: ClaimedJob, on_requeue: Callable[[str], None] | None) -> str | None:
     step = resume_step(claimed.output_dir)
-    if not _requeue(
-        claimed.sessions,
-        claimed.id,
-        claimed.worker_id,
-        f"Worker shutting down; job re-queued, resumes from step {step}.",
+    message = f"Worker shutting down; job re-queued, resumes from step {step}."
+    # Unowned again: the next claim resumes it from its checkpoints.
+    if not _transition(
+        claimed.sessions, claimed.id, claimed.worker_id, "queued", message, worker_id=None, heartbeat_at=None
     ):
         return None
     if on_requeue is not None:

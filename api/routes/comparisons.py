@@ -6,13 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from api.comparison_schemas import ComparisonCreate, ComparisonDeleted, ComparisonPublic, ComparisonReport
 from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep
 from api.limits import charge_creations
 from api.models import Comparison
 from api.pagination import AfterParam, LimitParam, newest_first
 from api.query import KNOWN_QUERY
 from api.schemas import ListPage
+from api.schemas.comparisons import ComparisonCreate, ComparisonDeleted, ComparisonPublic, ComparisonReport
 from api.services import comparisons as service
 from api.services.comparison_markdown import report_markdown
 

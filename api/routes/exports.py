@@ -22,8 +22,8 @@ from api.errors import APIError
 from api.limits import RateLimited
 from api.query import KNOWN_QUERY
 from api.schemas import ListPage
+from api.schemas.tasks import ExportCreate, ExportPublic, export_public
 from api.services import job_tasks
-from api.task_schemas import ExportCreate, ExportPublic, export_public
 
 router = APIRouter(tags=["exports"])
 ExportId = Annotated[str, Path(max_length=64)]

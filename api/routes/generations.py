@@ -13,8 +13,8 @@ from fastapi import APIRouter, Path, Request
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.limits import RateLimited
+from api.schemas.tasks import GenerateCreate, GenerationPublic, generation_public
 from api.services import job_tasks
-from api.task_schemas import GenerateCreate, GenerationPublic, generation_public
 
 router = APIRouter(tags=["try-it"])
 GenerationId = Annotated[str, Path(max_length=64)]

@@ -18,8 +18,7 @@ from fastapi import APIRouter, Path
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.pagination import AfterParam, LimitParam
 from api.schemas import ListPage
-from api.services import webhooks
-from api.webhook_schemas import (
+from api.schemas.webhooks import (
     DeliveryPublic,
     WebhookCreate,
     WebhookDeleted,
@@ -27,6 +26,7 @@ from api.webhook_schemas import (
     delivery_public,
     webhook_public,
 )
+from api.services import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 WebhookId = Annotated[str, Path(max_length=64)]

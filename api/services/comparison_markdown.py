@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from api.comparison_schemas import ComparisonReport, MeanSD, MetricInfo
 from api.models import Comparison
+from api.schemas.comparisons import ComparisonReport, MeanSD, MetricInfo
 
 
 def _cell(text: str) -> str:

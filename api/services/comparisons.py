@@ -19,21 +19,6 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from api import previews
-from api.comparison_schemas import (
-    SHARED_SETTINGS,
-    ComparisonCreate,
-    ComparisonPublic,
-    ComparisonReport,
-    ComparisonRun,
-    ComparisonStatus,
-    Difference,
-    LabelRow,
-    LabelShares,
-    MeanSD,
-    MetricInfo,
-    ReportRow,
-    RunCounts,
-)
 from api.dispatch import Dispatcher
 from api.errors import APIError, param_error
 from api.ids import new_comparison_id
@@ -50,6 +35,21 @@ from api.models import (
     utcnow,
 )
 from api.schemas import JobCreate
+from api.schemas.comparisons import (
+    SHARED_SETTINGS,
+    ComparisonCreate,
+    ComparisonPublic,
+    ComparisonReport,
+    ComparisonRun,
+    ComparisonStatus,
+    Difference,
+    LabelRow,
+    LabelShares,
+    MeanSD,
+    MetricInfo,
+    ReportRow,
+    RunCounts,
+)
 from api.services import jobs as job_service
 from api.settings import Settings
 from api.validation import check_values

@@ -16,7 +16,6 @@ from api.dispatch import Dispatcher
 from api.errors import APIError, invalid_cursor, not_found, param_error
 from api.events import add_event
 from api.ids import new_job_id, parse_checkpoint_id
-from api.integration_schemas import check_integrations
 from api.limits import count_locked
 from api.models import (
     ACTIVE_STATUSES,
@@ -35,6 +34,7 @@ from api.models import (
 )
 from api.pagination import fetch_page
 from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
+from api.schemas.integrations import check_integrations
 from api.services.models import base_model, check_job_fits_model
 from api.settings import Settings
 from api.storage import check_quota

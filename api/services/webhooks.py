@@ -12,9 +12,9 @@ from api.errors import APIError, not_found
 from api.limits import count_locked
 from api.models import Tenant, Webhook, WebhookDelivery, utcnow
 from api.pagination import newest_first
+from api.schemas.webhooks import WebhookCreate
 from api.settings import Settings
 from api.targets import TargetError, check_url
-from api.webhook_schemas import WebhookCreate
 
 
 def new_secret() -> str:

@@ -1,4 +1,4 @@
-"""The import rules of the layout (DESIGN.md section 2), checked two ways:
+"""The import rules of the layout (uds/ the library, api/ the service, worker/ its jobs, cli/ the command), checked two ways:
 
 - statically, by an AST walk over every module of uds/, api/, worker/ and cli/ that sees imports at any depth
   (inside functions too, where a lazy import hides from a run-time check): uds/ imports nothing of ours, api/ imports
@@ -78,6 +78,20 @@ def import_time_closure(name: str) -> set[str]:
     return seen
 
 
+# What worker/ may import of api/ (api/__init__.py describes the two rooms); the core imports only itself of api/.
+PERSISTENCE_CORE = {
+    "api",
+    "api.models",
+    "api.db",
+    "api.settings",
+    "api.events",
+    "api.webhook_outbox",
+    "api.dispatch",
+    "api.ids",
+    "api.targets",
+}
+
+
 def package_files(package: str) -> list[Path]:
     return sorted((REPO / package).rglob("*.py"))
 
@@ -91,6 +105,24 @@ def test_packages_import_only_what_the_layout_allows(package):
         if name.split(".")[0] in FORBIDDEN[package]
     ]
     assert not violations, "\n".join(violations)
+
+
+def test_the_worker_imports_only_the_persistence_core_of_the_api():
+    violations = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in package_files("worker")
+        for name, line in imports(path)
+        if name.split(".")[0] == "api" and name not in PERSISTENCE_CORE
+    ]
+    assert not violations, "\n".join(violations)
+    core = [name for name in PERSISTENCE_CORE if name != "api"]
+    outside = [
+        f"{name} imports {imported}"
+        for name in core
+        for imported, _ in imports(_source(name))
+        if imported.split(".")[0] == "api" and imported not in PERSISTENCE_CORE
+    ]
+    assert not outside, "\n".join(outside)
 
 
 def test_uds_modules_the_api_imports_load_no_ml_stack():

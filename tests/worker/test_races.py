@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from api.models import Dataset, Job, JobEvent, StepMetric, utcnow
 from tests.utils.factories import job_row, set_job
 from worker.recovery import recover_jobs
-from worker.runner import _finish, claim, run_job
+from worker.runner import _transition, claim, run_job
 
 
 def together(*calls):
@@ -89,11 +89,24 @@ def test_a_vanished_worker_is_taken_over_exactly_once(sessions, make_job, settin
     assert status_events(sessions, job_id).count("queued") == len(dispatched)
 
     # The vanished owner comes back after all: it can finish nothing and its heartbeat matches nothing.
-    assert _finish(sessions, job_id, gone, "succeeded", "zombie", finished_at=utcnow()) is False
+    assert _transition(sessions, job_id, gone, "succeeded", "zombie", finished_at=utcnow()) is False
     assert job_row(sessions, job_id).status == "running"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "status, values",
+    [("succeeded", {"finished_at": utcnow()}), ("queued", {"worker_id": None, "heartbeat_at": None})],
+)
+def test_a_transition_retried_after_its_commit_landed_counts_as_done(sessions, make_job, status, values):
+    # What a retry sees when the first commit landed but its acknowledgement was lost: the row as it left it.
+    job_id = make_job(status="running")
+    set_job(sessions, job_id, worker_id="w:1:ack", heartbeat_at=utcnow())
+    assert _transition(sessions, job_id, "w:1:ack", status, "first", **values) is True
+    assert _transition(sessions, job_id, "w:1:ack", status, "retry", **values) is True
+    assert job_row(sessions, job_id).status == status and status_events(sessions, job_id).count(status) == 1
+
+
 def test_two_workers_receiving_the_same_job_train_it_once(sessions, make_job, tiny_in_data_dir):
     settings = tiny_in_data_dir
     job_id = make_job(max_steps=3, checkpoint_every=3)
@@ -173,7 +186,7 @@ def test_cancel_racing_success(sessions, make_job, settings):
                     return exc.code
 
         def succeed(job_id=job_id, owner=owner):
-            return _finish(
+            return _transition(
                 sessions, job_id, owner, "succeeded", "done", finished_at=utcnow(), adapter_path="jobs/x/adapter.tar.gz"
             )
 

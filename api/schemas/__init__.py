@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.eta import eta_seconds
 from api.ids import checkpoint_public_id, event_public_id
-from api.integration_schemas import Integration
 from api.models import Checkpoint, Dataset, Job, JobEvent, StepMetric, utcnow
+from api.schemas.integrations import Integration
 from uds.config import TrainConfig, setting_choices, setting_help
 from uds.methods import REGISTRY
 from uds.records import METRIC_FIELDS, Phase, StepRecord
@@ -153,7 +153,7 @@ class JobRequest(BaseModel):
     name: str | None = Field(default=None, max_length=256)
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=64)
-    # Not a TrainConfig setting: where the worker mirrors the step metrics (api/integration_schemas.py).
+    # Not a TrainConfig setting: where the worker mirrors the step metrics (api/schemas/integrations.py).
     integrations: list[Integration] | None = Field(
         default=None,
         max_length=4,

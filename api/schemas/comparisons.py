@@ -1,5 +1,5 @@
 """Request and response models of /api/v1/comparisons: "compare methods" as a group of ordinary jobs, judged by
-uds.comparison (the quality benchmark's code). Kept apart from api/schemas.py, which they build on."""
+uds.comparison (the quality benchmark's code). Kept apart from api/schemas/__init__.py, which they build on."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Request and response bodies of the short tasks on a finished job: exports (merged, GGUF) and try-it generations.
 
-Kept apart from api/schemas.py (the job and dataset families) because they are one family of their own: each is
+Kept apart from api/schemas/__init__.py (the job and dataset families) because they are one family of their own: each is
 a `job_tasks` row (api/models.py JobTask) seen through its kind.
 """
 
