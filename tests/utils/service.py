@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-POSTGRES_URL = os.environ.get("UDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from benchmarks import stack
+from benchmarks.stack import REPO, Process, Worker, child_env, distributed_env, free_port
+
+__all__ = ["REPO", "Process", "Worker", "child_env", "distributed_env", "free_port"]  # the stack's, used by tests
+
+POSTGRES_URL = stack.POSTGRES_URL
 REDIS_URL = os.environ.get("UDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -34,35 +34,15 @@ def unavailable(what: str, why: object) -> None:
     pytest.skip(message)
 
 
-def _with_database(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 @contextlib.contextmanager
 def fresh_postgres_database(prefix: str = "uds_test"):
-    """Create an empty database on the test server, yield its URL, drop it afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        unavailable("PostgreSQL at " + POSTGRES_URL, exc)
-    url = _with_database(POSTGRES_URL, name)
-    try:
+    """Create an empty database on the test server, yield its URL, drop it afterwards (skip or fail if unreachable)."""
+    with contextlib.ExitStack() as exits:
+        try:
+            url = exits.enter_context(stack.fresh_postgres_database(prefix, POSTGRES_URL))
+        except stack.Unavailable as exc:
+            unavailable("PostgreSQL at " + POSTGRES_URL, exc.__cause__)
         yield url
-    finally:
-        from api.db import dispose_all
-
-        dispose_all()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextlib.contextmanager
@@ -108,86 +88,6 @@ def require_redis() -> str:
     return REDIS_URL
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(**overrides: str) -> dict[str, str]:
-    """The environment for a server or worker process: the repo importable, one CPU thread (2-core machine)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UDS_")}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(overrides)
-    return env
-
-
-def distributed_env(
-    database_url: str, broker_url: str, queue: str, data_dir, key: str, tenant: str, **overrides: str
-) -> dict[str, str]:
-    """`child_env` for an API or worker process of the distributed stack (Postgres + a Redis broker), with auth on,
-    the bootstrap key and tenant, small datasets allowed and the CPU as device; `overrides` add or replace."""
-    return child_env(
-        UDS_DATABASE_URL=database_url,
-        UDS_BROKER_URL=broker_url,
-        UDS_QUEUE=queue,
-        UDS_DATA_DIR=str(data_dir),
-        UDS_BOOTSTRAP_API_KEY=key,
-        UDS_BOOTSTRAP_TENANT=tenant,
-        UDS_REQUIRE_AUTH="true",
-        UDS_MIN_EXAMPLES="8",
-        UDS_DEVICE="cpu",
-        **overrides,
-    )
-
-
-class Process:
-    """A child process with its output in a log file (read back on failure)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        # A new session, so stop() can end the whole group (celery's prefork children included).
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self, tail: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-
-    def kill(self) -> None:
-        """SIGKILL the group: a crash, no cleanup."""
-        self.stop(signal.SIGKILL)
-
-
 class Server(Process):
     """`uds serve` in a child process. `preload`: Python code run first there (a StepHold of tests/utils/hold.py)."""
 
@@ -208,17 +108,6 @@ class Server(Process):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
-
-
-class Worker(Process):
-    """`uds worker` (one process) in a child process; `preload` as for Server."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, queue: str, name: str, preload: str = ""):
-        code = (
-            f"{preload}\nfrom cli.worker import run_worker; "
-            f"run_worker(concurrency=1, queues={queue!r}, hostname={name!r})"
-        )
-        super().__init__([sys.executable, "-c", code], env, log_path)
 
 
 # ---- end-to-end checks over HTTP ---------------------------------------------------------------------------
