@@ -42,7 +42,13 @@ from uds.data import TokenizedExample, collate, tokenize_examples  # noqa: E402
 from uds.device import resolve_device  # noqa: E402
 from uds.engine import measure_batch, step_token_weights, weighted_token_loss  # noqa: E402
 from uds.formats import Example, load_examples  # noqa: E402
-from uds.models import add_lora, load_model_and_tokenizer, output_head, resolve_model  # noqa: E402
+from uds.models import (  # noqa: E402
+    add_lora,
+    body_hidden_states,
+    load_model_and_tokenizer,
+    output_head,
+    resolve_model,
+)
 from uds.selectors import MaxGradSelector, MaxLossSelector, UDSSelector  # noqa: E402
 from uds.trainer import epoch_groups  # noqa: E402
 
@@ -108,23 +114,20 @@ class Probe:
         return losses
 
     def held_out_loss(self, items: list[TokenizedExample]) -> float:
-        """Mean answer-token loss over the held-out rows (every answer token counts once)."""
+        """Mean answer-token loss over the held-out rows (every answer token counts once). The output layer runs on
+        the answer positions only: the same numbers as the model's full logits, a fifth less compute per probe."""
         self.model.eval()
+        head = output_head(self.model)
         summed, count = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(items), BATCH):
                 batch = self.batch(items[start : start + BATCH])
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                hidden = body_hidden_states(self.model, batch["input_ids"], batch["attention_mask"])[:, :-1]
                 labels = batch["labels"][:, 1:]
-                summed += float(
-                    torch.nn.functional.cross_entropy(
-                        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                        labels.reshape(-1),
-                        ignore_index=-100,
-                        reduction="sum",
-                    )
-                )
-                count += int((labels != -100).sum())
+                answer = labels != -100
+                logits = head.logits(hidden[answer]).float()
+                summed += float(torch.nn.functional.cross_entropy(logits, labels[answer], reduction="sum"))
+                count += int(answer.sum())
         return summed / max(1, count)
 
 

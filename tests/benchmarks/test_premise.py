@@ -158,6 +158,14 @@ def test_probe_restores_adapter_and_optimizer_exactly(tmp_path):
     for key, values in state["state"].items():
         for name, value in values.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(after_state["state"][key][name])), (key, name)
+    # The held-out loss from the answer positions' logits alone is the model's own loss on the answers.
+    batch = probe.batch(held_out)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+    assert probe.held_out_loss(held_out) == pytest.approx(float(full), rel=1e-5)
     # The same probes again give the same numbers, bit for bit, and a step really moved the held-out loss.
     assert premise.probe_all(probe, items[:3], held_out) == first
     assert any(d != 0 for d in first["held_out_decrease"])
