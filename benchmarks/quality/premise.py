@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    data = out / "data"
+    data = Path(tempfile.mkdtemp(prefix="uds-premise-"))  # regenerated from the seed: not part of the results
     n_pool = args.probes + args.memory
     arithmetic.write(data, max(args.train_rows, n_pool), args.held_out, seed=args.seed, noisy=True)
     kinds = [json.loads(line)["kind"] for line in (data / "train_meta.jsonl").read_text().splitlines()]
