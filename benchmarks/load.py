@@ -34,8 +34,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.utils.datasets import write_dataset  # noqa: E402
-from tests.utils.service import Process, Worker, distributed_env, free_port, fresh_postgres_database  # noqa: E402
+from benchmarks.stack import Process, Worker, distributed_env, free_port, postgres_database  # noqa: E402
+from uds.toy_data import make_rows, to_jsonl  # noqa: E402
 
 KEY = "uds-load-" + secrets.token_hex(16)
 JOB = dict(
@@ -259,7 +259,8 @@ def slow_client_scenario(url: str, port: int, database_url: str, job_id: str, ar
     from api.db import session_factory
 
     big = work / "big.jsonl"
-    write_dataset(big, 80_000, fmt="chat", seed=2)  # ~8 MB: more than the loopback socket buffers hold
+    # ~8 MB: more than the loopback socket buffers hold
+    big.write_bytes(to_jsonl(make_rows(80_000, fmt="chat", seed=2)))
     with session_factory(database_url)() as session:
         keys = [add_key(session, f"slow-{i}") for i in range(args.slow_clients)]
         session.commit()
@@ -320,7 +321,7 @@ def main() -> int:
 
     resolve_model(TINY_MODEL, models_dir=data_dir / "models")
     dataset_path = work / "train.jsonl"
-    write_dataset(dataset_path, 256, fmt="chat", seed=1)
+    dataset_path.write_bytes(to_jsonl(make_rows(256, fmt="chat", seed=1)))
     upload_bytes = dataset_path.read_bytes()[: 16 * 1024].rsplit(b"\n", 1)[0] + b"\n"
 
     redis_port = free_port()
@@ -341,7 +342,7 @@ def main() -> int:
     )
     processes = [redis]
     try:
-        with fresh_postgres_database("uds_load") as database_url:
+        with postgres_database("uds_load") as database_url:
             env = distributed_env(
                 database_url,
                 f"redis://127.0.0.1:{redis_port}/0",

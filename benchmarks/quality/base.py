@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from benchmarks.quality.pretrain import DEFAULT_DATA_DIR
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from benchmarks.quality import corpus
+from benchmarks.quality.pretrain import DEFAULT_DATA_DIR, build_model, train_loop
+from uds.device import resolve_device
+from uds.tiny import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, QWEN2_SPLIT_REGEX, SPECIAL_TOKENS
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,6 @@ def train_tokenizer(texts, vocab_size: int):
 
     The pipeline (NFC, Qwen2's split regex, ByteLevel without its own regex) is the one transformers rebuilds for a
     `qwen2` folder, so the tokenizer `AutoTokenizer` loads from the saved folder encodes exactly like this one."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from uds.tiny import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, QWEN2_SPLIT_REGEX, SPECIAL_TOKENS
 
     backend = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     backend.normalizer = normalizers.NFC()
@@ -147,11 +150,6 @@ def build(
 
     `device` "cpu" (the default) rebuilds bit for bit; "cuda" pretrains under bf16 autocast, for the 100-300 M
     shapes a GPU makes affordable, in a folder of its own (its bits differ from a CPU build's)."""
-    import torch
-
-    from benchmarks.quality import corpus
-    from benchmarks.quality.pretrain import build_model, train_loop
-    from uds.device import resolve_device
 
     torch_device = resolve_device(device)
     out_dir = base_dir(spec, data_dir)
@@ -269,7 +267,6 @@ def main(argv=None) -> int:
     add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    import torch
 
     torch.set_num_threads(args.threads)
     path = build(

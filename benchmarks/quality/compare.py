@@ -30,7 +30,19 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from uds.methods import SELECTORS  # noqa: E402  (needs the path set-up above)
+import torch  # noqa: E402  (after the offline switches above)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from api.previews import row_labels as service_row_labels  # noqa: E402
+from benchmarks.quality import arithmetic, base, compare_report, manpages  # noqa: E402
+from benchmarks.quality.dataset import write as write_signature  # noqa: E402
+from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, base_model_dir, pretrain  # noqa: E402
+from benchmarks.quality.training import held_out_metrics, run_one  # noqa: E402
+from uds.config import TrainConfig  # noqa: E402
+from uds.formats import validate_file  # noqa: E402
+from uds.methods import SELECTORS  # noqa: E402
+from uds.models import ModelLoadError, ModelNotAllowed, resolve_model  # noqa: E402
+from uds.trainer import train  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "compare"
 
@@ -44,8 +56,6 @@ def log(message: str) -> None:
 
 def validated(path: str) -> str:
     """`path` if uds.formats accepts it (the service's own upload validation), else SystemExit with its problems."""
-    from uds.formats import validate_file
-
     report = validate_file(path)
     if report.problems:
         problems = "\n".join(f"  {problem}" for problem in report.problems[:20])
@@ -70,13 +80,12 @@ def prepare_data(args, work: Path) -> dict:
             "task": f"user data ({Path(args.train).name})",
         }
     if args.task == "manpages":
-        from benchmarks.quality import manpages
-
         folder = work / "manpages"
         manpages.write(folder, args.train_rows, args.eval_rows, seed=0)
+    elif args.task in ("arithmetic", "arithmetic-noisy"):
+        folder = work / args.task
+        arithmetic.write(folder, args.train_rows, args.eval_rows, seed=0, noisy=args.task == "arithmetic-noisy")
     else:
-        from benchmarks.quality.dataset import write as write_signature
-
         folder = Path(__file__).resolve().parent / "data"
         if not (folder / "train.jsonl").exists():
             write_signature(folder)
@@ -93,8 +102,6 @@ def prepare_data(args, work: Path) -> dict:
 def row_labels(path: str, field: str) -> list[str]:
     """Each training row's string value of `field` ("(none)" where it has none): the service's own reading
     (api.previews.row_labels, behind comparisons' `label_field`)."""
-    from api.previews import row_labels as service_row_labels
-
     labels = service_row_labels(Path(path), field)
     if all(label is None for label in labels):
         raise SystemExit(f"--label-field {field}: no row of {path} has a string {field!r}")
@@ -103,8 +110,6 @@ def row_labels(path: str, field: str) -> list[str]:
 
 def overrides(pairs: list[str]) -> dict:
     """--set KEY=VALUE pairs as training settings, checked against TrainConfig's fields."""
-    from uds.config import TrainConfig
-
     settings = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -126,11 +131,13 @@ def _head(source: Path, target: Path, n: int) -> Path:
 
 
 def prepare_base(args) -> tuple[str, dict]:
-    """(model folder, its pretrain.json): the BPE base of benchmarks.quality.base, or the byte-level one."""
+    """(model folder, what the report says of it): `--model` resolved as the service resolves a job's model (a
+    registered name, a built-in, a local folder), else the BPE base of benchmarks.quality.base or the byte-level one
+    (with their pretrain.json)."""
+    if args.model:
+        return registered_model(args.model)
     data_dir = Path(args.data_dir) if args.data_dir else None
     if args.base == "byte":
-        from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, base_model_dir, pretrain
-
         folder = pretrain(
             base_model_dir(data_dir or DEFAULT_DATA_DIR, args.pretrain_steps, 0, BASE_SHAPE),
             steps=args.pretrain_steps,
@@ -138,11 +145,27 @@ def prepare_base(args) -> tuple[str, dict]:
         )
         info = json.loads((folder / "pretrain.json").read_text())
         return str(folder), {**info, "vocab_size": 260, "kind": "byte-level, 260 tokens (pretrain.py)"}
-    from benchmarks.quality import base
-
     folder = base.build(base.spec_from_args(args), data_dir, log=log, progress=not args.no_progress, device=args.device)
     info = json.loads((folder / "pretrain.json").read_text())
     return str(folder), {**info, "kind": f"byte-level BPE, {info['vocab_size']} tokens (base.py)"}
+
+
+def registered_model(name: str) -> tuple[str, dict]:
+    """(folder, description) of a model the service can train: its parameter count and vocabulary from the folder's
+    config, without loading the weights."""
+    try:
+        folder = resolve_model(name)
+    except (ModelNotAllowed, ModelLoadError) as error:
+        raise SystemExit(f"--model {name}: {error}") from None
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):  # shapes only: counting parameters reads no weights
+        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    architecture = (config.architectures or [config.model_type])[0]
+    return folder, {
+        "kind": f"{name} ({architecture}, {config.num_hidden_layers} layers, hidden {config.hidden_size})",
+        "parameters": parameters,
+        "vocab_size": config.vocab_size,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -156,12 +179,6 @@ def grid(methods, budgets) -> list[tuple[str, float]]:
 def cost_at_vocab(model_dir: str, vocab: int, settings: dict, methods, budgets, rows: int) -> dict:
     """Each method for one epoch over the first `rows` training rows on a copy of the base whose vocabulary is
     widened to `vocab` (new rows random: this measures time, not quality), seed 0, in this process."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from uds.config import TrainConfig
-    from uds.trainer import train
-
     with tempfile.TemporaryDirectory(prefix="uds-cost-") as root:
         folder = Path(root) / f"v{vocab}"
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -204,12 +221,15 @@ def cost_at_vocab(model_dir: str, vocab: int, settings: dict, methods, budgets, 
 
 
 def parse_args(argv=None):
-    from benchmarks.quality import base
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
+        "--model",
+        help="train this model instead of a base built here: a registered name (`uds models list`), a built-in "
+        "(uds-tiny) or a local transformers folder; the base's flags are then ignored",
+    )
+    parser.add_argument(
         "--task",
-        choices=("manpages", "signature"),
+        choices=("manpages", "signature", "arithmetic", "arithmetic-noisy"),
         default="manpages",
         help="built-in task (ignored with --train/--eval)",
     )
@@ -257,6 +277,8 @@ def parse_args(argv=None):
         "--learning-rate", type=float, default=5e-3, help="the same for every method (not tuned per method)"
     )
     parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--warmup-ratio", type=float, default=0.05)
+    parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward/backward (memory only)")
     parser.add_argument(
         "--set",
         action="append",
@@ -280,11 +302,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from benchmarks.quality import compare_report
-    from benchmarks.quality.run import run_one
-
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,9 +312,10 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="uds-compare-"))
     data = prepare_data(args, work)
     model_dir, pretrain_info = prepare_base(args)
+    before = held_out_metrics(model_dir, None, data["eval"], args.max_seq_len, args.device)
     log(
-        f"base: {model_dir} (held-out loss {pretrain_info['val_loss']:.3f}"
-        + (f", unigram {pretrain_info['unigram_loss']:.3f})" if "unigram_loss" in pretrain_info else ")")
+        f"base: {model_dir}; before fine-tuning: held-out answer loss {before['eval_loss']:.3f}, "
+        f"answer tokens {before['eval_token_accuracy']:.1%}, exact match {before['eval_accuracy']:.1%}"
     )
     settings = {
         "model": model_dir,
@@ -306,15 +324,16 @@ def main(argv=None) -> int:
         "task": data["task"],
         "epochs": args.epochs,
         "learning_rate": args.learning_rate,
-        "warmup_ratio": 0.05,
+        "warmup_ratio": args.warmup_ratio,
         "max_seq_len": args.max_seq_len,
-        "micro_batch_size": 8,
+        "micro_batch_size": args.micro_batch_size,
         "device": args.device,
         "eval_every": None,
         "n_train": sum(1 for line in Path(data["train"]).read_text().splitlines() if line.strip()),
         "n_eval": sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip()),
         "train_kinds": {k: data["kinds"].count(k) for k in dict.fromkeys(data["kinds"])},
         "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "before": before,
         "seeds": args.seeds,
         "budgets": args.budgets,
         "full_epochs": args.full_epochs or args.epochs,

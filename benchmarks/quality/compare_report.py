@@ -1,5 +1,8 @@
-"""report.md of benchmarks.quality.compare, from its results.json: per-method means, paired-seed intervals against
-random and full with a plain verdict each, what each method picked, and the cost of each method against full."""
+"""report.md and the figures of the quality benchmark (run.py) and of its comparisons (compare.py), from their
+results.json: per-method means, paired-seed intervals against random and full with a plain verdict each, what each
+method picked, the length diagnostic, and the cost of each method against full. The one report writer: run.py's
+results add variants of uds (runs whose label is not their method: in the tables, never in the paired
+intervals), loss curves and the cost on random-weight models of several shapes."""
 
 from __future__ import annotations
 
@@ -22,8 +25,24 @@ METRICS = (HELD_OUT_LOSS, TOKEN_ACCURACY, EXACT_MATCH)
 
 
 def comparisons(runs: list[dict], budgets: list[float]) -> list[dict]:
-    """Every selector at every budget against random (same budget), uds against max_loss, all against full."""
-    return paired_comparisons(runs, budgets, METRICS)
+    """Every selector at every budget against random (same budget), uds against max_loss, all against full; variants
+    (a label other than the method) left out, as they would pair with their method's runs."""
+    return paired_comparisons([r for r in runs if not _is_variant(r)], budgets, METRICS)
+
+
+def _is_variant(run: dict) -> bool:
+    return run.get("label", run["method"]) != run["method"]
+
+
+def by_label(runs: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Runs by (label, budget) in report order: the main methods as `uds.comparison.groups` orders them, then
+    the variants."""
+    grouped: dict[tuple[str, float], list[dict]] = {}
+    for run in [r for rs in groups([r for r in runs if not _is_variant(r)]).values() for r in rs] + [
+        r for r in runs if _is_variant(r)
+    ]:
+        grouped.setdefault((run.get("label", run["method"]), run["budget"]), []).append(run)
+    return grouped
 
 
 def _mean_sd(values) -> str:
@@ -52,14 +71,7 @@ def write(results: dict, out: Path) -> None:
         "",
         "## Set-up",
         "",
-        f"- **Base model**: Qwen2-style, {p['parameters'] / 1e6:.1f} M parameters, {p.get('kind', '')}; held-out loss "
-        f"**{p['val_loss']:.3f} nats/token**"
-        + (
-            f" against **{p['unigram_loss']:.3f}** for a unigram model (same tokenizer, same held-out text)"
-            if "unigram_loss" in p
-            else ""
-        )
-        + (f"; {p['seconds'] / 60:.1f} min to build." if "seconds" in p else "."),
+        _base_line(p),
         f"- **Data**: {settings['n_train']} training rows"
         + (f" ({', '.join(f'{k} {v}' for k, v in settings['train_kinds'].items())})" if settings["train_kinds"] else "")
         + f", {settings['n_eval']} held-out rows; `{Path(settings['train']).name}` / `{Path(settings['eval']).name}`.",
@@ -79,21 +91,31 @@ def write(results: dict, out: Path) -> None:
         + "otherwise the service's defaults (B=8, about 32 picks per step, alpha "
         f'"paper", loss on all tokens). Seeds {seeds[0] if seeds else "-"}..{seeds[-1] if seeds else "-"}: a seed fixes the candidate order and the '
         "LoRA init for every method (tests/benchmarks/test_pairing.py), so differences are paired per seed.",
-        "- **Measure**: on the held-out rows, mean loss of the answer tokens, answer-token accuracy (teacher-forced argmax) "
-        "and exact match of the greedy answer (at most 16 new tokens). Time = scoring + training seconds.",
+        "- **Measure**: on the held-out rows, teacher-forced: mean loss of the answer tokens, answer-token accuracy "
+        "(argmax) and exact match (every answer token and the end-of-turn marker is the model's top choice: what "
+        "greedy decoding emits). Time = scoring + training seconds.",
         "",
         "## Result (mean ± standard deviation over seeds)",
         "",
-        "| method | budget | held-out answer loss ↓ | answer-token accuracy ↑ | exact match ↑ | time (s) | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| method | budget | trained on | held-out answer loss ↓ | answer-token accuracy ↑ | exact match ↑ | time (s) | "
+        "of which scoring | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    grouped = groups(runs)
-    order = list(grouped)
-    for method, budget in order:
-        rs = grouped[(method, budget)]
+    before = settings.get("before")
+    if before:
         lines.append(
-            f"| {method} | {budget:.1%} | {_mean_sd([r['eval_loss'] for r in rs])} | {_pct([r['eval_token_accuracy'] for r in rs])} | "
-            f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([seconds(r) for r in rs]):.1f} | {len(rs)} |"
+            f"| before fine-tuning | | 0 | {before['eval_loss']:.3f} | {100 * before['eval_token_accuracy']:.1f}% | "
+            f"{100 * before['eval_accuracy']:.1f}% | | | |"
+        )
+    grouped = by_label(runs)
+    order = list(grouped)
+    for label, budget in order:
+        rs = grouped[(label, budget)]
+        lines.append(
+            f"| {label} | {budget:.1%} | {stats.mean([r['examples_trained'] for r in rs]):.0f} | "
+            f"{_mean_sd([r['eval_loss'] for r in rs])} | {_pct([r['eval_token_accuracy'] for r in rs])} | "
+            f"{_pct([r['eval_accuracy'] for r in rs])} | {stats.mean([seconds(r) for r in rs]):.1f} | "
+            f"{stats.mean([r['time_scoring'] for r in rs]):.1f} | {len(rs)} |"
         )
     rows = comparisons(runs, settings["budgets"])
     lines += [
@@ -115,19 +137,39 @@ def write(results: dict, out: Path) -> None:
         )
     lines += ["", "In words (held-out answer loss, the primary metric):", ""]
     lines += [f"- {row['sentence']}" for row in rows if row["metric"] == HELD_OUT_LOSS]
-    lines += _kinds_section(runs, order, settings)
+    lines += _kinds_section(grouped, settings)
+    lines += _length_section(grouped)
     lines += _cost_section(results)
+    lines += _shapes_section(results.get("cost") or [])
     plots = _plots(results, rows, out)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def _kinds_section(runs, order, settings) -> list[str]:
+def _base_line(p: dict) -> str:
+    """The set-up's line on the model trained: a base built here (with its pretraining figures) or a given one."""
+    if "val_loss" not in p:
+        return (
+            f"- **Model**: {p.get('kind', '?')}, {p['parameters'] / 1e6:.1f} M parameters, vocabulary "
+            f"{p.get('vocab_size', '?')}; LoRA on it, as the service trains it."
+        )
+    return (
+        f"- **Base model**: Qwen2-style, {p['parameters'] / 1e6:.1f} M parameters, {p.get('kind', '')}; held-out loss "
+        f"**{p['val_loss']:.3f} nats/token**"
+        + (
+            f" against **{p['unigram_loss']:.3f}** for a unigram model (same tokenizer, same held-out text)"
+            if "unigram_loss" in p
+            else ""
+        )
+        + (f"; {p['seconds'] / 60:.1f} min to build." if "seconds" in p else ".")
+    )
+
+
+def _kinds_section(grouped, settings) -> list[str]:
     kinds = list(settings["train_kinds"])
     if not kinds:
         return []
-    grouped = groups(runs)
     lines = [
         "",
         "## What each method trained on",
@@ -141,13 +183,45 @@ def _kinds_section(runs, order, settings) -> list[str]:
     lines.append(
         "| (training set) | | " + " | ".join(f"{settings['train_kinds'][k] / total:.0%}" for k in kinds) + " |"
     )
-    for method, budget in order:
-        if method == "full":
+    for (label, budget), rs in grouped.items():
+        if label == "full":
             continue
-        counts = pooled_label_counts(grouped[(method, budget)])
+        counts = pooled_label_counts(rs)
         picked = sum(counts.values()) or 1
         lines.append(
-            f"| {method} | {budget:.1%} | " + " | ".join(f"{counts.get(k, 0) / picked:.0%}" for k in kinds) + " |"
+            f"| {label} | {budget:.1%} | " + " | ".join(f"{counts.get(k, 0) / picked:.0%}" for k in kinds) + " |"
+        )
+    return lines
+
+
+def _length_section(grouped) -> list[str]:
+    """Inside a selection group, does the score just rank by length? Spearman of utility and of the total score
+    with the token count in each group (mean over a run's groups), and the selected examples' length."""
+    rows = [(key, rs) for key, rs in grouped.items() if any(r.get("mean_length_candidates") for r in rs)]
+    rows = [(key, rs) for key, rs in rows if key[0] != "full"]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Length bias",
+        "",
+        "Mean over a run's selection groups of the rank correlation of utility and of the score with the token "
+        "count inside the group, and the selected rows' mean length over the candidates'. A selector that picks \"the "
+        'longest" shows a correlation near 1 and a ratio above 1.',
+        "",
+        "| method | budget | B, k | steps | ρ(utility, length) | ρ(score, length) | selected / candidate length |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (label, budget), rs in rows:
+        ratios = [
+            r["mean_length_selected"] / r["mean_length_candidates"]
+            for r in rs
+            if r.get("mean_length_selected") and r.get("mean_length_candidates")
+        ]
+        lines.append(
+            f"| {label} | {budget:.1%} | {rs[0].get('candidate_batch_size')}, {rs[0].get('k')} | {rs[0].get('steps')} | "
+            f"{_mean_sd([r.get('spearman_utility_length') for r in rs])} | "
+            f"{_mean_sd([r.get('spearman_score_length') for r in rs])} | {_mean_sd(ratios)} |"
         )
     return lines
 
@@ -163,13 +237,16 @@ def _cost_section(results) -> list[str]:
         "| method | budget | time (s) | of full | scoring share |",
         "|---|---|---|---|---|",
     ]
-    for row in sorted(cost_rows(results["runs"]), key=lambda r: (r["method"] != "full", r["budget"], r["method"])):
+    main = [r for r in results["runs"] if not _is_variant(r)]
+    for row in sorted(cost_rows(main), key=lambda r: (r["method"] != "full", r["budget"], r["method"])):
         lines.append(
             f"| {row['method']} | {row['budget']:.1%} | {row['seconds']:.1f} | "
             + (f"{row['ratio']:.2f}" if row["ratio"] is not None else "n/a")
             + f" | {row['scoring_share']:.0%} |"
         )
     for cost in results.get("cost", []):
+        if "timings" not in cost:
+            continue
         timings = cost["timings"]
         full = timings.get("full@1")
         if not full:
@@ -191,6 +268,29 @@ def _cost_section(results) -> list[str]:
     return lines
 
 
+def _shapes_section(cost: list[dict]) -> list[str]:
+    """The quality benchmark's cost part: uds 12.5% against full on random-weight models of several shapes."""
+    shapes = [row for row in cost if "ratio_vs_full" in row]
+    if not shapes:
+        return []
+    lines = [
+        "",
+        f"Random-weight models of other shapes (d={shapes[0]['hidden']}, same data and B, a few steps each; only the "
+        "time matters here):",
+        "",
+        "| vocabulary | layers | uds 12.5% (s) | of which scoring | full (s) | plain SFT (s) | uds / full | uds / plain SFT |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in shapes:
+        u, f = row["uds"], row["full"]
+        lines.append(
+            f"| {row['vocab']} | {row['layers']} | {u['time_scoring'] + u['time_training']:.1f} | "
+            f"{row['scoring_share']:.0%} | {f['time_scoring'] + f['time_training']:.1f} | {f['time_training']:.1f} | "
+            f"{row['ratio_vs_full']:.2f} | {row['ratio_vs_sft']:.2f} |"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------------- plots
 
 METHOD_COLORS = {
@@ -204,8 +304,9 @@ VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red", "indistinguishable"
 
 
 def _plots(results: dict, rows: list[dict], out: Path) -> dict[str, str]:
-    """The report's three figures (file names by caption): held-out loss against budget, the paired differences
-    with their intervals, and the time split of every method. Drawn from the same numbers as the tables."""
+    """The report's figures (file names by caption): held-out loss against budget, the paired differences with
+    their intervals, the time split of every method; loss curves and the cost by shape where the results have them.
+    Drawn from the same numbers as the tables."""
     runs = results["runs"]
     if not runs:
         return {}
@@ -214,13 +315,20 @@ def _plots(results: dict, rows: list[dict], out: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = {
-        "held-out answer loss against budget": "loss_vs_budget.png",
-        "paired differences in held-out answer loss": "differences.png",
-        "time split against full": "time_split.png",
+    main = [r for r in runs if not _is_variant(r)]
+    figures = {
+        "loss_vs_budget.png": ("held-out answer loss against budget", _loss_vs_budget(plt, main)),
+        "differences.png": ("paired differences in held-out answer loss", _differences(plt, rows)),
+        "time_split.png": ("time split against full", _time_split(plt, main)),
     }
-    figures = (_loss_vs_budget(plt, runs), _differences(plt, rows), _time_split(plt, runs))
-    for file, figure in zip(plots.values(), figures, strict=True):
+    if any(step.get("eval_loss") is not None for r in main for step in r.get("curve") or []):
+        figures["loss_curves.png"] = ("held-out loss during training (seed 0)", _curves(plt, main))
+    shapes = [row for row in results.get("cost") or [] if "ratio_vs_full" in row]
+    if shapes:
+        figures["cost.png"] = ("cost against full by model shape", _shapes(plt, shapes))
+    plots = {}
+    for file, (caption, figure) in figures.items():
+        plots[caption] = file
         figure.tight_layout()
         figure.savefig(out / file, dpi=110)
         plt.close(figure)
@@ -285,4 +393,52 @@ def _time_split(plt, runs):
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    return figure
+
+
+def _curves(plt, runs):
+    """Held-out loss along the run of seed 0, one panel per budget, full dashed in each."""
+    budgets = sorted({r["budget"] for r in runs if r["method"] != "full"})
+    figure, axes = plt.subplots(1, max(1, len(budgets)), figsize=(6 * max(1, len(budgets)), 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=False):
+        for run in runs:
+            if run["seed"] != 0 or run["budget"] not in (budget, 1.0):
+                continue
+            points = [(s["step"], s["eval_loss"]) for s in run.get("curve") or [] if s.get("eval_loss") is not None]
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    marker="o",
+                    label=f"{run['method']} {run['budget']:.1%}",
+                    color=METHOD_COLORS.get(run["method"]),
+                    ls="--" if run["method"] == "full" else "-",
+                )
+        ax.set_title(f"held-out answer loss, budget {budget:.1%} (seed 0)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure
+
+
+def _shapes(plt, shapes):
+    """uds 12.5% against full (and plain SFT), and the scoring share, by vocabulary and by depth."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    depth = max({r["layers"] for r in shapes}, key=lambda n: sum(1 for r in shapes if r["layers"] == n))
+    vocab = max({r["vocab"] for r in shapes}, key=lambda v: sum(1 for r in shapes if r["vocab"] == v))
+    for ax, key, rows, xlabel in (
+        (axes[0], "vocab", [r for r in shapes if r["layers"] == depth], f"vocabulary size ({depth} layers)"),
+        (axes[1], "layers", [r for r in shapes if r["vocab"] == vocab], f"layers (vocabulary {vocab})"),
+    ):
+        rows = sorted(rows, key=lambda r: r[key])
+        xs = [r[key] for r in rows]
+        ax.plot(xs, [r["ratio_vs_full"] for r in rows], marker="o", label="uds 12.5% / full (trainer)")
+        ax.plot(xs, [r["ratio_vs_sft"] for r in rows], marker="s", label="uds 12.5% / plain SFT")
+        ax.plot(xs, [r["scoring_share"] for r in rows], marker="^", label="scoring share of uds run")
+        ax.axhline(0.5, color="gray", ls=":", lw=1)
+        if key == "vocab":
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     return figure

@@ -23,8 +23,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from benchmarks.quality.dataset import pretraining_text
+from uds.device import autocast
 from uds.tiny import build_model as build_tiny_shaped_model
+from uds.tiny import build_tokenizer
 
 DEFAULT_DATA_DIR = Path(os.environ.get("UDS_BENCH_DIR", Path.home() / ".cache" / "uds" / "bench-quality"))
 
@@ -53,8 +57,6 @@ def pretrain(
     log=partial(print, flush=True),
     text_chars: int | None = None,
 ) -> Path:
-    from benchmarks.quality.dataset import pretraining_text
-    from uds.tiny import build_tokenizer
 
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists() and (out_dir / "pretrain.json").exists():
@@ -111,7 +113,6 @@ def train_loop(
     Deterministic from `seed` on CPU in float32 (the windows come from a seeded generator, nothing else draws).
     On CUDA the weights stay float32 and the steps run under bf16 autocast (uds.device), fast but not bit-exact.
     Returns (curve, held-out loss on `val_windows`, mean over positions)."""
-    from uds.device import autocast
 
     device = device or torch.device("cpu")
     model.to(device)
@@ -129,8 +130,6 @@ def train_loop(
     curve, started = [], time.perf_counter()
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=steps, desc="pretrain", unit="step", dynamic_ncols=True)
     model.train()
     for step in range(1, steps + 1):
@@ -159,7 +158,6 @@ def train_loop(
 
 def heldout_loss(model, windows, batch: int = 16, device: torch.device | None = None) -> float:
     """Mean next-token loss (nats/token) over every predicted position of `windows` (n x L), in batches."""
-    from uds.device import autocast
 
     device = device or torch.device("cpu")
     model.eval()

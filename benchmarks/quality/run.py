@@ -29,6 +29,23 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch  # noqa: E402  (after the offline switches above)
+
+from benchmarks.quality import compare, compare_report  # noqa: E402
+from benchmarks.quality.dataset import write as write_dataset  # noqa: E402
+from benchmarks.quality.pretrain import (  # noqa: E402
+    BASE_SHAPE,
+    DEFAULT_DATA_DIR,
+    QUICK_SHAPE,
+    base_model_dir,
+    build_model,
+    pretrain,
+)
+from benchmarks.quality.training import run_one  # noqa: E402
+from uds.config import TrainConfig, total_steps  # noqa: E402
+from uds.tiny import build_tokenizer  # noqa: E402
+from uds.trainer import train  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality"
 
@@ -67,164 +84,8 @@ VARIANTS = [
 ]
 
 
-class CollectingLogger:
-    """A TrainLogger that keeps the step metrics and counts the kinds of the selected training rows."""
-
-    def __init__(self, kinds: list[str]):
-        self.kinds = kinds
-        self.steps: list[dict] = []
-        self.selected_kinds: dict[str, int] = {}
-        self.candidate_kinds: dict[str, int] = {}
-
-    def log_step(self, metrics):
-        for row in metrics.get("selections", []):
-            kind = self.kinds[row["row"]] if row["row"] < len(self.kinds) else "?"
-            self.candidate_kinds[kind] = self.candidate_kinds.get(kind, 0) + 1
-            if row["selected"]:
-                self.selected_kinds[kind] = self.selected_kinds.get(kind, 0) + 1
-        self.steps.append(
-            {
-                k: metrics.get(k)
-                for k in (
-                    "step",
-                    "loss",
-                    "learning_rate",
-                    "time_scoring",
-                    "time_training",
-                    "alpha",
-                    "eval_loss",
-                    "eval_accuracy",
-                )
-            }
-        )
-
-    def log_event(self, type, message, level="info", data=None):
-        pass
-
-    def log_checkpoint(self, step, path, metrics):
-        pass
-
-    def should_stop(self):
-        return False
-
-    def flush(self):
-        pass
-
-
-def run_one(
-    settings: dict, label: str, method: str, budget: float, extra: dict, seed: int, kinds: list[str], curves: bool
-) -> dict:
-    from uds.config import TrainConfig
-    from uds.trainer import train
-
-    with tempfile.TemporaryDirectory(prefix="uds-quality-") as out:
-        # from_dict, so that a recipe in `extra` fills only what is not given here (the lr stays the benchmark's:
-        # the recipe's 1.5e-4 is for a 7B model).
-        config = TrainConfig.from_dict(
-            {
-                "model": settings["model"],
-                "dataset_path": settings["train"],
-                "eval_dataset_path": settings["eval"],
-                "output_dir": out,
-                "method": method,
-                "budget": budget,
-                "epochs": settings["epochs"],
-                "learning_rate": settings["learning_rate"],
-                "warmup_ratio": settings["warmup_ratio"],
-                "max_seq_len": settings["max_seq_len"],
-                "micro_batch_size": settings["micro_batch_size"],
-                "seed": seed,
-                "device": settings.get("device", "cpu"),
-                "eval_every": settings["eval_every"] if curves else None,
-                "checkpoint_every": 10_000_000,
-                "keep_checkpoints": 1,
-                "eval_max_new_tokens": 16,
-                **extra,
-            }
-        )
-        logger = CollectingLogger(kinds)
-        started = time.perf_counter()
-        result = train(config, logger, resume=False)
-        wall = time.perf_counter() - started
-        token_accuracy = answer_token_accuracy(
-            settings["model"],
-            result.adapter_dir,
-            settings["eval"],
-            settings["max_seq_len"],
-            settings.get("device", "cpu"),
-        )
-    final = logger.steps[-1]
-    summary = result.summary
-    return {
-        "label": label,
-        "method": method,
-        "budget": budget,
-        "extra": extra,
-        "seed": seed,
-        "eval_loss": final["eval_loss"],
-        "eval_accuracy": final["eval_accuracy"],
-        "eval_token_accuracy": token_accuracy,
-        "wall_s": wall,
-        "time_scoring": summary["time_scoring"],
-        "time_training": summary["time_training"],
-        "examples_scored": summary["examples_scored"],
-        "examples_trained": summary["examples_trained"],
-        "tokens_trained": summary["tokens_trained"],
-        "alpha_last": summary.get("alpha"),
-        "alpha_paper": summary.get("alpha_paper"),
-        "steps": len(logger.steps),
-        "candidate_batch_size": config.candidate_batch_size,
-        "k": config.k,
-        "spearman_utility_length": summary.get("spearman_utility_length"),
-        "spearman_score_length": summary.get("spearman_score_length"),
-        "mean_length_candidates": summary.get("mean_length_candidates"),
-        "mean_length_selected": summary.get("mean_length_selected"),
-        "selected_kinds": logger.selected_kinds,
-        "candidate_kinds": logger.candidate_kinds,
-        "curve": logger.steps,
-    }
-
-
-def answer_token_accuracy(
-    model_dir: str, adapter_dir: str, eval_path: str, max_seq_len: int, device_name: str = "cpu"
-) -> float:
-    """Share of the held-out answer tokens (the answer and its end-of-turn marker) that the trained model predicts
-    exactly, teacher-forced: finer-grained than exact match, which a model this small rarely reaches."""
-    import torch
-    from peft import PeftModel
-
-    from uds.data import collate, tokenize_examples
-    from uds.device import resolve_device
-    from uds.formats import load_examples
-    from uds.models import load_model_and_tokenizer
-
-    device = resolve_device(device_name)
-    model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter_dir).eval()
-    items = tokenize_examples(load_examples(eval_path), tokenizer, max_seq_len, loss_on="answer")
-    correct = total = 0
-    with torch.no_grad():
-        for start in range(0, len(items), 16):
-            batch = {k: v.to(device) for k, v in collate(items[start : start + 16], tokenizer.pad_token_id).items()}
-            predicted = (
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
-            )
-            labels = batch["labels"][:, 1:]
-            mask = labels != -100
-            correct += int((predicted[mask] == labels[mask]).sum())
-            total += int(mask.sum())
-    return correct / max(1, total)
-
-
 def cost_runs(settings: dict, shapes: list[dict], steps: int, log) -> list[dict]:
     """uds 12.5% vs full on random-weight models (same data, same process): time split scoring / training."""
-    import torch
-
-    from benchmarks.quality.pretrain import BASE_SHAPE, build_model
-    from uds.config import TrainConfig
-    from uds.tiny import build_tokenizer
-    from uds.trainer import train
-
     rows = []
     tokenizer = build_tokenizer()
     with tempfile.TemporaryDirectory(prefix="uds-cost-") as root:
@@ -282,11 +143,9 @@ def _num(value) -> str:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if any(arg.split("=")[0] in ("--train", "--eval") for arg in args):
-        # A user's data: every method at the chosen budgets, paired seeds and intervals, on the BPE base by default
-        # (benchmarks.quality.compare takes the same command line; `--help` there lists its flags).
-        from benchmarks.quality import compare
-
+    if any(arg.split("=")[0] in ("--train", "--eval", "--model") for arg in args):
+        # A user's data or model: every method at the chosen budgets, paired seeds and intervals (compare.py takes
+        # the same command line; `--help` there lists its flags).
         return compare.main(args)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -313,12 +172,6 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    import torch
-
-    from benchmarks.quality import report
-    from benchmarks.quality.dataset import write as write_dataset
-    from benchmarks.quality.pretrain import BASE_SHAPE, DEFAULT_DATA_DIR, QUICK_SHAPE, base_model_dir, pretrain
-
     torch.set_num_threads(args.threads)
     out = (
         Path(args.out)
@@ -327,7 +180,7 @@ def main(argv=None) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        report.write(json.loads((out / "results.json").read_text()), out)
+        compare_report.write(json.loads((out / "results.json").read_text()), out)
         print(out / "report.md")
         return 0
 
@@ -366,8 +219,6 @@ def main(argv=None) -> int:
         lines = eval_path.read_text().splitlines()[:2]
         eval_path = out / "eval-small.jsonl"
         eval_path.write_text("\n".join(lines) + "\n")
-    from uds.config import TrainConfig, total_steps
-
     epochs = 1 if args.quick else args.epochs
     n_rows = len(kinds)
     # Evaluate about three times along the way; the number of steps depends on the method's groups per step.
@@ -384,7 +235,14 @@ def main(argv=None) -> int:
         "micro_batch_size": 4,
         "eval_every": max(1, steps_at_12 // 3),
         "threads": args.threads,
-        "pretrain": {k: v for k, v in pretrain_info.items() if k != "curve"},
+        "task": "signature QA",
+        "budgets": [0.125, 0.25],
+        "overrides": {},
+        "pretrain": {
+            **{k: v for k, v in pretrain_info.items() if k != "curve"},
+            "kind": "byte-level, 260 tokens (pretrain.py)",
+            "vocab_size": 260,
+        },
         "pretrain_curve": pretrain_info["curve"],
         "n_train": len(kinds),
         "n_eval": len(eval_path.read_text().splitlines()),
@@ -428,7 +286,7 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    report.write(results, out)
+    compare_report.write(results, out)
     log(f"done in {results['total_wall_s']:.0f} s: {out / 'report.md'}")
     return 0
 

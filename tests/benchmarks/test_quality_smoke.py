@@ -42,8 +42,8 @@ def test_quick_run_writes_a_report(tmp_path):
         assert sum(r["selected_kinds"].values()) == r["examples_trained"]
     assert results["cost"] and 0 < results["cost"][0]["scoring_share"] < 1
     report = (out / "report.md").read_text()
-    assert "| uds | 12.5% |" in report and "## Cost" in report
-    for png in ("metric_vs_budget.png", "loss_curves.png", "cost.png"):
+    assert "| uds | 12.5% |" in report and "## Cost against full" in report and "Random-weight models" in report
+    for png in ("loss_vs_budget.png", "loss_curves.png", "cost.png"):
         assert (out / png).stat().st_size > 1000
     # --report-only rewrites the report from results.json.
     (out / "report.md").unlink()
