@@ -50,8 +50,8 @@ from uds.models import (  # noqa: E402
     output_head,
     resolve_model,
 )
+from uds.order import epoch_groups  # noqa: E402
 from uds.selectors import MaxGradSelector, MaxLossSelector, UDSSelector  # noqa: E402
-from uds.trainer import epoch_groups  # noqa: E402
 
 SCORES = ("utility", "diversity", "loss", "grad_norm")
 TARGETS = ("held_out_decrease", "own_decrease")
