@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
 from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep
-from api.limits import charge_creations
+from api.limits import RateLimited, charge_creations
 from api.models import Comparison
 from api.pagination import AfterParam, LimitParam, newest_first
 from api.query import KNOWN_QUERY
@@ -23,16 +23,23 @@ def _public(session: SessionDep, comparison: Comparison) -> ComparisonPublic:
     return service.comparison_views(session, [comparison])[0]
 
 
-@router.post("", status_code=201, response_model=ComparisonPublic)
+@router.post("", status_code=201, response_model=ComparisonPublic, dependencies=[RateLimited])
 def create_comparison(
     body: ComparisonCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
 ):
     """Every selector in `methods` at every budget in `budgets`, plus full (unless `include_full` is false), once
     per seed 0..seeds-1: ordinary jobs, validated as POST /jobs validates one, created all or none and dispatched
     seed by seed. 400 `comparison_too_large` over UDS_MAX_COMPARISON_JOBS. It costs the key's rate limit one
-    creation per job (429 `rate_limit_exceeded` with Retry-After), as that many POST /jobs would."""
-    charge_creations(request, tenant, settings, service.check_size(body, settings))
-    comparison = service.create_comparison(session, tenant, settings, request.app.state.dispatcher, body)
+    creation per job (429 `rate_limit_exceeded` with Retry-After), as that many POST /jobs would: one when asked,
+    like any creation, the rest once the comparison is valid (a refused one costs no more than a refused job)."""
+
+    def charge_the_rest(jobs: int) -> None:
+        if jobs > 1:
+            charge_creations(request, tenant, settings, jobs - 1)
+
+    comparison = service.create_comparison(
+        session, tenant, settings, request.app.state.dispatcher, body, charge=charge_the_rest
+    )
     return _public(session, comparison)
 
 

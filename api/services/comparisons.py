@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,10 +172,16 @@ def _add_jobs(session: Session, tenant: Tenant, settings: Settings, comparison: 
 
 
 def create_comparison(
-    session: Session, tenant: Tenant, settings: Settings, dispatcher: Dispatcher, body: ComparisonCreate
+    session: Session,
+    tenant: Tenant,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    body: ComparisonCreate,
+    charge: Callable[[int], None] | None = None,
 ) -> Comparison:
     """Validate and store the comparison and all its jobs in one transaction (any error leaves nothing behind),
-    then dispatch the jobs seed by seed, so seed 0's runs are trained first."""
+    then dispatch the jobs seed by seed, so seed 0's runs are trained first. `charge(jobs)` runs once all is valid,
+    before the commit: the rate limit's price of the jobs (it raises a 429 APIError, and nothing is stored)."""
     count = check_size(body, settings)
     # Unstorable text or numbers (NUL, lone surrogates, NaN) before anything reaches a query or a JSON column.
     for name, value in body.model_dump(exclude_unset=True).items():
@@ -201,6 +207,8 @@ def create_comparison(
     try:
         jobs = _add_jobs(session, tenant, settings, comparison)
         job_service.check_active_jobs(session, tenant, settings, adding=count)
+        if charge is not None:
+            charge(count)
     except APIError:
         session.rollback()
         raise
