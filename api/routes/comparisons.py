@@ -13,6 +13,7 @@ from api.pagination import AfterParam, LimitParam, newest_first
 from api.query import KNOWN_QUERY
 from api.schemas import ListPage
 from api.schemas.comparisons import ComparisonCreate, ComparisonDeleted, ComparisonPublic, ComparisonReport
+from api.services import comparison_report as report_service
 from api.services import comparisons as service
 from api.services.comparison_markdown import report_markdown
 
@@ -59,7 +60,7 @@ def get_comparison(comparison: ComparisonDep, session: SessionDep):
 @router.get("/{comparison_id}/report", response_model=ComparisonReport)
 def comparison_report(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
     """The paired comparison of the succeeded runs so far (`complete` once every job has finished)."""
-    return service.comparison_report(session, settings, comparison)
+    return report_service.comparison_report(session, settings, comparison)
 
 
 @router.get(
@@ -68,7 +69,7 @@ def comparison_report(comparison: ComparisonDep, session: SessionDep, settings: 
     responses={200: {"content": {"text/markdown": {}}, "description": "the report as a markdown document"}},
 )
 def comparison_report_markdown(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
-    report = service.comparison_report(session, settings, comparison)
+    report = report_service.comparison_report(session, settings, comparison)
     return Response(
         report_markdown(comparison, report),
         media_type="text/markdown; charset=utf-8",
