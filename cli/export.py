@@ -70,7 +70,7 @@ def run_export(args: argparse.Namespace) -> int:
     quantization = args.quantization or DEFAULT_QUANTIZATION
     kind = f"gguf-{quantization}" if args.gguf else "merged"
     # A job's folder belongs to the service: its export goes to the current folder instead.
-    of_job = adapter == settings.jobs_dir / args.run / "adapter"
+    of_job = not Path(args.run).expanduser().exists()  # found as UDS_DATA_DIR/jobs/<id>, not as a path
     default = Path.cwd() / f"{args.run}-export-{kind}" if of_job else home / f"export-{kind}"
     out = Path(args.out).expanduser() if args.out else default
     if out.exists():
