@@ -4,8 +4,8 @@ Runs `uds` at 12.5% on a dataset (default: the quality benchmark's training spli
 each seed: the defaults (length-grouped order, every candidate of a group scored on the group's shortest length),
 length grouping alone (`equal_rows` off), and plain shuffled order (both off). Reports per run the mean
 within-group Spearman correlation of utility and of the total score with token count, and the mean length of the
-selected examples against the candidates (DESIGN.md section 3, issue 10's acceptance: rho under 0.3 and selected
-lengths within 10% with the defaults).
+selected examples against the candidates (the goal with the defaults: rho under 0.3 and selected lengths within
+10% of the candidates').
 
     .venv/bin/python benchmarks/length_bias.py                        # 3 seeds, 8 steps each; writes the report
     .venv/bin/python benchmarks/length_bias.py --data my.jsonl --seeds 1 --out -

@@ -61,7 +61,7 @@ GRID = [
     ("max_loss", "max_loss", 0.25, {}),
     ("max_grad", "max_grad", 0.25, {}),
 ]
-# ...and variants of uds. "previous defaults" is how the service selected before issue 10: one group of 32 candidates
+# ...and variants of uds. "previous defaults" is how the service selected before it followed the paper's step structure: one group of 32 candidates
 # per optimizer step (k 4 at 12.5%), random order, alpha auto, cosine, token-weighted loss, PEFT's default LoRA init.
 PREVIOUS_DEFAULTS = {
     "candidate_batch_size": 32,
@@ -152,7 +152,11 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training rows per run")
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--no-variants", action="store_true", help="skip the item-7 variants")
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="skip the uds variants (previous defaults, score_on=answer, ...): methods at their defaults only",
+    )
     parser.add_argument("--no-cost", action="store_true", help="skip the cost part")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: tiny everything, report not written to --out unless given"
