@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-variants",
         action="store_true",
-        help="skip the uds variants (previous defaults, score_on=answer, ...): methods at their defaults only",
+        help="skip the uds variants (recipe=paper, previous defaults, no equal rows, no length grouping)",
     )
     parser.add_argument("--no-cost", action="store_true", help="skip the cost part")
     parser.add_argument(
