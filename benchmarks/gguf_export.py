@@ -10,7 +10,7 @@ generated once, then each file reads prompt + that answer in one forward pass; t
 argmax is not the merged model's next token is where the file's own greedy answer would first differ (up to there
 both generate the same tokens from the same context).
 
-    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model-dir /path/to/smollm2-135m-instruct \\
+    nice -n 15 .venv/bin/python benchmarks/gguf_export.py --model smollm2-135m-instruct \\
         --out benchmarks/results/gguf_export.md
     # the comparison again on an earlier run's files (its work folder is printed first):
     nice -n 15 .venv/bin/python benchmarks/gguf_export.py --reuse /tmp/gguf-bench-XXXX --out ...
@@ -140,13 +140,18 @@ def export_all(args, adapter: Path, work: Path, shift: float, lines: list[str]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default="/work/shared-scratch/smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="a built-in or registered model name, or a model folder"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--scale", type=float, default=0.01, help="std of the random lora_B entries")
     parser.add_argument("--out", default="benchmarks/results/gguf_export.md")
     parser.add_argument("--reuse", default=None, help="an earlier run's work folder: compare its files, export none")
     args = parser.parse_args()
+    from uds.models import resolve_model
+
+    args.model_dir = resolve_model(args.model)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
