@@ -418,7 +418,7 @@ def test_checkpoints(oai, openai_server, training_file):
 
 def succeed(server, job_id: str, organization: str, archive: bytes, steps: int = 3) -> None:
     """What the worker leaves behind when a job succeeds."""
-    from api.services.jobs import fine_tuned_model_name
+    from api.ids import fine_tuned_model_name
 
     relative = f"jobs/{job_id}/adapter.tar.gz"
     path = server.settings.resolve(relative)
