@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError
 from api.models import ACTIVE_STATUSES, Dataset, Job, JobTask
+from api.services.models import find_base_model
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,8 @@ def folder_bytes(folder: Path) -> int:
 def model_bytes(settings: Settings, model: str) -> int:
     """What an export of `model` may write: its parameters at 4 bytes each (float32, the widest stored dtype we
     write), 0 where the model's facts are not known yet."""
-    from api.services.models import base_models
-
-    facts = next((m.facts for m in base_models(settings) if m.name == model), None)
-    return 4 * (facts.parameters or 0) if facts is not None else 0
+    found = find_base_model(settings, model)
+    return 4 * (found.facts.parameters or 0) if found is not None else 0
 
 
 def tenant_usage(settings: Settings, session: Session, tenant_id: int, reserved_per_job) -> int:

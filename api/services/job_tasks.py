@@ -17,11 +17,10 @@ from api.dispatch import Dispatcher
 from api.errors import APIError, not_found
 from api.limits import count_locked
 from api.models import Job, JobTask, Tenant, utcnow
+from api.services.models import find_base_model
 from api.settings import Settings
 from api.storage import check_quota, model_bytes
 from uds.gguf_support import GGUFUnsupported, check_exportable  # torch-free: reads the model's JSON files
-from uds.registry import get_registered
-from uds.tiny import TINY_MODEL
 
 log = logging.getLogger(__name__)
 PREFIXES = {"export": "export-", "generate": "gen-"}
@@ -108,15 +107,9 @@ def _export_params(task: JobTask) -> dict:
 
 def _model_folder(settings: Settings, name: str) -> Path | None:
     """The folder of a job's base model when this host can see it (the API reads only its JSON files)."""
-    if name == TINY_MODEL:
-        folder = settings.models_dir / TINY_MODEL
-    elif (registered := get_registered(settings.models_dir, name)) is not None:
-        folder = registered.folder(settings.models_dir)
-    elif Path(name).expanduser().is_absolute():
-        folder = Path(name).expanduser()
-    else:
-        return None
-    return folder if (folder / "config.json").is_file() else None
+    model = find_base_model(settings, name)
+    folder = model.folder if model is not None else Path(name).expanduser()
+    return folder if folder is not None and folder.is_absolute() and (folder / "config.json").is_file() else None
 
 
 def check_gguf_model(settings: Settings, job: Job) -> None:

@@ -10,6 +10,7 @@ safetensors headers (uds/registry.py): the API never loads a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from api.errors import APIError
 from api.settings import Settings
@@ -28,6 +29,7 @@ class BaseModel:
     revision: str | None = None
     quantization: str | None = None  # a GGUF import's quantization type
     original_file: str | None = None  # and the file it came from
+    folder: Path | None = None  # where its files are on this host; None for a hub id not registered yet
 
 
 def _builtin(settings: Settings, name: str, **provenance) -> BaseModel:
@@ -35,7 +37,7 @@ def _builtin(settings: Settings, name: str, **provenance) -> BaseModel:
         facts = read_facts(settings.models_dir / name)
     except (RegistryError, OSError):
         facts = ModelFacts()  # made on first use by a worker; its facts show from then on
-    return BaseModel(name, "builtin", facts, **provenance)
+    return BaseModel(name, "builtin", facts, folder=settings.models_dir / name, **provenance)
 
 
 def _real_model_usable(settings: Settings) -> bool:
@@ -48,7 +50,7 @@ def base_models(settings: Settings) -> list[BaseModel]:
         models.append(_builtin(settings, REAL_MODEL, quantization=QUANTIZATION, original_file=GGUF_FILE))
     models.append(_builtin(settings, TINY_MODEL))
     models += [
-        BaseModel(r.name, r.source, r.facts, r.revision, r.quantization, r.original_file)
+        BaseModel(r.name, r.source, r.facts, r.revision, r.quantization, r.original_file, r.folder(settings.models_dir))
         for r in list_registered(settings.models_dir)
         if r.name not in BUILTINS
     ]
@@ -57,18 +59,22 @@ def base_models(settings: Settings) -> list[BaseModel]:
     return models
 
 
+def find_base_model(settings: Settings, name: str) -> BaseModel | None:
+    """The base model called `name`, or None."""
+    return next((model for model in base_models(settings) if model.name == name), None)
+
+
 def base_model(settings: Settings, name: str) -> BaseModel:
     """The model a job names, or 400 model_not_found listing what there is and how an operator adds more."""
-    models = base_models(settings)
-    for model in models:
-        if model.name == name:
-            return model
+    model = find_base_model(settings, name)
+    if model is not None:
+        return model
     if name == REAL_MODEL:
         raise APIError(400, f"{not_installed_message()}.", code="model_not_found", param="model")
     raise APIError(
         400,
         f"Model {name!r} is not available on this server; available: "
-        f"{', '.join(m.name for m in models)}. An operator adds models with "
+        f"{', '.join(m.name for m in base_models(settings))}. An operator adds models with "
         "`uds models add <hub-id, folder or .gguf file>` (or lists hub ids in UDS_ALLOWED_MODELS).",
         code="model_not_found",
         param="model",
