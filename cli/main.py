@@ -26,6 +26,7 @@ from cli.train import add_train_command
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a multi-device run hands to its processes
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

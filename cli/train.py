@@ -131,7 +131,13 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"uds train: invalid setting {error.param}: {error.message}", file=sys.stderr)
         return 2
 
+    from uds.distributed import launched_world, shutdown
+
+    if config.devices > 1 and not launched_world().distributed:
+        return _launch_processes(config.devices, args.argv)
+
     from cli.progress import ProgressLogger
+    from uds.reporter import NullLogger
     from uds.trainer import TrainingError, train
 
     if args.quiet:  # transformers' own weight-loading bar too: --quiet leaves stderr to the summary and errors
@@ -140,7 +146,13 @@ def run_train(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()
 
     started = time.monotonic()  # the whole run: loading, evaluation and saving too, not only the steps
-    logger = ProgressLogger(config.output_dir, show_bar=not args.quiet, resume=not args.no_resume)
+    main_process = launched_world().is_main
+    # One writer: the other processes of a multi-device run report nothing (rank 0 writes the files and the bar).
+    logger = (
+        ProgressLogger(config.output_dir, show_bar=not args.quiet, resume=not args.no_resume)
+        if main_process
+        else NullLogger()
+    )
     try:
         result = train(config, logger, resume=not args.no_resume)
     except TrainingError as error:
@@ -152,9 +164,24 @@ def run_train(args: argparse.Namespace) -> int:
         )
         return 130
     finally:
-        logger.close()
-    print(final_summary(result, time.monotonic() - started), file=sys.stderr)
+        if main_process:
+            logger.close()
+        shutdown()
+    if main_process:
+        print(final_summary(result, time.monotonic() - started), file=sys.stderr)
     return 0
+
+
+def _launch_processes(devices: int, argv: list[str]) -> int:
+    """The same command as `devices` processes under torchrun (uds.launch), on this host; its exit status."""
+    import subprocess
+
+    from uds.launch import cpu_threads_per_process, rank_environment, torchrun_command
+
+    environment = rank_environment(threads=cpu_threads_per_process(devices))
+    # No automatic restarts here: a failed local run is rerun by hand, and the same command resumes it.
+    command = torchrun_command(devices, "cli.main", argv, max_restarts=0)
+    return subprocess.run(command, env=environment).returncode
 
 
 MAX_PROBLEMS_PRINTED = 20

@@ -24,6 +24,8 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 # An epoch is cut into at least this many optimizer steps when the data allows it: a small dataset gets fewer
 # selection groups per step rather than one giant step per epoch (see `groups_per_step`).
 MIN_STEPS_PER_EPOCH = 4
+# Processes one job may span: a node of GPUs (torchrun starts them all on the claiming worker's host).
+MAX_DEVICES = 64
 
 Alpha = Union[float, Literal["auto", "paper"]]
 
@@ -151,6 +153,9 @@ class TrainConfig:
     eval_every: int | None = _setting(None, "steps between evaluations on the eval file (always at the end)")
     eval_max_new_tokens: int = _setting(32, "tokens generated per eval answer for exact match")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    devices: int = _setting(
+        1, "devices one job trains on, data-parallel (GPUs, or CPU processes); picks the same examples on any number"
+    )
     gradient_checkpointing: bool = _setting(False, "recompute activations in backward to save memory")
     models_dir: str | None = _setting(None, "where local and built models live")
 
@@ -198,6 +203,7 @@ class TrainConfig:
         _positive_int(self, "alpha_window", maximum=100_000)
         _positive_int(self, "epochs", maximum=1000)
         _positive_int(self, "micro_batch_size", maximum=4096)
+        _positive_int(self, "devices", maximum=MAX_DEVICES)
         _positive_int(self, "lora_r", maximum=1024)
         _positive_int(self, "lora_alpha", maximum=100_000)
         _positive_int(self, "max_seq_len", maximum=131_072)

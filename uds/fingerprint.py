@@ -35,6 +35,7 @@ BOOKKEEPING = frozenset(
         "eval_every",
         "eval_max_new_tokens",
         "device",
+        "devices",  # a resumed job may run on another number of devices: the selection does not depend on it
         "gradient_checkpointing",
         "micro_batch_size",
         "epochs",

@@ -25,11 +25,12 @@ import torch
 from safetensors import SafetensorError
 
 from uds import checkpoint as ckpt
-from uds import engine
+from uds import distributed, engine
 from uds import fingerprint as fp
 from uds.config import TrainConfig, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
 from uds.device import DeviceUnavailable, autocast, resolve_device
+from uds.distributed import World
 from uds.engine import first_rows_mask, loss_token_count, step_token_weights, weighted_token_loss
 from uds.evaluation import EvalSet, evaluate
 from uds.formats import DatasetError, load_examples
@@ -38,7 +39,7 @@ from uds.models import ModelLoadError, ModelNotAllowed, add_lora, load_model_and
 from uds.order import epoch_groups
 from uds.records import StepRecord
 from uds.reporter import NullLogger, TrainLogger, report_phase
-from uds.selectors import Scores, make_selector
+from uds.selectors import Measures, Scores, make_selector
 
 
 class TrainingError(Exception):
@@ -79,6 +80,7 @@ class _Run:
     steps_per_epoch: int
     groups_per_step: int
     counters: dict[str, Any]
+    world: World = distributed.SINGLE
     epoch_groups: dict[int, list[list[int]]] = field(default_factory=dict)  # the last epochs' group orders
 
 
@@ -88,6 +90,8 @@ def train(
     logger = logger or NullLogger()
     report_phase(logger, "loading")
     run = _setup(config, allowed_models)
+    if not run.world.is_main:
+        logger = NullLogger()  # rank 0 is the one writer: metrics, events, checkpoints, the adapter
     checkpoints_root = os.path.join(config.output_dir, "checkpoints")
 
     start_step = 0
@@ -97,6 +101,7 @@ def train(
     latest = ckpt.latest_checkpoint(checkpoints_root) if resume else None
     if latest is not None:
         _check_fingerprint(run, latest)
+        # Every rank restores the same checkpoint: the same adapter, optimizer, selector memory and counters.
         start_step = _restore(run, latest)
         logger.log_event(
             "resumed",
@@ -108,11 +113,12 @@ def train(
             "started",
             f"Training {config.model} with {config.method} at budget {config.budget:g}: {run.total_steps} steps of "
             f"{run.groups_per_step} groups of {config.candidate_batch_size} candidates ({config.k} picked per group), "
-            f"{len(run.items)} examples, on {run.device.type}.",
+            f"{len(run.items)} examples, on {_devices_text(run)}.",
             data={
                 "total_steps": run.total_steps,
                 "n_examples": len(run.items),
                 "device": run.device.type,
+                "devices": run.world.size,
                 "groups_per_step": run.groups_per_step,
                 "candidate_batch_size": config.candidate_batch_size,
                 "k": config.k,
@@ -122,12 +128,12 @@ def train(
 
     report_phase(logger, "training")
     for step in range(start_step + 1, run.total_steps + 1):
-        if logger.should_stop():
+        if distributed.agree(logger.should_stop(), run.world):
             logger.log_event("cancelled", f"Stopped before step {step} of {run.total_steps}.")
             logger.flush()
             return TrainResult("cancelled", step - 1, run.total_steps, None, _summary(run))
         metrics = _guarded(partial(_step, run, step))
-        if _eval_due(config, step, run.total_steps) and run.eval_set is not None:
+        if _eval_due(config, step, run.total_steps) and run.eval_set is not None and run.world.is_main:
             report_phase(logger, "evaluating", {"step": step, "examples": len(run.eval_set.items)})
             metrics.update(evaluate(run.model, run.tokenizer, run.eval_set, run.device))
             report_phase(logger, "training")
@@ -142,7 +148,7 @@ def train(
             run.counters["last_eval_loss"] = metrics["eval_loss"]
         if step == run.total_steps:
             report_phase(logger, "saving")
-        if step % config.checkpoint_every == 0 or step == run.total_steps:
+        if (step % config.checkpoint_every == 0 or step == run.total_steps) and run.world.is_main:
             # Metrics first: a checkpoint must never be newer than the steps the logger has stored.
             logger.flush()
             path = _guarded(partial(_save, run, checkpoints_root, step))
@@ -150,6 +156,8 @@ def train(
                 step, path, {key: metrics[key] for key in ("loss", "token_accuracy", "eval_loss", "eval_accuracy")}
             )
 
+    if not run.world.is_main:
+        return TrainResult("succeeded", run.total_steps, run.total_steps, None, _summary(run))
     adapter_dir = _guarded(lambda: _export_adapter(run))
     result = TrainResult("succeeded", run.total_steps, run.total_steps, adapter_dir, _summary(run))
     logger.log_event("succeeded", _summary_sentence(result), data=result.summary)
@@ -162,9 +170,10 @@ def train(
 
 def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
     try:
-        device = resolve_device(config.device)
+        device = _rank_device(resolve_device(config.device))
     except DeviceUnavailable as error:
         raise TrainingError("device_unavailable", str(error)) from error
+    world = distributed.init_from_env(device)
     torch.manual_seed(config.seed)
     try:
         examples = load_examples(config.dataset_path)
@@ -193,6 +202,8 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
         init=config.lora_init,
     )
     model.to(device)
+    # Every rank starts from rank 0's adapter (each drew the same initialisation, but a collective makes it sure).
+    distributed.broadcast_parameters([p for p in model.parameters() if p.requires_grad], world)
 
     items = tokenize_examples(examples, tokenizer, config.max_seq_len, config.loss_on)
     score_masks = answer_masks(examples, tokenizer, config.max_seq_len, items) if config.score_on == "answer" else None
@@ -235,7 +246,21 @@ def _setup(config: TrainConfig, allowed_models: list[str] | None) -> _Run:
         steps_per_epoch(config, len(items)),
         groups_per_step(config, len(items)),
         counters,
+        world,
     )
+
+
+def _rank_device(device: torch.device) -> torch.device:
+    """A rank of a multi-device job on CUDA trains on the GPU of its local rank (the launcher's process `i` on the
+    i-th visible GPU); the CPU is shared."""
+    if device.type == "cuda" and distributed.launched_world().distributed:
+        return torch.device("cuda", distributed.local_rank())
+    return device
+
+
+def _devices_text(run: _Run) -> str:
+    kind = run.device.type
+    return kind if run.world.size == 1 else f"{run.world.size} {kind} processes"
 
 
 def lr_multiplier(config: TrainConfig, n_steps: int):
@@ -282,9 +307,7 @@ def _step(run: _Run, step: int) -> StepRecord:
     sizes = [len(group) for group in groups]
 
     started = _now(run.device)
-    measures = engine.measure(
-        run.model, run.selector, run.head, _scoring_batches(run, groups), len(rows), partial(autocast, run.device)
-    )
+    measures, measured, gathered = _measure_step(run, groups, len(rows))
     lengths = torch.tensor([run.lengths[row] for row in rows])
     selection = engine.select(run.selector, measures, sizes, run.config.budget, lengths)
     scored = _now(run.device)
@@ -322,23 +345,48 @@ def _step(run: _Run, step: int) -> StepRecord:
         "time_scoring": scored - started,
         "time_training": finished - scored,
         "alpha": scores.alpha,
-        "stats": {**selection.stats, "groups": len(groups), "length": selection.length},
+        "stats": {
+            **selection.stats,
+            "groups": len(groups),
+            "length": selection.length,
+            "devices": run.world.size,
+            # Of time_scoring: the measures' gather across devices and the sequential selection after it.
+            "time_gather": gathered - measured if run.world.distributed else 0.0,
+            "time_select": scored - gathered,
+        },
         "eval_loss": None,
         "eval_accuracy": None,
         "selections": _selection_rows(rows, scores, selection.chosen),
     }
 
 
-def _scoring_batches(run: _Run, groups: list[list[int]]) -> Iterator[engine.ScoringBatch]:
-    """The step's candidates for the scoring pass, a few whole groups at a time.
+def _measure_step(run: _Run, groups: list[list[int]], count: int) -> tuple[Measures, float, float]:
+    """The step's measures, and when this rank finished measuring its share and when the gather finished.
+
+    The scoring chunks are the same whatever the number of devices (each rank measures a contiguous share of them),
+    so every candidate is measured in the same padded batch as in one process; the gather puts the shares back in
+    candidate order.
+    """
+    chunks = _chunks_of_groups(groups, max(8, 2 * run.config.micro_batch_size))
+    mine = distributed.share(chunks, run.world)
+    batches = _scoring_batches(run, groups, mine)
+    autocast_context = partial(autocast, run.device)
+    local = engine.measure(run.model, run.selector, run.head, batches, sum(map(len, mine)), autocast_context)
+    measured = _now(run.device)
+    if not run.selector.needs_hidden:  # random and full measure nothing: there is nothing to gather
+        return Measures(count), measured, measured
+    return distributed.gather_measures(local, run.world), measured, _now(run.device)
+
+
+def _scoring_batches(run: _Run, groups: list[list[int]], chunks: list[list[int]]) -> Iterator[engine.ScoringBatch]:
+    """Candidates of `chunks` (runs of whole groups of the step's `groups`) for the scoring pass, a chunk a batch.
 
     Each chunk is padded to its own longest row only, and groups are near-equal in length, so length grouping
     also keeps the scoring pass free of padding. Chunks hold at least as many rows as a few training micro-batches
     would, so the pass never holds more activations than training does.
     """
-    chunk_rows = max(8, 2 * run.config.micro_batch_size)
     rows_scored = _rows_scored(run, groups)
-    for chunk in _chunks_of_groups(groups, chunk_rows):
+    for chunk in chunks:
         candidates = [run.items[row] for row in chunk]
         batch = _to_device(collate(candidates, run.tokenizer.pad_token_id), run.device)
         score_mask = None if run.score_masks is None else _score_mask(run, candidates, batch["attention_mask"])
@@ -403,6 +451,11 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
     exactly that of one batch however the picks are split: "token" weights every loss token 1 / (all loss tokens);
     "example" (the official script: each micro-batch's mean, k = 1 per micro-batch) weights example i's tokens
     1 / (T_i * examples), the mean over examples of each example's token mean.
+
+    On several devices each rank trains a contiguous share of the same micro-batches and the gradients (already
+    weighted for the whole step) are summed, not averaged: an explicit all-reduce rather than a DDP wrapper,
+    because ranks may hold different numbers of micro-batches (DDP wants the same number of backward passes
+    everywhere) and because exact step weights need a sum where DDP divides by the number of ranks.
     """
     config = run.config
     run.model.train()
@@ -413,7 +466,8 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
     token_counts = [_loss_token_count(item) for item in trained]
     weights = step_token_weights(config.loss_weighting, token_counts)
     total_loss, correct, tokens = 0.0, 0, 0
-    for start in range(0, len(trained), config.micro_batch_size):
+    starts = distributed.share(range(0, len(trained), config.micro_batch_size), run.world)
+    for start in starts:
         micro_items = trained[start : start + config.micro_batch_size]
         micro = _to_device(collate(micro_items, run.tokenizer.pad_token_id), run.device)
         with autocast(run.device):
@@ -426,9 +480,12 @@ def _train_on(run: _Run, trained: list[TokenizedExample]) -> tuple[float, float,
         correct += int((predicted[mask] == targets[mask]).sum())
         tokens += int(micro["attention_mask"].sum())
     trainable = [p for p in run.model.parameters() if p.requires_grad]
+    total_loss, summed_correct, summed_tokens = distributed.sum_gradients(
+        trainable, [total_loss, correct, tokens], run.world
+    )
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
     run.optimizer.step()
-    return total_loss, correct / max(1, sum(token_counts)), grad_norm, tokens
+    return total_loss, round(summed_correct) / max(1, sum(token_counts)), grad_norm, round(summed_tokens)
 
 
 def _loss_token_count(item: TokenizedExample) -> int:
