@@ -70,6 +70,18 @@ def _refuse(
     )
 
 
+def check_job_devices(config: dict[str, Any], settings: Settings) -> None:
+    """A job asking for more devices than any worker of this deployment offers would wait forever: refuse it now."""
+    devices, limit = config.get("devices", 1), settings.job_devices_limit
+    if devices > limit:
+        raise param_error(
+            "devices",
+            f"this job asks for {devices} devices; the workers of this server offer at most {limit} to one job "
+            f"(UDS_MAX_JOB_DEVICES, UDS_WORKER_DEVICES). Ask for {limit} or fewer: the selection is the same.",
+            code="devices_unavailable",
+        )
+
+
 def check_job_cost(config: dict[str, Any], shape: JobShape, settings: Settings) -> None:
     """Raise APIError 400 `job_too_costly` for the first cost over its limit."""
     if config["max_seq_len"] > settings.max_seq_len:

@@ -35,10 +35,28 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
+def job_queue(queue: str, devices: int) -> str:
+    """The queue of a job on `devices` devices: one-device jobs on `queue` itself, an N-device job on
+    "<queue>.devices-N", which only workers offering N or more devices consume (`worker_queues`). So a worker that
+    can never run a job never receives it, and one that can takes it when it is idle."""
+    return queue if devices <= 1 else f"{queue}.devices-{devices}"
+
+
+def worker_queues(queues: str, worker_devices: int) -> list[str]:
+    """Every queue a worker offering `worker_devices` devices consumes, for each base queue in `queues` (a,b)."""
+    bases = [name.strip() for name in queues.split(",") if name.strip()]
+    return [job_queue(base, n) for base in bases for n in range(1, worker_devices + 1)]
+
+
+def job_devices(config: dict | None) -> int:
+    """The devices a stored job configuration asks for (1 for configurations older than the setting)."""
+    return int((config or {}).get("devices", 1))
+
+
 class Dispatcher(Protocol):
     mode: str
 
-    def enqueue(self, job_id: str) -> None: ...
+    def enqueue(self, job_id: str, devices: int = 1) -> None: ...
 
     def enqueue_task(self, task_id: str) -> None: ...
 
@@ -53,7 +71,7 @@ class LocalDispatcher:
         self.wakeup = threading.Event()  # waited on by the in-process worker (worker/embedded.py) when there is one
         self.task_wakeup = threading.Event()  # the same for short tasks (worker/job_tasks.py TaskWorker)
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, devices: int = 1) -> None:
         self.wakeup.set()
 
     def enqueue_task(self, task_id: str) -> None:
@@ -73,18 +91,18 @@ class CeleryDispatcher:
         self.app = Celery("uds-api", set_as_current=False)
         self.app.conf.update(celery_config(settings))
 
-    def enqueue(self, job_id: str) -> None:
-        self._send(TASK_NAME, job_id)
+    def enqueue(self, job_id: str, devices: int = 1) -> None:
+        self._send(TASK_NAME, job_id, job_queue(self.queue, devices))
 
     def enqueue_task(self, task_id: str) -> None:
-        self._send(SHORT_TASK_NAME, task_id)
+        self._send(SHORT_TASK_NAME, task_id, self.queue)
 
-    def _send(self, task_name: str, object_id: str) -> None:
+    def _send(self, task_name: str, object_id: str, queue: str) -> None:
         # Bounded retries: a broker that is down must turn into an error response, not a hung request.
         self.app.send_task(
             task_name,
             args=[object_id],
-            queue=self.queue,
+            queue=queue,
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )

@@ -165,6 +165,21 @@ class Settings(BaseSettings):
 
     # Worker behaviour.
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N for the jobs this worker runs.")
+    worker_devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Devices one worker process trains one job on: with UDS_DEVICE=cuda, that many GPUs per "
+        "process (process i gets GPUs i*N .. i*N+N-1); on the CPU, that many gloo processes. A job asking for "
+        "`devices` up to this runs on this worker.",
+    )
+    max_job_devices: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="The most devices a job may ask for; more is refused with 400. Default: UDS_WORKER_DEVICES "
+        "(set it to what the largest worker of the deployment offers).",
+    )
     checkpoint_every: int = Field(default=50, ge=1, description="Default for jobs that do not set checkpoint_every.")
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     stale_after_seconds: float = Field(
@@ -229,6 +244,10 @@ class Settings(BaseSettings):
         if self.require_auth == "auto":
             return not is_loopback(self.host)
         return bool(self.require_auth)
+
+    @property
+    def job_devices_limit(self) -> int:
+        return self.max_job_devices or self.worker_devices
 
     @property
     def embedded(self) -> bool:

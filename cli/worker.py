@@ -11,21 +11,25 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def worker_concurrency(concurrency: int | str, device: str, count_gpus=visible_gpus) -> int:
-    """Processes for `uds worker`. With UDS_DEVICE=cuda process i trains on cuda:i (worker.celery_app), so
-    `auto` is one per visible GPU, and more processes than GPUs is refused rather than failing each job on a
-    missing cuda:N. Any other device (cpu, cuda:N) keeps what was asked, 1 for auto."""
+def worker_concurrency(concurrency: int | str, device: str, count_gpus=visible_gpus, devices_each: int = 1) -> int:
+    """Processes for `uds worker`. With UDS_DEVICE=cuda process i trains on its own `devices_each` GPUs
+    (UDS_WORKER_DEVICES; cuda:i when 1, worker.celery_app), so `auto` is the visible GPUs divided among them, and
+    more processes than the GPUs allow is refused rather than failing each job on a missing cuda:N. Any other
+    device (cpu, cuda:N) keeps what was asked, 1 for auto."""
     if device != "cuda":
         return 1 if concurrency == "auto" else int(concurrency)
     gpus = count_gpus()
     if concurrency == "auto":
-        if gpus < 1:
-            raise RuntimeError("UDS_DEVICE=cuda but no GPU is visible to this worker (--concurrency auto)")
-        return gpus
-    if int(concurrency) > gpus:
+        if gpus < devices_each:
+            raise RuntimeError(
+                f"UDS_DEVICE=cuda with {devices_each} GPU(s) per process but {gpus} are visible to this worker "
+                "(--concurrency auto)"
+            )
+        return gpus // devices_each
+    if int(concurrency) * devices_each > gpus:
         raise RuntimeError(
-            f"--concurrency {concurrency} with UDS_DEVICE=cuda needs {concurrency} GPUs; "
-            f"{gpus} are visible to this worker"
+            f"--concurrency {concurrency} with UDS_DEVICE=cuda and {devices_each} GPU(s) per process needs "
+            f"{int(concurrency) * devices_each} GPUs; {gpus} are visible to this worker"
         )
     return int(concurrency)
 
@@ -48,15 +52,16 @@ def run_worker(
             "UDS_BROKER_URL is not set: a worker needs a broker. Without one, `uds serve` runs jobs itself."
         )
         return 2
-    concurrency = worker_concurrency(concurrency, settings.device)
+    concurrency = worker_concurrency(concurrency, settings.device, devices_each=settings.worker_devices)
     migrate(settings.sqlalchemy_url)  # before consuming: a task must never meet an old schema
 
+    from api.dispatch import worker_queues
     from worker.celery_app import app
 
     argv = [
         "worker",
         f"--concurrency={concurrency}",
-        f"--queues={queues or settings.queue}",
+        f"--queues={','.join(worker_queues(queues or settings.queue, settings.worker_devices))}",
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",

@@ -12,7 +12,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from api.db import migrate
-from api.dispatch import CeleryDispatcher, celery_config
+from api.dispatch import CeleryDispatcher, celery_config, worker_queues
 from api.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,  # a GPU worker holds one job, never a backlog others could be running
     worker_concurrency=1,  # one process per GPU; `uds worker --concurrency N` for N GPUs
-    task_queues=[Queue(settings.queue)],
+    # The one-device queue and those of jobs on up to UDS_WORKER_DEVICES devices (api.dispatch.job_queue).
+    task_queues=[Queue(name) for name in worker_queues(settings.queue, settings.worker_devices)],
     task_track_started=True,
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
@@ -57,12 +58,13 @@ def _after_fork(**_kwargs) -> None:
     from api.db import dispose_all
 
     dispose_all(close=False)
-    # `uds worker --concurrency N` on an N-GPU host with UDS_DEVICE=cuda: pool process i trains on cuda:i (the pool
-    # keeps indexes stable when it replaces a process), instead of all N sharing the first GPU.
+    # `uds worker --concurrency N` on a host with UDS_DEVICE=cuda: pool process i trains on its own GPUs, cuda:i
+    # (or cuda:i*D .. i*D+D-1 with UDS_WORKER_DEVICES=D; the pool keeps indexes stable when it replaces a
+    # process), instead of all processes sharing the first GPU.
     from billiard.process import current_process
 
     if settings.device == "cuda":
-        settings.device = f"cuda:{getattr(current_process(), 'index', 0) or 0}"
+        settings.device = f"cuda:{(getattr(current_process(), 'index', 0) or 0) * settings.worker_devices}"
 
 
 @signals.worker_shutting_down.connect

@@ -53,6 +53,9 @@ class EmbeddedWorker(threading.Thread):
                 self.current_job = job_id
                 status = run_job(job_id, worker_id(), self.settings, stop_event=self.stopping)
                 log.info("job %s: %s", job_id, status)
+                if status is None:  # not ours to run now (its tenant's turn, or more devices than offered here)
+                    self.wakeup.wait(self.settings.embedded_poll_seconds)
+                    self.wakeup.clear()
             except Exception:
                 log.exception("embedded worker loop error")
                 self.stopping.wait(self.settings.embedded_poll_seconds)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from sqlalchemy import or_, select, update
 
 from api.db import session_factory
+from api.dispatch import job_devices
 from api.events import add_event
 from api.models import Job, utcnow
 from api.settings import Settings
@@ -33,14 +34,18 @@ from worker.task_recovery import recover_tasks
 log = logging.getLogger(__name__)
 
 
-def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = None) -> list[str]:
+# Sends a queued job to the workers: (job id, devices it asks for) -> None (api.dispatch.Dispatcher.enqueue).
+Dispatch = Callable[[str, int], None]
+
+
+def recover_jobs(settings: Settings, dispatch: Dispatch | None = None) -> list[str]:
     """Re-queue (or finish cancelling) running jobs with a lost owner. Returns the re-queued ids."""
     sessions = session_factory(settings.sqlalchemy_url)
     cutoff = utcnow() - dt.timedelta(seconds=settings.stale_after_seconds)
-    requeued: list[str] = []
+    requeued: list[tuple[str, int]] = []
     with sessions() as session:
         running = session.execute(
-            select(Job.id, Job.worker_id, Job.heartbeat_at, Job.cancel_requested, Job.current_step).where(
+            select(Job.id, Job.worker_id, Job.heartbeat_at, Job.cancel_requested, Job.current_step, Job.config).where(
                 Job.status == "running"
             )
         ).all()
@@ -77,16 +82,16 @@ def recover_jobs(settings: Settings, dispatch: Callable[[str], None] | None = No
                     level="warning",
                     data={"status": "queued"},
                 )
-                requeued.append(job.id)
+                requeued.append((job.id, job_devices(job.config)))
             session.commit()
-    for job_id in requeued:
+    for job_id, devices in requeued:
         log.warning("re-queued job %s (lost worker)", job_id)
         if dispatch is not None:
-            dispatch(job_id)
-    return requeued
+            dispatch(job_id, devices)
+    return [job_id for job_id, _ in requeued]
 
 
-def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit: int = 200) -> list[str]:
+def redispatch_queued(settings: Settings, dispatch: Dispatch, limit: int = 200) -> list[str]:
     """Re-send queued jobs whose message was not taken within UDS_REDISPATCH_AFTER_SECONDS (or never sent),
     in turns by tenant (fair_dispatch_order), each at most once per period across all sweepers. Returns the ids
     sent."""
@@ -95,7 +100,7 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
     sent: list[str] = []
     with sessions() as session:
         due = session.execute(
-            select(Job.id, Job.dispatched_at).where(
+            select(Job.id, Job.dispatched_at, Job.config).where(
                 Job.status == "queued",
                 or_(Job.dispatched_at.is_(None), Job.dispatched_at < utcnow() - dt.timedelta(seconds=period)),
             )
@@ -114,7 +119,7 @@ def redispatch_queued(settings: Settings, dispatch: Callable[[str], None], limit
                 continue
             session.commit()
             try:
-                dispatch(job.id)
+                dispatch(job.id, job_devices(job.config))
             except Exception as exc:
                 # Undo the stamp so the next sweep tries again, and stop: the broker is down for the others too.
                 session.execute(
@@ -149,7 +154,7 @@ class RecoveryLoop(threading.Thread):
     """Sweeps every half stale-period, or half re-dispatch period if shorter (a Celery worker's main process runs
     one). Without `dispatch` (embedded) it only re-queues lost jobs."""
 
-    def __init__(self, settings: Settings, dispatch: Callable[[str], None] | None):
+    def __init__(self, settings: Settings, dispatch: Dispatch | None):
         super().__init__(name="uds-recovery", daemon=True)
         self.settings, self.dispatch = settings, dispatch
         self.done = threading.Event()

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from api.db import migrate, session_factory
+from api.dispatch import job_devices
 from api.events import add_event, tenant_safe
 from api.ids import fine_tuned_model_name
 from api.models import Dataset, Job, Tenant, utcnow
@@ -36,16 +37,27 @@ from worker.time_limit import TimeLimitedLogger
 log = logging.getLogger(__name__)
 
 
-def claim(sessions, job_id: str, worker_id: str, stale_after: float, running_cap: int = 0) -> Job | None:
+def claim(
+    sessions, job_id: str, worker_id: str, stale_after: float, running_cap: int = 0, devices_offered: int = 64
+) -> Job | None:
     """Make `worker_id` the owner of the job if it is queued, or running with a lost owner. None if not claimable,
-    or if its tenant has `running_cap` jobs running while others wait (worker/fairness.py)."""
+    if its tenant has `running_cap` jobs running while others wait (worker/fairness.py), or if it asks for more
+    devices than this worker offers (left queued for a worker that has them)."""
     now = utcnow()
     with sessions() as session:
         current = session.execute(
-            select(Job.status, Job.worker_id, Job.heartbeat_at, Job.tenant_id).where(Job.id == job_id)
+            select(Job.status, Job.worker_id, Job.heartbeat_at, Job.tenant_id, Job.config).where(Job.id == job_id)
         ).first()
         if current is None:
             log.warning("job %s does not exist", job_id)
+            return None
+        if job_devices(current.config) > devices_offered:
+            log.info(
+                "job %s asks for %s devices, this worker offers %s",
+                job_id,
+                job_devices(current.config),
+                devices_offered,
+            )
             return None
         condition = [Job.id == job_id, Job.status == current.status]
         if current.status == "running":
@@ -188,7 +200,14 @@ def run_job(
     settings = settings or get_settings()
     migrate(settings.sqlalchemy_url)
     sessions = session_factory(settings.sqlalchemy_url)
-    job = claim(sessions, job_id, worker_id, settings.stale_after_seconds, settings.max_running_jobs_per_tenant)
+    job = claim(
+        sessions,
+        job_id,
+        worker_id,
+        settings.stale_after_seconds,
+        settings.max_running_jobs_per_tenant,
+        devices_offered=settings.worker_devices,
+    )
     if job is None:
         return None
     claimed = ClaimedJob(job, worker_id, settings, sessions)
@@ -264,7 +283,43 @@ def _train_config(claimed: ClaimedJob, dataset: Dataset, eval_dataset: Dataset |
 
 
 def train_job(claimed: ClaimedJob, config, stop_event: threading.Event | None):
-    """Run uds.trainer.train. Returns its result, or None when the job was taken from us meanwhile."""
+    """Train the job here, or on several devices (worker/devices.py). Returns the result, or None when the job was
+    taken from us meanwhile."""
+    if config.devices > 1:
+        return train_on_devices(claimed, config, stop_event)
+    return train_in_process(claimed, config, stop_event)
+
+
+def train_on_devices(claimed: ClaimedJob, config, stop_event: threading.Event | None):
+    """The job's processes under torchrun, this worker holding the lease meanwhile; rank 0's outcome."""
+    from uds.trainer import TrainResult
+    from worker import devices
+
+    folder = devices.run_folder(claimed.output_dir)
+    run_path = devices.write_run(folder, claimed.id, claimed.worker_id, claimed.settings, config)
+    settings = claimed.settings
+    lease = JobLease(
+        claimed.sessions, claimed.id, claimed.worker_id, heartbeat_seconds=settings.heartbeat_seconds
+    ).start()
+    try:
+        outcome = devices.launch(folder, run_path, config, stop_event)
+    except devices.DevicesFailed as exc:
+        raise JobFailure(
+            "device_process_failed",
+            f"Training stopped: {exc}. Its checkpoints are kept; the job resumes from the newest when run again.",
+        ) from exc
+    finally:
+        lease.stop()
+    if "failure" in outcome:
+        raise JobFailure(outcome["failure"]["code"], outcome["failure"]["message"])
+    if outcome.get("lost") or lease.lost:
+        return None
+    return TrainResult(**outcome["result"])
+
+
+def train_in_process(claimed: ClaimedJob, config, stop_event: threading.Event | None):
+    """Run uds.trainer.train in this process (rank 0 of a multi-device job too). Returns its result, or None when
+    the job was taken from us meanwhile."""
     from uds.trainer import TrainingError, train
 
     try:

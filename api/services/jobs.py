@@ -11,8 +11,8 @@ from typing import Any, cast
 from sqlalchemy import JSON, CursorResult, Result, Select, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from api.costs import JobShape, check_job_cost, checkpoint_state_bytes
-from api.dispatch import Dispatcher
+from api.costs import JobShape, check_job_cost, check_job_devices, checkpoint_state_bytes
+from api.dispatch import Dispatcher, job_devices
 from api.errors import APIError, invalid_cursor, not_found, param_error
 from api.events import add_event
 from api.ids import new_job_id, parse_checkpoint_id
@@ -102,6 +102,7 @@ def add_job(
         total_steps=total_steps(config, dataset.n_examples),
         candidates_per_step=config.candidate_batch_size * groups_per_step(config, dataset.n_examples),
     )
+    check_job_devices(resolved, settings)
     check_job_cost(resolved, shape, settings)
     check_quota(
         settings,
@@ -171,7 +172,7 @@ def add_job(
 def dispatch_job(session: Session, dispatcher: Dispatcher, job: Job) -> None:
     """Send a committed, queued job to the workers."""
     try:
-        dispatcher.enqueue(job.id)
+        dispatcher.enqueue(job.id, job_devices(job.config))
     except Exception as exc:
         # The job exists and stays queued: failing it (or answering 5xx, which clients retry into a second job)
         # would lose a request the service can still honour. NULL dispatched_at = "never sent": the workers'

@@ -351,7 +351,7 @@ class RecordingDispatcher:
     def __init__(self):
         self.sent: list[str] = []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, devices: int = 1) -> None:
         self.sent.append(job_id)
 
     def enqueue_task(self, task_id: str) -> None:

@@ -91,7 +91,7 @@ def test_recovery_requeues_lost_jobs_only(sessions, make_job, settings):
     cancelling = make_job(status="running")
     set_job(sessions, cancelling, worker_id="elsewhere:9:beef", heartbeat_at=old, cancel_requested=True)
     dispatched = []
-    requeued = recover_jobs(settings, dispatched.append)
+    requeued = recover_jobs(settings, lambda job_id, _devices: dispatched.append(job_id))
     assert lost in requeued and dispatched == requeued and alive not in requeued
     assert job_row(sessions, lost).status == "queued" and job_row(sessions, lost).worker_id is None
     assert job_row(sessions, alive).status == "running"

@@ -113,14 +113,18 @@ def test_the_sweep_sends_in_turns_and_skips_tenants_at_their_cap(settings, sessi
     b = [tenant_job("b") for _ in range(2)]
     sent: list[str] = []
     ours = set(a + b)  # other tests may have left queued jobs in this database; the sweep sends those too
-    redispatch_queued(settings.model_copy(update={"max_running_jobs_per_tenant": 0}), sent.append)
+    redispatch_queued(
+        settings.model_copy(update={"max_running_jobs_per_tenant": 0}), lambda job_id, _devices: sent.append(job_id)
+    )
     assert [job for job in sent if job in ours] == [a[0], b[0], a[1], b[1], a[2]]
 
     for job_id in a + b:
         set_job(sessions, job_id, dispatched_at=None)
     set_job(sessions, a[0], status="running", heartbeat_at=utcnow(), worker_id="w:1:0")
     sent.clear()
-    redispatch_queued(settings.model_copy(update={"max_running_jobs_per_tenant": 1}), sent.append)
+    redispatch_queued(
+        settings.model_copy(update={"max_running_jobs_per_tenant": 1}), lambda job_id, _devices: sent.append(job_id)
+    )
     assert [job for job in sent if job in ours] == [b[0]]
 
 

@@ -22,7 +22,7 @@ def dispatched_at(sessions, job_id):
 def sweep(settings, mine) -> list[str]:
     """One sweep; the ids it sent among `mine` (the session's database holds other tests' queued jobs too)."""
     sent: list[str] = []
-    redispatch_queued(settings, sent.append)
+    redispatch_queued(settings, lambda job_id, _devices: sent.append(job_id))
     return [job_id for job_id in sent if job_id in mine]
 
 
@@ -101,14 +101,14 @@ def test_a_requeued_lost_job_is_sent_once_not_twice(sessions, make_job, settings
         heartbeat_at=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds * 2),
     )
     requeued: list[str] = []
-    assert job_id in recover_jobs(settings, requeued.append) and job_id in requeued
+    assert job_id in recover_jobs(settings, lambda job_id, _devices: requeued.append(job_id)) and job_id in requeued
     assert sweep(settings, {job_id}) == []
 
 
 def test_the_loop_sweeps_at_least_every_half_period(settings):
     fast = settings.model_copy(update={"redispatch_after_seconds": 0.2, "stale_after_seconds": 60})
     sent: list[str] = []
-    loop = RecoveryLoop(fast, sent.append)
+    loop = RecoveryLoop(fast, lambda job_id, _devices: sent.append(job_id))
     waits: list[float] = []
     loop.done.wait = lambda timeout: waits.append(timeout) or len(waits) >= 2  # type: ignore[method-assign]
     loop.run()
