@@ -31,6 +31,7 @@ const ADVANCED = [
   { name: 'weight_decay', label: 'Weight decay', type: 'float', def: 0, min: 0 },
   { name: 'max_grad_norm', label: 'Max gradient norm', unit: 'L2, clipping', type: 'float', def: 1, min: 0 },
   { name: 'buffer_size', label: 'Diversity memory', unit: 'examples', type: 'int', def: 1024, min: 1 },
+  { name: 'devices', label: 'Devices', unit: 'GPUs of one worker', type: 'int', def: 1, min: 1, help: 'Data-parallel over this many devices; picks exactly the examples one device picks. More than the server offers is refused.' },
   { name: 'checkpoint_every', label: 'Checkpoint every', unit: 'steps', type: 'int', def: 50, min: 1 },
   { name: 'eval_every', label: 'Evaluate every', unit: 'steps', type: 'int', def: null, min: 1, help: 'Needs an eval dataset. Empty: at the end only.' },
 ];
