@@ -60,7 +60,7 @@ def test_concurrent_sweepers_send_each_job_once(sessions, make_job, settings):
     lock = threading.Lock()
     barrier = threading.Barrier(4)
 
-    def record(job_id):
+    def record(job_id, devices=1):
         with lock:
             sent.append(job_id)
 
@@ -80,7 +80,7 @@ def test_a_failed_send_is_tried_again_at_the_next_sweep(sessions, make_job, sett
     job_id = make_job()
     calls: list[str] = []
 
-    def broker_down(sent_id):
+    def broker_down(sent_id, devices=1):
         calls.append(sent_id)
         raise ConnectionError("broker down")
 
