@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Float, and_, case, cast, desc, extract, func, select
@@ -391,7 +391,7 @@ router = APIRouter()
 def metrics(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     check_access(request, settings)
-    return Response(exposition(request.app.state.sessionmaker, settings), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(request.app.state.sessionmaker, settings), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def install(app: FastAPI) -> None:
