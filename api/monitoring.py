@@ -305,13 +305,13 @@ class DatabaseCollector:
         workers.add_metric([], len({r.worker_id for r in running if r.worker_id}))
         yield workers
         memory = self._device_memory(session, [r.id for r in running])
-        if memory is not None:  # absent when no running job trains on a CUDA device
-            family = GaugeMetricFamily(
-                "uds_device_memory_bytes",
-                "CUDA memory the running jobs' tensors hold, summed, as each job's latest step reported it.",
-            )
+        family = GaugeMetricFamily(
+            "uds_device_memory_bytes",
+            "CUDA memory the running jobs' tensors hold, summed, as each job's latest step reported it.",
+        )
+        if memory is not None:  # no sample (no series) when no running job trains on a CUDA device
             family.add_metric([], memory)
-            yield family
+        yield family
 
     @staticmethod
     def _device_memory(session: Session, job_ids: list[str]) -> int | None:
