@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)  # /v1: the OpenAI-compatible fine-tuning API (docs/OPENAI.md)
     app.include_router(health.router)
     app.include_router(dashboard.router)  # the web UI at /; it only calls the API above
-    monitoring.install(app)  # GET /metrics, and request counts by route (outermost middleware)
+    monitoring.install(app)  # GET /metrics; its request counter wraps even the loopback guard (it only counts)
     return app
 
 
