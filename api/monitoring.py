@@ -17,6 +17,7 @@ dataset or key; a tenant only with UDS_METRICS_TENANT_LABELS=1.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import Float, and_, case, cast, desc, extract, func, select
+from sqlalchemy import Float, and_, case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import auth_required_for
@@ -152,7 +153,8 @@ def record(scope: dict[str, Any], answer: dict[str, Any], elapsed: float) -> Non
 def _seconds_between(dialect: str, start, end):
     if dialect == "sqlite":  # timestamps are stored as naive UTC text there
         return (func.julianday(end) - func.julianday(start)) * 86400.0
-    return cast(extract("epoch", end - start), Float)
+    # date_part, not EXTRACT: EXTRACT gives numeric (slow arithmetic over every finished job), date_part a float.
+    return func.date_part("epoch", end - start, type_=Float)
 
 
 class DatabaseCollector:
@@ -271,28 +273,46 @@ class DatabaseCollector:
         yield from families.values()
 
     def _durations(self, session: Session) -> Iterator[Metric]:
+        # Each finished job's duration once, then its bucket (the first bound it fits under): one pass over the
+        # rows, grouped; the cumulative counts Prometheus wants are added up here.
         seconds = _seconds_between(session.get_bind().dialect.name, Job.started_at, Job.finished_at)
-        buckets = [func.sum(case((seconds <= bound, 1), else_=0)) for bound in JOB_DURATION_BUCKETS]
-        query = self._select_jobs(
-            *self._by_tenant(Job.method, Job.status), aggregates=(func.count(), func.sum(seconds), *buckets)
-        ).where(and_(Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
+        keys = self._by_tenant(Job.method, Job.status)
+        finished = (
+            self._select_jobs(*keys, aggregates=(seconds.label("seconds"),))
+            .group_by(None)
+            .where(and_(Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
+            .subquery()
+        )
+        columns = [finished.c[i] for i in range(len(keys))]
+        bucket = case(
+            *((finished.c.seconds <= bound, i) for i, bound in enumerate(JOB_DURATION_BUCKETS)),
+            else_=len(JOB_DURATION_BUCKETS),
+        ).label("bucket")
+        rows = session.execute(
+            select(*columns, bucket, func.count(), func.sum(finished.c.seconds)).group_by(*columns, bucket)
+        )
+        per_key: dict[tuple, tuple[list[int], list[float]]] = {}
+        for row in rows:
+            counts, total = per_key.setdefault(tuple(row[: len(keys)]), ([0] * (len(JOB_DURATION_BUCKETS) + 1), [0.0]))
+            counts[row.bucket] += row[-2]
+            total[0] += float(row[-1] or 0.0)
         family = HistogramMetricFamily(
             "uds_job_duration_seconds",
             "Finished jobs' time from first start to finish, by selection method and outcome.",
             labels=self._labels("method", "outcome"),
         )
-        for row in session.execute(query):
-            count, total, cumulative = row[-len(buckets) - 2], row[-len(buckets) - 1], row[-len(buckets) :]
+        for key, (counts, total) in sorted(per_key.items()):
+            cumulative = list(itertools.accumulate(counts))
             family.add_metric(
-                list(row[: -len(buckets) - 2]),
-                [(str(float(b)), int(c or 0)) for b, c in zip(JOB_DURATION_BUCKETS, cumulative, strict=True)]
-                + [("+Inf", count)],
-                sum_value=float(total or 0.0),
+                list(key),
+                [(str(float(b)), c) for b, c in zip(JOB_DURATION_BUCKETS, cumulative, strict=False)]
+                + [("+Inf", cumulative[-1])],
+                sum_value=total[0],
             )
         yield family
 
     def _running(self, session: Session) -> Iterator[Metric]:
-        running = session.execute(select(Job.id, Job.worker_id, Job.heartbeat_at).where(Job.status == "running")).all()
+        running = session.execute(select(Job.worker_id, Job.heartbeat_at).where(Job.status == "running")).all()
         now = utcnow()
         beats = [(now - r.heartbeat_at).total_seconds() for r in running if r.heartbeat_at is not None]
         age = GaugeMetricFamily(
@@ -304,7 +324,7 @@ class DatabaseCollector:
         workers = GaugeMetricFamily("uds_workers_busy", "Distinct workers that own a running job.")
         workers.add_metric([], len({r.worker_id for r in running if r.worker_id}))
         yield workers
-        memory = self._device_memory(session, [r.id for r in running])
+        memory = self._device_memory(session)
         family = GaugeMetricFamily(
             "uds_device_memory_bytes",
             "CUDA memory the running jobs' tensors hold, summed, as each job's latest step reported it.",
@@ -314,16 +334,23 @@ class DatabaseCollector:
         yield family
 
     @staticmethod
-    def _device_memory(session: Session, job_ids: list[str]) -> int | None:
-        total = None
-        for job_id in job_ids:  # one small indexed read per running job: as many as there are busy devices
-            stats = session.execute(
-                select(StepMetric.stats).where(StepMetric.job_id == job_id).order_by(desc(StepMetric.step)).limit(1)
-            ).scalar()
-            value = stats.get("device_memory_bytes") if isinstance(stats, dict) else None
-            if isinstance(value, int | float):
-                total = (total or 0) + int(value)
-        return total
+    def _device_memory(session: Session) -> int | None:
+        """The sum over running jobs of their latest step's figure; None when none reported one (CPU workers)."""
+        latest = (
+            select(StepMetric.job_id, func.max(StepMetric.step).label("step"))
+            .join(Job, Job.id == StepMetric.job_id)
+            .where(Job.status == "running")
+            .group_by(StepMetric.job_id)
+            .subquery()
+        )
+        rows = session.execute(
+            select(StepMetric.stats).join(
+                latest, and_(StepMetric.job_id == latest.c.job_id, StepMetric.step == latest.c.step)
+            )
+        ).scalars()
+        figures = [stats.get("device_memory_bytes") for stats in rows if isinstance(stats, dict)]
+        figures = [int(f) for f in figures if isinstance(f, int | float)]
+        return sum(figures) if figures else None
 
     def _webhooks(self, session: Session) -> Iterator[Metric]:
         family = GaugeMetricFamily(
