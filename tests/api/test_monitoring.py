@@ -245,3 +245,19 @@ def test_request_counts_add_up_across_uvicorn_workers(tmp_path_factory, tmp_path
         assert list(folder.glob("counter_*.db"))  # each process's counts, in files named by its pid
     finally:
         server.stop()
+
+
+def test_an_unhandled_error_counts_as_a_500_internal_error(settings):
+    app = create_app(settings.model_copy(update={"metrics_token": SecretStr(TOKEN)}))
+
+    def boom():
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/v1/boom/{thing_id}", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        before = scrape(client, TOKEN)
+        response = client.get("/api/v1/boom/thing-123")
+        assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+        after = scrape(client, TOKEN)
+    labels = {"route": "/api/v1/boom/{thing_id}", "status": "500", "code": "internal_error"}
+    assert value(after, "uds_http_errors_total", **labels) - value(before, "uds_http_errors_total", **labels) == 1
