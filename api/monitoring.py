@@ -348,8 +348,8 @@ class DatabaseCollector:
                 latest, and_(StepMetric.job_id == latest.c.job_id, StepMetric.step == latest.c.step)
             )
         ).scalars()
-        figures = [stats.get("device_memory_bytes") for stats in rows if isinstance(stats, dict)]
-        figures = [int(f) for f in figures if isinstance(f, int | float)]
+        reported = [stats.get("device_memory_bytes") for stats in rows if isinstance(stats, dict)]
+        figures = [int(f) for f in reported if isinstance(f, int | float)]
         return sum(figures) if figures else None
 
     def _webhooks(self, session: Session) -> Iterator[Metric]:
