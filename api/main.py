@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from api import dashboard, errors, ids, limits, storage
+from api import dashboard, errors, ids, limits, monitoring, storage
 from api import openai as openai_api
 from api.auth import add_key, get_or_create_tenant
 from api.db import PoolSize, migrate, session_factory
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)  # /v1: the OpenAI-compatible fine-tuning API (docs/OPENAI.md)
     app.include_router(health.router)
     app.include_router(dashboard.router)  # the web UI at /; it only calls the API above
+    monitoring.install(app)  # GET /metrics; its request counter wraps even the loopback guard (it only counts)
     return app
 
 

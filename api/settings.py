@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     bootstrap_tenant: str = "default"
     local_tenant: str = Field(default="local", description="Tenant of key-less requests when auth is not required.")
 
+    # Monitoring (api/monitoring.py, README "Monitoring").
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics (Prometheus). Unset: /metrics answers only a key-less server's "
+        "loopback clients.",
+    )
+    metrics_tenant_labels: bool = Field(
+        default=False, description="Label /metrics job figures with the tenant's name (one series per tenant)."
+    )
+
     # What users may submit.
     allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -218,7 +228,7 @@ class Settings(BaseSettings):
                 return False
         return value
 
-    @field_validator("broker_url", "database_url", mode="before")
+    @field_validator("broker_url", "database_url", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

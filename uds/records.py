@@ -26,7 +26,8 @@ class StepRecord(TypedDict):
     time_scoring: float  # seconds of the measure and select halves
     time_training: float  # seconds of forward + backward + optimizer step on the picks
     alpha: float | None  # uds only
-    stats: dict[str, Any]  # summaries of utility, diversity, score (candidates, selected), groups, length
+    stats: dict[str, Any]  # summaries of utility, diversity, score (candidates, selected), groups, length;
+    # device_memory_bytes (torch.cuda.memory_allocated) on a CUDA device
     eval_loss: float | None  # set on evaluation steps
     eval_accuracy: float | None
     selections: list[dict[str, Any]]  # per candidate: row, selected, utility, diversity, score

@@ -330,6 +330,17 @@ def _step(run: _Run, step: int) -> StepRecord:
         selection.picked,
     )
     run.counters["alpha"] = scores.alpha
+    stats = {
+        **selection.stats,
+        "groups": len(groups),
+        "length": selection.length,
+        "devices": run.world.size,
+        # Of time_scoring: the measures' gather across devices and the sequential selection after it.
+        "time_gather": gathered - measured if run.world.distributed else 0.0,
+        "time_select": scored - gathered,
+    }
+    if run.device.type == "cuda":  # what this run's tensors hold on its device; no such figure on a CPU
+        stats["device_memory_bytes"] = torch.cuda.memory_allocated(run.device)
     return {
         "step": step,
         "total_steps": run.total_steps,
@@ -345,15 +356,7 @@ def _step(run: _Run, step: int) -> StepRecord:
         "time_scoring": scored - started,
         "time_training": finished - scored,
         "alpha": scores.alpha,
-        "stats": {
-            **selection.stats,
-            "groups": len(groups),
-            "length": selection.length,
-            "devices": run.world.size,
-            # Of time_scoring: the measures' gather across devices and the sequential selection after it.
-            "time_gather": gathered - measured if run.world.distributed else 0.0,
-            "time_select": scored - gathered,
-        },
+        "stats": stats,
         "eval_loss": None,
         "eval_accuracy": None,
         "selections": _selection_rows(rows, scores, selection.chosen),

@@ -215,3 +215,117 @@ def test_dockerfile_builds_what_the_commands_need():
     assert SERVICES["worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
     assert 'uds = "cli.main:main"' in (REPO / "pyproject.toml").read_text()
     assert "UDS_DATA_DIR=/data" in dockerfile
+
+
+# ---- the monitoring profile ---------------------------------------------------------------------------------
+
+MONITORING = ("prometheus", "grafana")
+DEPLOY = REPO / "deploy"
+
+
+def mounts(service: str) -> dict[str, str]:
+    """Bind mounts of a service: container path -> repository path (named volumes left out)."""
+    found = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = source
+    return found
+
+
+def test_monitoring_is_an_opt_in_profile():
+    for service in MONITORING:
+        assert SERVICES[service]["profiles"] == ["monitoring"], service
+        for published in SERVICES[service]["ports"]:
+            assert substitute(published).startswith("127.0.0.1:"), published  # not beyond this host
+        for target, source in mounts(service).items():
+            assert (REPO / source).exists(), (service, source, target)
+    for service in ("postgres", "redis", "api", "worker"):
+        assert "profiles" not in SERVICES[service]  # a plain `docker compose up` is unchanged
+
+
+def test_prometheus_scrapes_the_api_where_the_code_serves_metrics(tmp_path):
+    service = SERVICES["prometheus"]
+    config_flag = next(arg for arg in service["command"] if arg.startswith("--config.file="))
+    config_path = config_flag.split("=", 1)[1]
+    config = yaml.safe_load((REPO / mounts("prometheus")[config_path]).read_text())
+    [job] = config["scrape_configs"]
+    [target] = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    serve = flags(SERVICES["api"]["command"][2].split("&&")[1].removeprefix(" exec ").split())
+    assert host == "api" and port == serve["--port"]  # the service name and the port `uds serve` binds inside
+    assert job.get("scheme", "http") == "http" and job["metrics_path"] == "/metrics"
+
+    # The token: the secret Prometheus reads is the variable the API reads as UDS_METRICS_TOKEN.
+    assert job["authorization"]["type"] == "Bearer"
+    secret = job["authorization"]["credentials_file"].removeprefix("/run/secrets/")
+    assert secret in service["secrets"] and COMPOSE["secrets"][secret]["environment"] == "UDS_METRICS_TOKEN"
+    assert environment("api")["UDS_METRICS_TOKEN"] == ""  # from .env; empty by default: /metrics refused
+    assert "metrics_token" in Settings.model_fields
+
+    # What Prometheus does, against the real app: the path with the bearer token, and nothing without it.
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    token = "metrics-" + "x" * 32
+    app = create_app(Settings(data_dir=tmp_path / "data", host="0.0.0.0", metrics_token=token))
+    with TestClient(app) as client:
+        assert client.get(job["metrics_path"], headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.get(job["metrics_path"]).status_code == 401
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data", host="0.0.0.0"))) as client:
+        assert client.get(job["metrics_path"]).status_code == 403  # the default (empty token): off
+
+
+def test_grafana_loads_the_datasource_and_dashboard_without_clicks():
+    grafana = mounts("grafana")
+    provisioning = REPO / grafana["/etc/grafana/provisioning"]
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090" and "9090" in SERVICES["prometheus"]["ports"][0]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "uds.yml").read_text())["providers"]
+    dashboards = provider["options"]["path"]
+    assert grafana[dashboards] == "./deploy/grafana/dashboards"
+    home = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(dashboards + "/") and (REPO / grafana[dashboards] / home.rsplit("/", 1)[1]).is_file()
+    for panel in dashboard_panels():
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert all(t["datasource"]["uid"] == datasource["uid"] for t in panel["targets"]), panel["title"]
+
+
+def dashboard_panels() -> list[dict]:
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "uds.json").read_text())
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def exported_metric_names(tmp_path) -> set[str]:
+    """Every series name a real scrape of a fresh service can have (a family with no samples yet included)."""
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from api.main import create_app
+
+    token = "metrics-" + "y" * 32
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data", metrics_token=token))) as client:
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum", ""]}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + s for s in suffixes.get(family.type, [""])}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def test_every_dashboard_query_names_a_metric_the_service_exports(tmp_path):
+    exported = exported_metric_names(tmp_path)
+    assert {"uds_jobs", "uds_http_requests_total", "uds_job_duration_seconds_bucket"} <= exported
+    panels = dashboard_panels()
+    titles = " ".join(p["title"].lower() for p in panels)
+    assert all(word in titles for word in ("queued", "per second", "failed", "latency"))
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            named = set(re.findall(r"\buds_[a-z0-9_]+", target["expr"]))
+            assert named and named <= exported, (panel["title"], named - exported)

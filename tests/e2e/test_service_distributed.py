@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from tests.utils.datasets import write_dataset
 from tests.utils.factories import TINY_JOB
 from tests.utils.hold import StepHold
+from tests.utils.metrics import label_values, samples_named, scrape, value
 from tests.utils.service import (
     Server,
     Worker,
@@ -30,6 +31,7 @@ from tests.utils.service import (
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 KEY = "uds-e2e-distributed-" + secrets.token_hex(16)
+METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def stack(tmp_path_factory, tiny_model_dir):
             UDS_HEARTBEAT_SECONDS="1",
             UDS_STALE_AFTER_SECONDS="30",
             UDS_METRICS_FLUSH_SECONDS="0.5",
+            UDS_METRICS_TOKEN=METRICS_TOKEN,
         )
         server = Server(free_port(), env, logs / "api.log")
         hold = StepHold(logs, step=1, engaged=False)  # engaged by a test that needs jobs to wait after step 1
@@ -145,3 +148,73 @@ def test_two_jobs_train_at_once_on_two_workers(stack, dataset_file):
             ]
             assert steps == list(range(1, 13)) and final["attempts"] == 1
     engine.dispose()
+
+
+def _metrics_agree_with_the_database(samples, engine) -> None:
+    """Jobs by status, steps and examples as /metrics gives them, against the same figures read in SQL."""
+    with engine.connect() as connection:
+        by_status = dict(connection.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+        by_method = {
+            method: (steps, scored, trained)
+            for method, steps, scored, trained in connection.execute(
+                text(
+                    "SELECT method, sum(current_step), sum(examples_scored), sum(examples_trained) "
+                    "FROM jobs GROUP BY method"
+                )
+            )
+        }
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        assert value(samples, "uds_jobs", status=status) == by_status.get(status, 0), status
+    for method, (steps, scored, trained) in by_method.items():
+        assert value(samples, "uds_job_steps_total", method=method) == steps
+        assert value(samples, "uds_examples_scored_total", method=method) == scored
+        assert value(samples, "uds_examples_trained_total", method=method) == trained
+        assert value(samples, "uds_backward_passes_saved_total", method=method) == scored - trained
+
+
+def test_metrics_during_and_after_a_job_agree_with_the_database(stack, dataset_file):
+    """The operator's scrape of the API (one target for the Celery workers' figures too) while a job is held at its
+    first step, and after it finished; tenant keys are refused, and no id of a job or dataset becomes a label."""
+    engine = create_engine(stack["database_url"])
+    with client_for(stack) as tenant, client_for(stack, METRICS_TOKEN) as operator:
+        assert tenant.get("/metrics").status_code == 401  # a tenant's key is not the operator's token
+        dataset = upload(tenant, dataset_file)
+        stack["hold"].engage()
+        try:
+            created = tenant.post("/api/v1/jobs", json={"dataset_id": dataset["id"], "model": "uds-tiny", **TINY_JOB})
+            job_id = created.json()["id"]
+
+            def held_at_step_one():
+                with engine.connect() as connection:
+                    row = connection.execute(
+                        text("SELECT status, current_step FROM jobs WHERE id = :id"), {"id": job_id}
+                    ).one()
+                return tuple(row) == ("running", 1)
+
+            wait_for(held_at_step_one, 300, "the job held at step 1", interval=0.1, on_timeout=stack["logs"])
+            during = scrape(operator, METRICS_TOKEN)
+            _metrics_agree_with_the_database(during, engine)
+            assert value(during, "uds_jobs", status="running") >= 1 and value(during, "uds_workers_busy") >= 1
+            assert value(during, "uds_job_steps_total", method="uds") >= 1
+            assert value(during, "uds_step_seconds_total", part="scoring", method="uds") > 0
+            assert 0 <= value(during, "uds_worker_heartbeat_age_seconds") < 30  # UDS_STALE_AFTER_SECONDS
+            assert not samples_named(during, "uds_device_memory_bytes")  # CPU workers: no device memory figure
+        finally:
+            stack["hold"].release()
+        poll_job(tenant, job_id, {"succeeded"}, timeout=300, on_timeout=stack["logs"])
+        after = scrape(operator, METRICS_TOKEN)
+    _metrics_agree_with_the_database(after, engine)
+    with engine.connect() as connection:
+        succeeded = connection.execute(
+            text("SELECT count(*) FROM jobs WHERE status = 'succeeded' AND method = 'uds' AND started_at IS NOT NULL")
+        ).scalar()
+        ids = {r[0] for r in connection.execute(text("SELECT id FROM jobs UNION SELECT id FROM datasets"))}
+    engine.dispose()
+    assert value(after, "uds_job_duration_seconds_count", method="uds", outcome="succeeded") == succeeded >= 1
+    assert value(after, "uds_queue_oldest_job_age_seconds") == 0 and value(after, "uds_jobs", status="queued") == 0
+    routes = {dict(labels)["route"] for labels, _ in samples_named(after, "uds_http_requests_total")}
+    assert {"/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/datasets"} <= routes
+    assert value(after, "uds_http_errors_total", route="/metrics", status="401", code="invalid_metrics_token") >= 1
+    labels = label_values(after)
+    assert job_id in ids and dataset["id"] in ids
+    assert not [v for v in labels if any(i in v for i in ids)], "a job or dataset id became a label"
