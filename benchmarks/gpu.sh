@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-"arithmetic arithmetic-noisy premise manpages-real"}
+STEPS=${STEPS:-"arithmetic arithmetic-noisy premise manpages-real devices"}
 REAL=${REAL:-smollm2-135m-instruct}
 # The flags every real-model comparison shares (lr 2e-3 as on the CPU, where full data measurably moved accuracy).
 REAL_FLAGS="--model $REAL --device cuda --seeds 5 --methods uds random max_loss max_grad --budgets 0.125 0.25 \
@@ -40,6 +40,13 @@ for step in $STEPS; do
   manpages-real)
     timeout 150 $PY -m benchmarks.quality.compare --task manpages --train-rows 1024 --eval-rows 128 --epochs 2 \
       --max-seq-len 128 $REAL_FLAGS --out "$OUT/smollm2-manpages" > "$OUT/manpages-real.log" 2>&1
+    ;;
+  devices)
+    # One job on 1 device and on every GPU of the session (NCCL), the real model, three runs, picks compared.
+    gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+    counts="1"; [ "$gpus" -gt 1 ] && counts="1 $gpus"
+    timeout 300 $PY benchmarks/devices.py --model $REAL --device cuda --devices $counts --rows 2048 --steps 16 \
+      --candidate-batch-size 16 --groups-per-step 16 --max-seq-len 256 --out "$OUT/devices" > "$OUT/devices.log" 2>&1
     ;;
   scoring)
     # UDS scoring against explicit logits at Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14/2 heads, V=151,936),
