@@ -37,44 +37,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--save-steps", type=int, default=0)
     parser.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
-    parser.add_argument("--method", default="uds")
     args = parser.parse_args()
 
-    torch.manual_seed(SEED)  # the LoRA A matrices: the same draw in every process
-    model, tokenizer = load_model_and_tokenizer(args.model, device="cpu")
-    model = add_lora(model, r=4, alpha=8, dropout=0.0, targets=DEFAULT_LORA_TARGETS, init="gaussian")
-    items = tokenize_examples(load_examples(args.data), tokenizer, MAX_LEN, "all")
-    rows = [{"input_ids": item.input_ids, "labels": item.labels} for item in items]
-    trainer = UDSTrainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=args.output_dir,
-            per_device_train_batch_size=GROUP_SIZE,
-            gradient_accumulation_steps=args.accumulation,
-            num_train_epochs=args.epochs,
-            learning_rate=3e-3,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            lr_scheduler_type="linear",
-            optim="adamw_torch",
-            seed=SEED,
-            report_to="none",
-            logging_steps=1,
-            save_strategy="steps" if args.save_steps else "no",
-            save_steps=args.save_steps or 500,
-            use_cpu=True,
-            dataloader_pin_memory=False,
-            disable_tqdm=True,
-        ),
-        train_dataset=rows,
-        data_collator=lambda features: collate(
-            [TokenizedExample(0, f["input_ids"], f["labels"]) for f in features], tokenizer.pad_token_id
-        ),
-        uds=UDSConfig(method=args.method, budget=BUDGET, max_seq_len=MAX_LEN, record_selections=True),
-    )
+    trainer = build_trainer(args.model, args.data, args.output_dir, args.accumulation, args.epochs, args.save_steps)
     trainer.train(resume_from_checkpoint=args.resume)
 
     os.makedirs(args.out, exist_ok=True)
+    model = trainer.model
     dump = {
         "world_size": trainer.args.world_size,
         "selections": trainer.selections,
@@ -86,6 +55,43 @@ def main() -> None:
         },
     }
     torch.save(dump, os.path.join(args.out, f"rank{trainer.args.process_index}.pt"))
+
+
+def build_trainer(
+    model_dir: str, data: str, output_dir: str, accumulation: int, epochs: float = 2.0, save_steps: int = 0
+) -> UDSTrainer:
+    torch.manual_seed(SEED)  # the LoRA A matrices: the same draw in every process
+    model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
+    model = add_lora(model, r=4, alpha=8, dropout=0.0, targets=DEFAULT_LORA_TARGETS, init="gaussian")
+    items = tokenize_examples(load_examples(data), tokenizer, MAX_LEN, "all")
+    rows = [{"input_ids": item.input_ids, "labels": item.labels} for item in items]
+    return UDSTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=output_dir,
+            per_device_train_batch_size=GROUP_SIZE,
+            gradient_accumulation_steps=accumulation,
+            num_train_epochs=epochs,
+            learning_rate=3e-3,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            lr_scheduler_type="linear",
+            optim="adamw_torch",
+            seed=SEED,
+            report_to="none",
+            logging_steps=1,
+            save_strategy="steps" if save_steps else "no",
+            save_steps=save_steps or 500,
+            use_cpu=True,
+            dataloader_pin_memory=False,
+            disable_tqdm=True,
+        ),
+        train_dataset=rows,
+        data_collator=lambda features: collate(
+            [TokenizedExample(0, f["input_ids"], f["labels"]) for f in features], tokenizer.pad_token_id
+        ),
+        uds=UDSConfig(budget=BUDGET, max_seq_len=MAX_LEN, record_selections=True),
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import torch
 import torch.distributed as dist
 
 from uds import distributed
@@ -81,16 +82,20 @@ class StepCandidates:
         return [len(rows) for rows in self.rows]
 
 
-def gather_step(local: StepCandidates, world: World, measured: bool) -> tuple[StepCandidates, int]:
+def gather_step(
+    local: StepCandidates, world: World, measured: bool, device: torch.device
+) -> tuple[StepCandidates, int]:
     """Every rank's candidates in rank order (= the step's group order), on every rank, and the index of this
-    rank's first group among them. `measured` False (random, full): the measures carry nothing to gather."""
+    rank's first group among them. `measured` False (random, full): the measures carry nothing to gather. The
+    gathered measures go back on `device`, where one process selects: the selection's arithmetic is then the
+    same as one process's."""
     if not world.distributed:
         return local, 0
     parts: list[StepCandidates | None] = [None] * world.size
     dist.all_gather_object(parts, replace(local, measures=Measures(local.measures.count)))
     shares = [part for part in parts if part is not None]
     total = sum(part.measures.count for part in shares)
-    measures = distributed.gather_measures(local.measures, world) if measured else Measures(total)
+    measures = _on(distributed.gather_measures(local.measures, world), device) if measured else Measures(total)
     first_group = sum(len(part.rows) for part in shares[: world.rank])
     step = StepCandidates(
         rows=[rows for part in shares for rows in part.rows],
@@ -99,3 +104,10 @@ def gather_step(local: StepCandidates, world: World, measured: bool) -> tuple[St
         measures=measures,
     )
     return step, first_group
+
+
+def _on(measures: Measures, device: torch.device) -> Measures:
+    def move(values):
+        return None if values is None else values.to(device)
+
+    return Measures(measures.count, move(measures.utility), move(measures.projection), move(measures.statistic))

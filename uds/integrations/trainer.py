@@ -217,7 +217,9 @@ class UDSMixin(_MixinBase):
         if not slots:
             return [], None
         groups = [slot for slot in slots if not slot.get(FILLER_KEY)]
-        step, first_group = gather_step(self._uds_candidates(groups), self.uds_world, self.uds_selector.needs_hidden)
+        step, first_group = gather_step(
+            self._uds_candidates(groups), self.uds_world, self.uds_selector.needs_hidden, self.args.device
+        )
         selection = engine.select(
             self.uds_selector, step.measures, step.sizes, self.uds_config.budget, torch.tensor(step.lengths)
         )
