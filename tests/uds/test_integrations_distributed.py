@@ -5,6 +5,7 @@ with length grouping and the memory buffer: the same groups and picks at every s
 buffer, the same counters and logged statistics, and the same adapter up to float rounding. 34 rows make 9 groups
 of 4 (the last one of 2) an epoch, 3 steps of 4, 4 and 1 groups: the epoch's last step has fewer groups than the
 processes' slots, so one rank holds only a filler there. A checkpoint resumes on the other number of processes.
+TRL's `UDSSFTTrainer` (the same mixin) is checked the same way under torchrun.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _script_arguments(model: str, data: str, folder, accumulation: int, resume=None) -> list[str]:
+def _script_arguments(model: str, data: str, folder, accumulation: int, resume=None, kind="trainer") -> list[str]:
     arguments = ["--model", model, "--data", data, "--output-dir", str(folder / "run"), "--out", str(folder)]
-    arguments += ["--accumulation", str(accumulation), "--save-steps", "4"]
+    arguments += ["--accumulation", str(accumulation), "--save-steps", "4", "--trainer", kind]
     return arguments + (["--resume", str(resume)] if resume else [])
 
 
@@ -47,13 +48,14 @@ def _launch(command: list[str]) -> None:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
 
-def _one_process(model, data, folder, resume=None) -> list[dict]:
-    _launch([sys.executable, "-m", MODULE, *_script_arguments(model, data, folder, ONE_PROCESS_GROUPS, resume)])
+def _one_process(model, data, folder, resume=None, kind="trainer") -> list[dict]:
+    arguments = _script_arguments(model, data, folder, ONE_PROCESS_GROUPS, resume, kind)
+    _launch([sys.executable, "-m", MODULE, *arguments])
     return _dumps(folder, 1)
 
 
-def _torchrun(model, data, folder, resume=None) -> list[dict]:
-    arguments = _script_arguments(model, data, folder, GROUPS_PER_PROCESS, resume)
+def _torchrun(model, data, folder, resume=None, kind="trainer") -> list[dict]:
+    arguments = _script_arguments(model, data, folder, GROUPS_PER_PROCESS, resume, kind)
     _launch(torchrun_command(PROCESSES, MODULE, arguments, max_restarts=0))
     return _dumps(folder, PROCESSES)
 
@@ -160,6 +162,14 @@ def test_accelerate_launch_selects_as_one_process(tmp_path, one, tiny_model_dir,
     _launch(launcher + _script_arguments(tiny_model_dir, data_path, tmp_path, GROUPS_PER_PROCESS))
     for dump in _dumps(tmp_path, PROCESSES):
         _assert_same_run(dump, one)
+
+
+@pytest.mark.slow
+def test_sft_trainer_under_torchrun_selects_as_one_process(tmp_path, tiny_model_dir, data_path):
+    pytest.importorskip("trl")
+    (one_sft,) = _one_process(tiny_model_dir, data_path, tmp_path / "one", kind="sft")
+    for dump in _torchrun(tiny_model_dir, data_path, tmp_path / "two", kind="sft"):
+        _assert_same_run(dump, one_sft)
 
 
 @pytest.mark.slow

@@ -24,8 +24,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import DistributedType
+from accelerate.data_loader import prepare_data_loader  # type: ignore[import-untyped]
+from accelerate.utils import DistributedType  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
