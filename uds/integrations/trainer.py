@@ -9,6 +9,10 @@ How it maps onto the Trainer's loop (see docs/INTEGRATIONS.md):
   hands back one batch per group holding only its k picks, with loss weights fixed over the step.
 - `compute_loss`: `uds.engine.weighted_token_loss` on the picks; the returned loss is already the step's share,
   so the Trainer does not divide it by the accumulation steps again.
+- Several processes (DDP: torchrun, accelerate launch): a step is the G * W groups one process with
+  `gradient_accumulation_steps = G * W` would draw. Each rank loads and measures its share of them
+  (`uds.integrations.sharding`), the measures are gathered, every rank selects all of them (the same picks and
+  memory everywhere) and trains the picks of its own groups, weighted over all the step's picks.
 - `_save_checkpoint` / `train(resume_from_checkpoint=...)`: the selector state rides in each checkpoint folder.
 - `log`: the selection statistics since the last log join the Trainer's training logs (so `report_to` gets them).
 """
@@ -20,6 +24,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.data_loader import prepare_data_loader  # type: ignore[import-untyped]
+from accelerate.utils import DistributedType  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
@@ -27,15 +33,20 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from uds import engine
 from uds import fingerprint as fp
 from uds.config import TrainConfig
+from uds.distributed import World
 from uds.engine import equal_rows_mask, loss_token_count, step_token_weights, weighted_token_loss
+from uds.integrations.sharding import Filler, StepCandidates, StepShareSampler, gather_step
 from uds.models import output_head
-from uds.order import GroupBatchSampler
-from uds.selectors import make_selector
+from uds.selectors import Measures, make_selector
 
 STATE_FILE = "uds_state.pt"
 # Batch keys the integration adds for its own use; removed before anything reaches the model.
 ROWS_KEY = "uds_rows"
 WEIGHTS_KEY = "uds_weights"
+FILLER_KEY = "uds_filler"
+# Data parallelism where every process holds the whole model and trains its own batches (DDP) is what the
+# selection is exact for; sharded or pipelined models are not.
+_UNSUPPORTED = (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MEGATRON_LM, DistributedType.XLA)
 
 
 # The selection settings a Trainer takes from UDSConfig: names, types and defaults are TrainConfig's own.
@@ -97,7 +108,7 @@ class _WithRows(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, row: int):
-        return row, self.dataset[row]
+        return row, self.dataset[int(row)]
 
 
 class _RowsCollator:
@@ -106,7 +117,9 @@ class _RowsCollator:
 
     def __call__(self, pairs):
         batch = dict(self.collator([item for _, item in pairs]))
-        batch[ROWS_KEY] = torch.tensor([row for row, _ in pairs])
+        batch[ROWS_KEY] = torch.tensor([int(row) for row, _ in pairs])
+        if isinstance(pairs[0][0], Filler):
+            batch[FILLER_KEY] = True
         return batch
 
 
@@ -117,14 +130,19 @@ _MixinBase: Any = Trainer if TYPE_CHECKING else object
 class UDSMixin(_MixinBase):
     """Online batch selection for a `transformers.Trainer` (or a subclass, e.g. TRL's SFTTrainer): put it first.
 
-    Single process only for now (one GPU or the CPU). Batches must be right-padded `input_ids`, `attention_mask`
-    and `labels` (-100 = no loss), which is what the usual collators produce.
+    One process, or several data-parallel ones (DDP under torchrun or accelerate launch) that pick exactly what one
+    process with `gradient_accumulation_steps` times the number of processes picks. Batches must be right-padded
+    `input_ids`, `attention_mask` and `labels` (-100 = no loss), which is what the usual collators produce.
     """
 
     def __init__(self, *args, uds: UDSConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.args.world_size > 1:
-            raise NotImplementedError("UDS selection in a Trainer runs in a single process (one device) for now")
+        if self.accelerator.distributed_type in _UNSUPPORTED:
+            raise NotImplementedError(
+                f"UDS selection runs in one process or in data-parallel processes (DDP), not under "
+                f"{self.accelerator.distributed_type.value}"
+            )
+        self.uds_world = World(self.args.process_index, self.args.world_size)
         self.uds = uds or UDSConfig()
         self.uds_lengths = _example_lengths(self.train_dataset) if self.train_dataset is not None else []
         max_len = self.uds.max_seq_len or getattr(self.args, "max_length", None) or max(self.uds_lengths, default=1)
@@ -148,11 +166,13 @@ class UDSMixin(_MixinBase):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         dataset, collator = self._uds_dataset_and_collator()
-        sampler = GroupBatchSampler(
+        sampler = StepShareSampler(
             self.uds_lengths,
             self.uds_config.candidate_batch_size,
             self.uds_config.seed,
             self.uds_config.group_by_length,
+            groups_per_step=self._uds_groups_per_step(),
+            world=self.uds_world,
         )
         loader = DataLoader(
             _WithRows(dataset),
@@ -161,7 +181,19 @@ class UDSMixin(_MixinBase):
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
-        return self.accelerator.prepare(loader)
+        # Already this rank's batches: accelerate only puts them on the device (as one process), it does not shard.
+        return prepare_data_loader(
+            loader,
+            self.args.device,
+            num_processes=1,
+            process_index=0,
+            put_on_device=True,
+            non_blocking=self.accelerator.non_blocking,
+        )
+
+    def _uds_groups_per_step(self) -> int:
+        """Groups of one optimizer step over all processes: what one process with this accumulation draws."""
+        return self.args.gradient_accumulation_steps * self.uds_world.size
 
     def _uds_dataset_and_collator(self):
         """The Trainer's own column removal, so a user's dataset and collator behave as they would without UDS."""
@@ -176,29 +208,41 @@ class UDSMixin(_MixinBase):
     # ------------------------------------------------------------------------------------------------ selection
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        groups = []
+        slots = []
         for _ in range(num_batches):
             try:
-                groups.append(next(epoch_iterator))
+                slots.append(next(epoch_iterator))
             except StopIteration:
                 break
-        if not groups:
+        if not slots:
             return [], None
-        selection = self._uds_select(groups)
-        return self._uds_picks(groups, selection), None
+        groups = [slot for slot in slots if not slot.get(FILLER_KEY)]
+        step, first_group = gather_step(
+            self._uds_candidates(groups), self.uds_world, self.uds_selector.needs_hidden, self.args.device
+        )
+        selection = engine.select(
+            self.uds_selector, step.measures, step.sizes, self.uds_config.budget, torch.tensor(step.lengths)
+        )
+        self._uds_record(step, selection)
+        return self._uds_picks(slots, step, first_group, selection), None
 
-    def _uds_select(self, groups: list[dict[str, Any]]) -> engine.StepSelection:
-        sizes = [int(group["input_ids"].shape[0]) for group in groups]
+    def _uds_candidates(self, groups: list[dict[str, Any]]) -> StepCandidates:
+        """This rank's groups of the step, measured (in one process: all of the step's groups)."""
+        count = sum(int(group["input_ids"].shape[0]) for group in groups)
         measures = engine.measure(
             self.model,
             self.uds_selector,
             self.uds_head,
             (self._uds_scoring_batch(group) for group in groups),
-            sum(sizes),
+            count,
             self.compute_loss_context_manager,
         )
-        lengths = torch.cat([group["attention_mask"].sum(dim=1).cpu() for group in groups])
-        return engine.select(self.uds_selector, measures, sizes, self.uds_config.budget, lengths)
+        return StepCandidates(
+            rows=[group[ROWS_KEY].tolist() for group in groups],
+            lengths=[int(length) for group in groups for length in group["attention_mask"].sum(dim=1)],
+            loss_tokens=[loss_token_count(labels) for group in groups for labels in group["labels"]],
+            measures=measures if self.uds_selector.needs_hidden else Measures(count),
+        )
 
     def _uds_scoring_batch(self, group: dict[str, Any]) -> engine.ScoringBatch:
         device = self.args.device
@@ -206,23 +250,32 @@ class UDSMixin(_MixinBase):
         score_mask = equal_rows_mask(mask) if self.uds_config.equal_rows else None
         return engine.ScoringBatch(group["input_ids"].to(device), mask, group["labels"].to(device), score_mask)
 
-    def _uds_picks(self, groups: list[dict[str, Any]], selection: engine.StepSelection) -> list[dict[str, Any]]:
-        """One batch per group with its picks only (padding cut to them), each pick's loss weight attached."""
+    def _uds_picks(
+        self, slots: list[dict[str, Any]], step: StepCandidates, first_group: int, selection: engine.StepSelection
+    ) -> list[dict[str, Any]]:
+        """One batch per slot: this rank's groups cut to their picks (padding cut to them), each pick with its loss
+        weight among ALL the step's picks (every rank's), so the ranks' losses add up to one process's loss."""
         chosen = selection.chosen.tolist()
+        weights = step_token_weights(self.uds_config.loss_weighting, [step.loss_tokens[i] for i in chosen])
+        position = {index: p for p, index in enumerate(chosen)}
         offsets = [0]
-        for group in groups:
-            offsets.append(offsets[-1] + int(group["input_ids"].shape[0]))
-        per_group = [[i - offsets[g] for i in chosen if offsets[g] <= i < offsets[g + 1]] for g in range(len(groups))]
-        batches = [_take(group, index) for group, index in zip(groups, per_group, strict=True)]
-        counts = [
-            loss_token_count(labels) for batch in batches for labels in batch["labels"]
-        ]  # padding is -100 already
-        weights = step_token_weights(self.uds_config.loss_weighting, counts).split([len(index) for index in per_group])
-        for batch, weight in zip(batches, weights, strict=True):
-            batch[WEIGHTS_KEY] = weight
-        self._uds_record(groups, selection, batches)
-        for batch in batches:
+        for size in step.sizes:
+            offsets.append(offsets[-1] + size)
+        batches = []
+        group_index = first_group
+        for slot in slots:
+            if slot.pop(FILLER_KEY, False):
+                # Trains one row with weight 0: the same number of backward passes on every rank, no gradient.
+                batch = _take(slot, [0])
+                batch[WEIGHTS_KEY] = torch.zeros(1)
+            else:
+                start, stop = offsets[group_index], offsets[group_index + 1]
+                index = [i for i in chosen if start <= i < stop]
+                batch = _take(slot, [i - start for i in index])
+                batch[WEIGHTS_KEY] = weights[[position[i] for i in index]]
+                group_index += 1
             batch.pop(ROWS_KEY)
+            batches.append(batch)
         return batches
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -234,20 +287,31 @@ class UDSMixin(_MixinBase):
             )
         outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
         loss = weighted_token_loss(outputs.logits, inputs["labels"], weights)
+        # DDP averages the ranks' gradients, and the step's gradient is their sum (each rank's picks are weighted
+        # among all the step's picks): times W, the average is the sum. The logged loss, the mean of the ranks'
+        # losses, is then the step's loss too.
+        loss = loss * self.uds_world.size
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------------------------------------ statistics
 
-    def _uds_record(self, groups, selection: engine.StepSelection, batches) -> None:
+    def _uds_record(self, step: StepCandidates, selection: engine.StepSelection) -> None:
+        """Counters and statistics of the whole step (all ranks' groups): the same on every rank, and the same as
+        one process would log."""
         self.uds_counters["examples_scored"] += int(selection.picked.numel())
         self.uds_counters["examples_trained"] += int(selection.picked.sum())
         self._uds_pending.append(engine.flat_stats(selection))
         if self.uds.record_selections:
+            rows, chosen = [row for group in step.rows for row in group], selection.chosen.tolist()
+            picked, start = [], 0
+            for size in step.sizes:
+                picked.append([rows[i] for i in chosen if start <= i < start + size])
+                start += size
             self.selections.append(
                 {
                     "step": self.state.global_step + 1,
-                    "groups": [group[ROWS_KEY].tolist() for group in groups],
-                    "picked": [batch[ROWS_KEY].tolist() for batch in batches],
+                    "groups": step.rows,
+                    "picked": picked,
                     "score": selection.scores.total.tolist(),
                 }
             )
@@ -277,6 +341,7 @@ class UDSMixin(_MixinBase):
                 "selector": self.uds_selector.state_dict(),
                 "counters": dict(self.uds_counters),
                 "config": self.uds_config.to_dict(),
+                "groups_per_step": self._uds_groups_per_step(),
             }
             torch.save(state, os.path.join(folder, STATE_FILE))
 
@@ -296,6 +361,13 @@ class UDSMixin(_MixinBase):
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         _check_same_selection(state["config"], self.uds_config)
+        saved_groups = state.get("groups_per_step", self._uds_groups_per_step())
+        if saved_groups != self._uds_groups_per_step():
+            raise ValueError(
+                f"the checkpoint was trained with {saved_groups} groups per optimizer step, this run has "
+                f"{self._uds_groups_per_step()} (gradient_accumulation_steps x processes): make their product "
+                f"{saved_groups} to resume it"
+            )
         self.uds_selector.load_state_dict(state["selector"])
         self.uds_counters.update(state["counters"])
 
