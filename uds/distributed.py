@@ -97,21 +97,22 @@ def share(items: Sequence[T], world: World) -> list[T]:
     return list(items[start:stop])
 
 
-def gather_measures(local: Measures, world: World) -> Measures:
-    """Every rank's measures of its share, concatenated in rank order, on every rank (on the CPU)."""
+def gather_measures(local: Measures, world: World, device: torch.device | str = "cpu") -> Measures:
+    """Every rank's measures of its share, concatenated in rank order, on every rank, on `device`: where one
+    process would hold them, so the selection's arithmetic runs where it runs in one process."""
     if not world.distributed:
         return local
     parts: list[Measures | None] = [None] * world.size
-    dist.all_gather_object(parts, _on_cpu(local))
+    dist.all_gather_object(parts, _moved(local, "cpu"))
     # A rank with no share (fewer chunks than ranks) sent an empty part: it carries no tensors to concatenate.
-    return Measures.concat([part for part in parts if part is not None and part.count > 0])
+    return _moved(Measures.concat([part for part in parts if part is not None and part.count > 0]), device)
 
 
-def _on_cpu(measures: Measures) -> Measures:
-    def cpu(values: torch.Tensor | None) -> torch.Tensor | None:
-        return None if values is None else values.detach().cpu()
+def _moved(measures: Measures, device: torch.device | str) -> Measures:
+    def move(values: torch.Tensor | None) -> torch.Tensor | None:
+        return None if values is None else values.detach().to(device)
 
-    return Measures(measures.count, cpu(measures.utility), cpu(measures.projection), cpu(measures.statistic))
+    return Measures(measures.count, move(measures.utility), move(measures.projection), move(measures.statistic))
 
 
 def sum_gradients(parameters: Sequence[torch.nn.Parameter], extra: Sequence[float], world: World) -> list[float]:

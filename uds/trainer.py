@@ -378,7 +378,8 @@ def _measure_step(run: _Run, groups: list[list[int]], count: int) -> tuple[Measu
     measured = _now(run.device)
     if not run.selector.needs_hidden:  # random and full measure nothing: there is nothing to gather
         return Measures(count), measured, measured
-    return distributed.gather_measures(local, run.world), measured, _now(run.device)
+    # The measures stay where the scoring pass put them (the device), as in one process.
+    return distributed.gather_measures(local, run.world, run.device), measured, _now(run.device)
 
 
 def _scoring_batches(run: _Run, groups: list[list[int]], chunks: list[list[int]]) -> Iterator[engine.ScoringBatch]:

@@ -120,6 +120,13 @@ def test_two_gloo_ranks_pick_and_remember_what_one_process_does(tiny_model_dir, 
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 13))  # one writer: every step once
     assert all(m["stats"]["devices"] == 2 for m in metrics)
+    # Adam and clipping would hide a gradient off by a constant factor in the adapter: the step losses and gradient
+    # norms must agree too.
+    reference = [json.loads(line) for line in (one_process / "metrics.jsonl").read_text().splitlines()]
+    for mine, theirs in zip(metrics, reference, strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
+        assert mine["tokens_trained"] == theirs["tokens_trained"] and mine["selected"] == theirs["selected"]
 
 
 @pytest.mark.slow

@@ -95,7 +95,7 @@ def gather_step(
     dist.all_gather_object(parts, replace(local, measures=Measures(local.measures.count)))
     shares = [part for part in parts if part is not None]
     total = sum(part.measures.count for part in shares)
-    measures = _on(distributed.gather_measures(local.measures, world), device) if measured else Measures(total)
+    measures = distributed.gather_measures(local.measures, world, device) if measured else Measures(total)
     first_group = sum(len(part.rows) for part in shares[: world.rank])
     step = StepCandidates(
         rows=[rows for part in shares for rows in part.rows],
@@ -104,10 +104,3 @@ def gather_step(
         measures=measures,
     )
     return step, first_group
-
-
-def _on(measures: Measures, device: torch.device) -> Measures:
-    def move(values):
-        return None if values is None else values.to(device)
-
-    return Measures(measures.count, move(measures.utility), move(measures.projection), move(measures.statistic))
