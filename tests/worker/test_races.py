@@ -73,8 +73,8 @@ def test_a_vanished_worker_is_taken_over_exactly_once(sessions, make_job, settin
     dispatched = []
     stale = settings.stale_after_seconds
     results = together(
-        lambda: recover_jobs(settings, dispatched.append),
-        lambda: recover_jobs(settings, dispatched.append),
+        lambda: recover_jobs(settings, lambda job, _devices: dispatched.append(job)),
+        lambda: recover_jobs(settings, lambda job, _devices: dispatched.append(job)),
         lambda: claim(sessions, job_id, "w1:1:aaaa", stale),
         lambda: claim(sessions, job_id, "w2:2:bbbb", stale),
     )
