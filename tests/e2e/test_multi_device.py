@@ -66,14 +66,19 @@ def client(server):
         yield client
 
 
-@pytest.fixture(scope="module")
-def dataset(client, tmp_path_factory):
-    path = tmp_path_factory.mktemp("datasets") / "reverse.jsonl"
+def upload_dataset(client, folder) -> dict:
+    """The 64-row dataset both multi-device modules train on, uploaded."""
+    path = folder / "reverse.jsonl"
     write_dataset(path, 64, fmt="chat", seed=11)
     with open(path, "rb") as f:
         response = client.post("/api/v1/datasets", files={"file": (path.name, f)})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@pytest.fixture(scope="module")
+def dataset(client, tmp_path_factory):
+    return upload_dataset(client, tmp_path_factory.mktemp("datasets"))
 
 
 def submit(client, dataset, **overrides) -> str:

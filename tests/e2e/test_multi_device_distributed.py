@@ -12,9 +12,8 @@ import secrets
 import httpx
 import pytest
 
-from tests.e2e.test_multi_device import JOB, assert_close_adapters, picks
+from tests.e2e.test_multi_device import JOB, assert_close_adapters, picks, upload_dataset
 from tests.utils.adapters import adapter_tensors
-from tests.utils.datasets import write_dataset
 from tests.utils.service import (
     Server,
     Worker,
@@ -81,12 +80,7 @@ def client(stack):
 
 @pytest.fixture(scope="module")
 def dataset(client, tmp_path_factory):
-    path = tmp_path_factory.mktemp("datasets") / "reverse.jsonl"
-    write_dataset(path, 64, fmt="chat", seed=11)
-    with open(path, "rb") as f:
-        response = client.post("/api/v1/datasets", files={"file": (path.name, f)})
-    assert response.status_code == 201, response.text
-    return response.json()
+    return upload_dataset(client, tmp_path_factory.mktemp("datasets"))
 
 
 def run(client, stack, dataset, devices: int) -> dict:
