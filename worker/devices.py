@@ -4,7 +4,8 @@
 - The claiming worker keeps the job's lease (its heartbeat) for as long as the processes run, so a process that
   dies and is restarted by the agent never looks like a lost job.
 - Rank 0 is the one writer: in `worker.ranks` it reports exactly as a one-device job does (`train_in_process`:
-  the DbLogger, the time limit, the metric mirrors), and hands its outcome back in a file (`outcome.json`).
+  the DbLogger, the time limit, the metric mirrors), and hands its outcome back in a file (`outcome.json`); another
+  rank writes that file only to report a failure of its own (the worker then stops the ranks left waiting).
 - The agent restarts all processes when one dies (up to `uds.launch.DEFAULT_MAX_RESTARTS` times); they resume
   from the newest checkpoint and rank 0's DbLogger drops the steps after it, so every step is stored once.
 - This worker shutting down: it writes the `stop` file, which rank 0 reads at the next step boundary; the job
@@ -157,8 +158,9 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def write_outcome(folder: Path, outcome: dict[str, Any]) -> None:
-    """Rank 0's outcome, published by rename so the worker never reads half of it."""
-    temporary = folder / f"{OUTCOME_FILE}.tmp"
+    """The run's outcome (rank 0's, or the failure of any rank), published by rename so the worker never reads half
+    of it."""
+    temporary = folder / f"{OUTCOME_FILE}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(outcome, default=str), encoding="utf-8")
     os.replace(temporary, folder / OUTCOME_FILE)
 

@@ -35,8 +35,11 @@ def main(argv: list[str]) -> int:
 
             try:
                 train(config, NullLogger(), resume=True, allowed_models=settings.models)
-            except TrainingError as error:  # rank 0 meets the same error and reports it
+            except TrainingError as error:
+                # Usually rank 0 meets the same error; when only this rank does (its GPU ran out of memory), rank 0
+                # would wait for it at the next collective: the outcome is the job's, and the worker stops the rest.
                 log.error("job %s: %s", job_id, error.message)
+                devices.write_outcome(run_path.parent, {"failure": {"code": error.code, "message": error.message}})
     finally:
         distributed.shutdown()
     return 0
