@@ -158,11 +158,17 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def write_outcome(folder: Path, outcome: dict[str, Any]) -> None:
-    """The run's outcome (rank 0's, or the failure of any rank), published by rename so the worker never reads half
-    of it."""
+    """The run's outcome (rank 0's, or the failure of any rank), published whole (a hard link of a finished file) and
+    only by the first to write one: a rank that fails alone writes it, and rank 0's error at the collective its
+    peer left (a closed connection) must not replace the cause."""
     temporary = folder / f"{OUTCOME_FILE}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(outcome, default=str), encoding="utf-8")
-    os.replace(temporary, folder / OUTCOME_FILE)
+    try:
+        os.link(temporary, folder / OUTCOME_FILE)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
 
 
 def watch_stop_file(folder: Path, stop_event: threading.Event) -> threading.Thread:

@@ -39,11 +39,31 @@ def hold(tmp_path_factory):
     return StepHold(tmp_path_factory.mktemp("hold"), step=3, engaged=False)
 
 
+# In the ranks (sitecustomize): rank 1 alone runs out of memory at step 2 while the trigger file exists.
+FAIL_RANK_1 = """
+import os
+if os.environ.get("RANK") == "1":
+    import uds.trainer
+    _step = uds.trainer._step
+    def _failing_step(run, step, _step=_step):
+        if step == 2 and os.path.exists({trigger!r}):
+            raise uds.trainer.TrainingError("out_of_memory", "The GPU ran out of memory (rank 1 only).")
+        return _step(run, step)
+    uds.trainer._step = _failing_step
+"""
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir, hold):
+def fail_rank_1(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fail") / "fail-rank-1"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir, hold, fail_rank_1):
     data_dir = with_tiny_model(tmp_path_factory.mktemp("multi-device-data"), tiny_model_dir)
     hooks = tmp_path_factory.mktemp("hooks")
-    (hooks / "sitecustomize.py").write_text(hold.preload + "\n", encoding="utf-8")
+    hook = hold.preload + "\n" + FAIL_RANK_1.format(trigger=str(fail_rank_1))
+    (hooks / "sitecustomize.py").write_text(hook, encoding="utf-8")
     env = child_env(
         UDS_DATA_DIR=str(data_dir),
         UDS_MIN_EXAMPLES="8",
@@ -196,6 +216,18 @@ def test_cancel_stops_both_ranks(client, dataset, hold):
         hold.release()
     assert job["progress"]["step"] == 3
     assert rank_pids(job_id) == {}  # both processes are gone, not left waiting at a collective
+
+
+def test_a_rank_failing_alone_fails_the_job_with_its_error_and_leaves_no_process(client, dataset, fail_rank_1):
+    fail_rank_1.touch()
+    try:
+        job_id = submit(client, dataset, devices=2)
+        job = poll_job(client, job_id, {"failed", "succeeded"}, timeout=300)
+    finally:
+        fail_rank_1.unlink()
+    assert job["status"] == "failed" and job["error"]["code"] == "out_of_memory", job
+    assert "rank 1 only" in job["error"]["message"]
+    assert rank_pids(job_id) == {}  # rank 0, left waiting at a collective, was stopped
 
 
 def test_more_devices_than_the_server_offers_is_refused(client, dataset):
