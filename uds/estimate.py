@@ -238,6 +238,9 @@ class ModelShape:
         inter = int(config.get("intermediate_size") or 4 * hidden)
         if parameters is None:
             per_layer = sum(i * o for i, o in _linear_shapes(hidden, inter, heads, kv_heads, head_dim).values())
+            # q, k and v have biases in Qwen2 (always) and where a Llama-style config says `attention_bias`.
+            if config.get("attention_bias", config.get("model_type") == "qwen2"):
+                per_layer += (heads + 2 * kv_heads) * head_dim
             embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", False) else 2)
             parameters = embeddings + layers * (per_layer + 2 * hidden) + hidden
         return cls(parameters, vocab, hidden, layers, inter, heads, kv_heads, head_dim)

@@ -141,3 +141,49 @@ def test_another_tenants_job_calibrates_the_time_but_is_never_shown(service):
     assert job["id"] not in response.text and dataset["id"] not in response.text
     # ...and the first tenant's dataset is not the other's to estimate on.
     assert estimate(client, other_key, expect=404, **body)["error"]["code"] == "dataset_not_found"
+
+
+def test_migration_backfills_the_rates_of_succeeded_jobs(database_url, tmp_path_factory):
+    """Jobs finished before the rates were recorded: their totals give the rates, their start event the device."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from api.db import downgrade, migrate
+
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    with migrated_database(kind, "uds_estimate_migration", tmp_path_factory) as url:
+        downgrade(url, "0009_job_run_times")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            tenant = connection.execute(
+                text("INSERT INTO tenants (name, created_at) VALUES ('t', '2026-01-01') RETURNING id")
+            ).scalar()
+            for job_id, status, times in (("ftjob-done", "succeeded", (4.0, 2.0)), ("ftjob-bad", "failed", (1.0, 1.0))):
+                connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, tenant_id, status, cancel_requested, model, method, config, dataset_id, "
+                        "seed, created_at, current_step, examples_scored, examples_trained, tokens_trained, "
+                        "time_scoring, time_training, attempts, attempt_start_step) VALUES (:id, :t, :s, false, "
+                        "'uds-tiny', 'uds', '{}', 'file-x', 0, '2026-01-01', 2, 80, 10, 600, :ts, :tt, 1, 0)"
+                    ),
+                    {"id": job_id, "t": tenant, "s": status, "ts": times[0], "tt": times[1]},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO job_events (job_id, created_at, level, type, message, data) "
+                        "VALUES (:id, '2026-01-01', 'info', 'started', 'Training', :data)"
+                    ),
+                    {"id": job_id, "data": json.dumps({"device": "cpu"})},
+                )
+        migrate(url)
+        with engine.connect() as connection:
+            rows = dict(
+                (r[0], r[1:])
+                for r in connection.execute(text("SELECT id, scoring_rate, training_rate, device_kind FROM jobs"))
+            )
+        engine.dispose()
+        assert rows["ftjob-done"] == (20.0, 300.0, "cpu")  # 80 candidates / 4 s, 600 tokens / 2 s
+        assert rows["ftjob-bad"] == (None, None, None)
+        downgrade(url, "0009_job_run_times")
+        migrate(url)
