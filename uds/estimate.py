@@ -386,7 +386,7 @@ def estimate(
 def format_estimate(result: dict[str, Any]) -> str:
     """A few lines for people (the CLI's --dry-run)."""
     lines = [
-        f"Steps: {result['steps']} ({result['groups_per_step']} selection groups each)",
+        f"Steps: {result['steps']} ({result['groups_per_step']} selection group{'' if result['groups_per_step'] == 1 else 's'} each)",
         f"Candidates scored: {result['candidates_scored']:,}",
         f"Examples trained: {result['examples_trained']:,}",
         f"Tokens trained: {result['tokens_trained']:,}" + ("" if result["tokens_exact"] else " (estimated)"),

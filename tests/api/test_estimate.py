@@ -187,3 +187,32 @@ def test_migration_backfills_the_rates_of_succeeded_jobs(database_url, tmp_path_
         assert rows["ftjob-bad"] == (None, None, None)
         downgrade(url, "0009_job_run_times")
         migrate(url)
+
+
+def test_uds_train_dry_run_prints_the_same_estimate(service, tmp_path, monkeypatch, capsys):
+    """The CLI computes with the same functions, its time from the local service's finished jobs."""
+    from api.settings import get_settings
+    from cli.main import main
+    from uds.estimate import format_estimate
+
+    client, settings, key, url = service
+    rows = chat_rows(20)
+    dataset = upload(client, key, jsonl(rows)).json()
+    body = dict(dataset_id=dataset["id"], max_steps=3, **SMALL)
+    train(client, key, settings, **body)
+    from_api = format_estimate(estimate(client, key, **body))
+    assert "measured on 1 finished job(s)" in from_api
+
+    monkeypatch.setenv("UDS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("UDS_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        data = tmp_path / "train.jsonl"
+        data.write_bytes(jsonl(rows))
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in {**SMALL, "max_steps": 3}.items()]
+        out = tmp_path / "out"
+        assert main(["train", "--data", str(data), "--output-dir", str(out), "--dry-run", *flags]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert capsys.readouterr().out.strip() == from_api
+    assert not out.exists()  # nothing trained, nothing written
