@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from uds.config import TrainConfig, group_count, groups_per_step, selected_count, steps_per_epoch, total_steps
+from uds.tiny import CHAT_TEMPLATE, EOS_TOKEN, MODEL_SHAPE, SPECIAL_TOKENS
 
 DEVICES = ("cpu", "cuda")
 WEIGHT_BYTES = {"cpu": 4, "cuda": 2}  # uds.device: float32 on the CPU, bfloat16 on CUDA
@@ -308,6 +309,20 @@ def memory_breakdown(shape: ModelShape, config: TrainConfig, candidates_per_step
     }
     fixed = parts["weights"] + parts["lora"] + parts["selector"]
     return {**parts, "peak": fixed + max(parts["training_activations"], parts["scoring_activations"])}
+
+
+# ---- uds-tiny before it is built ---------------------------------------------------------------------------------
+# A worker builds uds-tiny's folder the first time a job uses it; until then its facts are the constants it is
+# built from (tests check them against the built folder).
+
+
+def tiny_counter() -> TokenCounter:
+    return TokenCounter(CHAT_TEMPLATE, SPECIAL_TOKENS, None, EOS_TOKEN, 1.0)
+
+
+def tiny_shape() -> ModelShape:
+    vocab = 256 + len(SPECIAL_TOKENS)  # one token a byte, then the special tokens
+    return ModelShape.from_config({**MODEL_SHAPE, "vocab_size": vocab, "model_type": "qwen2"})
 
 
 # ---- time --------------------------------------------------------------------------------------------------------

@@ -21,8 +21,17 @@ from api.models import Dataset, Job, Tenant
 from api.schemas import JobCreate
 from api.services.jobs import check_job
 from api.settings import Settings
-from uds.estimate import ModelShape, TokenCounter, estimate, row_lengths
+from uds.estimate import (
+    BYTES_PER_SUBWORD_TOKEN,
+    ModelShape,
+    TokenCounter,
+    estimate,
+    row_lengths,
+    tiny_counter,
+    tiny_shape,
+)
 from uds.formats import DatasetError, load_examples
+from uds.tiny import TINY_MODEL
 
 # The newest measurements a time estimate is the median of: recent enough to follow a hardware change.
 RATE_WINDOW = 50
@@ -34,9 +43,15 @@ def job_estimate(session: Session, tenant: Tenant, settings: Settings, body: Job
     session.rollback()  # the checks' row lock on the dataset; nothing was written
     config, model = checked.config, checked.model
     folder = model.folder if model.folder is not None and (model.folder / "config.json").is_file() else None
-    counter = TokenCounter.from_folder(folder) if folder is not None else TokenCounter(None, (), None, None, 4.0)
+    if folder is not None:
+        counter = TokenCounter.from_folder(folder)
+        shape, memory_note = _shape(folder, model.facts.parameters)
+    elif model.name == TINY_MODEL:
+        counter, shape, memory_note = tiny_counter(), tiny_shape(), None
+    else:
+        counter, shape = TokenCounter(None, (), None, None, BYTES_PER_SUBWORD_TOKEN), None
+        memory_note = "the model's config.json is not on this server yet (it is made when a worker first uses it)"
     lengths = [min(config.max_seq_len, n) for n in _row_tokens(settings, checked.dataset, counter)]
-    shape, memory_note = _shape(folder, model.facts.parameters)
     kind, rates = deployment_rates(session, config.model, config.method)
     result = estimate(config, lengths, shape, rates, tokens_counted_exactly=counter.exact)
     result["time"]["device_kind"] = kind
@@ -74,9 +89,7 @@ def deployment_rates(session: Session, model: str, method: str) -> tuple[str | N
     return kind, [(float(scoring), float(training)) for _, scoring, training in rows]
 
 
-def _shape(folder: Path | None, parameters: int | None) -> tuple[ModelShape | None, str | None]:
-    if folder is None:
-        return None, "the model's config.json is not on this server yet (it is made when a worker first uses it)"
+def _shape(folder: Path, parameters: int | None) -> tuple[ModelShape | None, str | None]:
     try:
         return ModelShape.from_folder(folder, parameters), None
     except (KeyError, TypeError, ValueError):

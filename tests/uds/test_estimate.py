@@ -9,7 +9,16 @@ import random
 import pytest
 
 from uds.config import TrainConfig, selected_count
-from uds.estimate import ModelShape, TokenCounter, estimate_time, job_counts, lora_parameters, row_lengths
+from uds.estimate import (
+    ModelShape,
+    TokenCounter,
+    estimate_time,
+    job_counts,
+    lora_parameters,
+    row_lengths,
+    tiny_counter,
+    tiny_shape,
+)
 from uds.order import epoch_groups
 
 
@@ -101,3 +110,9 @@ def test_model_and_lora_sizes_equal_the_loaded_model(tiny):
     adapted = add_lora(model, r=4, alpha=8, dropout=0.0, targets=config.lora_targets, init="gaussian")
     trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     assert lora_parameters(shape, config) == trainable
+
+
+def test_uds_tiny_before_it_is_built_is_what_its_folder_then_says(tiny):
+    folder = tiny[0]
+    assert tiny_counter() == TokenCounter.from_folder(folder)
+    assert tiny_shape() == ModelShape.from_folder(folder)
