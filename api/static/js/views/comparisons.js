@@ -374,13 +374,13 @@ function buildForm(panel, { ctx, datasets, models }) {
   function body(silent = false) {
     quiet = silent;
     try {
-      return request();
+      return readForm();
     } finally {
       quiet = false;
     }
   }
 
-  function request() {
+  function readForm() {
     const out = { dataset_id: datasetSelect.value, eval_dataset_id: evalSelect.value, model: modelSelect.value };
     if (!out.dataset_id) return fail('dataset_id', 'Choose the training dataset.');
     if (!out.eval_dataset_id) return fail('eval_dataset_id', 'Choose the held-out dataset the methods are judged on.');
