@@ -86,7 +86,7 @@ def deployment_rates(session: Session, model: str, method: str) -> tuple[str | N
     kind = newest[0]
     same_kind = measured.where(Job.device_kind.is_(None) if kind is None else Job.device_kind == kind)
     rows = session.execute(same_kind.limit(RATE_WINDOW)).all()
-    return kind, [(float(scoring), float(training)) for _, scoring, training in rows]
+    return kind, [(scoring, training) for _, scoring, training in rows if scoring and training]
 
 
 def _shape(folder: Path, parameters: int | None) -> tuple[ModelShape | None, str | None]:
