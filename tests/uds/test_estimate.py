@@ -15,6 +15,7 @@ from uds.estimate import (
     estimate_time,
     job_counts,
     lora_parameters,
+    memory_breakdown,
     row_lengths,
     tiny_counter,
     tiny_shape,
@@ -116,3 +117,27 @@ def test_uds_tiny_before_it_is_built_is_what_its_folder_then_says(tiny):
     folder = tiny[0]
     assert tiny_counter() == TokenCounter.from_folder(folder)
     assert tiny_shape() == ModelShape.from_folder(folder)
+
+
+@pytest.mark.parametrize("micro, seq", [(4, 512), (2, 128), (8, 256)])
+def test_training_activations_are_within_2x_of_what_autograd_keeps(tiny_model_dir, micro, seq):
+    """The estimate against the tensors a real forward of uds-tiny with LoRA saves for its backward (CPU)."""
+    import torch
+
+    from uds.models import add_lora, load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(tiny_model_dir, device="cpu")
+    config = TrainConfig(micro_batch_size=micro, max_seq_len=seq)
+    model = add_lora(model, r=8, alpha=16, dropout=0.0, targets=config.lora_targets, init="gaussian")
+    ids = torch.randint(0, 256, (micro, seq), generator=torch.Generator().manual_seed(0))
+    saved: dict[tuple, int] = {}
+
+    def keep(tensor):
+        saved[(tensor.data_ptr(), tensor.numel(), tensor.dtype)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+    estimated = memory_breakdown(ModelShape.from_folder(tiny_model_dir), config, 64, "cpu")["training_activations"]
+    assert 0.5 < estimated / sum(saved.values()) < 2
