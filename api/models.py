@@ -144,6 +144,11 @@ class Job(Base):
     # Seconds spent scoring and selecting, and training on the picks: sums over the job's steps.
     time_scoring: Mapped[float | None] = mapped_column(Float)
     time_training: Mapped[float | None] = mapped_column(Float)
+    # A succeeded job's measured speed, what estimates of later jobs are made from (uds/estimate.py): candidates
+    # scored per second of scoring, tokens trained per second of training, and the device that ran it.
+    scoring_rate: Mapped[float | None] = mapped_column(Float)
+    training_rate: Mapped[float | None] = mapped_column(Float)
+    device_kind: Mapped[str | None] = mapped_column(String(128))
     alpha_used: Mapped[float | None] = mapped_column(Float)
     latest_loss: Mapped[float | None] = mapped_column(Float)
     progress_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -30,6 +31,11 @@ def add_train_command(commands) -> None:
         "--no-resume", action="store_true", help="start over even if a checkpoint exists in --output-dir"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the run would cost (steps, examples, tokens, memory, time) and train nothing",
+    )
     types = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         if field.name in _FILE_FIELDS:
@@ -131,6 +137,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"uds train: invalid setting {error.param}: {error.message}", file=sys.stderr)
         return 2
 
+    if args.dry_run:
+        return dry_run(config)
+
     from uds.distributed import launched_world, shutdown
 
     if config.devices > 1 and not launched_world().distributed:
@@ -182,6 +191,55 @@ def _launch_processes(devices: int, argv: list[str]) -> int:
     # No automatic restarts here: a failed local run is rerun by hand, and the same command resumes it.
     command = torchrun_command(devices, "cli.main", argv, max_restarts=0)
     return subprocess.run(command, env=environment).returncode
+
+
+def dry_run(config: TrainConfig) -> int:
+    """The estimate POST /api/v1/jobs/estimate gives for the same settings (uds/estimate.py), its time from the
+    jobs the local service (UDS_DATA_DIR's database) finished."""
+    from uds.estimate import ModelShape, TokenCounter, estimate, format_estimate, row_lengths
+    from uds.formats import DatasetError, load_examples
+    from uds.models import ModelLoadError, ModelNotAllowed, resolve_model
+    from uds.registry import RegistryError, read_facts
+
+    try:
+        examples = load_examples(config.dataset_path)
+        folder = resolve_model(config.model, models_dir=config.models_dir)
+    except DatasetError as error:
+        print(f"uds train: the dataset has problems: {'; '.join(error.summary(3))}", file=sys.stderr)
+        return 1
+    except (ModelLoadError, ModelNotAllowed, OSError) as error:
+        print(f"uds train: {error}", file=sys.stderr)
+        return 1
+    counter = TokenCounter.from_folder(folder)
+    try:
+        shape: ModelShape | None = ModelShape.from_folder(folder, read_facts(folder).parameters)
+    except (KeyError, TypeError, ValueError, RegistryError, OSError):
+        shape = None  # a config.json without the sizes (or a hub id): the counts and time still stand
+    result = estimate(
+        config,
+        row_lengths(counter, examples, config.max_seq_len),
+        shape,
+        _local_rates(config),
+        tokens_counted_exactly=counter.exact,
+    )
+    print(format_estimate(result))
+    return 0
+
+
+def _local_rates(config: TrainConfig) -> list[tuple[float, float]]:
+    """The speeds the local service's succeeded jobs measured; none when it has no database (or an older one)."""
+    from api.db import session_factory
+    from api.services.estimates import deployment_rates
+
+    settings = _settings()
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite:///") and not os.path.isfile(url.removeprefix("sqlite:///")):
+        return []  # never create a database just to find it empty
+    try:
+        with session_factory(url, "cli")() as session:
+            return deployment_rates(session, config.model, config.method)[1]
+    except Exception:  # noqa: BLE001 - an unreachable or older database: the estimate without a time
+        return []
 
 
 MAX_PROBLEMS_PRINTED = 20

@@ -38,3 +38,10 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def device_kind(device: torch.device) -> str:
+    """What a job's measured speed is tied to: "cpu", or "cuda" with the GPU's name ("cuda NVIDIA H100 80GB HBM3")."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return device.type

@@ -29,7 +29,7 @@ from uds import distributed, engine
 from uds import fingerprint as fp
 from uds.config import TrainConfig, groups_per_step, steps_per_epoch, total_steps
 from uds.data import TokenizedExample, collate, tokenize_examples
-from uds.device import DeviceUnavailable, autocast, resolve_device
+from uds.device import DeviceUnavailable, autocast, device_kind, resolve_device
 from uds.distributed import World
 from uds.engine import first_rows_mask, loss_token_count, step_token_weights, weighted_token_loss
 from uds.evaluation import EvalSet, evaluate
@@ -645,6 +645,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "spearman_score_length": c["rho_score_sum"] / c["rho_score_groups"] if c["rho_score_groups"] else None,
         "mean_length_candidates": c["length_candidates_sum"] / scored if scored else None,
         "mean_length_selected": c["length_selected_sum"] / trained if trained else None,
+        "device_kind": device_kind(run.device),
     }
 
 

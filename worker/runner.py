@@ -431,4 +431,18 @@ def _record_success(claimed: ClaimedJob, result) -> str | None:
         adapter_sha256=digest,
         fine_tuned_model=fine_tuned_model_name(job.model, claimed.organization, job.suffix, job.id),
         current_step=result.steps_done,
+        **measured_speed(result.summary),
     )
+
+
+def measured_speed(summary: dict) -> dict:
+    """The succeeded run's rates and device (the job row's columns that estimates of later jobs read)."""
+    from uds.estimate import measured_rates
+
+    scoring_rate, training_rate = measured_rates(
+        int(summary.get("examples_scored") or 0),
+        summary.get("time_scoring"),
+        int(summary.get("tokens_trained") or 0),
+        summary.get("time_training"),
+    )
+    return {"scoring_rate": scoring_rate, "training_rate": training_rate, "device_kind": summary.get("device_kind")}

@@ -41,7 +41,9 @@ from api.schemas import (
     job_public,
     metric_public,
 )
+from api.schemas.estimates import JobEstimate
 from api.services import jobs as job_service
+from api.services.estimates import job_estimate
 from api.services.length_bias import job_length_bias
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,13 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 @router.post("", status_code=201, response_model=JobPublic, dependencies=[RateLimited])
 def create_job(body: JobCreate, request: Request, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
     return job_public(job_service.create_job(session, tenant, settings, request.app.state.dispatcher, body))
+
+
+@router.post("/estimate", response_model=JobEstimate)
+def estimate_job(body: JobCreate, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
+    """What `POST /jobs` with this body would cost: steps, candidates, examples and tokens, peak memory per device,
+    and the time at this deployment's measured speed. Same validation and errors as creating it; creates nothing."""
+    return job_estimate(session, tenant, settings, body)
 
 
 StatusFilter = Annotated[JobStatus | None, Query(description="Only jobs in this status.")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import JSON, CursorResult, Result, Select, case, delete, func, or_, select, update
@@ -35,7 +36,7 @@ from api.models import (
 from api.pagination import fetch_page
 from api.schemas import HOST_FIELDS, CheckpointPublic, JobCreate, ListPage, checkpoint_public
 from api.schemas.integrations import check_integrations
-from api.services.models import base_model, check_job_fits_model
+from api.services.models import BaseModel, base_model, check_job_fits_model
 from api.settings import Settings
 from api.storage import check_quota
 from api.validation import check_int32, check_values
@@ -69,13 +70,20 @@ def create_job(session: Session, tenant: Tenant, settings: Settings, dispatcher:
     return job
 
 
-def add_job(
-    session: Session, tenant: Tenant, settings: Settings, body: JobCreate, comparison_id: str | None = None
-) -> Job:
-    """Validate `body`, then add the job, queued, with its events, to the session's transaction: nothing is
-    committed or dispatched, so a caller can add several jobs and keep all or none (api/services/comparisons.py).
-    On an error the caller's transaction must not be committed (some checks roll it back themselves). The caller
-    checks the tenant's cap on unfinished jobs (`check_active_jobs`), commits, then dispatches (`dispatch_job`)."""
+@dataclass(frozen=True)
+class CheckedJob:
+    """A job request that passed every submit-time check: what `add_job` stores and the estimate computes from."""
+
+    model: BaseModel
+    config: Any  # uds.config.TrainConfig (imported lazily, as add_job always did)
+    dataset: Dataset
+    resolved: dict[str, Any]  # the stored configuration: the resolved TrainConfig minus host paths
+    shape: JobShape
+    integrations: Any
+
+
+def check_job(session: Session, tenant: Tenant, settings: Settings, body: JobCreate) -> CheckedJob:
+    """Every check of a job request, with the 4xx that creating the job answers; nothing is written."""
     from uds.config import ConfigError, TrainConfig, groups_per_step, total_steps
 
     # Unstorable text or numbers anywhere in the request (NUL, lone surrogates, NaN), and a seed outside its column.
@@ -113,6 +121,19 @@ def add_job(
         "keep_checkpoints",
         checkpoint_state_bytes,
     )
+    return CheckedJob(model, config, dataset, resolved, shape, integrations)
+
+
+def add_job(
+    session: Session, tenant: Tenant, settings: Settings, body: JobCreate, comparison_id: str | None = None
+) -> Job:
+    """Validate `body`, then add the job, queued, with its events, to the session's transaction: nothing is
+    committed or dispatched, so a caller can add several jobs and keep all or none (api/services/comparisons.py).
+    On an error the caller's transaction must not be committed (some checks roll it back themselves). The caller
+    checks the tenant's cap on unfinished jobs (`check_active_jobs`), commits, then dispatches (`dispatch_job`)."""
+    checked = check_job(session, tenant, settings, body)
+    config, dataset, resolved, shape = checked.config, checked.dataset, checked.resolved, checked.shape
+    integrations = checked.integrations
     job = Job(
         id=new_job_id(),
         tenant_id=tenant.id,

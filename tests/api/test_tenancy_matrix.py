@@ -32,6 +32,7 @@ CREATES = {
     ("POST", "/api/v1/datasets"),
     ("POST", "/v1/files"),
     ("POST", "/api/v1/jobs"),
+    ("POST", "/api/v1/jobs/estimate"),  # creates nothing, but takes the same ids as POST /api/v1/jobs
     ("POST", "/v1/fine_tuning/jobs"),
     ("POST", "/api/v1/webhooks"),
     ("POST", "/api/v1/comparisons"),
@@ -203,7 +204,7 @@ def test_tenant_a_reaches_nothing_of_tenant_b_on_any_route(client, settings, dat
                 assert response.status_code == 200, (method, path, response.text)
                 assert not any(s in response.text for s in secrets), (method, path, response.text)
             elif (method, path) in CREATES:
-                if path.endswith("jobs"):
+                if path.endswith(("jobs", "jobs/estimate")):
                     body = (
                         {"dataset_id": b["dataset"], "model": "uds-tiny"}
                         if path.startswith("/api")

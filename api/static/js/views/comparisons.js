@@ -1,9 +1,10 @@
 // Compare methods: the tenant's comparisons (each a group of ordinary jobs: every chosen method at every chosen
 // budget, plus full data, once per seed, judged on one held-out dataset) and the form that starts one.
 // POST/GET /api/v1/comparisons; the contract is notes/comparisons-contract.md.
-import { h, clear, toast, fmtInt, timeEl, statusBadge, METHOD_LABELS, METHOD_SHORT, SELECTORS, isNum } from '../dom.js';
+import { h, clear, toast, fmtInt, fmtDuration, timeEl, statusBadge, METHOD_LABELS, METHOD_SHORT, SELECTORS, isNum } from '../dom.js';
 import { get, post, listAll, ApiError } from '../api.js';
 import { schemaDefaults } from './newjob.js';
+import { debounced, fetchEstimate, memoryText } from '../estimate.js';
 
 const PAGE = 25;
 const POLL_MS = 2000;
@@ -238,6 +239,8 @@ function buildForm(panel, { ctx, datasets, models }) {
   });
 
   const countBox = h('p', { class: 'estimate', id: 'c-count', 'aria-live': 'polite' });
+  const estimateBox = h('p', { class: 'estimate small', id: 'c-estimate', 'aria-live': 'polite' });
+  const askServer = debounced(estimateBox, estimateAll);
   const submitBtn = h('button', { type: 'submit', class: 'primary', id: 'submit-comparison' }, 'Start comparison');
 
   clear(form,
@@ -270,7 +273,7 @@ function buildForm(panel, { ctx, datasets, models }) {
         field('settings', 'Other settings', settingsArea,
           h('p', { class: 'hint', id: 'c-settings-hint' }, 'A JSON object of settings a job accepts (see ', h('a', { href: '#/new' }, 'New job'),
             '), e.g. candidate_batch_size, max_steps, lora_r. Not method, budget, seed, datasets or model: the comparison sets those. The fields above win over the same keys here.')))),
-    h('div', { class: 'submit-row' }, countBox, submitBtn));
+    h('div', { class: 'submit-row' }, h('div', null, countBox, estimateBox), submitBtn));
 
   clear(panel, h('h2', { id: 'new-comparison-title' }, 'New comparison'), form);
 
@@ -284,8 +287,28 @@ function buildForm(panel, { ctx, datasets, models }) {
     return raw !== '' && Number.isInteger(n) && n >= 2 && n <= 10 ? n : null;
   }
 
+  // The comparison's time: one estimate per method and budget (and full), each run once per seed. A comparison's
+  // jobs may run side by side, so the sum is the work, not the wall time.
+  async function estimateAll() {
+    const request = body(true);
+    if (!request) return null;
+    const runs = request.methods.flatMap((method) => request.budgets.map((budget) => ({ method, budget })));
+    if (request.include_full) runs.push({ method: 'full', budget: 1 });
+    const common = { ...(request.settings || {}), dataset_id: request.dataset_id, eval_dataset_id: request.eval_dataset_id, model: request.model };
+    const estimates = await Promise.all(runs.map((run) => fetchEstimate({ ...common, ...run })));
+    const unknown = [...new Set(runs.filter((_, i) => !isNum(estimates[i].time?.seconds)).map((run) => run.method))];
+    const seconds = estimates.reduce((sum, est) => sum + (est.time?.seconds || 0), 0) * request.seeds;
+    const peak = estimates.reduce((worst, est) => (est.memory && (!worst || est.memory.cpu.peak > worst.cpu.peak) ? est.memory : worst), null);
+    const time = unknown.length
+      ? `Time unknown: no measurement yet for ${unknown.join(', ')} on ${request.model}`
+      : `Time ≈ ${fmtDuration(seconds)} of training in all`;
+    return h('span', { class: 'server-estimate', 'data-seconds': unknown.length ? '' : String(seconds) },
+      h('strong', null, time), peak ? ` · ${memoryText(peak)} per job` : '');
+  }
+
   // The number of jobs, live: seeds x (methods x budgets + full).
   function update() {
+    askServer();
     const budgets = parseBudgets(budgetsInput.value);
     clear(budgetChips, budgets.values ? budgets.values.map((b) => h('li', { class: 'chip' }, pct(b))) : h('li', { class: 'chip bad' }, budgets.error));
     const methods = selectedMethods();
@@ -342,12 +365,22 @@ function buildForm(panel, { ctx, datasets, models }) {
     return true;
   }
 
+  let quiet = false;  // while the estimate builds the request: a half-typed form is not an error to show
   function fail(param, message) {
-    showFieldError(param, message);
+    if (!quiet) showFieldError(param, message);
     return null;
   }
 
-  function body() {
+  function body(silent = false) {
+    quiet = silent;
+    try {
+      return readForm();
+    } finally {
+      quiet = false;
+    }
+  }
+
+  function readForm() {
     const out = { dataset_id: datasetSelect.value, eval_dataset_id: evalSelect.value, model: modelSelect.value };
     if (!out.dataset_id) return fail('dataset_id', 'Choose the training dataset.');
     if (!out.eval_dataset_id) return fail('eval_dataset_id', 'Choose the held-out dataset the methods are judged on.');

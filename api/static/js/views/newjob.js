@@ -2,6 +2,7 @@
 import { h, clear, toast, fmtInt, fmtBytes, fmtPct, METHOD_LABELS, METHOD_HELP, isNum } from '../dom.js';
 import { get, post, upload, listAll, ApiError } from '../api.js';
 import { RECIPES } from '../recipes.js';
+import { debounced, fetchEstimate, estimateLine } from '../estimate.js';
 
 // Defaults mirror uds/config.py; the server's OpenAPI schema overrides them when it states its own.
 const MAIN = [
@@ -136,7 +137,7 @@ export async function newJobView(root, ctx) {
 
   // ---- model, method, budget ----
   const nameInput = h('input', { id: 'f-name', name: 'name', type: 'text', maxlength: '200', placeholder: 'e.g. uds-12.5pct-run1', value: prefill.name || '' });
-  const modelSelect = h('select', { id: 'f-model', name: 'model', required: true },
+  const modelSelect = h('select', { id: 'f-model', name: 'model', required: true, onchange: estimate },
     models.map((id) => h('option', { value: id, selected: id === (prefill.model || models[0]) }, id)));
   const methodSelect = h('select', { id: 'f-method', name: 'method', onchange: () => { syncMethod(); estimate(); } },
     Object.entries(METHOD_LABELS).map(([v, label]) => h('option', { value: v, selected: v === (prefill.method || 'uds') }, label)));
@@ -184,6 +185,12 @@ export async function newJobView(root, ctx) {
   const mainFields = fields.filter((f) => MAIN.includes(f));
   const advFields = fields.filter((f) => ADVANCED.includes(f));
   const estimateBox = h('div', { class: 'estimate', 'aria-live': 'polite', id: 'estimate' });
+  // The server's estimate (time, tokens, memory) under the quick count, asked for once typing pauses.
+  const serverEstimate = h('div', { class: 'estimate small', id: 'server-estimate' });
+  const askServer = debounced(serverEstimate, async () => {
+    const body = requestBody(() => false);
+    return body ? estimateLine(await fetchEstimate(body)) : null;
+  });
   const submitBtn = h('button', { type: 'submit', class: 'primary', id: 'submit-job' }, 'Start job');
 
   clear(form,
@@ -206,7 +213,7 @@ export async function newJobView(root, ctx) {
     h('fieldset', null, h('legend', null, '3. Training settings'),
       h('div', { class: 'grid-3' }, mainFields.map(input)),
       advFields.length ? h('details', { class: 'advanced' }, h('summary', null, 'Advanced settings'), h('div', { class: 'grid-3' }, advFields.map(input))) : null),
-    h('div', { class: 'submit-row' }, estimateBox, submitBtn));
+    h('div', { class: 'submit-row' }, h('div', null, estimateBox, serverEstimate), submitBtn));
 
   clear(root,
     h('div', { class: 'page-head' }, h('h1', null, from ? `New job like ${from.name || from.id}` : 'New job')),
@@ -253,6 +260,7 @@ export async function newJobView(root, ctx) {
   }
 
   function estimate() {
+    askServer();
     const ds = datasets.find((d) => d.id === datasetSelect.value);
     const method = methodSelect.value;
     const problem = budgetProblem(method);
@@ -287,7 +295,7 @@ export async function newJobView(root, ctx) {
   // the server applies the same recipe to whatever the request leaves out.
   const touched = new Set();
   form.addEventListener('input', (e) => { if (e.target.name) touched.add(e.target.name); });
-  form.addEventListener('change', (e) => { if (e.target.name && e.target.name !== 'recipe') touched.add(e.target.name); });
+  form.addEventListener('change', (e) => { if (e.target.name && e.target.name !== 'recipe') touched.add(e.target.name); askServer(); });
   function applyRecipe() {
     const recipe = RECIPES[setting('recipe')] || null;
     for (const f of fields) {
@@ -313,30 +321,37 @@ export async function newJobView(root, ctx) {
     return true;
   }
 
-  async function submit(e) {
-    e.preventDefault();
-    formError.hidden = true;
-    for (const p of form.querySelectorAll('.field-error')) p.hidden = true;
-    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
-
+  // The request for the form as it stands, or null after `report(param, message)` was told what is wrong.
+  function requestBody(report) {
     const body = { dataset_id: datasetSelect.value, model: modelSelect.value, method: methodSelect.value };
-    if (!body.dataset_id) { showFieldError('dataset_id', 'Upload a dataset or choose one.'); return; }
+    if (!body.dataset_id) { report('dataset_id', 'Upload a dataset or choose one.'); return null; }
     body.budget = body.method === 'full' ? 1 : Number(budgetInput.value) / 100;
-    if (!(body.budget > 0 && body.budget <= 1)) { showFieldError('budget', 'Budget must be a percentage above 0 and at most 100.'); return; }
+    if (!(body.budget > 0 && body.budget <= 1)) { report('budget', 'Budget must be a percentage above 0 and at most 100.'); return null; }
     if (nameInput.value.trim()) body.name = nameInput.value.trim();
     if (evalSelect.value) body.eval_dataset_id = evalSelect.value;
     const recipe = RECIPES[setting('recipe')];
     for (const f of fields) {
       const v = value(f);
       if (v === undefined) continue;
-      if (typeof v === 'number' && !Number.isFinite(v)) { showFieldError(f.name, 'Enter a number.'); return; }
-      if (f.type === 'int' && typeof v === 'number' && !Number.isInteger(v)) { showFieldError(f.name, 'Enter a whole number.'); return; }
+      if (typeof v === 'number' && !Number.isFinite(v)) { report(f.name, 'Enter a number.'); return null; }
+      if (f.type === 'int' && typeof v === 'number' && !Number.isInteger(v)) { report(f.name, 'Enter a whole number.'); return null; }
       // Advanced settings left at their defaults are not sent, so the server's defaults apply (unless a recipe
       // would put another value there: then the default the user sees is what they asked for).
       if (ADVANCED.includes(f) && v === f.def && !(recipe && f.name in recipe && recipe[f.name] !== v)) continue;
       if (v === null) continue;
       body[f.name] = v;
     }
+    return body;
+  }
+
+  async function submit(e) {
+    e.preventDefault();
+    formError.hidden = true;
+    for (const p of form.querySelectorAll('.field-error')) p.hidden = true;
+    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+
+    const body = requestBody(showFieldError);
+    if (!body) return;
     submitBtn.disabled = true;
     submitBtn.textContent = 'Starting…';
     try {
