@@ -237,7 +237,7 @@ def _local_rates(config: TrainConfig) -> list[tuple[float, float]]:
         return []  # never create a database just to find it empty
     try:
         with session_factory(url, "cli")() as session:
-            return deployment_rates(session, config.model, config.method)[1]
+            return deployment_rates(session, config.model, config.method, config.devices)[1]
     except Exception:  # noqa: BLE001 - an unreachable or older database: the estimate without a time
         return []
 

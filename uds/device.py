@@ -40,8 +40,10 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def device_kind(device: torch.device) -> str:
-    """What a job's measured speed is tied to: "cpu", or "cuda" with the GPU's name ("cuda NVIDIA H100 80GB HBM3")."""
-    if device.type == "cuda":
-        return f"cuda {torch.cuda.get_device_name(device)}"
-    return device.type
+def device_kind(device: torch.device, devices: int = 1) -> str:
+    """What a job's measured speed is tied to: "cpu", or "cuda" with the GPU's name ("cuda NVIDIA H100 80GB HBM3"),
+    and " x N" for a job on N devices (its rates are the whole job's, so they are compared only with N's)."""
+    from uds.estimate import kind_on_devices
+
+    kind = f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+    return kind_on_devices(kind, devices)

@@ -422,3 +422,17 @@ def format_estimate(result: dict[str, Any]) -> str:
 
 def _mib(value: int) -> str:
     return f"{value / 2**20:,.1f} MiB"
+
+
+def kind_on_devices(kind: str, devices: int) -> str:
+    """A device kind ("cpu", "cuda <GPU name>") for a job on `devices` of them: " x N" appended when N > 1."""
+    return kind if devices == 1 else f"{kind} x {devices}"
+
+
+def kind_devices(kind: str | None) -> int:
+    """The device count a kind names (`kind_on_devices`; 1 without the suffix)."""
+    if kind and " x " in kind:
+        count = kind.rsplit(" x ", 1)[1]
+        if count.isdigit():
+            return int(count)
+    return 1

@@ -645,7 +645,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "spearman_score_length": c["rho_score_sum"] / c["rho_score_groups"] if c["rho_score_groups"] else None,
         "mean_length_candidates": c["length_candidates_sum"] / scored if scored else None,
         "mean_length_selected": c["length_selected_sum"] / trained if trained else None,
-        "device_kind": device_kind(run.device),
+        "device_kind": device_kind(run.device, run.world.size),
     }
 
 

@@ -26,6 +26,7 @@ from uds.estimate import (
     ModelShape,
     TokenCounter,
     estimate,
+    kind_devices,
     row_lengths,
     tiny_counter,
     tiny_shape,
@@ -52,7 +53,7 @@ def job_estimate(session: Session, tenant: Tenant, settings: Settings, body: Job
         counter, shape = TokenCounter(None, (), None, None, BYTES_PER_SUBWORD_TOKEN), None
         memory_note = "the model's config.json is not on this server yet (it is made when a worker first uses it)"
     lengths = [min(config.max_seq_len, n) for n in _row_tokens(settings, checked.dataset, counter)]
-    kind, rates = deployment_rates(session, config.model, config.method)
+    kind, rates = deployment_rates(session, config.model, config.method, config.devices)
     result = estimate(config, lengths, shape, rates, tokens_counted_exactly=counter.exact)
     result["time"]["device_kind"] = kind
     return {
@@ -66,9 +67,11 @@ def job_estimate(session: Session, tenant: Tenant, settings: Settings, body: Job
     }
 
 
-def deployment_rates(session: Session, model: str, method: str) -> tuple[str | None, list[tuple[float, float]]]:
-    """(device kind, [(scoring rate, training rate)]) of the newest succeeded jobs of this model and method, all on
-    the device kind of the newest of them (where this deployment's jobs run now)."""
+def deployment_rates(
+    session: Session, model: str, method: str, devices: int = 1
+) -> tuple[str | None, list[tuple[float, float]]]:
+    """(device kind, [(scoring rate, training rate)]) of the newest succeeded jobs of this model and method on
+    `devices` devices, all on the device kind of the newest of them (where this deployment's jobs run now)."""
     measured = (
         select(Job.device_kind, Job.scoring_rate, Job.training_rate)
         .where(
@@ -80,7 +83,10 @@ def deployment_rates(session: Session, model: str, method: str) -> tuple[str | N
         )
         .order_by(Job.finished_at.desc(), Job.id)
     )
-    newest = session.execute(measured.limit(1)).first()
+    # The device count is the kind's suffix (uds.device.device_kind): a job on another count measured another speed.
+    newest = next(
+        (row for row in session.execute(measured.limit(RATE_WINDOW * 10)) if kind_devices(row[0]) == devices), None
+    )
     if newest is None:
         return None, []
     kind = newest[0]

@@ -141,3 +141,12 @@ def test_training_activations_are_within_2x_of_what_autograd_keeps(tiny_model_di
         torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
     estimated = memory_breakdown(ModelShape.from_folder(tiny_model_dir), config, 64, "cpu")["training_activations"]
     assert 0.5 < estimated / sum(saved.values()) < 2
+
+
+def test_a_kind_names_its_device_count():
+    from uds.estimate import kind_devices, kind_on_devices
+
+    for kind in ("cpu", "cuda NVIDIA H100 80GB HBM3"):
+        assert kind_on_devices(kind, 1) == kind and kind_devices(kind) == 1
+        assert kind_devices(kind_on_devices(kind, 8)) == 8
+    assert kind_devices(None) == 1 and kind_devices("cuda Some x GPU") == 1
