@@ -165,7 +165,7 @@ def test_a_gguf_export_of_an_unsupported_model_is_refused_before_any_work(
     assert client.get(url, headers=bearer(key)).json()["data"] == []  # nothing stored
 
 
-def test_two_identical_export_requests_at_once_make_one_export(jobs, database_url, monkeypatch):
+def test_two_identical_export_requests_at_once_make_one_export(jobs, database_url, monkeypatch, tmp_path):
     """The first request is held between its check and its insert; the second, sent meanwhile, must wait for it
     and then find its export instead of making a second one."""
     import threading
@@ -175,7 +175,8 @@ def test_two_identical_export_requests_at_once_make_one_export(jobs, database_ur
 
     done, _ = jobs
     sessions = session_factory(database_url)
-    settings = Settings(database_url=database_url)
+    # A data folder of its own: the user's default one may hold a built uds-tiny, whose tokenizer GGUF refuses.
+    settings = Settings(database_url=database_url, data_dir=tmp_path)
     first_inside, release = threading.Event(), threading.Event()
     real_create = job_tasks.create_task
 
