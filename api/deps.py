@@ -90,8 +90,19 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
     return tenant
 
 
+def request_tenant(request: Request, session: Session, settings: Settings) -> Tenant:
+    """The request's tenant, authenticated once per request: the lookups below authenticate in their own thread
+    and transaction instead of depending on CurrentTenant, which would be a threadpool hop and a pooled connection
+    (with its pre-ping) more on every poll of a job; a route that also asks for CurrentTenant reuses this one."""
+    tenant = getattr(request.state, "tenant", None)
+    if tenant is None:
+        tenant = get_current_tenant(request, session, settings)
+        request.state.tenant = tenant
+    return tenant
+
+
 def authenticated_tenant(request: Request, session: SessionDep, settings: SettingsDep) -> Tenant:
-    tenant = get_current_tenant(request, session, settings)
+    tenant = request_tenant(request, session, settings)
     # End the read transaction: it returns the connection to the pool before this request waits for a threadpool
     # thread again (for the next dependency or the route). Held across that wait, connections ran out under a
     # burst while every thread waited for one: benchmarks/load.py's 30 s errors (expire_on_commit=False keeps
@@ -103,7 +114,10 @@ def authenticated_tenant(request: Request, session: SessionDep, settings: Settin
 CurrentTenant = Annotated[Tenant, Depends(authenticated_tenant)]
 
 
-def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: Annotated[str, Path()]) -> Dataset:
+def get_dataset(
+    request: Request, session: SessionDep, settings: SettingsDep, dataset_id: Annotated[str, Path()]
+) -> Dataset:
+    tenant = request_tenant(request, session, settings)
     dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id))
     if dataset is None:
         raise not_found("dataset", dataset_id)
@@ -111,7 +125,8 @@ def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: Annotate
     return dataset
 
 
-def get_job(session: SessionDep, tenant: CurrentTenant, job_id: Annotated[str, Path()]) -> Job:
+def get_job(request: Request, session: SessionDep, settings: SettingsDep, job_id: Annotated[str, Path()]) -> Job:
+    tenant = request_tenant(request, session, settings)
     job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
     if job is None:
         raise not_found("job", job_id)
@@ -119,7 +134,10 @@ def get_job(session: SessionDep, tenant: CurrentTenant, job_id: Annotated[str, P
     return job
 
 
-def get_comparison(session: SessionDep, tenant: CurrentTenant, comparison_id: Annotated[str, Path()]) -> Comparison:
+def get_comparison(
+    request: Request, session: SessionDep, settings: SettingsDep, comparison_id: Annotated[str, Path()]
+) -> Comparison:
+    tenant = request_tenant(request, session, settings)
     comparison = session.scalar(
         select(Comparison).where(Comparison.id == comparison_id, Comparison.tenant_id == tenant.id)
     )
