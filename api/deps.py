@@ -15,7 +15,8 @@ from api.models import Comparison, Dataset, Job, Tenant
 from api.settings import Settings, is_loopback
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
+    # async: a sync dependency is a threadpool hop, on every request, to read an attribute
     return request.app.state.settings
 
 
@@ -83,11 +84,21 @@ def get_current_tenant(request: Request, session: SessionDep, settings: Settings
     if tenant is None:  # deleted under us; recreate rather than fail every request
         from api.auth import get_or_create_tenant
 
+        session.commit()  # a write, in a transaction of its own (the lookups read outside one)
         tenant = get_or_create_tenant(session, settings.local_tenant)
         session.commit()
         request.app.state.local_tenant_id = tenant.id
     request.state.principal = f"tenant:{tenant.id}"
     return tenant
+
+
+def read_outside_a_transaction(session: Session) -> None:
+    """The lookups below are single-row reads: on Postgres they run in autocommit, without the BEGIN and COMMIT
+    round trips a transaction adds (two of the five a poll of a job cost, with the pool's ping). Only when the
+    session has not begun yet; the commit that ends the lookup returns the connection, and the route's own
+    queries get a transaction as usual."""
+    if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def request_tenant(request: Request, session: Session, settings: Settings) -> Tenant:
@@ -96,6 +107,7 @@ def request_tenant(request: Request, session: Session, settings: Settings) -> Te
     (with its pre-ping) more on every poll of a job; a route that also asks for CurrentTenant reuses this one."""
     tenant = getattr(request.state, "tenant", None)
     if tenant is None:
+        read_outside_a_transaction(session)
         tenant = get_current_tenant(request, session, settings)
         request.state.tenant = tenant
     return tenant
@@ -118,6 +130,7 @@ def get_dataset(
     request: Request, session: SessionDep, settings: SettingsDep, dataset_id: Annotated[str, Path()]
 ) -> Dataset:
     tenant = request_tenant(request, session, settings)
+    read_outside_a_transaction(session)
     dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant.id))
     if dataset is None:
         raise not_found("dataset", dataset_id)
@@ -127,6 +140,7 @@ def get_dataset(
 
 def get_job(request: Request, session: SessionDep, settings: SettingsDep, job_id: Annotated[str, Path()]) -> Job:
     tenant = request_tenant(request, session, settings)
+    read_outside_a_transaction(session)
     job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
     if job is None:
         raise not_found("job", job_id)
@@ -138,6 +152,7 @@ def get_comparison(
     request: Request, session: SessionDep, settings: SettingsDep, comparison_id: Annotated[str, Path()]
 ) -> Comparison:
     tenant = request_tenant(request, session, settings)
+    read_outside_a_transaction(session)
     comparison = session.scalar(
         select(Comparison).where(Comparison.id == comparison_id, Comparison.tenant_id == tenant.id)
     )
