@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from api.conditional import NOT_MODIFIED, conditional, row_state
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, read_outside_a_transaction
 from api.errors import APIError
 from api.ids import fine_tuned_model_name
 from api.limits import RateLimited
@@ -111,6 +111,7 @@ def job_events(
 ):
     """Newest first: status messages and one `metrics` event per step (loss, accuracy, selection statistics)."""
     # Stored events, and step metrics (which change only with the job row: see the native metrics route).
+    read_outside_a_transaction(session)  # reads only, like the lookups
     validator = (row_state(job), job_service.events_state(session, job))
     if (unchanged := conditional(request, response, *validator)) is not None:
         return unchanged

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
 from api.conditional import NOT_MODIFIED, conditional, row_state
-from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep
+from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep, read_outside_a_transaction
 from api.limits import RateLimited, charge_creations
 from api.models import Comparison
 from api.pagination import AfterParam, LimitParam, newest_first
@@ -56,7 +56,9 @@ def list_comparisons(session: SessionDep, tenant: CurrentTenant, limit: LimitPar
 def _unchanged(
     request: Request, response: Response, session: SessionDep, comparison: Comparison, *more: object
 ) -> Response | None:
-    # What the comparison and its report are made of: its row and its runs' progress (one small query).
+    # What the comparison and its report are made of: its row and its runs' progress (one small query). Reads
+    # only, like the lookups.
+    read_outside_a_transaction(session)
     return conditional(request, response, row_state(comparison), service.runs_state(session, comparison), *more)
 
 
@@ -72,6 +74,7 @@ def comparison_report(
     comparison: ComparisonDep, session: SessionDep, settings: SettingsDep, request: Request, response: Response
 ):
     """The paired comparison of the succeeded runs so far (`complete` once every job has finished)."""
+    read_outside_a_transaction(session)
     labels = report_service.label_source(session, settings, comparison)
     if (unchanged := _unchanged(request, response, session, comparison, labels)) is not None:
         return unchanged

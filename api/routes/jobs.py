@@ -11,7 +11,7 @@ from sqlalchemy import and_, case, func, or_, select
 
 from api import previews, transfers
 from api.conditional import NOT_MODIFIED, conditional, row_state
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, read_outside_a_transaction
 from api.errors import APIError, invalid_cursor
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.limits import RateLimited
@@ -69,6 +69,7 @@ def list_jobs(
 ):
     """Newest first. Filter with `status`, and with `metadata[key]=value` (repeatable; all must match; a number or
     boolean matches its JSON text, `metadata[run]=3`) or `metadata=null` for jobs without metadata."""
+    read_outside_a_transaction(session)  # reads only, like the lookups
     stmt = job_service.where_metadata(
         session, select(Job).where(Job.tenant_id == tenant.id), request.query_params.multi_items()
     )
@@ -236,6 +237,7 @@ def job_events(
         if event_id is None:
             raise invalid_cursor(f"expected an event id like 'ftevent-12', got {after!r}.")
         stmt = stmt.where(JobEvent.id < event_id)
+    read_outside_a_transaction(session)  # reads only, like the lookups
     if (unchanged := conditional(request, response, job.tenant_id, job_service.events_state(session, job))) is not None:
         return unchanged
     rows, has_more = fetch_page(session, stmt.order_by(JobEvent.id.desc()), limit)
