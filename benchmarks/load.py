@@ -1,10 +1,12 @@
 """Load benchmark of the distributed mode on loopback: N concurrent async clients (httpx.AsyncClient) poll a
-running job's status and metrics, as dashboards do, while a few of them upload datasets; one celery worker trains.
+running job's status and metrics, as the dashboard does (each sends its last ETag as If-None-Match, so an unchanged
+answer is a 304), while a few of them upload datasets; one celery worker trains.
 
 It starts everything itself: a fresh Postgres database, a redis-server of its own on a free port, the API under
 uvicorn with --workers, and one celery worker (uds-tiny on CPU). First the job runs with no load (the baseline
-step time), then the same job again under load. Reports throughput, p50/p99 latency and errors per endpoint,
-and the training slowdown (median step compute time and job wall time, with vs without load).
+step time), then the same job again under load. Reports throughput, p50/p99 latency, errors and the 304 share per
+endpoint and for all polls, and the training slowdown (median step compute time and job wall time, with vs without
+load).
 
     .venv/bin/python benchmarks/load.py --clients 100 --interval 0.5 --steps 40 --api-workers 2 [--append]
 
