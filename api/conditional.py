@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from sqlalchemy import inspect
+from sqlalchemy.orm import Mapper
 
 # Clients must revalidate every time (no-cache), and shared caches must not keep one tenant's answer (private,
 # Vary: Authorization). These go on the 200 as on the 304.
@@ -91,11 +92,14 @@ def conditional(request: Request, response: Response, *validator: Any) -> Respon
     return None
 
 
-@cache
-def _shown_columns(model: type) -> tuple[str, ...]:
-    return tuple(a.key for a in inspect(model).column_attrs if a.key not in _NOT_SHOWN)
+_shown_columns: dict[type, tuple[str, ...]] = {}
 
 
 def row_state(row: Any) -> tuple[Any, ...]:
     """Every column of an ORM row that a representation may show: its tag moves whenever any of them does."""
-    return tuple(getattr(row, key) for key in _shown_columns(type(row)))
+    model = type(row)
+    keys = _shown_columns.get(model)
+    if keys is None:
+        mapper: Mapper[Any] = inspect(model)
+        keys = _shown_columns[model] = tuple(p.key for p in mapper.column_attrs if p.key not in _NOT_SHOWN)
+    return tuple(getattr(row, key) for key in keys)
