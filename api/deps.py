@@ -112,9 +112,9 @@ Owned = TypeVar("Owned", Dataset, Job, Comparison)
 
 def read_outside_a_transaction(session: Session) -> None:
     """For reads that need no transaction (the lookups below, the validators of polled resources, the pages
-    behind them): on Postgres they run in autocommit, without the BEGIN and COMMIT round trips a transaction adds
-    (two of the five a poll of a job cost, with the pool's ping). Only when the session has not begun yet; after a
-    commit returns the connection, the next queries get a transaction as usual. Never before a write."""
+    behind them): on Postgres they run in autocommit, without the BEGIN and COMMIT round trips a transaction adds.
+    Only when the session has not begun yet; after a commit returns the connection, the next queries get a
+    transaction as usual. Never before a write."""
     if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
