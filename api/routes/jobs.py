@@ -126,10 +126,17 @@ def job_metrics(
     )
 
 
-@router.get("/{job_id}/length-bias", response_model=LengthBiasPublic)
-def job_length_bias_route(job: JobDep, session: SessionDep):
+@router.get("/{job_id}/length-bias", response_model=LengthBiasPublic, responses=NOT_MODIFIED)
+def job_length_bias_route(job: JobDep, session: SessionDep, request: Request, response: Response):
     """Whether the job picked the longest examples rather than the most useful: its per-step length diagnostic
     aggregated over all its selection groups so far."""
+    # Made of every step's metrics (the job row moves with them, as for the metrics route) and the run summary in
+    # its events: a 304 spares reading all the steps, which the dashboard's job page asks for at every poll.
+    read_outside_a_transaction(session)
+    if (
+        unchanged := conditional(request, response, row_state(job), job_service.events_state(session, job))
+    ) is not None:
+        return unchanged
     return LengthBiasPublic(**job_length_bias(session, job))
 
 

@@ -78,6 +78,19 @@ def set_job_heartbeat(client, job_id: str) -> None:
     set_job(client.app.state.settings, job_id, heartbeat_at=utcnow())
 
 
+def test_length_bias_is_304_until_a_step_is_stored(client, key, running):
+    job_id, logger = running
+    url = f"/api/v1/jobs/{job_id}/length-bias"
+    tag = first(client, key, url)
+    assert poll(client, key, url).json()["steps"] == 0  # the fixture's steps carry no length diagnostic
+    step = step_metrics(3, [3, 4], {3})
+    step["stats"]["length"] = {"mean_length_candidates": 10.0, "mean_length_selected": 12.0}
+    logger.log_step(step)
+    logger.flush()
+    response = poll(client, key, url, tag)
+    assert response.status_code == 200 and response.json()["steps"] == 1 and response.headers["etag"] != tag
+
+
 def test_events_are_304_until_an_event_is_added(client, key, running):
     job_id, logger = running
     url = f"/api/v1/jobs/{job_id}/events"
