@@ -46,7 +46,7 @@ def known_query_only(*patterns: str):
     """A route dependency: 400 for query parameters the route does not declare. `patterns` are prefixes the route
     reads from the request itself (the OpenAI job list's `metadata[key]=value`)."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: no threadpool hop for a check that never blocks
         _reject_unknown(request, tuple(patterns))
 
     return Depends(check)

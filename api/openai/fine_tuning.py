@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.conditional import NOT_MODIFIED, conditional, row_state
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, read_outside_a_transaction
 from api.errors import APIError
 from api.ids import fine_tuned_model_name
 from api.limits import RateLimited
@@ -69,8 +70,13 @@ def list_jobs(
     return CursorList[FineTuningJob].page(data, has_more=has_more)
 
 
-@router.get("/{job_id}", response_model=FineTuningJob)
-def retrieve_job(job: JobDep, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep):
+@router.get("/{job_id}", response_model=FineTuningJob, responses=NOT_MODIFIED)
+def retrieve_job(
+    job: JobDep, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, request: Request, response: Response
+):
+    # Its result files are recorded at the first read after the job succeeded, with ids fixed by the job.
+    if (unchanged := conditional(request, response, row_state(job), tenant.name)) is not None:
+        return unchanged
     return render(session, settings, tenant, [job])[0]
 
 
@@ -94,9 +100,21 @@ def pause_or_resume(job: JobDep):
     )
 
 
-@router.get("/{job_id}/events", response_model=CursorList[JobEvent], dependencies=[KNOWN_QUERY])
-def job_events(job: JobDep, session: SessionDep, after: After = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20):
+@router.get("/{job_id}/events", response_model=CursorList[JobEvent], responses=NOT_MODIFIED, dependencies=[KNOWN_QUERY])
+def job_events(
+    job: JobDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    after: After = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+):
     """Newest first: status messages and one `metrics` event per step (loss, accuracy, selection statistics)."""
+    # Stored events, and step metrics (which change only with the job row: see the native metrics route).
+    read_outside_a_transaction(session)  # reads only, like the lookups
+    validator = (row_state(job), job_service.events_state(session, job))
+    if (unchanged := conditional(request, response, *validator)) is not None:
+        return unchanged
     data, has_more = list_events(session, job, limit, after)
     return CursorList[JobEvent].page(data, has_more=has_more)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep
+from api.conditional import NOT_MODIFIED, conditional, row_state
+from api.deps import ComparisonDep, CurrentTenant, SessionDep, SettingsDep, read_outside_a_transaction
 from api.limits import RateLimited, charge_creations
 from api.models import Comparison
 from api.pagination import AfterParam, LimitParam, newest_first
@@ -52,14 +53,31 @@ def list_comparisons(session: SessionDep, tenant: CurrentTenant, limit: LimitPar
     return ListPage[ComparisonPublic].page(service.comparison_views(session, rows), has_more=has_more)
 
 
-@router.get("/{comparison_id}", response_model=ComparisonPublic)
-def get_comparison(comparison: ComparisonDep, session: SessionDep):
+def _unchanged(
+    request: Request, response: Response, session: SessionDep, comparison: Comparison, *more: object
+) -> Response | None:
+    # What the comparison and its report are made of: its row and its runs' progress (one small query). Reads
+    # only, like the lookups.
+    read_outside_a_transaction(session)
+    return conditional(request, response, row_state(comparison), service.runs_state(session, comparison), *more)
+
+
+@router.get("/{comparison_id}", response_model=ComparisonPublic, responses=NOT_MODIFIED)
+def get_comparison(comparison: ComparisonDep, session: SessionDep, request: Request, response: Response):
+    if (unchanged := _unchanged(request, response, session, comparison)) is not None:
+        return unchanged
     return _public(session, comparison)
 
 
-@router.get("/{comparison_id}/report", response_model=ComparisonReport)
-def comparison_report(comparison: ComparisonDep, session: SessionDep, settings: SettingsDep):
+@router.get("/{comparison_id}/report", response_model=ComparisonReport, responses=NOT_MODIFIED)
+def comparison_report(
+    comparison: ComparisonDep, session: SessionDep, settings: SettingsDep, request: Request, response: Response
+):
     """The paired comparison of the succeeded runs so far (`complete` once every job has finished)."""
+    read_outside_a_transaction(session)
+    labels = report_service.label_source(session, settings, comparison)
+    if (unchanged := _unchanged(request, response, session, comparison, labels)) is not None:
+        return unchanged
     return report_service.comparison_report(session, settings, comparison)
 
 

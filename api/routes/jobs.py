@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import and_, case, func, or_, select
 
 from api import previews, transfers
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.conditional import NOT_MODIFIED, conditional, row_state
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, read_outside_a_transaction
 from api.errors import APIError, invalid_cursor
 from api.ids import MAX_INT, event_public_id, parse_event_id, parse_int
 from api.limits import RateLimited
@@ -65,9 +66,10 @@ def estimate_job(body: JobCreate, session: SessionDep, tenant: CurrentTenant, se
 StatusFilter = Annotated[JobStatus | None, Query(description="Only jobs in this status.")]
 
 
-@router.get("", response_model=ListPage[JobPublic], dependencies=[known_query_only("metadata")])
+@router.get("", response_model=ListPage[JobPublic], responses=NOT_MODIFIED, dependencies=[known_query_only("metadata")])
 def list_jobs(
     request: Request,
+    response: Response,
     session: SessionDep,
     tenant: CurrentTenant,
     limit: LimitParam = 20,
@@ -76,19 +78,25 @@ def list_jobs(
 ):
     """Newest first. Filter with `status`, and with `metadata[key]=value` (repeatable; all must match; a number or
     boolean matches its JSON text, `metadata[run]=3`) or `metadata=null` for jobs without metadata."""
+    read_outside_a_transaction(session)  # reads only, like the lookups
     stmt = job_service.where_metadata(
         session, select(Job).where(Job.tenant_id == tenant.id), request.query_params.multi_items()
     )
     if status is not None:
         stmt = stmt.where(Job.status == status)
     rows, has_more = newest_first(session, Job, stmt, after, limit, tenant.id)
+    if (unchanged := conditional(request, response, tenant.id, has_more, [row_state(j) for j in rows])) is not None:
+        return unchanged
     now = utcnow()
     data = [job_public(j, now) for j in rows]
     return ListPage[JobPublic].page(data, has_more=has_more)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-def get_job(job: JobDep):
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_MODIFIED)
+async def get_job(job: JobDep, request: Request, response: Response):
+    # async: the most polled route reads nothing more (the lookup loaded the row), so it skips a threadpool hop
+    if (unchanged := conditional(request, response, row_state(job))) is not None:
+        return unchanged
     return job_public(job)
 
 
@@ -107,13 +115,19 @@ def cancel_job(job: JobDep, session: SessionDep):
     return job_public(job_service.cancel_job(session, job))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage, dependencies=[KNOWN_QUERY])
+@router.get("/{job_id}/metrics", response_model=MetricsPage, responses=NOT_MODIFIED, dependencies=[KNOWN_QUERY])
 def job_metrics(
     job: JobDep,
     session: SessionDep,
+    request: Request,
+    response: Response,
     after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="Only steps after this one.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
+    # The job row is the validator: the worker writes step metrics only in the transaction that also stamps the
+    # job's progress (worker/db_logger.py), so no metric changes without the row changing. No query for a 304.
+    if (unchanged := conditional(request, response, row_state(job))) is not None:
+        return unchanged
     stmt = select(StepMetric).where(StepMetric.job_id == job.id, StepMetric.step > after_step).order_by(StepMetric.step)
     rows, has_more = fetch_page(session, stmt, limit)
     return MetricsPage(
@@ -121,10 +135,17 @@ def job_metrics(
     )
 
 
-@router.get("/{job_id}/length-bias", response_model=LengthBiasPublic)
-def job_length_bias_route(job: JobDep, session: SessionDep):
+@router.get("/{job_id}/length-bias", response_model=LengthBiasPublic, responses=NOT_MODIFIED)
+def job_length_bias_route(job: JobDep, session: SessionDep, request: Request, response: Response):
     """Whether the job picked the longest examples rather than the most useful: its per-step length diagnostic
     aggregated over all its selection groups so far."""
+    # Made of every step's metrics (the job row moves with them, as for the metrics route) and the run summary in
+    # its events: a 304 spares reading all the steps, which the dashboard's job page asks for at every poll.
+    read_outside_a_transaction(session)
+    if (
+        unchanged := conditional(request, response, row_state(job), job_service.events_state(session, job))
+    ) is not None:
+        return unchanged
     return LengthBiasPublic(**job_length_bias(session, job))
 
 
@@ -214,8 +235,17 @@ def selection_summary(
     return SelectionSummary(data=data, has_more=has_more, order=order, rows_seen=rows_seen or 0)
 
 
-@router.get("/{job_id}/events", response_model=ListPage[EventPublic], dependencies=[KNOWN_QUERY])
-def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: AfterParam = None):
+@router.get(
+    "/{job_id}/events", response_model=ListPage[EventPublic], responses=NOT_MODIFIED, dependencies=[KNOWN_QUERY]
+)
+def job_events(
+    job: JobDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: LimitParam = 20,
+    after: AfterParam = None,
+):
     """Newest first; `after=<event id>` continues with older events."""
     stmt = select(JobEvent).where(JobEvent.job_id == job.id)
     if after is not None:
@@ -223,6 +253,9 @@ def job_events(job: JobDep, session: SessionDep, limit: LimitParam = 20, after: 
         if event_id is None:
             raise invalid_cursor(f"expected an event id like 'ftevent-12', got {after!r}.")
         stmt = stmt.where(JobEvent.id < event_id)
+    read_outside_a_transaction(session)  # reads only, like the lookups
+    if (unchanged := conditional(request, response, job.tenant_id, job_service.events_state(session, job))) is not None:
+        return unchanged
     rows, has_more = fetch_page(session, stmt.order_by(JobEvent.id.desc()), limit)
     data = [event_public(e) for e in rows]
     return ListPage[EventPublic].page(data, has_more=has_more)

@@ -131,6 +131,15 @@ def _picks_by_row(session: Session, job_ids: list[str]) -> list[tuple[int, int]]
     return [(row, int(n)) for row, n in rows]
 
 
+def label_source(session: Session, settings: Settings, comparison: Comparison) -> bool | None:
+    """Whether the file the label shares are read from is still there (None: the report shows no labels); the
+    report's validator, with the runs' state."""
+    if not comparison.label_field:
+        return None
+    dataset = session.get(Dataset, comparison.dataset_id)
+    return dataset is not None and settings.served_file(dataset.storage_path) is not None
+
+
 def label_report(
     session: Session, settings: Settings, comparison: Comparison, succeeded: list[Run]
 ) -> tuple[LabelShares | None, list[str]]:

@@ -269,6 +269,27 @@ def load_runs(session: Session, comparisons: list[Comparison]) -> dict[str, list
     return runs
 
 
+def runs_state(session: Session, comparison: Comparison) -> list[tuple[Any, ...]]:
+    """What of its runs a comparison's view and report are made of and can change: status, times, and progress
+    (progress_at moves with every metrics write, so a new evaluation changes it too). Read before the views'
+    three queries, to answer an unchanged poll with none of them."""
+    rows = session.execute(
+        select(
+            Job.id,
+            Job.status,
+            Job.started_at,
+            Job.finished_at,
+            Job.progress_at,
+            Job.current_step,
+            Job.time_scoring,
+            Job.time_training,
+        )
+        .where(Job.comparison_id == comparison.id)
+        .order_by(Job.id)
+    )
+    return [tuple(row) for row in rows]
+
+
 def run_counts(runs: list[Run]) -> RunCounts:
     statuses = Counter(run.job.status for run in runs)
     return RunCounts(

@@ -190,6 +190,14 @@ def add_job(
     return job
 
 
+def events_state(session: Session, job: Job) -> tuple[int, int | None]:
+    """How many events the job has and its newest one's id: one index-only read (job_id, id) that changes whenever
+    an event is added (events are never edited, and go only with their job). Two writers can commit ids out of
+    order, so the count is needed beside the maximum."""
+    count, newest = session.execute(select(func.count(), func.max(JobEvent.id)).where(JobEvent.job_id == job.id)).one()
+    return count, newest
+
+
 def dispatch_job(session: Session, dispatcher: Dispatcher, job: Job) -> None:
     """Send a committed, queued job to the workers."""
     try:

@@ -21,6 +21,7 @@ export function getKey() {
 }
 
 export function setKey(key) {
+  validated.clear(); // another key sees other answers
   try {
     if (key) localStorage.setItem(KEY_STORAGE, key);
     else localStorage.removeItem(KEY_STORAGE);
@@ -52,8 +53,23 @@ async function errorFrom(res) {
   return new ApiError(res.status, error, body);
 }
 
+// Polls revalidate: the last answer of each GET is kept with its ETag and sent back as If-None-Match; a 304
+// (nothing changed) returns the kept answer, so the view stays as it is and the server skips building the body.
+const VALIDATED_MAX = 200;
+const validated = new Map(); // `${key} ${url}` -> { etag, body }
+
+function remember(cacheKey, etag, body) {
+  validated.delete(cacheKey);
+  if (validated.size >= VALIDATED_MAX) validated.delete(validated.keys().next().value); // the oldest
+  validated.set(cacheKey, { etag, body });
+}
+
 export async function request(path, { method = 'GET', query, json, form, signal } = {}) {
   const headers = { Accept: 'application/json', ...authHeaders() };
+  const target = url(path, query);
+  const cacheKey = method === 'GET' ? `${getKey()} ${target}` : null;
+  const kept = cacheKey ? validated.get(cacheKey) : undefined;
+  if (kept) headers['If-None-Match'] = kept.etag;
   let body;
   if (json !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -63,18 +79,22 @@ export async function request(path, { method = 'GET', query, json, form, signal 
   }
   let res;
   try {
-    res = await fetch(url(path, query), { method, headers, body, signal });
+    res = await fetch(target, { method, headers, body, signal });
   } catch (err) {
     if (err.name === 'AbortError') throw err;
     throw new ApiError(0, { message: 'Cannot reach the server. Is `uds serve` running?', type: 'network_error' });
   }
+  if (res.status === 304 && kept) return structuredClone(kept.body); // a copy: views may change what they get
   if (!res.ok) {
     const error = await errorFrom(res);
     if (res.status === 401) window.dispatchEvent(new CustomEvent('uds:unauthorized', { detail: error.message }));
     throw error;
   }
   if (res.status === 204) return null;
-  return res.json();
+  const data = await res.json();
+  const etag = res.headers.get('ETag');
+  if (cacheKey && etag) remember(cacheKey, etag, data);
+  return data;
 }
 
 export const get = (path, query, opts) => request(path, { ...opts, query });
