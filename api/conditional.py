@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -81,15 +85,81 @@ def none_match(request: Request, etag: str) -> bool:
 
 
 def conditional(request: Request, response: Response, *validator: Any) -> Response | None:
-    """The 304 to send when the client's tag is current; otherwise None, with the tag put on `response` (the
-    route's 200). The path and query (page, filters) are part of the tag; `validator` adds what the answer is made
-    of, including the tenant. Call after the route's authentication and lookup, before it builds its answer."""
+    """The 304 to send when the client's tag is current; else the 200 another poll made under the same tag within
+    the last `REPRESENTATION_SECONDS`; otherwise None, with the tag put on `response` (the route's 200, which
+    `RepresentationCache` then keeps). The path and query (page, filters) are part of the tag; `validator` adds
+    what the answer is made of, including the tenant. Call after the route's authentication and lookup, before it
+    builds its answer."""
     etag = weak_etag(request.url.path, request.url.query, *validator)
     headers = {"ETag": etag, **CACHE_HEADERS}
     if none_match(request, etag):
         return Response(status_code=304, headers=headers)
+    kept = representations.get(etag)
+    if kept is not None:
+        return Response(content=kept[1], status_code=200, headers=headers, media_type=kept[0])
+    request.state.representation_tag = etag
     response.headers.update(headers)
     return None
+
+
+# When a polled job moves, every dashboard watching it asks for the new answer within one polling interval: the
+# first one's answer serves the others for this long. A weak tag allows it (an equivalent answer); a running
+# job's eta_seconds is then at most this much older than the request.
+REPRESENTATION_SECONDS = 1.0
+_KEPT_REPRESENTATIONS = 256
+
+
+class _Representations:
+    """The newest 200 answers of polled resources by tag, each kept `REPRESENTATION_SECONDS` (this process only)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._kept: OrderedDict[str, tuple[float, str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, tag: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            kept = self._kept.get(tag)
+            if kept is None or self._clock() - kept[0] > REPRESENTATION_SECONDS:
+                return None
+            return kept[1], kept[2]
+
+    def keep(self, tag: str, media_type: str, body: bytes) -> None:
+        with self._lock:
+            self._kept[tag] = (self._clock(), media_type, body)
+            self._kept.move_to_end(tag)
+            while len(self._kept) > _KEPT_REPRESENTATIONS:
+                self._kept.popitem(last=False)
+
+
+representations = _Representations()
+
+
+class RepresentationCache:
+    """ASGI middleware: keeps the body of a 200 whose route asked for it through `conditional` (the tag it set on
+    the request), so the next polls under the same tag are answered from it. Nothing else is touched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await self.app(scope, receive, send)
+        captured: dict[str, Any] = {}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                tag = scope.get("state", {}).get("representation_tag")
+                if message["status"] == 200 and tag is not None:
+                    media = dict(message.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+                    captured.update(tag=tag, media=media, chunks=[])
+            elif message["type"] == "http.response.body" and captured:
+                captured["chunks"].append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    representations.keep(captured["tag"], captured["media"], b"".join(captured["chunks"]))
+            await send(message)
+
+        await self.app(scope, receive, capture)
 
 
 _shown_columns: dict[type, tuple[str, ...]] = {}

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from api import dashboard, errors, ids, limits, monitoring, storage
 from api import openai as openai_api
 from api.auth import add_key, get_or_create_tenant
+from api.conditional import RepresentationCache
 from api.db import PoolSize, migrate, session_factory
 from api.dispatch import make_dispatcher
 from api.origin import LoopbackGuardMiddleware
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_timeout=settings.client_idle_timeout_seconds,
         exempt={("POST", "/api/v1/datasets"), ("POST", "/v1/files")},
     )
+    app.add_middleware(RepresentationCache)  # a polled answer serves the polls right after it (api/conditional.py)
     app.add_middleware(URLValidationMiddleware)  # a NUL or a 5,000-character path never reaches a route
     if not settings.auth_required:
         app.add_middleware(LoopbackGuardMiddleware)  # outermost: nothing runs for a rebound Host or a CSRF

@@ -191,3 +191,23 @@ def test_openai_job_and_events(client, key, running):
     assert poll(client, key, url, tag).status_code == 200
     events = poll(client, key, url + "/events", events_tag)
     assert events.status_code == 200 and events.headers["etag"] != events_tag
+
+
+def test_an_answer_is_kept_for_its_tag_for_a_second_only():
+    from api.conditional import REPRESENTATION_SECONDS, _Representations
+
+    now = [100.0]
+    kept = _Representations(clock=lambda: now[0])
+    kept.keep('W/"a"', "application/json", b'{"id": 1}')
+    assert kept.get('W/"a"') == ("application/json", b'{"id": 1}') and kept.get('W/"b"') is None
+    now[0] += REPRESENTATION_SECONDS + 0.01
+    assert kept.get('W/"a"') is None  # a running job's eta would otherwise age
+
+
+def test_kept_answers_are_bounded():
+    from api.conditional import _KEPT_REPRESENTATIONS, _Representations
+
+    kept = _Representations(clock=lambda: 0.0)
+    for n in range(_KEPT_REPRESENTATIONS + 1):
+        kept.keep(f'W/"{n}"', "application/json", b"{}")
+    assert kept.get('W/"0"') is None and kept.get(f'W/"{_KEPT_REPRESENTATIONS}"') is not None
