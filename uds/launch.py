@@ -47,6 +47,10 @@ def rank_environment(base: dict[str, str] | None = None, threads: int | None = N
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if threads is not None and "OMP_NUM_THREADS" not in environment:
         environment["OMP_NUM_THREADS"] = str(max(1, threads))
+    # A store of each attempt's own for the process group: with the agent's store shared across restarts, the
+    # processes of a restarted group read their peers' addresses from the attempt before (keys without an attempt
+    # prefix) and fail to connect to processes that no longer exist.
+    environment.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     return environment
 
 

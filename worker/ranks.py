@@ -56,7 +56,14 @@ def _train_and_report(folder: Path, job_id: str, worker_id: str, settings, confi
     try:
         result = train_in_process(claimed, config, stop_event)
     except JobFailure as failure:
-        # Reported, not raised: an exit status other than 0 would have the agent start the processes again.
+        if failure.code == "internal_error":
+            # Not the job's fault as far as we know, and what a peer's death looks like from here (a collective
+            # whose connection closed): exit with an error, and the agent starts every process again from the
+            # newest checkpoint (up to its restarts; then the worker fails the job).
+            log.error("job %s: %s", job_id, failure.message)
+            raise SystemExit(1) from failure
+        # The job's own failure (bad data, out of memory, the time limit, a full disk): reported, not raised, since
+        # an exit status other than 0 would have the agent start the processes again.
         devices.write_outcome(folder, {"failure": {"code": failure.code, "message": failure.message}})
         return
     if result is None:

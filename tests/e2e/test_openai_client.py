@@ -151,7 +151,9 @@ def test_fine_tune_with_the_openai_client(client, server, training_file, tiny_mo
         assert 0 <= data["train_mean_token_accuracy"] <= 1
         # 48 rows are 6 groups of 8: at least 4 steps an epoch leaves one group a step, k = round(0.25 * 8).
         assert data["candidates"] == 8 and data["selected"] == 2
-        assert set(data["selection_stats"]) == {"candidates", "selected", "groups", "length"}
+        stats = data["selection_stats"]
+        assert set(stats) == {"candidates", "selected", "groups", "length", "devices", "time_gather", "time_select"}
+        assert stats["devices"] == 1 and stats["time_gather"] == 0.0 and stats["time_select"] >= 0
         assert data["selection_stats"]["groups"] == 1 and "spearman_utility_length" in data["selection_stats"]["length"]
         assert set(data["selection_stats"]["selected"]["utility"]) == {"mean", "std", "min", "max"}
         if data["step"] % 3 == 0:

@@ -64,3 +64,14 @@ def test_a_worker_offering_fewer_devices_leaves_the_job_queued(sessions, make_jo
     assert (job.status, job.worker_id, job.attempts) == ("queued", None, 0)
     # A worker with two devices takes it.
     assert claim(sessions, job_id, "host-b:2:bbbb", settings.stale_after_seconds, devices_offered=2) is not None
+
+
+def test_the_processes_find_this_checkout_and_a_store_of_their_attempt():
+    from uds.launch import rank_environment
+
+    environment = rank_environment({"PYTHONPATH": "/elsewhere"}, threads=3)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    assert environment["PYTHONPATH"].split(":") == [root, "/elsewhere"]
+    assert environment["OMP_NUM_THREADS"] == "3"
+    # A restarted group must not read its peers' addresses from the attempt before (see the kill -9 test).
+    assert environment["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
