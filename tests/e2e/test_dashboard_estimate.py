@@ -44,8 +44,12 @@ def test_the_forms_show_the_estimate_as_the_user_types(server, page):
     page.fill("#f-max_steps", "2")
     page.fill("#f-max_seq_len", "32")
     page.fill("#f-candidate_batch_size", "4")
-    wait_js(page, "document.querySelector('#server-estimate').textContent.includes('no measurement yet')")
-    assert "tokens trained" in shown(page, "#server-estimate") and "peak memory" in shown(page, "#server-estimate")
+    # The answer to the typed settings (uds-tiny's has a memory figure), not the one the form asked for as it
+    # opened (smollm2-135m-instruct by default, whose folder this server has not made yet: no memory figure).
+    wait_js(page, "document.querySelector('#server-estimate').textContent.includes('peak memory')")
+    assert "no measurement yet" in shown(page, "#server-estimate") and "tokens trained" in shown(
+        page, "#server-estimate"
+    )
 
     # One job of the same model and method finishes: from then on the form times the job.
     job = api.post("/jobs", json={"dataset_id": dataset_id, "model": "uds-tiny", "method": "uds", **SETTINGS})
