@@ -132,9 +132,11 @@ def launch(folder: Path, run_path: Path, config: TrainConfig, stop_event: thread
 
 def _wait(process: subprocess.Popen, folder: Path, stop_event: threading.Event | None) -> None:
     outcome_seen: float | None = None
+    stop_written = False
     while process.poll() is None:
-        if stop_event is not None and stop_event.is_set():
-            (folder / STOP_FILE).touch()
+        if not stop_written and stop_event is not None and stop_event.is_set():
+            (folder / STOP_FILE).touch()  # once: rank 0 reads it at its next step boundary
+            stop_written = True
         if outcome_seen is None and (folder / OUTCOME_FILE).is_file():
             outcome_seen = time.monotonic()
         if outcome_seen is not None and time.monotonic() - outcome_seen > STRAGGLER_SECONDS:

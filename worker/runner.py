@@ -51,13 +51,9 @@ def claim(
         if current is None:
             log.warning("job %s does not exist", job_id)
             return None
-        if job_devices(current.config) > devices_offered:
-            log.info(
-                "job %s asks for %s devices, this worker offers %s",
-                job_id,
-                job_devices(current.config),
-                devices_offered,
-            )
+        asked = job_devices(current.config)
+        if asked > devices_offered:
+            log.info("job %s asks for %s devices, this worker offers %s", job_id, asked, devices_offered)
             return None
         condition = [Job.id == job_id, Job.status == current.status]
         if current.status == "running":
@@ -297,10 +293,7 @@ def train_on_devices(claimed: ClaimedJob, config, stop_event: threading.Event | 
 
     folder = devices.run_folder(claimed.output_dir)
     run_path = devices.write_run(folder, claimed.id, claimed.worker_id, claimed.settings, config)
-    settings = claimed.settings
-    lease = JobLease(
-        claimed.sessions, claimed.id, claimed.worker_id, heartbeat_seconds=settings.heartbeat_seconds
-    ).start()
+    lease = _job_lease(claimed).start()
     try:
         outcome = devices.launch(folder, run_path, config, stop_event)
     except devices.DevicesFailed as exc:
@@ -352,17 +345,21 @@ def train_in_process(claimed: ClaimedJob, config, stop_event: threading.Event | 
     return None if logger.lost else result
 
 
+def _job_lease(claimed: ClaimedJob, shutdown: threading.Event | None = None) -> JobLease:
+    return JobLease(
+        claimed.sessions,
+        claimed.id,
+        claimed.worker_id,
+        heartbeat_seconds=claimed.settings.heartbeat_seconds,
+        shutdown=shutdown,
+    )
+
+
 @contextlib.contextmanager
 def _reporting(claimed: ClaimedJob, config, stop_event: threading.Event | None):
     """The job's lease and its DbLogger; on the way out the metric writer drains before the outcome is recorded."""
     settings = claimed.settings
-    lease = JobLease(
-        claimed.sessions,
-        claimed.id,
-        claimed.worker_id,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        shutdown=stop_event,
-    ).start()
+    lease = _job_lease(claimed, stop_event).start()
     data_dir = str(settings.data_dir)
     logger = DbLogger(
         claimed.sessions,
